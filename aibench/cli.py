@@ -1,0 +1,394 @@
+"""The ``aibench`` command. Thin: parse, call the library, print.
+
+torch is imported only inside command bodies that measure, so ``aibench --help`` and ``aibench list`` stay
+instant. Every expected error is an :class:`~aibench.errors.AibenchError`: one line on stderr and its exit
+code. Anything else is a bug: one line too (``-vv`` shows the traceback), exit 70.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from aibench import __version__
+from aibench.errors import (
+    EXIT_FAILED,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    AibenchError,
+    UsageError,
+)
+
+log = logging.getLogger("aibench")
+
+EXIT_CODES_HELP = """\b
+Exit codes: 0 ok · 1 a benchmark failed (recorded in its result) · 2 bad usage ·
+3 not available on this machine (device, dtype) · 4 cannot read/write result files ·
+70 internal error · 130 interrupted (finished results are kept)."""
+
+
+class LazyGroup(click.Group):
+    """Subcommands whose modules are imported only when that subcommand runs (or --help lists them)."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            module, attr = self.lazy[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            import difflib
+
+            close = difflib.get_close_matches(args[0], self.list_commands(ctx), n=2) if args else []
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise UsageError(f"{exc.format_message()}{hint}") from None
+
+
+def _console(stderr: bool) -> Any:
+    """A rich console; when the stream is not a terminal, wide enough that tables are not truncated."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 200)
+
+
+def _stderr_console() -> Any:
+    return _console(stderr=True)
+
+
+def _stdout_console() -> Any:
+    return _console(stderr=False)
+
+
+@click.group(cls=LazyGroup, lazy={}, epilog=EXIT_CODES_HELP,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="aibench")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv: debug, with tracebacks).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors; no tables or progress.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Benchmarks for deep-learning systems: micro (operators), component (networks) and scenario
+    (end-to-end) benchmarks, measured honestly and written as comparable result files.
+
+    \b
+    Quick start:
+      aibench list                      what is registered
+      aibench info micro/gemm           parameters and metrics of one benchmark
+      aibench run micro gemm --m 512    measure it; results go to ./results
+      aibench run micro                 every micro benchmark at its defaults
+    """
+    level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    ctx.obj = {"verbose": verbose, "quiet": quiet}
+
+
+@cli.command("list")
+@click.argument("pattern", required=False)
+@click.option("--kind", type=click.Choice(["micro", "component", "scenario"]), help="Only this kind.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def list_cmd(pattern: str | None, kind: str | None, as_json: bool) -> None:
+    """List registered benchmarks, optionally filtered by a shell-style PATTERN.
+
+    \b
+    Examples:
+      aibench list
+      aibench list 'micro/*pool*'
+      aibench list --kind micro --json
+    """
+    from aibench import registry
+
+    benches = registry.find(pattern, kind)
+    if not benches and pattern and not any(ch in pattern for ch in "*?["):
+        registry.get(pattern)  # a plain name: raises "unknown benchmark ... did you mean"
+        benches = [registry.get(pattern)]
+    if as_json:
+        click.echo(json.dumps([{"id": b.id, "kind": b.kind, "name": b.name, "description": b.description,
+                                "source": b.source, "aliases": list(b.aliases)} for b in benches], indent=2))
+        return
+    if not benches:
+        click.echo(f"no benchmark matches {pattern!r}" if pattern else "no benchmarks registered", err=True)
+        return
+    from aibench.display import benchmarks_table
+
+    _stdout_console().print(benchmarks_table(benches))
+
+
+@cli.command("info")
+@click.argument("ref", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def info_cmd(ref: tuple[str, ...], as_json: bool) -> None:
+    """Show a benchmark's parameters, metrics and named sets: KIND/NAME or KIND NAME.
+
+    \b
+    Example:
+      aibench info micro/conv
+    """
+    from aibench import registry
+
+    bench_id, rest = registry.split_ref(list(ref))
+    if rest:
+        raise UsageError(f"unexpected arguments: {' '.join(rest)}")
+    b = registry.get(bench_id)
+    if as_json:
+        click.echo(json.dumps({
+            "id": b.id, "kind": b.kind, "name": b.name, "description": b.description, "source": b.source,
+            "aliases": list(b.aliases), "runner": b.runner, "primary_metric": b.primary_metric,
+            "params": [p.to_json() for p in b.params],
+            "metrics": [{"name": m.name, "unit": m.unit, "direction": m.direction, "help": m.help}
+                        for m in b.metrics],
+            "sets": {name: len(load()) for name, load in b.sets.items()},
+        }, indent=2))
+        return
+    from aibench.display import benchmark_info
+
+    benchmark_info(b, _stdout_console())
+
+
+def _select(refs: list[str]) -> list[Any]:
+    """Benchmarks named by the leading words of ``run``: nothing (all micro), a kind, a pattern, or one."""
+    from aibench import registry
+
+    if not refs:
+        return registry.find(kind="micro")
+    if len(refs) == 1 and refs[0] in registry.KINDS:
+        found = registry.find(kind=refs[0])
+        if not found:
+            raise UsageError(f"no {refs[0]} benchmarks are registered yet")
+        return found
+    bench_id, rest = registry.split_ref(refs)
+    if rest:
+        raise UsageError(f"unexpected arguments {' '.join(rest)!r}: benchmark parameters are --name VALUE")
+    if any(ch in bench_id for ch in "*?["):
+        found = registry.find(bench_id)
+        if not found:
+            raise UsageError(f"no benchmark matches {bench_id!r} (see 'aibench list')")
+        return found
+    return [registry.get(bench_id)]
+
+
+def _split_args(args: list[str]) -> tuple[list[str], list[str]]:
+    for i, tok in enumerate(args):
+        if tok.startswith("-"):
+            return args[:i], args[i:]
+    return args, []
+
+
+class RunCommand(click.Command):
+    """``run`` takes benchmark parameters as free ``--name VALUE`` options; ``run KIND NAME --help``
+    appends that benchmark's parameters to the help."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if any(a in ("-h", "--help") for a in args):
+            refs, _ = _split_args(args)
+            if refs:
+                try:
+                    benches = _select(refs)
+                except AibenchError:
+                    benches = []
+                if len(benches) == 1:
+                    click.echo(self.get_help(ctx))
+                    click.echo("")
+                    from aibench.display import benchmark_info
+
+                    benchmark_info(benches[0], _stdout_console())
+                    ctx.exit(0)
+        return super().parse_args(ctx, args)
+
+
+@cli.command("run", cls=RunCommand, epilog=EXIT_CODES_HELP,
+             context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--set", "set_name", metavar="NAME",
+              help="Run every size of a named set (e.g. deepbench-inference-server).")
+@click.option("--threads", type=click.IntRange(1, 1024), metavar="N",
+              help="Intra-op threads, pinned and recorded [default: 1 for micro benchmarks].")
+@click.option("--max-time", type=click.FloatRange(0.0, 86400, min_open=True), default=2.0, show_default=True,
+              metavar="S", help="Time budget for measuring one result (warm-up excluded).")
+@click.option("--warmup", type=click.FloatRange(0.0, 3600), default=0.1, show_default=True, metavar="S",
+              help="Minimum warm-up time before measuring.")
+@click.option("--min-rounds", type=click.IntRange(3, 1_000_000), default=10, show_default=True, metavar="N",
+              help="Timed blocks before the stopping rule may end a measurement.")
+@click.option("--target-ci", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.01, show_default=True,
+              metavar="R", help="Stop once the 95%% CI of the median is within ±R of it.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for inputs and weights.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
+              show_default=True, help="Folder for result files.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the result (an array if several) as JSON on stdout; tables go to stderr.")
+@click.option("--dry-run", is_flag=True, help="Validate and show what would run, measure nothing.")
+@click.pass_context
+def run_cmd(ctx: click.Context, args: tuple[str, ...], set_name: str | None, threads: int | None,
+            max_time: float, warmup: float, min_rounds: int, target_ci: float, seed: int, out_dir: Path,
+            as_json: bool, dry_run: bool) -> None:
+    """Measure benchmarks and write one result file per configuration.
+
+    BENCHMARK is KIND NAME, KIND/NAME, a pattern such as 'micro/*pool*', or a kind alone; with nothing,
+    every micro benchmark runs at its defaults. Benchmark parameters follow as --name VALUE (see
+    'aibench run KIND NAME --help' or 'aibench info KIND/NAME'); a parameter applies to every selected
+    benchmark that has it.
+
+    \b
+    Examples:
+      aibench run micro gemm --m 1024 --n 1024 --k 1024 --dtype float32 --device cpu
+      aibench run micro/conv --pass fwdbwd --batch 8
+      aibench run micro gemm --set deepbench-inference-server --max-time 0.5
+      aibench run micro --json > micro.json
+    """
+    from aibench.measure.timer import TimerSettings
+    from aibench.runner import RunOptions
+
+    quiet = ctx.obj["quiet"] if ctx.obj else False
+    refs, param_args = _split_args(list(args))
+    benches = _select(refs)
+    runs = _plan_runs(benches, param_args, set_name)
+    opts = RunOptions(threads=threads, seed=seed, timer=TimerSettings(
+        warmup_s=warmup, max_time_s=max_time, min_rounds=min_rounds, target_rel_ci=target_ci))
+    err = _stderr_console()
+    if dry_run:
+        for r in runs:
+            click.echo(f"{r.bench.id} " + " ".join(f"--{k.replace('_', '-')}={v}" for k, v in r.params.items()))
+        click.echo(f"{len(runs)} result(s) would be written to {out_dir}", err=True)
+        return
+    from aibench.results.store import ensure_writable_dir
+
+    ensure_writable_dir(out_dir)
+    _check_devices(runs)
+    results, paths = _execute(runs, opts, out_dir, show_progress=not quiet and len(runs) > 1)
+    if as_json:
+        docs = [r.to_dict() for r in results]
+        click.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
+    if not quiet:
+        from aibench.display import results_table
+
+        console = err if as_json else _stdout_console()
+        console.print(results_table(results))
+        where = paths[0] if len(paths) == 1 else f"{out_dir}/ ({len(paths)} files)"
+        console.print(f"results written to {where}")
+    if any(r.status != "ok" for r in results):
+        ctx.exit(EXIT_FAILED)
+
+
+def _plan_runs(benches: list[Any], param_args: list[str], set_name: str | None) -> list[Any]:
+    from aibench.runner import plan
+    from aibench.spec import ParamSet, parse_cli_params
+
+    # Parse against the union of parameters so an unknown flag is reported once, with suggestions.
+    union: dict[str, Any] = {}
+    for b in benches:
+        for p in b.params:
+            union.setdefault(p.name, p)
+    given = parse_cli_params(param_args, ParamSet(tuple(union.values())))
+    if set_name is not None:
+        with_set = [b for b in benches if set_name in b.sets]
+        if not with_set:
+            if len(benches) == 1:
+                benches[0].expand_set(set_name)  # raises with the benchmark's own sets listed
+            raise UsageError(f"no selected benchmark has a set named {set_name!r}")
+        benches = with_set
+    runs = []
+    for b in benches:
+        mine = {k: v for k, v in given.items() if k in b.params}
+        runs.extend(plan(b, mine, set_name))
+    return runs
+
+
+def _check_devices(runs: list[Any]) -> None:
+    """Refuse up front a device or dtype this machine lacks, before any result is written."""
+    from aibench.measure.device import resolve_device, resolve_dtype
+
+    seen: set[tuple[str, str]] = set()
+    for r in runs:
+        key = (r.params.get("device", "cpu"), r.params.get("dtype", "float32"))
+        if key in seen or "device" not in r.params:
+            continue
+        seen.add(key)
+        dev = resolve_device(key[0])
+        if "dtype" in r.params:
+            resolve_dtype(key[1], dev)
+
+
+def _execute(runs: list[Any], opts: Any, out_dir: Path, show_progress: bool) -> tuple[list[Any], list[Path]]:
+    """Run each planned configuration and write its result as soon as it is done; on Ctrl-C, report
+    what was kept and exit 130."""
+    from aibench.results.store import write_result
+    from aibench.runner import execute
+
+    results: list[Any] = []
+    paths: list[Path] = []
+    progress = None
+    if show_progress:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        # auto_refresh=False: no refresh thread may run while a timing window is open (DESIGN.md).
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=_stderr_console(), auto_refresh=False,
+                            transient=True)
+        progress.start()
+        task = progress.add_task("", total=len(runs))
+    try:
+        for run in runs:
+            if progress is not None:
+                progress.update(task, description=run.bench.id)
+                progress.refresh()
+            result = execute(run, opts)
+            paths.append(write_result(result, out_dir))
+            results.append(result)
+            log.info("wrote %s", paths[-1])
+            if progress is not None:
+                progress.advance(task)
+                progress.refresh()
+    except KeyboardInterrupt:
+        if progress is not None:
+            progress.stop()
+        click.echo(f"aibench: interrupted; {len(paths)} of {len(runs)} result(s) were finished and kept in "
+                   f"{out_dir}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    finally:
+        if progress is not None:
+            progress.stop()
+    return results, paths
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: expected errors are one line; bugs are one line plus exit 70."""
+    try:
+        cli.main(args=argv, prog_name="aibench", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except AibenchError as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # click's own usage errors (bad option value, missing argument)
+        click.echo(f"aibench: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aibench: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        click.echo("aibench: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # a bug: say so in one line, traceback with -vv
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            import traceback
+
+            traceback.print_exc()
+        click.echo(f"aibench: internal error: {type(exc).__name__}: {exc} (rerun with -vv for a traceback)",
+                   err=True)
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(0)

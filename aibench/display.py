@@ -1,0 +1,140 @@
+"""Human-facing rendering: value formatting and rich tables. Scripts use ``--json`` instead."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from aibench.registry import Benchmark
+from aibench.results.schema import Result
+
+_TIME_UNITS = ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns"))
+
+
+def fmt_seconds(x: float | None) -> str:
+    if x is None:
+        return "–"
+    for scale, unit in _TIME_UNITS:
+        if abs(x) >= scale or unit == "ns":
+            return f"{x / scale:.3g} {unit}"
+    return f"{x:.3g} s"
+
+
+def fmt_value(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "–"
+    if unit == "s":
+        return fmt_seconds(value)
+    if isinstance(value, float):
+        text = f"{value:.4g}"
+    else:
+        text = str(value)
+    return f"{text} {unit}".strip()
+
+
+def fmt_metric(entry: dict[str, Any] | None) -> str:
+    if not entry:
+        return "–"
+    if entry.get("value") is None:
+        return "n/a"
+    return fmt_value(entry["value"], entry.get("unit", ""))
+
+
+def _varying_params(results: Sequence[Result]) -> list[str]:
+    """Parameters worth a column: those that differ between the rows, or all if there is one row."""
+    keys: list[str] = []
+    for r in results:
+        for k in r.params:
+            if k not in keys and k not in ("device", "dtype", "pass"):
+                keys.append(k)
+    if len(results) <= 1:
+        return keys
+    return [k for k in keys if len({repr(r.params.get(k)) for r in results}) > 1]
+
+
+# Short column headers for common metric names; any other metric shows under its own name.
+HEADERS = {"time_median": "median", "time_iqr": "IQR", "time_p90": "p90", "time_p99": "p99",
+           "time_min": "min", "gflops": "GFLOP/s", "gbps": "GB/s"}
+MAX_METRIC_COLUMNS = 8
+
+
+def _metric_columns(results: Sequence[Result]) -> list[str]:
+    cols: list[str] = []
+    for r in results:
+        if r.primary_metric and r.primary_metric not in cols:
+            cols.append(r.primary_metric)
+        cols.extend(k for k in r.metrics if k not in cols)
+    return cols[:MAX_METRIC_COLUMNS]
+
+
+def _status(r: Result) -> str:
+    if r.status != "ok":
+        return f"[red]{r.status}[/red]: {escape(r.error['message']) if r.error else ''}"
+    if r.validity is not None and not r.validity.get("valid", True):
+        return "[red]INVALID[/red]"
+    if r.noisy:
+        ratios = [s["summary"].get("iqr_over_median") for s in r.samples.values()]
+        worst = max((x for x in ratios if x is not None), default=0.0)
+        return f"[yellow]noisy[/yellow] (IQR {worst:.0%} of median)"
+    return "ok"
+
+
+def results_table(results: Sequence[Result], title: str | None = None) -> Table:
+    table = Table(title=title, show_lines=False, header_style="bold")
+    table.add_column("benchmark", no_wrap=True)
+    table.add_column("params")
+    table.add_column("pass/dtype/device", no_wrap=True)
+    metric_cols = _metric_columns(results)
+    for col in metric_cols:
+        table.add_column(HEADERS.get(col, col), justify="right", no_wrap=True)
+    table.add_column("status")
+    by_bench: dict[str, list[Result]] = {}
+    for r in results:
+        by_bench.setdefault(r.id, []).append(r)
+    for bench_id, rows in by_bench.items():
+        shown = _varying_params(rows)
+        for r in rows:
+            params = " ".join(f"{k}={r.params[k]}" for k in shown if k in r.params)
+            where = "/".join(str(r.params[k]) for k in ("pass", "dtype", "device") if k in r.params)
+            cells = [fmt_metric(r.metrics.get(c)) for c in metric_cols]
+            table.add_row(escape(bench_id), escape(params), escape(where), *cells, _status(r))
+    return table
+
+
+def benchmarks_table(benches: Sequence[Benchmark]) -> Table:
+    table = Table(header_style="bold")
+    table.add_column("benchmark", no_wrap=True)
+    table.add_column("description")
+    table.add_column("source")
+    for b in benches:
+        table.add_row(escape(b.id), escape(b.description), escape(b.source))
+    return table
+
+
+def benchmark_info(b: Benchmark, console: Console) -> None:
+    console.print(f"[bold]{escape(b.id)}[/bold] — {escape(b.description)}")
+    console.print(f"source: {escape(b.source)}")
+    if b.aliases:
+        console.print(f"aliases: {escape(', '.join(b.aliases))}")
+    params = Table(title="parameters", header_style="bold", title_justify="left")
+    for col in ("flag", "type", "default", "unit", "allowed", "help"):
+        params.add_column(col)
+    for p in b.params:
+        params.add_row(*(escape(x) for x in (p.flag, p.type_name, str(p.default), p.unit, p.describe_range(),
+                                             p.help)))
+    console.print(params)
+    metrics = Table(title="metrics", header_style="bold", title_justify="left")
+    for col in ("name", "unit", "better", "meaning"):
+        metrics.add_column(col)
+    for m in b.metrics:
+        star = " (primary)" if m.name == b.primary_metric else ""
+        metrics.add_row(escape(m.name + star), escape(m.unit), m.direction, escape(m.help))
+    console.print(metrics)
+    if b.sets:
+        console.print("named sets (--set): " + ", ".join(
+            f"{name} ({len(load())} sizes)" for name, load in sorted(b.sets.items())))
+    console.print(f"example: aibench run {b.kind} {b.name} --device cpu")

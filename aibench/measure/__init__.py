@@ -1,0 +1,1 @@
+"""How things are measured: the kernel timer, device handling and thread pinning."""

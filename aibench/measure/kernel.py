@@ -1,0 +1,98 @@
+"""The ``kernel`` runner: measures one operator built by a micro benchmark's factory.
+
+Contract for a micro benchmark's factory: ``factory(params, device, dtype) -> Op``. The factory allocates
+inputs (untimed) and returns a closure that performs exactly the operation to time, plus the FLOP and
+byte counts of one call where they are defined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aibench.errors import AibenchError
+from aibench.measure.timer import KernelTimer, TimerSettings
+from aibench.registry import MetricSpec
+from aibench.results.schema import metric
+
+if TYPE_CHECKING:
+    from aibench.registry import Benchmark
+    from aibench.results.schema import Result
+
+KERNEL_METRICS = (
+    MetricSpec("time_median", "s", "lower", "median time of one call"),
+    MetricSpec("time_iqr", "s", "lower", "interquartile range of the per-call time"),
+    MetricSpec("time_p90", "s", "lower", "90th percentile of the per-call time"),
+    MetricSpec("time_p99", "s", "lower", "99th percentile of the per-call time"),
+    MetricSpec("time_min", "s", "lower", "fastest per-call time"),
+    MetricSpec("gflops", "GFLOP/s", "higher", "achieved FLOP rate at the median time (where FLOPs are defined)"),
+    MetricSpec("gbps", "GB/s", "higher", "achieved memory traffic at the median time (minimum bytes moved)"),
+)
+
+
+@dataclass
+class Op:
+    """One operation to time. ``flops``/``bytes`` are per call; None means not defined for this op,
+    and ``flops_note``/``bytes_note`` then say why (they otherwise give the formula used)."""
+
+    fn: Callable[[], Any]
+    flops: float | None
+    bytes: float | None
+    flops_note: str
+    bytes_note: str
+    shapes: dict[str, Any] = field(default_factory=dict)
+
+
+def run_kernel(bench: Benchmark, params: dict[str, Any], result: Result, settings: TimerSettings) -> None:
+    """Build the op, probe it once, time it, and fill ``result`` in place."""
+    from aibench.measure.device import (
+        block_timer_for,
+        resolve_device,
+        resolve_dtype,
+        synchronizer,
+        unsupported_op_error,
+    )
+
+    device = resolve_device(params["device"])
+    dtype = resolve_dtype(params["dtype"], device)
+    try:
+        op: Op = bench.factory(params, device=device, dtype=dtype)
+        op.fn()  # one untimed call: turns 'not implemented for Half' into a clear refusal up front
+        sync = synchronizer(device)
+        if sync is not None:
+            sync()
+    except AibenchError:
+        raise
+    except Exception as exc:
+        refusal = unsupported_op_error(exc, device, dtype)
+        if refusal is not None:
+            raise refusal from None
+        raise
+    m = KernelTimer(op.fn, settings, block_timer=block_timer_for(device)).measure()
+    s = m.summary
+    med = s["median"]
+    result.samples["time"] = {"unit": "s", "per": "call", "values": m.samples, "summary": s}
+    result.method.update(m.method())
+    result.noisy = s["noisy"]
+    result.metrics = {
+        "time_median": metric(med, "s", "lower"),
+        "time_iqr": metric(s["iqr"], "s", "lower"),
+        "time_p90": metric(s["p90"], "s", "lower"),
+        "time_p99": metric(s["p99"], "s", "lower"),
+        "time_min": metric(s["min"], "s", "lower"),
+        "gflops": _rate(op.flops, med, 1e9, "GFLOP/s", op.flops_note),
+        "gbps": _rate(op.bytes, med, 1e9, "GB/s", op.bytes_note),
+    }
+    result.context["shapes"] = op.shapes
+    result.context["flops_per_call"] = op.flops
+    result.context["bytes_per_call"] = op.bytes
+    result.context["formulas"] = {"flops": op.flops_note, "bytes": op.bytes_note}
+
+
+def _rate(amount: float | None, seconds: float, scale: float, unit: str, note: str) -> dict[str, Any]:
+    if amount is None:
+        return metric(None, unit, "higher", unavailable=note)
+    if seconds <= 0:
+        return metric(None, unit, "higher", unavailable="median time is zero")
+    return metric(amount / seconds / scale, unit, "higher")

@@ -1,0 +1,219 @@
+"""The benchmark registry: benchmarks register themselves in the file that defines them (timm-style).
+
+Workload modules under :mod:`aibench.workloads` (and any installed plugin that declares the
+``aibench.workloads`` entry-point group) are imported on first use. They must not import torch at module
+level, so that ``aibench list`` and ``aibench --help`` stay instant: heavy imports go inside the factory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aibench.errors import UsageError
+from aibench.spec import Param, ParamSet
+
+KINDS = ("micro", "component", "scenario")
+DIRECTIONS = ("lower", "higher")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric a benchmark reports. ``direction`` says which way is better."""
+
+    name: str
+    unit: str
+    direction: str
+    help: str
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"metric {self.name}: direction must be one of {DIRECTIONS}")
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A registered benchmark: what it is, what it takes and reports, and how to build it.
+
+    ``runner`` names the harness part that measures it (``kernel`` for micro benchmarks); ``factory``
+    builds the workload and its signature is that runner's contract. ``sets`` maps a set name to a
+    function returning a list of parameter overrides (e.g. DeepBench size lists). ``tiny`` holds parameter
+    overrides small enough for the test suite. ``check`` validates combinations of parameters.
+    """
+
+    kind: str
+    name: str
+    description: str
+    source: str
+    params: ParamSet
+    metrics: tuple[MetricSpec, ...]
+    primary_metric: str
+    runner: str
+    factory: Callable[..., Any]
+    sets: Mapping[str, Callable[[], list[dict[str, Any]]]] = field(default_factory=dict)
+    tiny: Mapping[str, Any] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+    check: Callable[[dict[str, Any]], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.name}: kind must be one of {KINDS}")
+        if self.primary_metric not in {m.name for m in self.metrics}:
+            raise ValueError(f"{self.id}: primary metric {self.primary_metric!r} is not among its metrics")
+        for key in self.tiny:
+            self.params.lookup(key)
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+    def metric(self, name: str) -> MetricSpec:
+        for m in self.metrics:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Validated parameters: defaults overlaid with ``given``, then the benchmark's own checks."""
+        values = self.params.resolve(given)
+        if self.check is not None:
+            self.check(values)
+        return values
+
+    def expand_set(self, set_name: str) -> list[dict[str, Any]]:
+        if set_name not in self.sets:
+            known = ", ".join(sorted(self.sets)) or "none"
+            hint = difflib.get_close_matches(set_name, list(self.sets), n=1)
+            extra = f" (did you mean {hint[0]}?)" if hint else ""
+            raise UsageError(f"{self.id} has no set {set_name!r}{extra}; its sets: {known}")
+        return self.sets[set_name]()
+
+
+_REGISTRY: dict[str, Benchmark] = {}
+_ALIASES: dict[str, str] = {}
+_discovered = False
+
+
+def register(bench: Benchmark) -> Benchmark:
+    if bench.id in _REGISTRY or bench.id in _ALIASES:
+        raise ValueError(f"benchmark {bench.id} registered twice")
+    _REGISTRY[bench.id] = bench
+    for alias in bench.aliases:
+        full = alias if "/" in alias else f"{bench.kind}/{alias}"
+        _ALIASES[full] = bench.id
+    return bench
+
+
+def benchmark(
+    *,
+    kind: str,
+    name: str,
+    description: str,
+    source: str,
+    params: Iterable[Param],
+    metrics: Iterable[MetricSpec],
+    primary_metric: str,
+    runner: str,
+    **kwargs: Any,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator form of :func:`register`: the decorated function is the benchmark's factory."""
+
+    def deco(factory: Callable[..., Any]) -> Callable[..., Any]:
+        register(
+            Benchmark(
+                kind=kind,
+                name=name,
+                description=description,
+                source=source,
+                params=ParamSet(tuple(params)),
+                metrics=tuple(metrics),
+                primary_metric=primary_metric,
+                runner=runner,
+                factory=factory,
+                **kwargs,
+            )
+        )
+        return factory
+
+    return deco
+
+
+def discover() -> None:
+    """Import every workload module once (and plugins from the ``aibench.workloads`` entry points)."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    import aibench.workloads as pkg
+
+    for mod in pkgutil.walk_packages(pkg.__path__, prefix=pkg.__name__ + "."):
+        importlib.import_module(mod.name)
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="aibench.workloads"):
+        ep.load()
+
+
+def all_benchmarks() -> list[Benchmark]:
+    discover()
+    return sorted(_REGISTRY.values(), key=lambda b: (KINDS.index(b.kind), b.name))
+
+
+def find(pattern: str | None = None, kind: str | None = None) -> list[Benchmark]:
+    """Benchmarks whose id (``kind/name``) matches the shell-style ``pattern``; a pattern without ``/``
+    is matched against the name alone."""
+    if kind is not None and kind not in KINDS:
+        raise UsageError(f"unknown kind {kind!r}; kinds are {', '.join(KINDS)}")
+    out = []
+    for b in all_benchmarks():
+        if kind and b.kind != kind:
+            continue
+        if pattern:
+            target = b.id if "/" in pattern else b.name
+            if not fnmatch.fnmatchcase(target, pattern):
+                continue
+        out.append(b)
+    return out
+
+
+def get(ref: str) -> Benchmark:
+    """Look up ``kind/name`` (or an alias), answering an unknown name with the closest matches."""
+    discover()
+    ref = ref.strip()
+    if ref in _REGISTRY:
+        return _REGISTRY[ref]
+    if ref in _ALIASES:
+        return _REGISTRY[_ALIASES[ref]]
+    kind, _, name = ref.partition("/")
+    if not name:
+        matches = [b for b in _REGISTRY.values() if b.name == ref]
+        if len(matches) == 1:
+            return matches[0]
+    elif kind not in KINDS:
+        raise UsageError(f"unknown kind {kind!r} in {ref!r}; kinds are {', '.join(KINDS)}")
+    candidates = list(_REGISTRY) + list(_ALIASES)
+    names = {b.name: b.id for b in _REGISTRY.values()}
+    close = difflib.get_close_matches(ref, candidates, n=3, cutoff=0.5)
+    close += [names[n] for n in difflib.get_close_matches(name or ref, list(names), n=3, cutoff=0.6)]
+    close = list(dict.fromkeys(close))[:3]
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see 'aibench list'"
+    raise UsageError(f"unknown benchmark {ref!r}{hint}")
+
+
+def split_ref(args: list[str]) -> tuple[str, list[str]]:
+    """Accept ``KIND NAME ...`` or ``KIND/NAME ...``; return the id and the remaining arguments."""
+    if not args:
+        raise UsageError("name a benchmark: KIND NAME or KIND/NAME (see 'aibench list')")
+    first = args[0]
+    if "/" in first:
+        return first, args[1:]
+    if first in KINDS:
+        if len(args) < 2 or args[1].startswith("-"):
+            raise UsageError(f"name a {first} benchmark after {first!r} (see 'aibench list --kind {first}')")
+        return f"{first}/{args[1]}", args[2:]
+    return first, args[1:]

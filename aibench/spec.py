@@ -1,0 +1,223 @@
+"""Typed benchmark parameters: declaration, parsing from the command line, validation, config hash.
+
+A benchmark declares its parameters as :class:`Param` objects; the harness turns user input (strings from
+the CLI or values from Python) into a validated ``dict`` and hashes it. Two results are comparable only when
+their config hashes are equal, so everything that changes *what* is measured belongs in the hashed config,
+and nothing that only changes *how long* it is measured does.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aibench.errors import UsageError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_TYPES: dict[type, str] = {int: "int", float: "float", str: "str", bool: "bool"}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a benchmark.
+
+    ``choices`` restricts a ``str`` parameter; ``minimum``/``maximum`` bound numbers (inclusive).
+    """
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    unit: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+    pattern: str | None = None  # a full-match regular expression for str parameters
+
+    def __post_init__(self) -> None:
+        if self.type not in _TYPES:
+            raise TypeError(f"parameter {self.name}: unsupported type {self.type!r}")
+        if self.default is not None:
+            self.validate(self.default)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def type_name(self) -> str:
+        return _TYPES[self.type]
+
+    def describe_range(self) -> str:
+        if self.choices:
+            return "|".join(self.choices)
+        if self.type is bool:
+            return "true|false"
+        lo = "" if self.minimum is None else _fmt_num(self.minimum)
+        hi = "" if self.maximum is None else _fmt_num(self.maximum)
+        return f"{lo}..{hi}" if (lo or hi) else ""
+
+    def parse(self, raw: Any) -> Any:
+        """Convert ``raw`` (a CLI string or a Python value) and validate it."""
+        value = raw
+        if isinstance(raw, str) and self.type is not str:
+            text = raw.strip().lower()
+            try:
+                if self.type is bool:
+                    if text in _TRUE:
+                        value = True
+                    elif text in _FALSE:
+                        value = False
+                    else:
+                        raise ValueError(raw)
+                elif self.type is int:
+                    number = float(text)  # accepts 1e3; 1.5 is refused below
+                    if not number.is_integer():
+                        raise ValueError(raw)
+                    value = int(number)
+                else:
+                    value = float(text)
+            except ValueError:
+                raise UsageError(f"{self.flag} expects {self.type_name}, got {raw!r}") from None
+        elif self.type is float and isinstance(raw, int) and not isinstance(raw, bool):
+            value = float(raw)
+        elif not isinstance(raw, self.type) or (self.type is int and isinstance(raw, bool)):
+            raise UsageError(f"{self.flag} expects {self.type_name}, got {raw!r}")
+        self.validate(value)
+        return value
+
+    def validate(self, value: Any) -> None:
+        if self.choices is not None and value not in self.choices:
+            hint = _did_you_mean(str(value), self.choices)
+            raise UsageError(
+                f"{self.flag} must be one of {', '.join(self.choices)}; got {value!r}{hint}"
+            )
+        if self.pattern is not None and not re.fullmatch(self.pattern, str(value)):
+            raise UsageError(f"{self.flag}: {value!r} is not of the form {self.pattern}")
+        if self.type in (int, float):
+            if value != value or value in (float("inf"), float("-inf")):
+                raise UsageError(f"{self.flag} must be a finite number, got {value!r}")
+            if self.minimum is not None and value < self.minimum:
+                raise UsageError(f"{self.flag} must be >= {_fmt_num(self.minimum)}, got {value!r}")
+            if self.maximum is not None and value > self.maximum:
+                raise UsageError(f"{self.flag} must be <= {_fmt_num(self.maximum)}, got {value!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "flag": self.flag,
+            "type": self.type_name,
+            "default": self.default,
+            "unit": self.unit,
+            "min": self.minimum,
+            "max": self.maximum,
+            "choices": list(self.choices) if self.choices else None,
+            "pattern": self.pattern,
+            "help": self.help,
+        }
+
+
+def _fmt_num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def _did_you_mean(word: str, options: Iterable[str], n: int = 3) -> str:
+    close = difflib.get_close_matches(word, list(options), n=n, cutoff=0.5)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+@dataclass(frozen=True)
+class ParamSet:
+    """The ordered parameters of one benchmark."""
+
+    params: tuple[Param, ...]
+    by_name: dict[str, Param] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = [p.name for p in self.params]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"duplicate parameter names: {sorted(dupes)}")
+        object.__setattr__(self, "by_name", {p.name: p for p in self.params})
+
+    def __iter__(self):
+        return iter(self.params)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.by_name
+
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+    def lookup(self, name: str) -> Param:
+        key = name.lstrip("-").replace("-", "_")
+        if key not in self.by_name:
+            hint = _did_you_mean(key.replace("_", "-"), [p.flag[2:] for p in self.params])
+            raise UsageError(f"unknown parameter --{key.replace('_', '-')}{hint}")
+        return self.by_name[key]
+
+    def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults overlaid with ``given`` (names with - or _), every value parsed and validated."""
+        values = self.defaults()
+        for name, raw in given.items():
+            p = self.lookup(name)
+            values[p.name] = p.parse(raw)
+        return values
+
+
+def parse_cli_params(args: Sequence[str], params: ParamSet) -> dict[str, str | bool]:
+    """Turn ``['--m', '1024', '--channels-last', '--k=8']`` into ``{'m': '1024', ...}``.
+
+    Values stay strings here; :meth:`ParamSet.resolve` types and validates them. A ``bool`` parameter may
+    be given bare (``--x``), negated (``--no-x``) or with a value (``--x=false``).
+    """
+    out: dict[str, str | bool] = {}
+    i = 0
+    while i < len(args):
+        tok = args[i]
+        if not tok.startswith("--") or tok == "--":
+            raise UsageError(f"unexpected argument {tok!r}: benchmark parameters are given as --name VALUE")
+        name, eq, inline = tok[2:].partition("=")
+        negated = False
+        if name.startswith("no-") and name.replace("-", "_") not in params:
+            candidate = name[3:].replace("-", "_")
+            if candidate in params and params.by_name[candidate].type is bool:
+                name, negated = name[3:], True
+        p = params.lookup(name)
+        if p.name in out:
+            raise UsageError(f"{p.flag} given twice")
+        if negated:
+            if eq:
+                raise UsageError(f"--no-{name} takes no value")
+            out[p.name] = False
+            i += 1
+        elif eq:
+            out[p.name] = inline
+            i += 1
+        elif p.type is bool and (i + 1 >= len(args) or args[i + 1].startswith("--")
+                                 or args[i + 1].lower() not in _TRUE | _FALSE):
+            out[p.name] = True
+            i += 1
+        else:
+            if i + 1 >= len(args):
+                raise UsageError(f"{p.flag} needs a value")
+            out[p.name] = args[i + 1]
+            i += 2
+    return out
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def config_hash(benchmark_id: str, params: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> str:
+    """A short stable hash of what is measured: benchmark, every parameter, and harness settings that
+    change the measured work (e.g. thread count). Equal hashes mean comparable results."""
+    payload = {"benchmark": benchmark_id, "params": dict(params), "extra": dict(extra or {})}
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:16]
