@@ -368,7 +368,8 @@ def _execute(runs: list[Any], opts: Any, out_dir: Path, show_progress: bool) -> 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: expected errors are one line; bugs are one line plus exit 70."""
     try:
-        cli.main(args=argv, prog_name="aibench", standalone_mode=False)
+        # Without standalone mode click returns ctx.exit()'s code instead of exiting.
+        code = cli.main(args=argv, prog_name="aibench", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except AibenchError as exc:
@@ -391,4 +392,4 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"aibench: internal error: {type(exc).__name__}: {exc} (rerun with -vv for a traceback)",
                    err=True)
         sys.exit(EXIT_INTERNAL)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -158,7 +158,7 @@ class ParamSet:
     def lookup(self, name: str) -> Param:
         key = name.lstrip("-").replace("-", "_")
         if key not in self.by_name:
-            hint = _did_you_mean(key.replace("_", "-"), [p.flag[2:] for p in self.params])
+            hint = _did_you_mean("--" + key.replace("_", "-"), [p.flag for p in self.params])
             raise UsageError(f"unknown parameter --{key.replace('_', '-')}{hint}")
         return self.by_name[key]
 

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import pytest
+
+from aibench import registry
+from aibench.errors import UsageError
+
+AIBENCH_MICRO = {"conv", "fc", "relu", "sigmoid", "tanh", "maxpool", "avgpool", "cosinenorm", "batchnorm",
+                 "dropout", "mul", "softmax"}
+
+
+def test_the_twelve_aibench_micro_benchmarks_and_gemm_are_registered() -> None:
+    names = {b.name for b in registry.find(kind="micro")}
+    assert AIBENCH_MICRO | {"gemm"} <= names
+
+
+def test_every_benchmark_is_well_formed() -> None:
+    for b in registry.all_benchmarks():
+        assert b.description and b.source, b.id
+        assert b.primary_metric in {m.name for m in b.metrics}
+        for p in b.params:
+            assert p.help, f"{b.id} {p.name} has no help"
+        b.resolve({})  # defaults are valid
+        b.resolve(dict(b.tiny))  # test sizes are valid
+
+
+def test_wildcards_and_kind_filter() -> None:
+    assert {b.name for b in registry.find("micro/*pool*")} == {"maxpool", "avgpool"}
+    assert {b.name for b in registry.find("*pool")} == {"maxpool", "avgpool"}
+    assert registry.find("nothing*") == []
+    with pytest.raises(UsageError, match="unknown kind"):
+        registry.find(kind="macro")
+
+
+def test_lookup_forms_and_aliases() -> None:
+    assert registry.get("micro/gemm").name == "gemm"
+    assert registry.get("gemm").id == "micro/gemm"
+    assert registry.get("micro/matmul").id == "micro/gemm"
+    assert registry.split_ref(["micro", "gemm", "--m", "1"]) == ("micro/gemm", ["--m", "1"])
+    assert registry.split_ref(["micro/gemm"]) == ("micro/gemm", [])
+
+
+def test_unknown_name_suggests_close_matches() -> None:
+    with pytest.raises(UsageError, match="did you mean micro/gemm"):
+        registry.get("micro/gemn")
+    with pytest.raises(UsageError, match=r"did you mean.*micro/maxpool"):
+        registry.get("micro/maxpol")
+    with pytest.raises(UsageError, match="unknown kind"):
+        registry.get("mikro/gemm")
+
+
+def test_deepbench_sets_expand_and_validate() -> None:
+    from aibench.runner import plan
+
+    for ref in ("micro/gemm", "micro/conv"):
+        b = registry.get(ref)
+        assert set(b.sets) == {"deepbench-inference-server", "deepbench-inference-device", "deepbench-training"}
+        for name in b.sets:
+            runs = plan(b, {}, name)
+            assert len(runs) > 5
+            assert runs[0].context == {"set": name, "set_index": 0, "set_size": len(runs)}
+
+
+def test_set_rows_cannot_be_overridden_silently() -> None:
+    from aibench.runner import plan
+
+    with pytest.raises(UsageError, match="already sets --m"):
+        plan(registry.get("micro/gemm"), {"m": "4"}, "deepbench-training")
+    with pytest.raises(UsageError, match="has no set"):
+        plan(registry.get("micro/gemm"), {}, "deepbench-nope")
