@@ -190,10 +190,11 @@ def get(ref: str) -> Benchmark:
     if ref in _ALIASES:
         return _REGISTRY[_ALIASES[ref]]
     kind, _, name = ref.partition("/")
-    if not name:
-        matches = [b for b in _REGISTRY.values() if b.name == ref]
-        if len(matches) == 1:
-            return matches[0]
+    if not name:  # a bare name or alias: unique across kinds
+        ids = {b.id for b in _REGISTRY.values() if b.name == ref}
+        ids |= {target for alias, target in _ALIASES.items() if alias.partition("/")[2] == ref}
+        if len(ids) == 1:
+            return _REGISTRY[ids.pop()]
     elif kind not in KINDS:
         raise UsageError(f"unknown kind {kind!r} in {ref!r}; kinds are {', '.join(KINDS)}")
     candidates = list(_REGISTRY) + list(_ALIASES)

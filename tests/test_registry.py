@@ -36,6 +36,7 @@ def test_lookup_forms_and_aliases() -> None:
     assert registry.get("micro/gemm").name == "gemm"
     assert registry.get("gemm").id == "micro/gemm"
     assert registry.get("micro/matmul").id == "micro/gemm"
+    assert registry.get("matmul").id == "micro/gemm"
     assert registry.split_ref(["micro", "gemm", "--m", "1"]) == ("micro/gemm", ["--m", "1"])
     assert registry.split_ref(["micro/gemm"]) == ("micro/gemm", [])
 
