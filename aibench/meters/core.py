@@ -38,7 +38,8 @@ REASONS = {
     "meter_error": "the meter itself failed; detail says how",
 }
 
-DEFAULT_INTERVAL_S = 0.1
+# NVML averages power over ~1 s and utilisation over 1/6-1 s: sampling faster than 4 Hz adds cost, not detail.
+DEFAULT_INTERVAL_S = 0.25
 
 
 def iso(ts: float) -> str:

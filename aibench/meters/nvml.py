@@ -181,18 +181,18 @@ class NvmlMeter:
                 g.handle = None
         if any(g.handle is not None for g in self.gpus):
             sampler.register(self._sample)
+        self._sample()  # power, utilisation and clocks at the start, so a short window still has two
         for g in self.gpus:
             if g.handle is not None:
                 g.start = Stamp.now()
                 g.energy_start = self._energy(g)
-                self._power_sample(g)
 
     def stop(self) -> None:
         for g in self.gpus:
             if g.handle is not None:
                 g.energy_end = self._energy(g)
-                self._power_sample(g)
                 g.end = Stamp.now()
+        self._sample()
         if self._initialised:
             self._initialised = False
             try:
@@ -221,6 +221,10 @@ class NvmlMeter:
             reset = f"energy counter went from {g.energy_start} to {g.energy_end} mJ"
         if len(g.power) >= 2:
             energy = integrate_power(g.power)
+            # The integral spans the first to the last power sample (taken just outside the window).
+            t0, t1 = min(t for t, _ in g.power), max(t for t, _ in g.power)
+            win = window_json(Stamp(g.start.wall + t0 - g.start.mono, t0), Stamp(g.start.wall + t1 - g.start.mono, t1))
+            dur = win["duration_s"]
             note = "power averaged by the driver over ~1 s on Ampere and newer: short windows are smoothed"
             out = {**base, "provenance": SAMPLED, "energy_j": energy,
                    "avg_power_w": energy / dur if dur > 0 else None, "window": win,
