@@ -62,13 +62,61 @@ HEADERS = {"time_median": "median", "time_iqr": "IQR", "time_p90": "p90", "time_
 MAX_METRIC_COLUMNS = 8
 
 
+def _is_meter_metric(name: str) -> bool:
+    """Energy metrics derived from the meters; shown in the energy column instead of their own."""
+    return name.startswith("energy_per_") or name.endswith("_per_joule") or name == "avg_power"
+
+
 def _metric_columns(results: Sequence[Result]) -> list[str]:
     cols: list[str] = []
     for r in results:
         if r.primary_metric and r.primary_metric not in cols:
             cols.append(r.primary_metric)
-        cols.extend(k for k in r.metrics if k not in cols)
+        cols.extend(k for k in r.metrics if k not in cols and not _is_meter_metric(k))
     return cols[:MAX_METRIC_COLUMNS]
+
+
+def _si(x: float, unit: str) -> str:
+    for scale, prefix in ((1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g} {prefix}{unit}"
+    return f"{x:.3g} {unit}"
+
+
+def fmt_bytes(n: float) -> str:
+    for scale, unit in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
+def fmt_energy(meters: dict[str, Any]) -> str:
+    """Energy per unit of work and average power, or 'unavailable (reason)'."""
+    total = (meters.get("energy") or {}).get("total")
+    if not total:
+        return "–"
+    if total.get("energy_j") is None:
+        return f"unavailable ({total.get('reason')})"
+    work = meters.get("work") or {}
+    count, per = work.get("count"), work.get("per", "window")
+    text = _si(total["energy_j"] / count, "J") + f"/{per}" if count else _si(total["energy_j"], "J")
+    if total.get("avg_power_w") is not None:
+        text += f" · {total['avg_power_w']:.3g} W"
+    return text + (f" ({total['provenance']})" if total.get("provenance") != "measured" else "")
+
+
+def fmt_memory(meters: dict[str, Any]) -> str:
+    """Peak memory over the window: CUDA allocated where on a GPU, and the process's resident peak."""
+    mem = meters.get("memory") or {}
+    parts = []
+    cuda = mem.get("cuda")
+    if cuda and cuda.get("peak_allocated_bytes") is not None:
+        parts.append(f"CUDA {fmt_bytes(cuda['peak_allocated_bytes'])}")
+    proc = mem.get("process")
+    if proc:
+        parts.append(f"RSS {fmt_bytes(proc['peak_rss_bytes'])}" if proc.get("peak_rss_bytes") is not None
+                     else f"RSS unavailable ({proc.get('reason')})")
+    return " · ".join(parts) or "–"
 
 
 def _status(r: Result) -> str:
@@ -91,6 +139,10 @@ def results_table(results: Sequence[Result], title: str | None = None) -> Table:
     metric_cols = _metric_columns(results)
     for col in metric_cols:
         table.add_column(HEADERS.get(col, col), justify="right", no_wrap=True)
+    metered = any(r.meters for r in results)
+    if metered:
+        table.add_column("energy", justify="right")
+        table.add_column("peak memory", justify="right")
     table.add_column("status")
     by_bench: dict[str, list[Result]] = {}
     for r in results:
@@ -101,6 +153,8 @@ def results_table(results: Sequence[Result], title: str | None = None) -> Table:
             params = " ".join(f"{k}={r.params[k]}" for k in shown if k in r.params)
             where = "/".join(str(r.params[k]) for k in ("pass", "dtype", "device") if k in r.params)
             cells = [fmt_metric(r.metrics.get(c)) for c in metric_cols]
+            if metered:
+                cells += [escape(fmt_energy(r.meters)), escape(fmt_memory(r.meters))]
             table.add_row(escape(bench_id), escape(params), escape(where), *cells, _status(r))
     return table
 

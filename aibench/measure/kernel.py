@@ -28,6 +28,10 @@ KERNEL_METRICS = (
     MetricSpec("time_min", "s", "lower", "fastest per-call time"),
     MetricSpec("gflops", "GFLOP/s", "higher", "achieved FLOP rate at the median time (where FLOPs are defined)"),
     MetricSpec("gbps", "GB/s", "higher", "achieved memory traffic at the median time (minimum bytes moved)"),
+    MetricSpec("energy_per_call", "J", "lower",
+               "energy of the device(s) over the timed rounds / calls made (unavailable without a counter)"),
+    MetricSpec("calls_per_joule", "call/J", "higher", "calls made per joule over the timed rounds"),
+    MetricSpec("avg_power", "W", "lower", "average power of the device(s) over the timed rounds"),
 )
 
 
@@ -69,7 +73,10 @@ def run_kernel(bench: Benchmark, params: dict[str, Any], result: Result, setting
         if refusal is not None:
             raise refusal from None
         raise
-    m = KernelTimer(op.fn, settings, block_timer=block_timer_for(device)).measure()
+    from aibench import meters
+
+    window = meters.window(device, what="timed rounds (after warm-up and calibration)")
+    m = KernelTimer(op.fn, settings, block_timer=block_timer_for(device)).measure(window=window)
     s = m.summary
     med = s["median"]
     result.samples["time"] = {"unit": "s", "per": "call", "values": m.samples, "summary": s}
@@ -84,6 +91,10 @@ def run_kernel(bench: Benchmark, params: dict[str, Any], result: Result, setting
         "gflops": _rate(op.flops, med, 1e9, "GFLOP/s", op.flops_note),
         "gbps": _rate(op.bytes, med, 1e9, "GB/s", op.bytes_note),
     }
+    # Energy covers the whole window; busy_s is the part spent inside timed blocks (the rest is the
+    # stopping rule's bookkeeping between blocks), so a reader can see how much idle the figure holds.
+    meters.fold_into(result, window, count=m.rounds * m.number, per="call",
+                     busy_s=sum(m.samples) * m.number)
     result.context["shapes"] = op.shapes
     result.context["flops_per_call"] = op.flops
     result.context["bytes_per_call"] = op.bytes

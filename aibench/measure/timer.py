@@ -8,6 +8,7 @@ in, so tests drive it with a fake clock.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import time
@@ -167,31 +168,34 @@ class KernelTimer:
             number *= 2
         return number
 
-    def measure(self) -> Measurement:
+    def measure(self, window: contextlib.AbstractContextManager[Any] | None = None) -> Measurement:
+        """Warm up, calibrate, then time rounds. ``window`` (e.g. ``aibench.meters.window(...)``) is
+        entered around exactly the timed rounds: warm-up and calibration stay outside it."""
         s = self.settings
         warm_iters, warm_s = self.warmup()
         number = self.calibrate()
         samples: list[float] = []
-        start = self.clock()
         stop_reason = "max_rounds"
         rel = None
-        while len(samples) < s.max_rounds:
-            samples.append(self._block(number) / number)
-            n = len(samples)
-            if n < MIN_SAMPLES:
-                continue
-            elapsed = self.clock() - start
-            if n >= s.min_rounds and elapsed >= min(s.min_time_s, s.max_time_s):
-                rel = _rel_ci(samples)
-                if rel is not None and rel <= s.target_rel_ci:
-                    stop_reason = "ci_converged"
+        with window if window is not None else contextlib.nullcontext():
+            start = self.clock()
+            while len(samples) < s.max_rounds:
+                samples.append(self._block(number) / number)
+                n = len(samples)
+                if n < MIN_SAMPLES:
+                    continue
+                elapsed = self.clock() - start
+                if n >= s.min_rounds and elapsed >= min(s.min_time_s, s.max_time_s):
+                    rel = _rel_ci(samples)
+                    if rel is not None and rel <= s.target_rel_ci:
+                        stop_reason = "ci_converged"
+                        break
+                if elapsed >= s.max_time_s:
+                    stop_reason = "max_time"
                     break
-            if elapsed >= s.max_time_s:
-                stop_reason = "max_time"
-                break
+            measure_s = self.clock() - start
         if rel is None and len(samples) >= MIN_SAMPLES:
             rel = _rel_ci(samples)
-        measure_s = self.clock() - start
         if any(not math.isfinite(x) or x < 0 for x in samples):
             raise RuntimeError("the clock went backwards or produced a non-finite time")
         return Measurement(
