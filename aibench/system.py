@@ -84,7 +84,7 @@ def _torch_software() -> dict[str, Any]:
     }
     try:  # which vector ISA ATen's CPU kernels dispatched to (e.g. AVX512): explains big CPU differences
         out["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
-    except Exception:  # noqa: BLE001
+    except Exception:
         out["cpu_capability"] = None
     try:
         config = torch.__config__.show()
