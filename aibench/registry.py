@@ -2,7 +2,8 @@
 
 Workload modules under :mod:`aibench.workloads` (and any installed plugin that declares the
 ``aibench.workloads`` entry-point group) are imported on first use. They must not import torch at module
-level, so that ``aibench list`` and ``aibench --help`` stay instant: heavy imports go inside the factory.
+level, so that ``aibench list`` and ``aibench --help`` stay instant: heavy imports go inside the factory,
+or into a module whose name starts with ``_`` (discovery skips those; factories import them lazily).
 """
 
 from __future__ import annotations
@@ -152,6 +153,8 @@ def discover() -> None:
     import aibench.workloads as pkg
 
     for mod in pkgutil.walk_packages(pkg.__path__, prefix=pkg.__name__ + "."):
+        if mod.name.rpartition(".")[2].startswith("_"):
+            continue  # a private helper (e.g. torch model code), imported lazily by its family's factories
         importlib.import_module(mod.name)
     from importlib.metadata import entry_points
 
