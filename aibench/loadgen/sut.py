@@ -1,0 +1,250 @@
+"""Systems under test and the batching worker that drives them.
+
+A :class:`SystemUnderTest` answers a batch of sample indices with one response per sample; that is all
+the load generators (LoadGen, closed-loop users) need, so a remote service can implement it later (send
+the batch, wait for the answers) without any change to the drivers. :class:`InProcessSystem` runs an
+:class:`~aibench.loadgen.task.InferenceTask` in this process.
+
+:class:`Batcher` is the one worker thread between a load generator and a system: callers only enqueue
+(``submit`` is a ``SimpleQueue.put``), the worker takes up to ``batch`` samples, waiting at most
+``max_wait_us`` for a batch to fill, runs the system and hands the finished tokens to ``on_done``.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from aibench.loadgen.task import InferenceTask
+
+
+@runtime_checkable
+class SystemUnderTest(Protocol):
+    """What a load generator drives. ``load``/``unload`` stage samples (untimed); ``issue`` is timed."""
+
+    name: str
+    num_samples: int
+
+    def load(self, indices: Sequence[int]) -> None: ...
+
+    def unload(self, indices: Sequence[int]) -> None: ...
+
+    def issue(self, indices: Sequence[int]) -> Sequence[Any] | None:
+        """Answer one batch; return one response per index (or None when responses are not kept)."""
+        ...
+
+
+class InProcessSystem:
+    """An InferenceTask run in this process: collate, pre-process, to device, model under
+    ``torch.inference_mode()``, device synchronisation, post-process."""
+
+    def __init__(self, task: InferenceTask, name: str = "in-process") -> None:
+        import torch
+
+        from aibench.measure.device import synchronizer
+
+        self.task = task
+        self.name = name
+        self.num_samples = task.num_samples
+        self._staged: dict[int, Any] = {}
+        self._sync = synchronizer(task.device) if hasattr(task.device, "type") else None
+        self._inference_mode = torch.inference_mode
+
+    def load(self, indices: Sequence[int]) -> None:
+        for i in indices:
+            if i not in self._staged:
+                self._staged[i] = self.task.load_sample(i)
+
+    def unload(self, indices: Sequence[int]) -> None:
+        for i in indices:
+            self._staged.pop(i, None)
+
+    def issue(self, indices: Sequence[int]) -> Sequence[Any] | None:
+        t = self.task
+        staged = self._staged
+        x = t.collate([staged[i] for i in indices])
+        if t.preprocess is not None:
+            x = t.preprocess(x)
+        x = t.to_device(x, t.device)
+        with self._inference_mode():
+            y = t.model(x)
+        if self._sync is not None:
+            self._sync()
+        if t.postprocess is not None:
+            return t.postprocess(y)
+        return None
+
+
+class LatencyLog:
+    """Per-sample latencies with bounded memory: every ``stride``-th value is kept, and the stride doubles
+    (keeping every other stored value) whenever ``cap`` values are held. Deterministic, so two runs of the
+    same schedule keep the same positions; the full-run percentiles come from LoadGen, not from this."""
+
+    def __init__(self, cap: int = 10_000) -> None:
+        self.cap = cap
+        self.values: list[float] = []
+        self.stride = 1
+        self.seen = 0
+
+    def add(self, issued: Sequence[float], done: float) -> None:
+        n = len(issued)
+        off = (-self.seen) % self.stride
+        self.seen += n
+        if off < n:
+            self.values.extend([done - t for t in issued[off::self.stride]])
+            while len(self.values) >= 2 * self.cap:
+                self.values = self.values[::2]
+                self.stride *= 2
+
+    def kept(self) -> list[float]:
+        if len(self.values) <= self.cap:
+            return list(self.values)
+        step = len(self.values) / self.cap
+        return [self.values[int(i * step)] for i in range(self.cap)]
+
+
+_STOP = object()
+_FLUSH = object()
+
+
+class Batcher:
+    """One worker thread: batches enqueued samples and runs them on a system.
+
+    ``submit(tokens, indices)`` enqueues samples (tokens are whatever the caller completes them by: LoadGen
+    ids, or request handles). ``on_done(tokens, responses)`` is called from the worker. An exception in the
+    system is kept in ``error`` and switches the worker to abort mode: from then on samples are completed
+    at once without running the system (``hold_on_abort`` instead holds them until :meth:`flush`, which a
+    Server run needs so that LoadGen hits its outstanding-query limit and ends early).
+    """
+
+    def __init__(self, system: SystemUnderTest, batch: int, max_wait_us: float,
+                 on_done: Callable[[list[Any], Sequence[Any] | None], None],
+                 latencies: LatencyLog | None = None, on_error: Callable[[BaseException], None] | None = None,
+                 hold_on_abort: bool = False) -> None:
+        self.system = system
+        self.batch = max(1, int(batch))
+        self.max_wait_s = max_wait_us / 1e6
+        self.on_done = on_done
+        self.on_error = on_error
+        self.latencies = latencies
+        self.hold_on_abort = hold_on_abort
+        self.q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self.aborted = threading.Event()
+        self.flushed = threading.Event()
+        self.batches = 0
+        self.samples = 0
+        self.first_issue: float | None = None
+        self.last_done: float | None = None
+        self._thread = threading.Thread(target=self._run, name="aibench-batcher", daemon=True)
+
+    # -- called by load generators (any thread) --------------------------------------------------------
+    def submit(self, tokens: Sequence[Any], indices: Sequence[int]) -> None:
+        self.q.put((tokens, indices, time.perf_counter()))
+
+    def flush(self) -> None:
+        self.flushed.set()
+        self.q.put(_FLUSH)
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        if exc is not None and self.error is None:
+            self.error = exc
+        self.aborted.set()
+        self.q.put(_FLUSH)  # wake the worker
+
+    def start(self) -> Batcher:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.q.put(_STOP)
+        self._thread.join(timeout)
+
+    # -- the worker ---------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        q = self.q
+        batch = self.batch
+        max_wait = self.max_wait_s
+        perf = time.perf_counter
+        # Pending samples are read from ``pos`` on (never deleted from the front: that is O(n) per batch
+        # when LoadGen hands over a whole Offline query at once).
+        toks: list[Any] = []
+        idx: list[int] = []
+        issued: list[float] = []
+        pos = 0
+        held: list[Any] = []
+        stopping = False
+
+        def take(item: Any) -> None:
+            toks.extend(item[0])
+            idx.extend(item[1])
+            issued.extend([item[2]] * len(item[1]))
+            if self.first_issue is None:
+                self.first_issue = item[2]
+
+        while not stopping:
+            if pos >= len(toks):
+                if toks:
+                    toks, idx, issued, pos = [], [], [], 0
+                item = q.get()
+                if item is _STOP:
+                    break
+                if item is not _FLUSH:
+                    take(item)
+            # Fill the batch: take what is queued; wait up to max_wait for the rest.
+            deadline = None
+            while len(toks) - pos < batch:
+                try:
+                    item = q.get_nowait()
+                except queue.Empty:
+                    if max_wait <= 0 or pos >= len(toks):
+                        break
+                    if deadline is None:
+                        deadline = perf() + max_wait
+                    left = deadline - perf()
+                    if left <= 0:
+                        break
+                    try:
+                        item = q.get(timeout=left)
+                    except queue.Empty:
+                        break
+                if item is _STOP:
+                    stopping = True
+                    break
+                if item is not _FLUSH:
+                    take(item)
+            if self.aborted.is_set():
+                # Abort mode: never run the system again; complete at once, or hold until LoadGen has
+                # stopped issuing (Server), then complete.
+                held.extend(toks[pos:])
+                pos = len(toks)
+                if held and (self.flushed.is_set() or not self.hold_on_abort):
+                    self.on_done(held, None)
+                    held = []
+                continue
+            if pos >= len(toks):
+                continue
+            end = min(pos + batch, len(toks))
+            bt, bi, bs = toks[pos:end], idx[pos:end], issued[pos:end]
+            pos = end
+            try:
+                responses = self.system.issue(bi)
+            except BaseException as exc:  # the model failed: record it and end the run promptly
+                self.abort(exc)
+                if self.on_error is not None:
+                    self.on_error(exc)
+                held.extend(bt)
+                continue
+            done = perf()
+            self.on_done(bt, responses)
+            self.batches += 1
+            self.samples += len(bt)
+            self.last_done = done
+            if self.latencies is not None:
+                self.latencies.add(bs, done)
+        held.extend(toks[pos:])
+        if held:
+            self.on_done(held, None)

@@ -1,0 +1,60 @@
+"""Shared fixtures: a tiny load-generated component benchmark, registered for one test and removed after."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from aibench import registry
+from aibench.spec import Param
+
+TINY_ID = "component/tiny-lg"
+
+
+def _tiny_factory(params: dict[str, Any], device: Any, dtype: Any) -> Any:
+    import torch
+
+    from aibench.loadgen.task import InferenceTask
+
+    g = torch.Generator().manual_seed(0)
+    model = torch.nn.Linear(8, 4).to(device).eval()
+    data = torch.randn(64, 8, generator=g)
+    fail_after = params["fail_after"]
+    calls = [0]
+
+    def forward(x: Any) -> Any:
+        calls[0] += 1
+        if fail_after >= 0 and calls[0] > fail_after:
+            raise RuntimeError("tiny model exploded on purpose")
+        if params["sleep_us"]:
+            import time
+
+            time.sleep(params["sleep_us"] / 1e6)
+        return model(x)
+
+    return InferenceTask(model=forward, device=device, num_samples=64, load_sample=lambda i: data[i],
+                         postprocess=lambda y: list(y.argmax(dim=1)), data={"source": "synthetic"})
+
+
+@pytest.fixture
+def tiny_bench() -> Iterator[registry.Benchmark]:
+    from aibench.loadgen.run import LOADGEN_METRICS
+
+    registry.discover()
+    bench = registry.Benchmark(
+        kind="component", name="tiny-lg", description="a tiny linear layer for load-generator tests",
+        source="aibench tests", runner="loadgen", factory=_tiny_factory,
+        params=registry.ParamSet((
+            Param("batch", int, 4, "largest batch", minimum=1),
+            Param("device", str, "cpu", "device"),
+            Param("fail_after", int, -1, "raise after this many model calls (-1: never)"),
+            Param("sleep_us", int, 0, "sleep per model call", minimum=0),
+        )),
+        metrics=LOADGEN_METRICS, primary_metric="samples_per_s")
+    registry.register(bench)
+    try:
+        yield bench
+    finally:
+        registry._REGISTRY.pop(bench.id, None)
