@@ -22,12 +22,17 @@ def _tiny_factory(params: dict[str, Any], device: Any, dtype: Any) -> Any:
     model = torch.nn.Linear(8, 4).to(device).eval()
     data = torch.randn(64, 8, generator=g)
     fail_after = params["fail_after"]
+    interrupt_after = params["interrupt_after"]
     calls = [0]
 
     def forward(x: Any) -> Any:
         calls[0] += 1
         if fail_after >= 0 and calls[0] > fail_after:
             raise RuntimeError("tiny model exploded on purpose")
+        if interrupt_after >= 0 and calls[0] == interrupt_after:
+            import _thread
+
+            _thread.interrupt_main()  # what Ctrl-C does: KeyboardInterrupt in the main thread
         if params["sleep_us"]:
             import time
 
@@ -50,6 +55,7 @@ def tiny_bench() -> Iterator[registry.Benchmark]:
             Param("batch", int, 4, "largest batch", minimum=1),
             Param("device", str, "cpu", "device"),
             Param("fail_after", int, -1, "raise after this many model calls (-1: never)"),
+            Param("interrupt_after", int, -1, "send Ctrl-C to the main thread at this model call (-1: never)"),
             Param("sleep_us", int, 0, "sleep per model call", minimum=0),
         )),
         metrics=LOADGEN_METRICS, primary_metric="samples_per_s")

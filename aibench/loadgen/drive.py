@@ -8,10 +8,13 @@ promptly (see :class:`~aibench.loadgen.sut.Batcher`), and the partial logs are k
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +77,22 @@ class Outcome:
     memory: dict[str, Any] = field(default_factory=dict)
 
 
+@contextlib.contextmanager
+def on_ctrl_c(callback: Callable[[], None]) -> Iterator[None]:
+    """While a test runs, Ctrl-C calls ``callback`` (abort) instead of raising KeyboardInterrupt at an
+    arbitrary point, so that LoadGen is never torn down under its own feet. Only the main thread can own
+    the handler; elsewhere Ctrl-C does not reach this code anyway."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, lambda _signum, _frame: callback())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def server_async_limit(s: Scenario, batch: int) -> int:
     """LoadGen's outstanding-query limit for Server: far above what a run that meets its latency bound can
     have outstanding (Little's law: target QPS x bound), so it only ends runs that are hopeless anyway, or
@@ -116,20 +135,21 @@ def run_loadgen(system: SystemUnderTest, s: Scenario, batch: int, sizing: Sizing
             failure.append(exc)
 
     thread = threading.Thread(target=start, name="aibench-loadgen", daemon=True)
-    interrupted = False
+    ctrl_c: list[bool] = []
+
+    def interrupt() -> None:
+        ctrl_c.append(True)
+        batcher.abort()
+
     t0 = time.perf_counter()
-    thread.start()
-    try:
+    with on_ctrl_c(interrupt):
+        thread.start()
         while thread.is_alive():
-            try:
-                thread.join(0.1)
-            except KeyboardInterrupt:
-                interrupted = True
-                batcher.abort()
-    finally:
-        batcher.stop()
-        lg.DestroyQSL(qsl)
-        lg.DestroySUT(sut)
+            thread.join(0.1)
+    batcher.stop()
+    lg.DestroyQSL(qsl)
+    lg.DestroySUT(sut)
+    interrupted = bool(ctrl_c)
     wall = time.perf_counter() - t0
     error = batcher.error if batcher.error is not None else (failure[0] if failure else None)
     if isinstance(error, KeyboardInterrupt):
@@ -190,23 +210,24 @@ def run_users(system: SystemUnderTest, s: Scenario, batch: int, seed: int) -> Ou
 
     threads = [threading.Thread(target=user, args=(u,), name=f"aibench-user-{u}", daemon=True)
                for u in range(users)]
-    interrupted = False
-    for t in threads:
-        t.start()
-    try:
+    ctrl_c: list[bool] = []
+
+    def interrupt() -> None:
+        ctrl_c.append(True)
+        stop.set()
+        batcher.abort()
+
+    with on_ctrl_c(interrupt):
+        for t in threads:
+            t.start()
         for t in threads:
             while t.is_alive():
-                try:
-                    t.join(0.1)
-                except KeyboardInterrupt:
-                    interrupted = True
-                    stop.set()
-                    batcher.abort()
+                t.join(0.1)
                 if batcher.aborted.is_set():
                     stop.set()
-    finally:
-        stop.set()
-        batcher.stop()
+    stop.set()
+    batcher.stop()
+    interrupted = bool(ctrl_c)
     error = batcher.error
     if isinstance(error, KeyboardInterrupt):
         interrupted, error = True, None

@@ -76,7 +76,11 @@ def drive_system(system: SystemUnderTest, s: Scenario, batch: int, result: Resul
     """Measure ``system`` (in-process or remote) and fill ``result``. Raises the model's exception after
     recording (the caller marks the result failed); on Ctrl-C writes the result as interrupted and re-raises
     KeyboardInterrupt."""
-    cal = calibrate(system, batch, budget_s=min(0.5, max(0.02, 0.1 * s.duration_s)))
+    try:
+        cal = calibrate(system, batch, budget_s=min(0.5, max(0.02, 0.1 * s.duration_s)))
+    except KeyboardInterrupt:
+        _write_interrupted(result, s.out_dir)
+        raise
     result.method["calibration"] = cal.to_dict()
     stem = _stem(result)
     base = s.out_dir / f"{stem}.loadgen"
@@ -135,6 +139,7 @@ def _find_peak(system: SystemUnderTest, s: Scenario, batch: int, cal: Calibratio
     base.mkdir(parents=True, exist_ok=True)
     result.method["loadgen_logs"] = str(base)
     last: Outcome | None = None
+    stop_reason = f"bracket within {FIND_PEAK_TOLERANCE:.0%} or {FIND_PEAK_MAX_PROBES} probes"
     while len(probes) < FIND_PEAK_MAX_PROBES:
         probe = s.with_target(q)
         folder = base / f"probe-{len(probes) + 1:02d}-{q:.6g}qps"
@@ -151,6 +156,12 @@ def _find_peak(system: SystemUnderTest, s: Scenario, batch: int, cal: Calibratio
                 lo = (q, out)
         else:
             hi = q if hi is None else min(hi, q)
+            bound = (out.validity or {}).get("constraints", {}).get("latency_bound", {})
+            if lo is None and bound.get("met") is True:
+                stop_reason = ("a probe met the latency bound but was INVALID for another reason (too few "
+                               "queries, duration or early stopping): lowering the target cannot help; run "
+                               "longer (--duration-s, --min-queries)")
+                break
         if hi is None:
             q *= 2
         elif lo is None:
@@ -167,7 +178,7 @@ def _find_peak(system: SystemUnderTest, s: Scenario, batch: int, cal: Calibratio
     peak = lo[0] if lo is not None else None
     result.method["find_peak"] = {
         "peak_target_qps": peak, "bracket": [peak, hi], "tolerance": FIND_PEAK_TOLERANCE,
-        "max_probes": FIND_PEAK_MAX_PROBES, "probes": probes,
+        "max_probes": FIND_PEAK_MAX_PROBES, "probes": probes, "stopped": stop_reason,
         "search": "start at --target-qps (or half the calibrated capacity), double until INVALID, halve "
                   "until VALID, then bisect (geometric mean) until the bracket is within the tolerance"}
     from aibench.results.schema import metric

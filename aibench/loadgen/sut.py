@@ -134,6 +134,7 @@ class Batcher:
         self.q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.error: BaseException | None = None
         self.aborted = threading.Event()
+        self._complete_at_once = False
         self.flushed = threading.Event()
         self.batches = 0
         self.samples = 0
@@ -143,16 +144,22 @@ class Batcher:
 
     # -- called by load generators (any thread) --------------------------------------------------------
     def submit(self, tokens: Sequence[Any], indices: Sequence[int]) -> None:
+        if self._complete_at_once:  # aborted: answer on the caller's thread, no hop through the worker
+            self.on_done(list(tokens), None)
+            return
         self.q.put((tokens, indices, time.perf_counter()))
 
     def flush(self) -> None:
         self.flushed.set()
+        if self.aborted.is_set():
+            self._complete_at_once = True
         self.q.put(_FLUSH)
 
     def abort(self, exc: BaseException | None = None) -> None:
         if exc is not None and self.error is None:
             self.error = exc
         self.aborted.set()
+        self._complete_at_once = not self.hold_on_abort
         self.q.put(_FLUSH)  # wake the worker
 
     def start(self) -> Batcher:
