@@ -40,12 +40,14 @@ class Calibration:
 
 
 def calibrate(system: SystemUnderTest, batch: int, budget_s: float = 0.3, max_rounds: int = 20) -> Calibration:
-    """Run one-sample and full batches for about ``budget_s`` (warm-up) and take their medians."""
+    """Run one-sample and full batches for about ``budget_s`` (after one untimed call each) and take their
+    medians (at least two timed rounds each, however long they take)."""
     n = max(1, min(system.num_samples, batch))
     system.load(range(n))
     full = [i % n for i in range(batch)]
 
     def timed(indices: list[int], budget: float) -> tuple[float, int]:
+        system.issue(indices)  # warm-up call, not counted (first calls allocate, pick kernels, ...)
         times: list[float] = []
         end = time.perf_counter() + budget
         while len(times) < 2 or (len(times) < max_rounds and time.perf_counter() < end):

@@ -52,6 +52,13 @@ class InProcessSystem:
         self._staged: dict[int, Any] = {}
         self._sync = synchronizer(task.device) if hasattr(task.device, "type") else None
         self._inference_mode = torch.inference_mode
+        self._threads = torch.get_num_threads()  # the run's pinned count (set on the main thread)
+
+    def worker_init(self) -> None:
+        """Called on the batching worker's thread before its first batch: carry the thread count over."""
+        import torch
+
+        torch.set_num_threads(self._threads)
 
     def load(self, indices: Sequence[int]) -> None:
         for i in indices:
@@ -172,6 +179,9 @@ class Batcher:
 
     # -- the worker ---------------------------------------------------------------------------------------
     def _run(self) -> None:
+        init = getattr(self.system, "worker_init", None)
+        if init is not None:
+            init()
         q = self.q
         batch = self.batch
         max_wait = self.max_wait_s
@@ -235,7 +245,12 @@ class Batcher:
             if pos >= len(toks):
                 continue
             end = min(pos + batch, len(toks))
-            bt, bi, bs = toks[pos:end], idx[pos:end], issued[pos:end]
+            if pos == 0 and end == len(toks):  # the common case: everything pending fits in one batch
+                bt, bi, bs = toks, idx, issued
+                toks, idx, issued = [], [], []
+                end = 0
+            else:
+                bt, bi, bs = toks[pos:end], idx[pos:end], issued[pos:end]
             pos = end
             try:
                 responses = self.system.issue(bi)
