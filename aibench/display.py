@@ -41,6 +41,8 @@ def fmt_metric(entry: dict[str, Any] | None) -> str:
         return "–"
     if entry.get("value") is None:
         return "n/a"
+    if entry.get("valid") is False:  # from an INVALID LoadGen run: never a plain number
+        return f"INVALID {fmt_value(entry['value'], entry.get('unit', ''))}"
     return fmt_value(entry["value"], entry.get("unit", ""))
 
 
@@ -75,7 +77,7 @@ def _status(r: Result) -> str:
     if r.status != "ok":
         return f"[red]{r.status}[/red]: {escape(r.error['message']) if r.error else ''}"
     if r.validity is not None and not r.validity.get("valid", True):
-        return "[red]INVALID[/red]"
+        return f"[red]{escape(r.validity.get('summary') or 'INVALID')}[/red]"
     if r.noisy:
         ratios = [s["summary"].get("iqr_over_median") for s in r.samples.values()]
         worst = max((x for x in ratios if x is not None), default=0.0)

@@ -39,12 +39,22 @@ def null_system() -> InProcessSystem:
     return InProcessSystem(task, name="null")
 
 
-def raw_run(s: Scenario, sizing: Sizing, out: Path) -> dict[str, Any]:
-    """The baseline: a null SUT straight on LoadGen (what a LoadGen user would write)."""
+def raw_run(s: Scenario, sizing: Sizing, out: Path, pooled: bool = False) -> dict[str, Any]:
+    """The baseline: a null SUT straight on LoadGen, completing inline on LoadGen's thread (what a LoadGen
+    user would write). ``pooled`` also reuses response objects, as aibench's adapter does."""
     complete, response = lg.QuerySamplesComplete, lg.QuerySampleResponse
+    pool: list[Any] = []
 
     def issue(ids: list[int], _idx: list[int]) -> None:
-        complete([response(i, 0, 0) for i in ids])
+        if not pooled:
+            complete([response(i, 0, 0) for i in ids])
+            return
+        if len(pool) < len(ids):
+            pool.extend(response(0, 0, 0) for _ in range(len(ids) - len(pool)))
+        out = pool[:len(ids)]
+        for r, i in zip(out, ids, strict=True):
+            r.id = i
+        complete(out)
 
     sut = lg.ConstructFastSUT(issue, lambda: None)
     qsl = lg.ConstructQSL(NUM_SAMPLES, NUM_SAMPLES, lambda _s: None, lambda _s: None)
@@ -78,7 +88,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--duration-s", type=float, default=2.0)
     ap.add_argument("--server-qps", type=float, default=20000.0)
-    ap.add_argument("--offline-qps", type=float, default=1.5e6, help="Offline expected QPS (sizes the query)")
+    ap.add_argument("--spin-us", type=float, default=100.0, help="aibench worker's idle poll window")
+    ap.add_argument("--cases", default="offline,server,single-stream", help="comma-separated subset")
+    ap.add_argument("--offline-qps", type=float, default=6e6, help="Offline expected QPS (sizes the query)")
     ap.add_argument("--offline-batch", type=int, default=1024)
     ap.add_argument("--server-batch", type=int, default=64)
     ap.add_argument("--json", type=Path, help="also write the figures here")
@@ -86,36 +98,45 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="aibench-adapter-"))
     d = args.duration_s
     cases = {
-        "offline": (LoadgenOptions(scenario="offline", duration_s=d).resolve(), args.offline_batch,
-                    Sizing(1, 0, 0, expected_qps=args.offline_qps)),
-        "server": (LoadgenOptions(scenario="server", duration_s=d, target_qps=args.server_qps).resolve(),
+        "offline": (LoadgenOptions(scenario="offline", duration_s=d, spin_us=args.spin_us).resolve(),
+                    args.offline_batch, Sizing(1, 0, 0, expected_qps=args.offline_qps)),
+        "server": (LoadgenOptions(scenario="server", duration_s=d, target_qps=args.server_qps,
+                                  spin_us=args.spin_us).resolve(),
                    args.server_batch, Sizing(0, 0, 0)),
-        "single-stream": (LoadgenOptions(scenario="single-stream", duration_s=d).resolve(), 1,
+        "single-stream": (LoadgenOptions(scenario="single-stream", duration_s=d, spin_us=args.spin_us).resolve(), 1,
                           Sizing(0, 0, 0, expected_latency_ns=4000)),
     }
-    rows: dict[str, dict[str, list[dict[str, Any]]]] = {k: {"raw": [], "aibench": []} for k in cases}
+    cases = {k: v for k, v in cases.items() if k in args.cases.split(",")}
+    sides = ("raw", "raw_pooled", "aibench")
+    rows: dict[str, dict[str, list[dict[str, Any]]]] = {k: {side: [] for side in sides} for k in cases}
     n = 0
     for rep in range(args.repeats):
         for name, (s, batch, sizing) in cases.items():
-            for side in (("raw", "aibench") if rep % 2 == 0 else ("aibench", "raw")):
+            for side in (sides if rep % 2 == 0 else sides[::-1]):
                 n += 1
                 out = base / f"{n:03d}-{name}-{side}"
-                fig = raw_run(s, sizing, out) if side == "raw" else aibench_run(s, sizing, batch, out)
+                if side == "aibench":
+                    fig = aibench_run(s, sizing, batch, out)
+                else:
+                    fig = raw_run(s, sizing, out, pooled=side == "raw_pooled")
                 rows[name][side].append(fig)
                 print(f"  {name:13s} {side:7s} rep {rep + 1}: {json.dumps(fig)}", flush=True)
     report: dict[str, Any] = {"duration_s": d, "repeats": args.repeats, "logs": str(base), "cases": {}}
-    print("\nmedians over repeats (raw LoadGen null SUT vs aibench adapter + null model):")
+    print("\nmedians over repeats (raw LoadGen null SUT, the same reusing responses, aibench adapter + null model):")
     for name, sides in rows.items():
         med = {side: {k: statistics.median(f[k] for f in figs if f[k] is not None)
                       for k in ("samples_per_s", "p50_s", "p99_s")} for side, figs in sides.items()}
         ratio = med["aibench"]["samples_per_s"] / med["raw"]["samples_per_s"]
+        ratio_pooled = med["aibench"]["samples_per_s"] / med["raw_pooled"]["samples_per_s"]
         added_us = (med["aibench"]["p50_s"] - med["raw"]["p50_s"]) * 1e6
         valid = {side: [f["valid"] for f in figs] for side, figs in sides.items()}
         spread = {side: [round(f["samples_per_s"]) for f in figs] for side, figs in sides.items()}
-        report["cases"][name] = {"median": med, "throughput_ratio": ratio, "p50_added_us": added_us,
+        report["cases"][name] = {"median": med, "throughput_ratio": ratio, "throughput_ratio_vs_pooled":
+                                 ratio_pooled, "p50_added_us": added_us,
                                  "valid": valid, "samples_per_s_each": spread, "batch": cases[name][1]}
-        print(f"{name:13s} samples/s raw {med['raw']['samples_per_s']:12.0f}  aibench "
-              f"{med['aibench']['samples_per_s']:12.0f}  ratio {ratio:6.1%}   p50 raw "
+        print(f"{name:13s} samples/s raw {med['raw']['samples_per_s']:10.0f} raw-pooled "
+              f"{med['raw_pooled']['samples_per_s']:10.0f} aibench {med['aibench']['samples_per_s']:10.0f}  "
+              f"ratio {ratio:6.1%} (vs pooled {ratio_pooled:6.1%})   p50 raw "
               f"{med['raw']['p50_s'] * 1e6:8.1f} us  aibench {med['aibench']['p50_s'] * 1e6:8.1f} us  "
               f"added {added_us:+7.1f} us   valid {valid}")
     if args.json:

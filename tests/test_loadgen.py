@@ -84,7 +84,7 @@ def test_multi_stream(tiny_bench: Any, tmp_path: Path) -> None:
 def test_server(tiny_bench: Any, tmp_path: Path) -> None:
     r = _run(tiny_bench, tmp_path, scenario="server", target_qps=2000.0, latency_bound_ms=50.0)
     _check_common(r, "server")
-    assert r.config["loadgen"] == {"scenario": "server", "max_wait_us": 0.0, "latency_bound_ms": 50.0,
+    assert r.config["loadgen"] == {"scenario": "server", "max_wait_us": 0.0, "spin_us": 100.0, "latency_bound_ms": 50.0,
                                    "latency_percentile": 99.0, "target_qps": 2000.0}
     assert r.method["effective_settings"]["target_latency_ns"] == 50_000_000
     assert r.validity["constraints"]["latency_bound"]["bound_ms"] == 50.0
@@ -132,6 +132,7 @@ def test_config_hash_tracks_what_is_measured(tiny_bench: Any, tmp_path: Path) ->
     ({"duration_s": 0.0}, "--duration-s"),
     ({"min_queries": 0}, "--min-queries"),
     ({"max_wait_us": -1.0}, "--max-wait-us"),
+    ({"spin_us": -1.0}, "--spin-us"),
 ])
 def test_contradictory_settings_refused(kwargs: dict[str, Any], words: str) -> None:
     with pytest.raises(UsageError, match=words.replace("-", r"\-")):
@@ -218,7 +219,7 @@ def test_closed_loop_users(tiny_bench: Any, tmp_path: Path) -> None:
     r = _run(tiny_bench, tmp_path, users=3, think_time_ms=0.2, duration_s=0.2)
     assert r.status == "ok", r.error
     assert r.scenario == "closed-loop" and r.validity is None
-    assert r.config["loadgen"] == {"scenario": "closed-loop", "max_wait_us": 0.0, "users": 3,
+    assert r.config["loadgen"] == {"scenario": "closed-loop", "max_wait_us": 0.0, "spin_us": 100.0, "users": 3,
                                    "think_time_ms": 0.2}
     for name in LATENCY_FIELDS:
         assert r.metrics[name]["value"] > 0

@@ -32,6 +32,8 @@ _OPTIONS = (
                  help="MultiStream: samples per query [default: 8]."),
     click.option("--max-wait-us", type=float, default=0.0, show_default=True, metavar="US",
                  help="Longest the adapter waits for a batch to fill (up to the benchmark's --batch)."),
+    click.option("--spin-us", type=float, default=100.0, show_default=True, metavar="US",
+                 help="How long the idle adapter worker polls for work before sleeping (0: sleep at once)."),
     click.option("--find-peak", is_flag=True, help="Server: search the highest target QPS that is VALID."),
     click.option("--users", type=int, default=None, metavar="N",
                  help="Closed-loop users instead of LoadGen (each sends one request at a time)."),
@@ -39,8 +41,8 @@ _OPTIONS = (
                  help="Closed-loop users: mean exponential think time [default: 0]."),
 )
 NAMES = ("scenario", "profile", "duration_s", "min_queries", "target_qps", "latency_bound_ms",
-         "latency_percentile", "expected_qps", "samples_per_query", "max_wait_us", "find_peak", "users",
-         "think_time_ms")
+         "latency_percentile", "expected_qps", "samples_per_query", "max_wait_us", "spin_us", "find_peak",
+         "users", "think_time_ms")
 
 
 def loadgen_options(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -59,6 +59,7 @@ def run_loadgen_benchmark(bench: Benchmark, params: dict[str, Any], result: Resu
     result.config["loadgen"] = s.config()
     result.config_hash = config_hash(bench.id, params, result.config)
     result.method.update(s.method())
+    result.method["loadgen_request"] = s.to_dict()
     result.method["runner"] = "loadgen" if s.scenario != "closed-loop" else "closed-loop users"
     if s.scenario == "closed-loop":
         result.method["think_time"] = "exponential, seeded per user (seed * 1000003 + user)"

@@ -58,6 +58,7 @@ class LoadgenOptions:
     expected_qps: float | None = None
     samples_per_query: int | None = None
     max_wait_us: float = 0.0
+    spin_us: float = 100.0
     find_peak: bool = False
     users: int | None = None
     think_time_ms: float | None = None
@@ -107,6 +108,8 @@ class LoadgenOptions:
             raise UsageError(f"--samples-per-query must be >= 1, got {o.samples_per_query}")
         if o.max_wait_us < 0 or not math.isfinite(o.max_wait_us):
             raise UsageError(f"--max-wait-us must be >= 0, got {o.max_wait_us}")
+        if o.spin_us < 0 or not math.isfinite(o.spin_us) or o.spin_us > 1e6:
+            raise UsageError(f"--spin-us must be between 0 and 1000000, got {o.spin_us}")
         if o.seed is not None and not 0 <= o.seed < 2**64:
             raise UsageError(f"--seed must be in 0..2^64-1 for LoadGen, got {o.seed}")
         mq_profile = "quick" if scenario == "closed-loop" else o.profile
@@ -126,6 +129,7 @@ class LoadgenOptions:
             samples_per_query=(o.samples_per_query or DEFAULT_SAMPLES_PER_QUERY) if scenario == "multi-stream"
             else 1,
             max_wait_us=float(o.max_wait_us),
+            spin_us=float(o.spin_us),
             find_peak=o.find_peak,
             users=o.users,
             think_time_ms=(o.think_time_ms if o.think_time_ms is not None else 0.0) if o.users else None,
@@ -158,6 +162,7 @@ class Scenario:
     expected_qps: float | None
     samples_per_query: int
     max_wait_us: float
+    spin_us: float
     find_peak: bool
     users: int | None
     think_time_ms: float | None
@@ -168,7 +173,8 @@ class Scenario:
 
     def config(self) -> dict[str, Any]:
         """What changes the measured work: enters the config hash (durations and seeds do not)."""
-        out: dict[str, Any] = {"scenario": self.scenario, "max_wait_us": self.max_wait_us}
+        out: dict[str, Any] = {"scenario": self.scenario, "max_wait_us": self.max_wait_us,
+                               "spin_us": self.spin_us}
         if self.scenario == "server":
             out.update(latency_bound_ms=self.latency_bound_ms, latency_percentile=self.latency_percentile,
                        target_qps="find-peak" if self.find_peak else self.target_qps)

@@ -7,11 +7,15 @@ the batch, wait for the answers) without any change to the drivers. :class:`InPr
 
 :class:`Batcher` is the one worker thread between a load generator and a system: callers only enqueue
 (``submit`` is a ``SimpleQueue.put``), the worker takes up to ``batch`` samples, waiting at most
-``max_wait_us`` for a batch to fill, runs the system and hands the finished tokens to ``on_done``.
+``max_wait_us`` for a batch to fill, runs the system and hands the finished tokens to ``on_done``. When
+idle it first polls the queue for ``spin_us`` (sleeping 0 s between polls, so the GIL stays free) before
+blocking: a blocked thread takes 5-30 us to be woken on these VMs, which would otherwise be added to every
+query that finds the worker idle (in SingleStream, every query).
 """
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -72,7 +76,7 @@ class InProcessSystem:
     def issue(self, indices: Sequence[int]) -> Sequence[Any] | None:
         t = self.task
         staged = self._staged
-        x = t.collate([staged[i] for i in indices])
+        x = t.collate(list(map(staged.__getitem__, indices)))
         if t.preprocess is not None:
             x = t.preprocess(x)
         x = t.to_device(x, t.device)
@@ -106,6 +110,16 @@ class LatencyLog:
                 self.values = self.values[::2]
                 self.stride *= 2
 
+    def add_group(self, issued: float, n: int, done: float) -> None:
+        """``n`` samples issued together at ``issued`` and completed at ``done``."""
+        off = (-self.seen) % self.stride
+        self.seen += n
+        if off < n:
+            self.values.extend([done - issued] * len(range(off, n, self.stride)))
+            while len(self.values) >= 2 * self.cap:
+                self.values = self.values[::2]
+                self.stride *= 2
+
     def kept(self) -> list[float]:
         if len(self.values) <= self.cap:
             return list(self.values)
@@ -130,7 +144,7 @@ class Batcher:
     def __init__(self, system: SystemUnderTest, batch: int, max_wait_us: float,
                  on_done: Callable[[list[Any], Sequence[Any] | None], None],
                  latencies: LatencyLog | None = None, on_error: Callable[[BaseException], None] | None = None,
-                 hold_on_abort: bool = False) -> None:
+                 hold_on_abort: bool = False, spin_us: float = 0.0) -> None:
         self.system = system
         self.batch = max(1, int(batch))
         self.max_wait_s = max_wait_us / 1e6
@@ -138,6 +152,7 @@ class Batcher:
         self.on_error = on_error
         self.latencies = latencies
         self.hold_on_abort = hold_on_abort
+        self.spin_s = max(0.0, spin_us) / 1e6
         self.q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.error: BaseException | None = None
         self.aborted = threading.Event()
@@ -173,6 +188,10 @@ class Batcher:
         self._thread.start()
         return self
 
+    @property
+    def worker_ident(self) -> int | None:
+        return self._thread.ident
+
     def stop(self, timeout: float = 30.0) -> None:
         self.q.put(_STOP)
         self._thread.join(timeout)
@@ -186,38 +205,43 @@ class Batcher:
         batch = self.batch
         max_wait = self.max_wait_s
         perf = time.perf_counter
-        # Pending samples are read from ``pos`` on (never deleted from the front: that is O(n) per batch
-        # when LoadGen hands over a whole Offline query at once).
-        toks: list[Any] = []
-        idx: list[int] = []
-        issued: list[float] = []
-        pos = 0
+        lat = self.latencies
+        # Pending chunks as LoadGen handed them over: [tokens, indices, issue time, read position]. Batches
+        # are sliced out of them (never copied wholesale, never deleted from the front: a whole Offline query
+        # arrives as one chunk).
+        pending: collections.deque[list[Any]] = collections.deque()
+        npend = 0
         held: list[Any] = []
         stopping = False
-
-        def take(item: Any) -> None:
-            toks.extend(item[0])
-            idx.extend(item[1])
-            issued.extend([item[2]] * len(item[1]))
-            if self.first_issue is None:
-                self.first_issue = item[2]
-
         while not stopping:
-            if pos >= len(toks):
-                if toks:
-                    toks, idx, issued, pos = [], [], [], 0
-                item = q.get()
+            if npend == 0:
+                if self.spin_s > 0:  # poll (releasing the GIL) before sleeping on the queue
+                    spin_end = perf() + self.spin_s
+                    item = None
+                    while perf() < spin_end:
+                        try:
+                            item = q.get_nowait()
+                            break
+                        except queue.Empty:
+                            time.sleep(0)
+                    if item is None:
+                        item = q.get()
+                else:
+                    item = q.get()
                 if item is _STOP:
                     break
-                if item is not _FLUSH:
-                    take(item)
+                if item is not _FLUSH and item[1]:
+                    pending.append([item[0], item[1], item[2], 0])
+                    npend += len(item[1])
+                    if self.first_issue is None:
+                        self.first_issue = item[2]
             # Fill the batch: take what is queued; wait up to max_wait for the rest.
             deadline = None
-            while len(toks) - pos < batch:
+            while npend < batch:
                 try:
                     item = q.get_nowait()
                 except queue.Empty:
-                    if max_wait <= 0 or pos >= len(toks):
+                    if max_wait <= 0 or npend == 0:
                         break
                     if deadline is None:
                         deadline = perf() + max_wait
@@ -231,27 +255,53 @@ class Batcher:
                 if item is _STOP:
                     stopping = True
                     break
-                if item is not _FLUSH:
-                    take(item)
+                if item is not _FLUSH and item[1]:
+                    pending.append([item[0], item[1], item[2], 0])
+                    npend += len(item[1])
             if self.aborted.is_set():
                 # Abort mode: never run the system again; complete at once, or hold until LoadGen has
                 # stopped issuing (Server), then complete.
-                held.extend(toks[pos:])
-                pos = len(toks)
+                for chunk in pending:
+                    held.extend(chunk[0][chunk[3]:])
+                pending.clear()
+                npend = 0
                 if held and (self.flushed.is_set() or not self.hold_on_abort):
                     self.on_done(held, None)
                     held = []
                 continue
-            if pos >= len(toks):
+            if npend == 0:
                 continue
-            end = min(pos + batch, len(toks))
-            if pos == 0 and end == len(toks):  # the common case: everything pending fits in one batch
-                bt, bi, bs = toks, idx, issued
-                toks, idx, issued = [], [], []
-                end = 0
-            else:
-                bt, bi, bs = toks[pos:end], idx[pos:end], issued[pos:end]
-            pos = end
+            chunk = pending[0]
+            ctoks, cidx, ct, pos = chunk
+            avail = len(cidx) - pos
+            if avail >= batch or len(pending) == 1:  # one chunk: slice (or take it whole)
+                k = min(batch, avail)
+                if pos == 0 and k == len(cidx):
+                    bt, bi = ctoks, cidx
+                else:
+                    bt, bi = ctoks[pos:pos + k], cidx[pos:pos + k]
+                groups: list[tuple[float, int]] = [(ct, k)]
+                if pos + k >= len(cidx):
+                    pending.popleft()
+                else:
+                    chunk[3] = pos + k
+            else:  # several small chunks (Server, MultiStream): gather up to a batch
+                bt, bi, groups = [], [], []
+                need = batch
+                while need and pending:
+                    chunk = pending[0]
+                    ctoks, cidx, ct, pos = chunk
+                    avail = len(cidx) - pos
+                    k = min(avail, need)
+                    bt.extend(ctoks[pos:pos + k])
+                    bi.extend(cidx[pos:pos + k])
+                    groups.append((ct, k))
+                    need -= k
+                    if k == avail:
+                        pending.popleft()
+                    else:
+                        chunk[3] = pos + k
+            npend -= len(bi)
             try:
                 responses = self.system.issue(bi)
             except BaseException as exc:  # the model failed: record it and end the run promptly
@@ -263,10 +313,12 @@ class Batcher:
             done = perf()
             self.on_done(bt, responses)
             self.batches += 1
-            self.samples += len(bt)
+            self.samples += len(bi)
             self.last_done = done
-            if self.latencies is not None:
-                self.latencies.add(bs, done)
-        held.extend(toks[pos:])
+            if lat is not None:
+                for t_issue, n in groups:
+                    lat.add_group(t_issue, n, done)
+        for chunk in pending:
+            held.extend(chunk[0][chunk[3]:])
         if held:
             self.on_done(held, None)
