@@ -77,7 +77,7 @@ def _status(r: Result) -> str:
     if r.status != "ok":
         return f"[red]{r.status}[/red]: {escape(r.error['message']) if r.error else ''}"
     if r.validity is not None and not r.validity.get("valid", True):
-        return f"[red]{escape(r.validity.get('summary') or 'INVALID')}[/red]"
+        return "[red]INVALID[/red] (see below)"
     if r.noisy:
         ratios = [s["summary"].get("iqr_over_median") for s in r.samples.values()]
         worst = max((x for x in ratios if x is not None), default=0.0)
@@ -104,6 +104,11 @@ def results_table(results: Sequence[Result], title: str | None = None) -> Table:
             where = "/".join(str(r.params[k]) for k in ("pass", "dtype", "device") if k in r.params)
             cells = [fmt_metric(r.metrics.get(c)) for c in metric_cols]
             table.add_row(escape(bench_id), escape(params), escape(where), *cells, _status(r))
+    invalid = [r for r in results if r.status == "ok" and r.validity is not None and not r.validity.get("valid")]
+    if invalid:  # LoadGen's verdict with its recommendation, in full (a cell is too narrow)
+        table.caption = "\n".join(f"{escape(r.id)}: {escape(r.validity.get('summary') or 'INVALID')}"
+                                   for r in invalid)
+        table.caption_justify = "left"
     return table
 
 

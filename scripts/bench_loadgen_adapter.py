@@ -29,6 +29,7 @@ from aibench.loadgen.sut import InProcessSystem
 from aibench.loadgen.task import InferenceTask
 
 NUM_SAMPLES = 1024
+RAW_CHUNK = 16384
 
 
 def null_system() -> InProcessSystem:
@@ -46,15 +47,18 @@ def raw_run(s: Scenario, sizing: Sizing, out: Path, pooled: bool = False) -> dic
     pool: list[Any] = []
 
     def issue(ids: list[int], _idx: list[int]) -> None:
-        if not pooled:
-            complete([response(i, 0, 0) for i in ids])
-            return
-        if len(pool) < len(ids):
-            pool.extend(response(0, 0, 0) for _ in range(len(ids) - len(pool)))
-        out = pool[:len(ids)]
-        for r, i in zip(out, ids, strict=True):
-            r.id = i
-        complete(out)
+        # In chunks: one list of millions of responses (a whole Offline query) runs ~40% slower.
+        for lo in range(0, len(ids), RAW_CHUNK):
+            part = ids[lo:lo + RAW_CHUNK]
+            if not pooled:
+                complete([response(i, 0, 0) for i in part])
+                continue
+            if len(pool) < len(part):
+                pool.extend(response(0, 0, 0) for _ in range(len(part) - len(pool)))
+            out = pool[:len(part)]
+            for r, i in zip(out, part, strict=True):
+                r.id = i
+            complete(out)
 
     sut = lg.ConstructFastSUT(issue, lambda: None)
     qsl = lg.ConstructQSL(NUM_SAMPLES, NUM_SAMPLES, lambda _s: None, lambda _s: None)
@@ -88,9 +92,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--duration-s", type=float, default=2.0)
     ap.add_argument("--server-qps", type=float, default=20000.0)
-    ap.add_argument("--spin-us", type=float, default=100.0, help="aibench worker's idle poll window")
+    ap.add_argument("--spin-us", type=float, default=None, help="aibench worker's idle poll window "
+                    "[default: aibench's per-scenario default]")
     ap.add_argument("--cases", default="offline,server,single-stream", help="comma-separated subset")
-    ap.add_argument("--offline-qps", type=float, default=6e6, help="Offline expected QPS (sizes the query)")
+    ap.add_argument("--offline-qps", type=float, default=4e6, help="Offline expected QPS (sizes the query)")
     ap.add_argument("--offline-batch", type=int, default=1024)
     ap.add_argument("--server-batch", type=int, default=64)
     ap.add_argument("--json", type=Path, help="also write the figures here")

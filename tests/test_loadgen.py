@@ -84,7 +84,7 @@ def test_multi_stream(tiny_bench: Any, tmp_path: Path) -> None:
 def test_server(tiny_bench: Any, tmp_path: Path) -> None:
     r = _run(tiny_bench, tmp_path, scenario="server", target_qps=2000.0, latency_bound_ms=50.0)
     _check_common(r, "server")
-    assert r.config["loadgen"] == {"scenario": "server", "max_wait_us": 0.0, "spin_us": 100.0, "latency_bound_ms": 50.0,
+    assert r.config["loadgen"] == {"scenario": "server", "max_wait_us": 0.0, "spin_us": 0.0, "latency_bound_ms": 50.0,
                                    "latency_percentile": 99.0, "target_qps": 2000.0}
     assert r.method["effective_settings"]["target_latency_ns"] == 50_000_000
     assert r.validity["constraints"]["latency_bound"]["bound_ms"] == 50.0
@@ -107,7 +107,8 @@ def test_invalid_run_is_reported_as_invalid(tiny_bench: Any, tmp_path: Path) -> 
 
     console = Console(width=200, record=True)
     console.print(results_table([r]))
-    assert "INVALID" in console.export_text()
+    text = console.export_text()
+    assert "INVALID" in text and "early stopping not met" in text
 
 
 def test_config_hash_tracks_what_is_measured(tiny_bench: Any, tmp_path: Path) -> None:

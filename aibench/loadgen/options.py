@@ -32,8 +32,9 @@ _OPTIONS = (
                  help="MultiStream: samples per query [default: 8]."),
     click.option("--max-wait-us", type=float, default=0.0, show_default=True, metavar="US",
                  help="Longest the adapter waits for a batch to fill (up to the benchmark's --batch)."),
-    click.option("--spin-us", type=float, default=100.0, show_default=True, metavar="US",
-                 help="How long the idle adapter worker polls for work before sleeping (0: sleep at once)."),
+    click.option("--spin-us", type=float, default=None, metavar="US",
+                 help="How long the idle adapter worker polls for work before sleeping [default: 100 for "
+                      "single-stream, multi-stream and --users; 0 otherwise]."),
     click.option("--find-peak", is_flag=True, help="Server: search the highest target QPS that is VALID."),
     click.option("--users", type=int, default=None, metavar="N",
                  help="Closed-loop users instead of LoadGen (each sends one request at a time)."),

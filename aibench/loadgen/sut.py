@@ -205,6 +205,7 @@ class Batcher:
         batch = self.batch
         max_wait = self.max_wait_s
         perf = time.perf_counter
+        sleep = time.sleep
         lat = self.latencies
         # Pending chunks as LoadGen handed them over: [tokens, indices, issue time, read position]. Batches
         # are sliced out of them (never copied wholesale, never deleted from the front: a whole Offline query
@@ -215,19 +216,12 @@ class Batcher:
         stopping = False
         while not stopping:
             if npend == 0:
-                if self.spin_s > 0:  # poll (releasing the GIL) before sleeping on the queue
+                if self.spin_s > 0:  # poll (mostly without the GIL) before sleeping on the queue
                     spin_end = perf() + self.spin_s
-                    item = None
-                    while perf() < spin_end:
-                        try:
-                            item = q.get_nowait()
-                            break
-                        except queue.Empty:
-                            time.sleep(0)
-                    if item is None:
-                        item = q.get()
-                else:
-                    item = q.get()
+                    empty = q.empty
+                    while empty() and perf() < spin_end:
+                        sleep(0)
+                item = q.get()
                 if item is _STOP:
                     break
                 if item is not _FLUSH and item[1]:
