@@ -297,3 +297,36 @@ def test_cli_ctrl_c_exits_130_after_writing(tiny_bench: Any, tmp_path: Path) -> 
     assert exc.value.code == 130
     docs = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
     assert [d["status"] for d in docs] == ["interrupted"]
+
+
+def test_closed_loop_failing_model_fails_promptly(tiny_bench: Any, tmp_path: Path) -> None:
+    r = _in_thread(lambda: _run(tiny_bench, tmp_path, {"fail_after": 60}, users=2, duration_s=5.0))
+    assert r.status == "failed" and "exploded" in r.error["message"]
+    assert r.duration_s < 4.0
+
+
+def test_in_process_system_stacks_into_a_reused_buffer() -> None:
+    import torch
+
+    from aibench.loadgen.sut import InProcessSystem
+    from aibench.loadgen.task import InferenceTask
+
+    data = torch.arange(40, dtype=torch.float32).reshape(10, 4)
+    seen: list[Any] = []
+
+    def model(x: Any) -> Any:
+        seen.append(x.data_ptr())
+        return x.sum(dim=1)
+
+    system = InProcessSystem(InferenceTask(model=model, device=torch.device("cpu"), num_samples=10,
+                                           load_sample=lambda i: data[i], postprocess=lambda y: y.tolist()))
+    system.load(range(10))
+    assert system.issue([0, 1, 2]) == [6.0, 22.0, 38.0]
+    assert system.issue([3, 4]) == [54.0, 70.0]
+    assert system.issue([9, 0, 5]) == [150.0, 6.0, 86.0]
+    assert seen[0] == seen[1] == seen[2]  # one buffer, reused
+    ragged = InProcessSystem(InferenceTask(model=lambda x: [len(v) for v in x], device=torch.device("cpu"),
+                                           num_samples=2, load_sample=lambda i: torch.zeros(i + 1),
+                                           postprocess=lambda y: y))
+    ragged.load(range(2))
+    assert ragged.issue([0, 1]) == [1, 2]  # unequal shapes stay a list, as default_collate does
