@@ -330,3 +330,12 @@ def test_in_process_system_stacks_into_a_reused_buffer() -> None:
                                            postprocess=lambda y: y))
     ragged.load(range(2))
     assert ragged.issue([0, 1]) == [1, 2]  # unequal shapes stay a list, as default_collate does
+
+
+def test_audit_config_in_working_directory_is_ignored(tiny_bench: Any, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # LoadGen would apply ./audit.config silently; aibench points it at the test's own fresh folder.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "audit.config").write_text("*.*.performance_issue_same = 1\n*.*.performance_issue_same_index = 3\n")
+    r = _run(tiny_bench, tmp_path / "out", scenario="single-stream")
+    assert r.method["effective_settings"]["performance_issue_same"] is False
