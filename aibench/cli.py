@@ -24,6 +24,9 @@ from aibench.errors import (
     AibenchError,
     UsageError,
 )
+from aibench.loadgen.options import build as loadgen_build
+from aibench.loadgen.options import check_applicable as loadgen_check
+from aibench.loadgen.options import loadgen_options
 
 log = logging.getLogger("aibench")
 
@@ -226,16 +229,18 @@ class RunCommand(click.Command):
               help="Timed blocks before the stopping rule may end a measurement.")
 @click.option("--target-ci", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.01, show_default=True,
               metavar="R", help="Stop once the 95%% CI of the median is within ±R of it.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for inputs and weights.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for inputs and weights (and, when given, LoadGen's seeds).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
               show_default=True, help="Folder for result files.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the result (an array if several) as JSON on stdout; tables go to stderr.")
 @click.option("--dry-run", is_flag=True, help="Validate and show what would run, measure nothing.")
+@loadgen_options
 @click.pass_context
 def run_cmd(ctx: click.Context, args: tuple[str, ...], set_name: str | None, threads: int | None,
             max_time: float, warmup: float, min_rounds: int, target_ci: float, seed: int, out_dir: Path,
-            as_json: bool, dry_run: bool) -> None:
+            as_json: bool, dry_run: bool, **lg_given: Any) -> None:
     """Measure benchmarks and write one result file per configuration.
 
     BENCHMARK is KIND NAME, KIND/NAME, a pattern such as 'micro/*pool*', or a kind alone; with nothing,
@@ -249,6 +254,7 @@ def run_cmd(ctx: click.Context, args: tuple[str, ...], set_name: str | None, thr
       aibench run micro/conv --pass fwdbwd --batch 8
       aibench run micro gemm --set deepbench-inference-server --max-time 0.5
       aibench run micro --json > micro.json
+      aibench run component imc --scenario server --target-qps 200 --latency-bound-ms 50
     """
     from aibench.measure.timer import TimerSettings
     from aibench.runner import RunOptions
@@ -257,7 +263,9 @@ def run_cmd(ctx: click.Context, args: tuple[str, ...], set_name: str | None, thr
     refs, param_args = _split_args(list(args))
     benches = _select(refs)
     runs = _plan_runs(benches, param_args, set_name)
-    opts = RunOptions(threads=threads, seed=seed, timer=TimerSettings(
+    lg = loadgen_build(ctx, lg_given, seed, out_dir)
+    loadgen_check(runs, lg)
+    opts = RunOptions(threads=threads, seed=seed, loadgen=lg, timer=TimerSettings(
         warmup_s=warmup, max_time_s=max_time, min_rounds=min_rounds, target_rel_ci=target_ci))
     err = _stderr_console()
     if dry_run:

@@ -41,6 +41,8 @@ def fmt_metric(entry: dict[str, Any] | None) -> str:
         return "–"
     if entry.get("value") is None:
         return "n/a"
+    if entry.get("valid") is False:  # from an INVALID LoadGen run: never a plain number
+        return f"INVALID {fmt_value(entry['value'], entry.get('unit', ''))}"
     return fmt_value(entry["value"], entry.get("unit", ""))
 
 
@@ -123,7 +125,7 @@ def _status(r: Result) -> str:
     if r.status != "ok":
         return f"[red]{r.status}[/red]: {escape(r.error['message']) if r.error else ''}"
     if r.validity is not None and not r.validity.get("valid", True):
-        return "[red]INVALID[/red]"
+        return "[red]INVALID[/red] (see below)"
     if r.noisy:
         ratios = [s["summary"].get("iqr_over_median") for s in r.samples.values()]
         worst = max((x for x in ratios if x is not None), default=0.0)
@@ -156,6 +158,11 @@ def results_table(results: Sequence[Result], title: str | None = None) -> Table:
             if metered:
                 cells += [escape(fmt_energy(r.meters)), escape(fmt_memory(r.meters))]
             table.add_row(escape(bench_id), escape(params), escape(where), *cells, _status(r))
+    invalid = [r for r in results if r.status == "ok" and r.validity is not None and not r.validity.get("valid")]
+    if invalid:  # LoadGen's verdict with its recommendation, in full (a cell is too narrow)
+        table.caption = "\n".join(f"{escape(r.id)}: {escape(r.validity.get('summary') or 'INVALID')}"
+                                   for r in invalid)
+        table.caption_justify = "left"
     return table
 
 

@@ -35,6 +35,7 @@ class RunOptions:
     threads: int | None = None
     timer: TimerSettings = field(default_factory=TimerSettings)
     seed: int = 0
+    loadgen: Any = None  # aibench.loadgen.settings.LoadgenOptions for runner "loadgen" (None: its defaults)
 
     def threads_for(self, bench: Benchmark) -> int | None:
         return self.threads if self.threads is not None else DEFAULT_THREADS.get(bench.kind)
@@ -76,7 +77,13 @@ def _kernel(bench: Benchmark, params: dict[str, Any], result: Result, opts: RunO
     run_kernel(bench, params, result, opts.timer)
 
 
-RUNNERS: dict[str, RunnerFn] = {"kernel": _kernel}
+def _loadgen(bench: Benchmark, params: dict[str, Any], result: Result, opts: RunOptions) -> None:
+    from aibench.loadgen.run import run_loadgen_benchmark
+
+    run_loadgen_benchmark(bench, params, result, opts)
+
+
+RUNNERS: dict[str, RunnerFn] = {"kernel": _kernel, "loadgen": _loadgen}
 
 
 def new_result(bench: Benchmark, params: dict[str, Any], config: dict[str, Any],

@@ -1,0 +1,78 @@
+"""The ``aibench run`` options of the load generator, as one click decorator bundle (no torch, no LoadGen)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+
+from aibench.errors import UsageError
+from aibench.loadgen.settings import PROFILES, SCENARIOS, LoadgenOptions
+
+_OPTIONS = (
+    click.option("--scenario", type=click.Choice(SCENARIOS), default=None,
+                 help="LoadGen scenario for inference benchmarks [default: offline]."),
+    click.option("--profile", type=click.Choice(PROFILES), default="quick", show_default=True,
+                 help="Durations and seeds: quick (seconds), ci (tens of seconds), official (MLPerf: 600 s, "
+                      "MLPerf's seeds)."),
+    click.option("--duration-s", type=float, default=None, metavar="S",
+                 help="Minimum test duration (overrides the profile)."),
+    click.option("--min-queries", type=int, default=None, metavar="N",
+                 help="Minimum query count (Offline: samples; overrides the profile)."),
+    click.option("--target-qps", type=float, default=None, metavar="Q", help="Server: Poisson arrival rate."),
+    click.option("--latency-bound-ms", type=float, default=None, metavar="MS",
+                 help="Server: latency bound at --latency-percentile [default: 10]."),
+    click.option("--latency-percentile", type=float, default=None, metavar="P",
+                 help="Server: percentile the bound applies to [default: 99]."),
+    click.option("--expected-qps", type=float, default=None, metavar="Q",
+                 help="Offline: expected samples/s (sizes the query) [default: calibrated]."),
+    click.option("--samples-per-query", type=int, default=None, metavar="N",
+                 help="MultiStream: samples per query [default: 8]."),
+    click.option("--max-wait-us", type=float, default=0.0, show_default=True, metavar="US",
+                 help="Longest the adapter waits for a batch to fill (up to the benchmark's --batch)."),
+    click.option("--spin-us", type=float, default=None, metavar="US",
+                 help="How long the idle adapter worker polls for work before sleeping [default: 100 for "
+                      "single-stream, multi-stream and --users; 0 otherwise]."),
+    click.option("--find-peak", is_flag=True, help="Server: search the highest target QPS that is VALID."),
+    click.option("--users", type=int, default=None, metavar="N",
+                 help="Closed-loop users instead of LoadGen (each sends one request at a time)."),
+    click.option("--think-time-ms", type=float, default=None, metavar="MS",
+                 help="Closed-loop users: mean exponential think time [default: 0]."),
+)
+NAMES = ("scenario", "profile", "duration_s", "min_queries", "target_qps", "latency_bound_ms",
+         "latency_percentile", "expected_qps", "samples_per_query", "max_wait_us", "spin_us", "find_peak",
+         "users", "think_time_ms")
+
+
+def loadgen_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the load-generator options to a click command (they arrive as keyword arguments)."""
+    for opt in reversed(_OPTIONS):
+        fn = opt(fn)
+    return fn
+
+
+def pop_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Take the load-generator options out of a command's keyword arguments."""
+    return {k: kwargs.pop(k) for k in NAMES if k in kwargs}
+
+
+def build(ctx: click.Context, given: Mapping[str, Any], seed: int, out_dir: Path) -> LoadgenOptions:
+    """LoadgenOptions from the parsed options. ``--seed`` sets LoadGen's seeds only when given explicitly
+    (otherwise the profile's: MLPerf's for official, 0 for quick and ci)."""
+    explicit = tuple(k for k in given if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE)
+    seed_given = ctx.get_parameter_source("seed") == click.core.ParameterSource.COMMANDLINE
+    return LoadgenOptions(**dict(given), seed=seed if seed_given else None, out_dir=out_dir, explicit=explicit)
+
+
+def check_applicable(runs: list[Any], lg: LoadgenOptions) -> None:
+    """Refuse load-generator options for benchmarks that are not load-generated, and contradictions."""
+    mine = [r for r in runs if r.bench.runner == "loadgen"]
+    flags = list(lg.explicit)
+    if flags and len(mine) < len(runs):
+        other = next(r.bench.id for r in runs if r.bench.runner != "loadgen")
+        raise UsageError(f"--{flags[0].replace('_', '-')} applies to load-generated (inference) benchmarks; "
+                         f"{other} is not one")
+    if mine:
+        lg.resolve()  # contradictory settings are refused before anything runs

@@ -1,0 +1,223 @@
+"""The ``loadgen`` runner: a component benchmark's InferenceTask under MLPerf LoadGen (or closed-loop users),
+turned into one :class:`~aibench.results.schema.Result`.
+
+Contract for a benchmark with ``runner="loadgen"``: ``factory(params, device=..., dtype=...) ->
+InferenceTask``; a ``batch`` parameter, when declared, is the largest batch the adapter forms.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aibench import system as sysinfo
+from aibench.loadgen import logparse
+from aibench.loadgen.drive import Calibration, Outcome, calibrate, run_loadgen, run_users
+from aibench.loadgen.settings import LoadgenOptions, Scenario, size_run
+from aibench.loadgen.sut import InProcessSystem, SystemUnderTest
+from aibench.registry import MetricSpec
+from aibench.results.schema import now_iso
+from aibench.results.stats import summarize
+from aibench.spec import config_hash
+
+if TYPE_CHECKING:
+    from aibench.registry import Benchmark
+    from aibench.results.schema import Result
+
+# Metrics a LoadGen-run benchmark reports; component benchmarks can declare these as their metrics.
+LOADGEN_METRICS = (
+    MetricSpec("samples_per_s", "samples/s", "higher", "samples per second (Offline: LoadGen's metric; Server: "
+               "completed samples/s)"),
+    MetricSpec("queries_per_s", "queries/s", "higher", "queries per second, with LoadGen's overhead"),
+    MetricSpec("samples_per_s_no_overhead", "samples/s", "higher", "samples/s without LoadGen's overhead"),
+    MetricSpec("queries_per_s_no_overhead", "queries/s", "higher", "queries/s without LoadGen's overhead"),
+    MetricSpec("latency_early_stopping", "s", "lower", "LoadGen's early-stopping latency estimate "
+               "(SingleStream p90, MultiStream p99)"),
+    *(MetricSpec(f"latency_{p}", "s", "lower", f"{p} latency per query (LoadGen, full run)")
+      for p in ("p50", "p90", "p95", "p97", "p99", "p99_9", "min", "max", "mean")),
+)
+
+FIND_PEAK_MAX_PROBES = 12
+FIND_PEAK_TOLERANCE = 0.05  # stop bisecting once the VALID/INVALID bracket is within 5%
+SAMPLE_NOTE = ("per-sample latency measured by aibench's adapter, from LoadGen's issue callback to "
+               "completion; a deterministic subsample (every stride-th sample, stride doubling) capped at "
+               "10000 values: the full-run percentiles are LoadGen's, in metrics")
+
+
+def options_from(opts: Any) -> LoadgenOptions:
+    lg = getattr(opts, "loadgen", None)
+    return lg if isinstance(lg, LoadgenOptions) else LoadgenOptions()
+
+
+def run_loadgen_benchmark(bench: Benchmark, params: dict[str, Any], result: Result, opts: Any) -> None:
+    """The runner registered as ``loadgen`` in :data:`aibench.runner.RUNNERS`."""
+    from aibench.measure.device import resolve_device, resolve_dtype
+
+    s = options_from(opts).resolve()
+    batch = int(params.get("batch", 1) or 1)
+    result.scenario = s.scenario
+    result.config["loadgen"] = s.config()
+    result.config_hash = config_hash(bench.id, params, result.config)
+    result.method.update(s.method())
+    result.method["loadgen_request"] = s.to_dict()
+    result.method["runner"] = "loadgen" if s.scenario != "closed-loop" else "closed-loop users"
+    if s.scenario == "closed-loop":
+        result.method["think_time"] = "exponential, seeded per user (seed * 1000003 + user)"
+    result.primary_metric = logparse.PRIMARY[s.scenario]
+    device = resolve_device(params.get("device", "cpu"))
+    dtype = resolve_dtype(params["dtype"], device) if "dtype" in params else None
+    task = bench.factory(params, device=device, dtype=dtype)
+    system = InProcessSystem(task, name=bench.id)
+    result.context["task"] = {"num_samples": task.num_samples, "stage": task.stage, "data": task.data,
+                              "flops_per_sample": task.flops_per_sample, "flops_note": task.flops_note}
+    drive_system(system, s, batch, result, seed=getattr(opts, "seed", 0))
+
+
+def drive_system(system: SystemUnderTest, s: Scenario, batch: int, result: Result, seed: int = 0) -> None:
+    """Measure ``system`` (in-process or remote) and fill ``result``. Raises the model's exception after
+    recording (the caller marks the result failed); on Ctrl-C writes the result as interrupted and re-raises
+    KeyboardInterrupt."""
+    try:
+        cal = calibrate(system, batch, budget_s=min(0.5, max(0.02, 0.1 * s.duration_s)))
+    except KeyboardInterrupt:
+        _write_interrupted(result, s.out_dir)
+        raise
+    result.method["calibration"] = cal.to_dict()
+    stem = _stem(result)
+    base = s.out_dir / f"{stem}.loadgen"
+    if s.scenario == "closed-loop":
+        out = run_users(system, s, batch, seed)
+        result.method["closed_loop"] = out.adapter
+        _fill(result, out, s)
+    elif s.find_peak:
+        out = _find_peak(system, s, batch, cal, base, result)
+    else:
+        out = run_loadgen(system, s, batch, size_run(s, cal.per_sample_s, cal.batch_sample_s), base)
+        result.method["loadgen_logs"] = str(base)
+        _fill(result, out, s)
+    if (out.interrupted or out.error is not None) and result.validity is not None:
+        why = "interrupted (Ctrl-C)" if out.interrupted else "the system under test failed"
+        result.validity = {**result.validity, "valid": False, "loadgen_result": result.validity.get("result"),
+                           "result": "INVALID", "summary": f"INVALID: {why}; LoadGen's verdict on the partial "
+                           f"run was {result.validity.get('result')}"}
+    if out.interrupted:
+        _write_interrupted(result, s.out_dir)
+        raise KeyboardInterrupt
+    if out.error is not None:
+        raise out.error
+
+
+def _stem(result: Result) -> str:
+    from aibench.results.store import result_filename
+
+    return result_filename(result).removesuffix(".json")
+
+
+def _fill(result: Result, out: Outcome, s: Scenario) -> None:
+    result.metrics = out.metrics
+    result.validity = out.validity
+    if out.validity is not None:
+        result.validity = {**out.validity, "log_dir": str(out.log_dir)}
+        result.method["requested_settings"] = out.requested
+        result.method["effective_settings"] = out.effective
+        result.method["adapter"] = out.adapter
+        result.method["query_memory_estimate"] = out.memory
+    kept = out.latencies.kept()
+    if kept:
+        result.samples["latency"] = {"unit": "s", "per": "sample", "values": kept, "summary": summarize(kept),
+                                     "note": SAMPLE_NOTE, "seen": out.latencies.seen,
+                                     "stride": out.latencies.stride}
+
+
+def _find_peak(system: SystemUnderTest, s: Scenario, batch: int, cal: Calibration, base: Path,
+               result: Result) -> Outcome:
+    """Galloping then bisection on the target QPS: the highest target whose run is VALID."""
+    capacity = 1.0 / max(cal.batch_sample_s, 1e-9)
+    q = s.target_qps if s.target_qps is not None else max(1.0, 0.5 * capacity)
+    lo: tuple[float, Outcome] | None = None
+    hi: float | None = None
+    probes: list[dict[str, Any]] = []
+    base.mkdir(parents=True, exist_ok=True)
+    result.method["loadgen_logs"] = str(base)
+    last: Outcome | None = None
+    stop_reason = f"bracket within {FIND_PEAK_TOLERANCE:.0%} or {FIND_PEAK_MAX_PROBES} probes"
+    while len(probes) < FIND_PEAK_MAX_PROBES:
+        probe = s.with_target(q)
+        folder = base / f"probe-{len(probes) + 1:02d}-{q:.6g}qps"
+        out = run_loadgen(system, probe, batch, size_run(probe, cal.per_sample_s, cal.batch_sample_s), folder)
+        last = out
+        ok = bool(out.validity and out.validity["valid"])
+        probes.append({"target_qps": q, "valid": ok, "summary": out.validity and out.validity["summary"],
+                       "completed_samples_per_s": out.metrics["samples_per_s"]["value"],
+                       "latency_p99_s": out.metrics["latency_p99"]["value"], "log_dir": str(folder)})
+        if out.error is not None or out.interrupted:
+            break
+        if ok:
+            if lo is None or q > lo[0]:
+                lo = (q, out)
+        else:
+            hi = q if hi is None else min(hi, q)
+            bound = (out.validity or {}).get("constraints", {}).get("latency_bound", {})
+            if lo is None and bound.get("met") is True:
+                stop_reason = ("a probe met the latency bound but was INVALID for another reason (too few "
+                               "queries, duration or early stopping): lowering the target cannot help; run "
+                               "longer (--duration-s, --min-queries)")
+                break
+        if hi is None:
+            q *= 2
+        elif lo is None:
+            q /= 2
+            if q < 1e-3:
+                break
+        else:
+            if hi / lo[0] - 1 <= FIND_PEAK_TOLERANCE:
+                break
+            q = (lo[0] * hi) ** 0.5
+    assert last is not None
+    chosen = lo[1] if lo is not None else last
+    _fill(result, chosen, s)
+    peak = lo[0] if lo is not None else None
+    result.method["find_peak"] = {
+        "peak_target_qps": peak, "bracket": [peak, hi], "tolerance": FIND_PEAK_TOLERANCE,
+        "max_probes": FIND_PEAK_MAX_PROBES, "probes": probes, "stopped": stop_reason,
+        "search": "start at --target-qps (or half the calibrated capacity), double until INVALID, halve "
+                  "until VALID, then bisect (geometric mean) until the bracket is within the tolerance"}
+    from aibench.results.schema import metric
+
+    if peak is not None:
+        result.metrics["peak_target_qps"] = metric(peak, "queries/s", "higher", None)
+        result.config["loadgen"]["target_qps"] = "find-peak"
+    else:
+        result.metrics["peak_target_qps"] = metric(None, "queries/s", "higher",
+                                                   "no probed target QPS was VALID", valid=False)
+        lowest = min(p["target_qps"] for p in probes)
+        result.validity = {**(result.validity or {}), "valid": False, "result": "INVALID",
+                           "summary": f"INVALID: no probed target QPS was VALID (lowest tried {lowest:.4g})"}
+    return chosen if not (last.error or last.interrupted) else last
+
+
+def _write_interrupted(result: Result, out_dir: Path) -> None:
+    """Record an interrupted run before Ctrl-C propagates (the CLI then exits 130)."""
+    from aibench.results.store import write_result
+
+    result.status = "interrupted"
+    result.error = {"type": "KeyboardInterrupt", "message": "interrupted (Ctrl-C); LoadGen's partial logs are "
+                    "kept in method.loadgen_logs"}
+    result.finished_at = now_iso()
+    result.duration_s = _elapsed(result)
+    result.system = sysinfo.fingerprint()
+    result.code = sysinfo.code_version()
+    result.load["loadavg_end"] = sysinfo.load_average()
+    write_result(result, out_dir)
+
+
+def _elapsed(result: Result) -> float | None:
+    from datetime import datetime
+
+    try:
+        start = datetime.fromisoformat(result.started_at.replace("Z", "+00:00"))
+        end = datetime.fromisoformat((result.finished_at or now_iso()).replace("Z", "+00:00"))
+        return (end - start).total_seconds()
+    except ValueError:
+        return None
+

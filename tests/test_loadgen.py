@@ -1,0 +1,341 @@
+"""The load generator: every scenario with a tiny model, results from LoadGen's detail log, INVALID runs,
+refused settings, faults (failed model, Ctrl-C), find-peak, closed-loop users, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from aibench.errors import UnavailableError, UsageError
+from aibench.loadgen.settings import LoadgenOptions, Sizing, check_memory
+from aibench.runner import RunOptions, execute, plan
+
+LATENCY_FIELDS = ("latency_p50", "latency_p90", "latency_p95", "latency_p97", "latency_p99", "latency_p99_9",
+                  "latency_min", "latency_max", "latency_mean")
+RATE_FIELDS = ("samples_per_s", "queries_per_s", "samples_per_s_no_overhead", "queries_per_s_no_overhead")
+
+
+def _run(bench: Any, tmp_path: Path, params: dict[str, Any] | None = None, **lg: Any) -> Any:
+    lg.setdefault("duration_s", 0.15)
+    opts = RunOptions(loadgen=LoadgenOptions(out_dir=tmp_path, **lg))
+    return execute(plan(bench, params or {})[0], opts)
+
+
+def _check_common(r: Any, scenario: str) -> None:
+    assert r.status == "ok", r.error
+    assert r.scenario == scenario
+    assert r.config["loadgen"]["scenario"] == scenario
+    assert r.method["profile"] == "quick" and "loadgen_seeds" in r.method
+    for name in LATENCY_FIELDS:
+        m = r.metrics[name]
+        assert m["value"] is not None and m["value"] >= 0 and m["unit"] == "s", name
+    assert r.metrics["latency_min"]["value"] <= r.metrics["latency_p50"]["value"] <= r.metrics["latency_max"]["value"]
+    for name in RATE_FIELDS:
+        assert name in r.metrics
+        m = r.metrics[name]
+        assert (m["value"] is not None and m["value"] > 0) or m.get("unavailable"), name
+    v = r.validity
+    assert v["result"] in ("VALID", "INVALID")
+    assert set(v["constraints"]) >= {"min_duration", "min_queries", "early_stopping"}
+    assert v["valid"] == (v["result"] == "VALID")
+    if not v["valid"]:
+        assert v["summary"].startswith("INVALID") and v["reasons"]
+    log_dir = Path(v["log_dir"])
+    assert (log_dir / "mlperf_log_detail.txt").is_file() and (log_dir / "mlperf_log_summary.txt").is_file()
+    assert log_dir.parent == Path(r.method["loadgen_logs"]).parent
+    assert r.method["effective_settings"]["min_duration_ms"] == 150
+    assert r.method["requested_settings"]["min_duration_ms"] == 150
+    lat = r.samples["latency"]
+    assert 0 < len(lat["values"]) <= 10_000 and lat["summary"]["n"] == len(lat["values"]) and "note" in lat
+
+
+def test_offline(tiny_bench: Any, tmp_path: Path) -> None:
+    r = _run(tiny_bench, tmp_path, scenario="offline")
+    _check_common(r, "offline")
+    assert r.primary_metric == "samples_per_s"
+    assert r.metrics["samples_per_s"]["value"] > 0
+    assert r.metrics["samples_per_s_no_overhead"]["value"] is None
+    assert r.method["adapter"]["mean_batch"] > 1  # batched up to --batch 4
+    assert r.method["query_memory_estimate"]["estimated_bytes"] > 0
+
+
+def test_single_stream(tiny_bench: Any, tmp_path: Path) -> None:
+    r = _run(tiny_bench, tmp_path, scenario="single-stream")
+    _check_common(r, "single-stream")
+    assert r.primary_metric == "latency_early_stopping"
+    assert r.metrics["queries_per_s_no_overhead"]["value"] >= r.metrics["queries_per_s"]["value"] * 0.5
+    assert r.method["adapter"]["max_batch"] == 4 and r.method["adapter"]["mean_batch"] == 1
+
+
+def test_multi_stream(tiny_bench: Any, tmp_path: Path) -> None:
+    r = _run(tiny_bench, tmp_path, scenario="multi-stream", samples_per_query=4)
+    _check_common(r, "multi-stream")
+    assert r.config["loadgen"]["samples_per_query"] == 4
+    assert r.method["effective_settings"]["samples_per_query"] == 4
+    q = r.metrics["queries_per_s"]["value"]
+    assert r.metrics["samples_per_s"]["value"] == pytest.approx(4 * q)
+
+
+def test_server(tiny_bench: Any, tmp_path: Path) -> None:
+    r = _run(tiny_bench, tmp_path, scenario="server", target_qps=2000.0, latency_bound_ms=50.0)
+    _check_common(r, "server")
+    assert r.config["loadgen"] == {"scenario": "server", "max_wait_us": 0.0, "spin_us": 0.0, "latency_bound_ms": 50.0,
+                                   "latency_percentile": 99.0, "target_qps": 2000.0}
+    assert r.method["effective_settings"]["target_latency_ns"] == 50_000_000
+    assert r.validity["constraints"]["latency_bound"]["bound_ms"] == 50.0
+    assert r.primary_metric == "samples_per_s"
+
+
+def test_invalid_run_is_reported_as_invalid(tiny_bench: Any, tmp_path: Path) -> None:
+    # 15 queries cannot satisfy early stopping at p99: LoadGen says INVALID, and so must we.
+    r = _run(tiny_bench, tmp_path, scenario="server", target_qps=100.0, duration_s=0.15, min_queries=1)
+    assert r.status == "ok"
+    v = r.validity
+    assert v["valid"] is False and v["result"] == "INVALID"
+    assert v["constraints"]["early_stopping"]["met"] is False
+    assert "early stopping not met" in v["reasons"]
+    assert v["summary"].startswith("INVALID")
+    assert all(m.get("valid") is False for m in r.metrics.values())
+    from rich.console import Console
+
+    from aibench.display import results_table
+
+    console = Console(width=200, record=True)
+    console.print(results_table([r]))
+    text = console.export_text()
+    assert "INVALID" in text and "early stopping not met" in text
+
+
+def test_config_hash_tracks_what_is_measured(tiny_bench: Any, tmp_path: Path) -> None:
+    a = LoadgenOptions(scenario="server", target_qps=10.0).resolve()
+    b = LoadgenOptions(scenario="server", target_qps=20.0).resolve()
+    c = LoadgenOptions(scenario="server", target_qps=10.0, duration_s=99.0, seed=3).resolve()
+    assert a.config() != b.config() and a.config() == c.config()
+    assert a.method() != c.method()
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"scenario": "server"}, "--target-qps"),
+    ({"scenario": "server", "target_qps": 10.0, "latency_bound_ms": 0.0}, "--latency-bound-ms"),
+    ({"scenario": "server", "target_qps": -1.0}, "--target-qps"),
+    ({"scenario": "server", "target_qps": 1.0, "latency_percentile": 100.0}, "--latency-percentile"),
+    ({"scenario": "offline", "target_qps": 10.0, "explicit": ("target_qps",)}, "only appl"),
+    ({"scenario": "single-stream", "samples_per_query": 2, "explicit": ("samples_per_query",)}, "multi-stream"),
+    ({"scenario": "offline", "find_peak": True, "explicit": ("find_peak",)}, "server"),
+    ({"think_time_ms": 5.0}, "--users"),
+    ({"users": 2, "scenario": "offline"}, "--scenario"),
+    ({"users": 0}, "--users"),
+    ({"duration_s": 0.0}, "--duration-s"),
+    ({"min_queries": 0}, "--min-queries"),
+    ({"max_wait_us": -1.0}, "--max-wait-us"),
+    ({"spin_us": -1.0}, "--spin-us"),
+])
+def test_contradictory_settings_refused(kwargs: dict[str, Any], words: str) -> None:
+    with pytest.raises(UsageError, match=words.replace("-", r"\-")):
+        LoadgenOptions(**kwargs).resolve()
+
+
+def test_query_memory_refused_with_numbers() -> None:
+    s = LoadgenOptions(scenario="server", target_qps=1e6, duration_s=600).resolve()
+    with pytest.raises(UnavailableError, match=r"660,000,000 queries.*GiB"):
+        check_memory(Sizing(660_000_000, 660_000_000, 350 * 660_000_000), s, available=8 * 2**30)
+    assert check_memory(Sizing(10, 10, 3500), s, available=8 * 2**30)["estimated_bytes"] == 3500
+
+
+def test_official_profile_uses_mlperf_settings() -> None:
+    s = LoadgenOptions(scenario="multi-stream", profile="official").resolve()
+    assert s.duration_s == 600 and s.min_queries == 662 and s.samples_per_query == 8
+    assert s.seeds["schedule_rng_seed"] == 16159082839903944936
+    assert LoadgenOptions(profile="official", seed=5).resolve().seeds["qsl_rng_seed"] == 5
+
+
+def _in_thread(fn: Any, timeout: float = 30.0) -> Any:
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), "the run hung"
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+@pytest.mark.parametrize("scenario, extra", [("offline", {}), ("single-stream", {}), ("multi-stream", {}),
+                                             ("server", {"target_qps": 1000.0})])
+def test_failing_model_fails_promptly(tiny_bench: Any, tmp_path: Path, scenario: str,
+                                      extra: dict[str, Any]) -> None:
+    # Calibration takes a few dozen calls; the model then fails inside the LoadGen run.
+    r = _in_thread(lambda: _run(tiny_bench, tmp_path, {"fail_after": 60}, scenario=scenario, **extra))
+    assert r.status == "failed"
+    assert r.error["type"] == "RuntimeError" and "exploded" in r.error["message"]
+    assert r.validity is not None and r.validity["valid"] is False
+    assert (Path(r.method["loadgen_logs"]) / "mlperf_log_detail.txt").is_file()  # partial logs kept
+
+
+def test_ctrl_c_records_interrupted_then_reraises(tiny_bench: Any, tmp_path: Path) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_bench, tmp_path, {"interrupt_after": 60, "sleep_us": 500}, scenario="single-stream",
+             duration_s=5.0)
+    files = list(tmp_path.glob("*.json"))
+    assert len(files) == 1
+    doc = json.loads(files[0].read_text())
+    assert doc["status"] == "interrupted" and doc["error"]["type"] == "KeyboardInterrupt"
+    assert doc["validity"]["valid"] is False
+    assert (Path(doc["method"]["loadgen_logs"]) / "mlperf_log_detail.txt").is_file()
+    assert doc["duration_s"] < 3.0  # LoadGen's 5 s test was cut short
+
+
+def test_find_peak_records_every_probe(tiny_bench: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import aibench.loadgen.run as lgrun
+
+    monkeypatch.setattr(lgrun, "FIND_PEAK_MAX_PROBES", 3)
+    r = _run(tiny_bench, tmp_path, scenario="server", find_peak=True, target_qps=1500.0, duration_s=0.1,
+             min_queries=1, latency_bound_ms=50.0)
+    fp = r.method["find_peak"]
+    assert 1 <= len(fp["probes"]) <= 3
+    assert fp["probes"][0]["target_qps"] == 1500.0
+    for p in fp["probes"]:
+        assert Path(p["log_dir"], "mlperf_log_detail.txt").is_file()
+        assert isinstance(p["valid"], bool)
+    assert r.config["loadgen"]["target_qps"] == "find-peak"
+    if fp["peak_target_qps"] is None:
+        assert r.validity["valid"] is False and r.metrics["peak_target_qps"]["unavailable"]
+    else:
+        assert max(p["target_qps"] for p in fp["probes"] if p["valid"]) == fp["peak_target_qps"]
+
+
+def test_closed_loop_users(tiny_bench: Any, tmp_path: Path) -> None:
+    r = _run(tiny_bench, tmp_path, users=3, think_time_ms=0.2, duration_s=0.2)
+    assert r.status == "ok", r.error
+    assert r.scenario == "closed-loop" and r.validity is None
+    assert r.config["loadgen"] == {"scenario": "closed-loop", "max_wait_us": 0.0, "spin_us": 100.0, "users": 3,
+                                   "think_time_ms": 0.2}
+    for name in LATENCY_FIELDS:
+        assert r.metrics[name]["value"] > 0
+    assert r.metrics["queries_per_s"]["value"] > 0
+    assert r.metrics["queries_per_s_no_overhead"]["unavailable"]
+    assert r.method["closed_loop"]["answers_in_window"] > 0 and r.method["closed_loop"]["warmup_s"] > 0
+    assert r.samples["latency"]["values"]
+
+
+def test_latency_log_is_bounded_and_deterministic() -> None:
+    from aibench.loadgen.sut import LatencyLog
+
+    a, b = LatencyLog(cap=100), LatencyLog(cap=100)
+    for log in (a, b):
+        for i in range(0, 10_000, 7):
+            log.add([float(j) for j in range(i, min(i + 7, 10_000))], 20_000.0)
+    assert a.kept() == b.kept() and len(a.kept()) == 100 and a.seen == 10_000 and a.stride > 1
+
+
+def test_cli_runs_offline_and_writes_logs_beside_result(tiny_bench: Any, tmp_path: Path) -> None:
+    from aibench.cli import cli
+
+    out = tmp_path / "res"
+    res = CliRunner().invoke(cli, ["run", "component", "tiny-lg", "--scenario", "offline", "--profile", "quick",
+                                   "--duration-s", "0.15", "--batch", "8", "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    files = list(out.glob("*.json"))
+    assert len(files) == 1
+    doc = json.loads(files[0].read_text())
+    assert doc["scenario"] == "offline" and doc["params"]["batch"] == 8
+    logs = Path(doc["method"]["loadgen_logs"])
+    assert logs.parent == out and logs.name == files[0].stem + ".loadgen"
+    assert (logs / "mlperf_log_detail.txt").is_file()
+    jsonschema = pytest.importorskip("jsonschema")
+    from aibench.results.schema import json_schema
+
+    jsonschema.validate(doc, json_schema())
+    # a folder holding LoadGen's logs still reads as results (its JSON logs are skipped)
+    from aibench.results.store import load_results
+
+    assert len(load_results([out], skip_foreign=True)) == 1
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--scenario", "server"], "--target-qps"),
+    (["--scenario", "server", "--target-qps", "10", "--latency-bound-ms", "0"], "--latency-bound-ms"),
+    (["--scenario", "offline", "--target-qps", "10"], "only appl"),
+    (["--users", "2", "--scenario", "server", "--target-qps", "5"], "--scenario"),
+])
+def test_cli_refuses_contradictions(tiny_bench: Any, tmp_path: Path, argv: list[str], words: str) -> None:
+    from aibench.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "component", "tiny-lg", *argv, "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_cli_refuses_loadgen_options_for_micro_benchmarks(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from aibench.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "micro", "gemm", "--scenario", "offline", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "load-generated" in capsys.readouterr().err
+
+
+def test_cli_ctrl_c_exits_130_after_writing(tiny_bench: Any, tmp_path: Path) -> None:
+    from aibench.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["-q", "run", "component", "tiny-lg", "--scenario", "single-stream", "--duration-s", "5",
+              "--interrupt-after", "60", "--sleep-us", "500", "--out", str(tmp_path)])
+    assert exc.value.code == 130
+    docs = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
+    assert [d["status"] for d in docs] == ["interrupted"]
+
+
+def test_closed_loop_failing_model_fails_promptly(tiny_bench: Any, tmp_path: Path) -> None:
+    r = _in_thread(lambda: _run(tiny_bench, tmp_path, {"fail_after": 60}, users=2, duration_s=5.0))
+    assert r.status == "failed" and "exploded" in r.error["message"]
+    assert r.duration_s < 4.0
+
+
+def test_in_process_system_stacks_into_a_reused_buffer() -> None:
+    import torch
+
+    from aibench.loadgen.sut import InProcessSystem
+    from aibench.loadgen.task import InferenceTask
+
+    data = torch.arange(40, dtype=torch.float32).reshape(10, 4)
+    seen: list[Any] = []
+
+    def model(x: Any) -> Any:
+        seen.append(x.data_ptr())
+        return x.sum(dim=1)
+
+    system = InProcessSystem(InferenceTask(model=model, device=torch.device("cpu"), num_samples=10,
+                                           load_sample=lambda i: data[i], postprocess=lambda y: y.tolist()))
+    system.load(range(10))
+    assert system.issue([0, 1, 2]) == [6.0, 22.0, 38.0]
+    assert system.issue([3, 4]) == [54.0, 70.0]
+    assert system.issue([9, 0, 5]) == [150.0, 6.0, 86.0]
+    assert seen[0] == seen[1] == seen[2]  # one buffer, reused
+    ragged = InProcessSystem(InferenceTask(model=lambda x: [len(v) for v in x], device=torch.device("cpu"),
+                                           num_samples=2, load_sample=lambda i: torch.zeros(i + 1),
+                                           postprocess=lambda y: y))
+    ragged.load(range(2))
+    assert ragged.issue([0, 1]) == [1, 2]  # unequal shapes stay a list, as default_collate does
+
+
+def test_audit_config_in_working_directory_is_ignored(tiny_bench: Any, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # LoadGen would apply ./audit.config silently; aibench points it at the test's own fresh folder.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "audit.config").write_text("*.*.performance_issue_same = 1\n*.*.performance_issue_same_index = 3\n")
+    r = _run(tiny_bench, tmp_path / "out", scenario="single-stream")
+    assert r.method["effective_settings"]["performance_issue_same"] is False
