@@ -40,10 +40,13 @@ _OPTIONS = (
                  help="Closed-loop users instead of LoadGen (each sends one request at a time)."),
     click.option("--think-time-ms", type=float, default=None, metavar="MS",
                  help="Closed-loop users: mean exponential think time [default: 0]."),
+    click.option("--breakdown", is_flag=True,
+                 help="Time each stage of every batch (pre-processing, DNN, post-processing) and report "
+                      "their shares (share_preprocess, share_dnn, share_postprocess)."),
 )
 NAMES = ("scenario", "profile", "duration_s", "min_queries", "target_qps", "latency_bound_ms",
          "latency_percentile", "expected_qps", "samples_per_query", "max_wait_us", "spin_us", "find_peak",
-         "users", "think_time_ms")
+         "users", "think_time_ms", "breakdown")
 
 
 def loadgen_options(fn: Callable[..., Any]) -> Callable[..., Any]:

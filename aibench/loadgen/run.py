@@ -37,6 +37,19 @@ LOADGEN_METRICS = (
       for p in ("p50", "p90", "p95", "p97", "p99", "p99_9", "min", "max", "mean")),
 )
 
+# What a component benchmark declares: LoadGen's figures, the achieved FLOP rate, the application
+# breakdown (--breakdown) and the meters' energy metrics (per sample).
+COMPONENT_METRICS = (
+    *LOADGEN_METRICS,
+    MetricSpec("gflops", "GFLOP/s", "higher", "achieved network FLOP rate: counted FLOPs per sample × samples/s"),
+    MetricSpec("share_preprocess", "fraction", "lower", "share of batch time in pre-processing (--breakdown)"),
+    MetricSpec("share_dnn", "fraction", "higher", "share of batch time in the DNN (--breakdown)"),
+    MetricSpec("share_postprocess", "fraction", "lower", "share of batch time in post-processing (--breakdown)"),
+    MetricSpec("energy_per_sample", "J", "lower", "energy of the device(s) over the measured window per sample"),
+    MetricSpec("samples_per_joule", "sample/J", "higher", "samples completed per joule"),
+    MetricSpec("avg_power", "W", "lower", "average power of the device(s) over the measured window"),
+)
+
 FIND_PEAK_MAX_PROBES = 12
 FIND_PEAK_TOLERANCE = 0.05  # stop bisecting once the VALID/INVALID bracket is within 5%
 SAMPLE_NOTE = ("per-sample latency measured by aibench's adapter, from LoadGen's issue callback to "
@@ -68,33 +81,49 @@ def run_loadgen_benchmark(bench: Benchmark, params: dict[str, Any], result: Resu
     dtype = resolve_dtype(params["dtype"], device) if "dtype" in params else None
     task = bench.factory(params, device=device, dtype=dtype)
     system = InProcessSystem(task, name=bench.id)
+    system.breakdown = s.breakdown
     result.context["task"] = {"num_samples": task.num_samples, "stage": task.stage, "data": task.data,
                               "flops_per_sample": task.flops_per_sample, "flops_note": task.flops_note}
-    drive_system(system, s, batch, result, seed=getattr(opts, "seed", 0))
+    drive_system(system, s, batch, result, seed=getattr(opts, "seed", 0), device=device)
 
 
-def drive_system(system: SystemUnderTest, s: Scenario, batch: int, result: Result, seed: int = 0) -> None:
+def drive_system(system: SystemUnderTest, s: Scenario, batch: int, result: Result, seed: int = 0,
+                 device: Any = "cpu") -> None:
     """Measure ``system`` (in-process or remote) and fill ``result``. Raises the model's exception after
     recording (the caller marks the result failed); on Ctrl-C writes the result as interrupted and re-raises
-    KeyboardInterrupt."""
+    KeyboardInterrupt. The meters wrap exactly the measured run(s), not the calibration; ``device`` is
+    what they meter (for a remote system, the local side)."""
+    from aibench import meters
+
     try:
         cal = calibrate(system, batch, budget_s=min(0.5, max(0.02, 0.1 * s.duration_s)))
     except KeyboardInterrupt:
         _write_interrupted(result, s.out_dir)
         raise
     result.method["calibration"] = cal.to_dict()
+    reset = getattr(system, "reset_stage_times", None)
+    if reset is not None:
+        reset()
     stem = _stem(result)
     base = s.out_dir / f"{stem}.loadgen"
-    if s.scenario == "closed-loop":
-        out = run_users(system, s, batch, seed)
-        result.method["closed_loop"] = out.adapter
-        _fill(result, out, s)
-    elif s.find_peak:
-        out = _find_peak(system, s, batch, cal, base, result)
-    else:
-        out = run_loadgen(system, s, batch, size_run(s, cal.per_sample_s, cal.batch_sample_s), base)
-        result.method["loadgen_logs"] = str(base)
-        _fill(result, out, s)
+    window = meters.window(device, what="closed-loop users" if s.scenario == "closed-loop" else
+                           "LoadGen test(s), calibration excluded")
+    with window:
+        if s.scenario == "closed-loop":
+            out = run_users(system, s, batch, seed)
+            result.method["closed_loop"] = out.adapter
+            _fill(result, out, s)
+            samples_done = out.latencies.seen
+        elif s.find_peak:
+            out = _find_peak(system, s, batch, cal, base, result)
+            samples_done = sum(p["samples"] for p in result.method["find_peak"]["probes"])
+        else:
+            out = run_loadgen(system, s, batch, size_run(s, cal.per_sample_s, cal.batch_sample_s), base)
+            result.method["loadgen_logs"] = str(base)
+            _fill(result, out, s)
+            samples_done = out.latencies.seen
+    meters.fold_into(result, window, count=samples_done or None, per="sample")
+    _derived_metrics(result, system)
     if (out.interrupted or out.error is not None) and result.validity is not None:
         why = "interrupted (Ctrl-C)" if out.interrupted else "the system under test failed"
         result.validity = {**result.validity, "valid": False, "loadgen_result": result.validity.get("result"),
@@ -105,6 +134,32 @@ def drive_system(system: SystemUnderTest, s: Scenario, batch: int, result: Resul
         raise KeyboardInterrupt
     if out.error is not None:
         raise out.error
+
+
+def _derived_metrics(result: Result, system: SystemUnderTest) -> None:
+    """Achieved GFLOP/s from the task's counted FLOPs, and the stage shares when they were timed."""
+    from aibench.results.schema import metric
+
+    task = getattr(system, "task", None)
+    flops = getattr(task, "flops_per_sample", None)
+    rate = (result.metrics.get("samples_per_s") or {}).get("value")
+    if flops and rate:
+        result.metrics["gflops"] = metric(flops * rate / 1e9, "GFLOP/s", "higher")
+    else:
+        why = (getattr(task, "flops_note", "") or "the system under test did not count its FLOPs") if not flops \
+            else "no samples/s was measured"
+        result.metrics["gflops"] = metric(None, "GFLOP/s", "higher", unavailable=why)
+    stage_s = getattr(system, "stage_s", None)
+    timed = bool(getattr(system, "breakdown", False)) and stage_s is not None
+    total = sum(stage_s.values()) if timed else 0.0
+    for stage in ("preprocess", "dnn", "postprocess"):
+        name = f"share_{stage}"
+        direction = "higher" if stage == "dnn" else "lower"
+        if timed and total > 0:
+            result.metrics[name] = metric(stage_s[stage] / total, "fraction", direction, seconds=stage_s[stage])
+        else:
+            why = "run with --breakdown to time the stages" if not timed else "no batch was timed"
+            result.metrics[name] = metric(None, "fraction", direction, unavailable=why)
 
 
 def _stem(result: Result) -> str:
@@ -148,6 +203,7 @@ def _find_peak(system: SystemUnderTest, s: Scenario, batch: int, cal: Calibratio
         last = out
         ok = bool(out.validity and out.validity["valid"])
         probes.append({"target_qps": q, "valid": ok, "summary": out.validity and out.validity["summary"],
+                       "samples": out.latencies.seen,
                        "completed_samples_per_s": out.metrics["samples_per_s"]["value"],
                        "latency_p99_s": out.metrics["latency_p99"]["value"], "log_dir": str(folder)})
         if out.error is not None or out.interrupted:

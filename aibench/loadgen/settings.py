@@ -66,6 +66,7 @@ class LoadgenOptions:
     find_peak: bool = False
     users: int | None = None
     think_time_ms: float | None = None
+    breakdown: bool = False
     out_dir: Path | None = None
     explicit: tuple[str, ...] = ()
 
@@ -137,6 +138,7 @@ class LoadgenOptions:
             find_peak=o.find_peak,
             users=o.users,
             think_time_ms=(o.think_time_ms if o.think_time_ms is not None else 0.0) if o.users else None,
+            breakdown=o.breakdown,
             out_dir=Path(o.out_dir) if o.out_dir is not None else Path("results"),
         )
 
@@ -170,6 +172,7 @@ class Scenario:
     find_peak: bool
     users: int | None
     think_time_ms: float | None
+    breakdown: bool = False
     out_dir: Path = field(default=Path("results"))
 
     def with_target(self, qps: float) -> Scenario:
@@ -191,7 +194,7 @@ class Scenario:
     def method(self) -> dict[str, Any]:
         """How long and with which seeds: recorded in result.method, not hashed."""
         return {"profile": self.profile, "duration_s": self.duration_s, "min_queries": self.min_queries,
-                "loadgen_seeds": dict(self.seeds)}
+                "loadgen_seeds": dict(self.seeds), "breakdown": self.breakdown}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

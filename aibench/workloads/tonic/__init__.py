@@ -9,21 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from aibench.registry import MetricSpec, benchmark
+from aibench.loadgen.run import COMPONENT_METRICS
+from aibench.registry import benchmark
 from aibench.spec import Param
 from aibench.workloads.micro.passes import device_params
-
-# What the load generator reports for a component benchmark (the names the loadgen runner fills in).
-COMPONENT_METRICS = (
-    MetricSpec("samples_per_second", "samples/s", "higher", "completed samples per second (LoadGen's result)"),
-    MetricSpec("latency_p50", "s", "lower", "median query latency"),
-    MetricSpec("latency_p90", "s", "lower", "90th percentile query latency"),
-    MetricSpec("latency_p99", "s", "lower", "99th percentile query latency"),
-    MetricSpec("gflops", "GFLOP/s", "higher", "achieved network FLOP rate (counted FLOPs per sample × samples/s)"),
-    MetricSpec("share_preprocess", "fraction", "lower", "share of time in pre-processing (--breakdown)"),
-    MetricSpec("share_dnn", "fraction", "higher", "share of time in the DNN (--breakdown)"),
-    MetricSpec("share_postprocess", "fraction", "lower", "share of time in post-processing (--breakdown)"),
-)
 
 TONIC_DTYPES = ("float32", "bfloat16", "float16")
 SOURCE = "Tonic Suite / DjiNN (Hauswald et al., ISCA 2015)"
@@ -52,7 +41,7 @@ def _common(batch: int, num_samples: int, cnn: bool) -> list[Param]:
 
 
 def _kwargs(app: str) -> dict[str, Any]:
-    return {"kind": "component", "metrics": COMPONENT_METRICS, "primary_metric": "samples_per_second",
+    return {"kind": "component", "metrics": COMPONENT_METRICS, "primary_metric": "samples_per_s",
             "runner": "loadgen", "source": SOURCE}
 
 

@@ -1,0 +1,51 @@
+"""Generated from the registry: every load-generated (component) benchmark runs under LoadGen, in both
+stages, with tiny settings, and yields a schema-valid result with its derived figures."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from aibench import registry
+from aibench.loadgen.settings import LoadgenOptions
+from aibench.results.schema import json_schema
+from aibench.runner import RunOptions, execute, plan
+
+LOADGEN = [b for b in registry.all_benchmarks() if b.runner == "loadgen"]
+CASES = [(b.id, stage) for b in LOADGEN for stage in (b.params.by_name["stage"].choices
+                                                      if "stage" in b.params else (None,))]
+
+
+@pytest.mark.parametrize("bench_id, stage", CASES)
+def test_component_tiny_run_under_loadgen(bench_id: str, stage: str | None, tmp_path: Path) -> None:
+    bench = registry.get(bench_id)
+    given = dict(bench.tiny) | ({"stage": stage} if stage else {})
+    (run,) = plan(bench, given)
+    lg = LoadgenOptions(profile="quick", duration_s=0.05, min_queries=1, out_dir=tmp_path, breakdown=True)
+    result = execute(run, RunOptions(loadgen=lg))
+    assert result.status == "ok", result.error
+    jsonschema.validate(result.to_dict(), json_schema())
+    assert result.scenario == "offline" and result.validity is not None
+    rate = result.metrics["samples_per_s"]["value"]
+    assert rate > 0 and math.isfinite(rate)
+    gflops = result.metrics["gflops"]
+    assert gflops["value"] is None or gflops["value"] > 0
+    assert gflops["value"] is not None or gflops["unavailable"]
+    shares = [result.metrics[f"share_{s}"]["value"] for s in ("preprocess", "dnn", "postprocess")]
+    assert all(0 <= x <= 1 for x in shares) and sum(shares) == pytest.approx(1.0)
+    assert result.meters["window"]["what"].startswith("LoadGen") and result.meters["work"]["per"] == "sample"
+    assert result.metrics["energy_per_sample"]["value"] is not None or result.metrics["energy_per_sample"][
+        "unavailable"]
+    assert Path(result.method["loadgen_logs"], "mlperf_log_detail.txt").is_file()
+
+
+def test_shares_are_unavailable_without_breakdown(tmp_path: Path) -> None:
+    bench = registry.get("component/pos")
+    (run,) = plan(bench, dict(bench.tiny))
+    lg = LoadgenOptions(profile="quick", duration_s=0.05, min_queries=1, out_dir=tmp_path)
+    result = execute(run, RunOptions(loadgen=lg))
+    assert result.metrics["share_dnn"]["value"] is None
+    assert "--breakdown" in result.metrics["share_dnn"]["unavailable"]
