@@ -124,6 +124,9 @@ def drive_system(system: SystemUnderTest, s: Scenario, batch: int, result: Resul
             samples_done = out.latencies.seen
     meters.fold_into(result, window, count=samples_done or None, per="sample")
     _derived_metrics(result, system)
+    if result.validity is not None and not result.validity.get("valid", True):
+        for entry in result.metrics.values():  # a figure from an INVALID run is never a plain number
+            entry["valid"] = False
     if (out.interrupted or out.error is not None) and result.validity is not None:
         why = "interrupted (Ctrl-C)" if out.interrupted else "the system under test failed"
         result.validity = {**result.validity, "valid": False, "loadgen_result": result.validity.get("result"),
