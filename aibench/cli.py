@@ -339,6 +339,7 @@ def _execute(runs: list[Any], opts: Any, out_dir: Path, show_progress: bool) -> 
 
     results: list[Any] = []
     paths: list[Path] = []
+    before = set(out_dir.glob("*.json"))
     progress = None
     if show_progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -364,8 +365,11 @@ def _execute(runs: list[Any], opts: Any, out_dir: Path, show_progress: bool) -> 
     except KeyboardInterrupt:
         if progress is not None:
             progress.stop()
+        # A runner may record the interrupted run itself (status "interrupted", with its partial logs).
+        partial = len(set(out_dir.glob("*.json")) - before - set(paths))
+        extra = f", plus {partial} interrupted (partial) result" if partial else ""
         click.echo(f"aibench: interrupted; {len(paths)} of {len(runs)} result(s) were finished and kept in "
-                   f"{out_dir}", err=True)
+                   f"{out_dir}{extra}", err=True)
         sys.exit(EXIT_INTERRUPTED)
     finally:
         if progress is not None:

@@ -288,7 +288,8 @@ def test_cli_refuses_loadgen_options_for_micro_benchmarks(tmp_path: Path, capsys
     assert "load-generated" in capsys.readouterr().err
 
 
-def test_cli_ctrl_c_exits_130_after_writing(tiny_bench: Any, tmp_path: Path) -> None:
+def test_cli_ctrl_c_exits_130_after_writing(tiny_bench: Any, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
     from aibench.cli import main
 
     with pytest.raises(SystemExit) as exc:
@@ -297,6 +298,7 @@ def test_cli_ctrl_c_exits_130_after_writing(tiny_bench: Any, tmp_path: Path) -> 
     assert exc.value.code == 130
     docs = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
     assert [d["status"] for d in docs] == ["interrupted"]
+    assert "plus 1 interrupted (partial) result" in capsys.readouterr().err
 
 
 def test_closed_loop_failing_model_fails_promptly(tiny_bench: Any, tmp_path: Path) -> None:
