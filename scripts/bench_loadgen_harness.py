@@ -1,10 +1,11 @@
 """Harness overhead: Offline throughput of a real CNN at batch 16 on CPU through aibench (LoadGen + adapter)
 vs. a bare ``torch.inference_mode()`` loop over the same batches, side by side in one run.
 
-Target (issue 3): aibench >= 97% of the bare loop. Until the Tonic IMC network lands, the CNN is a
-CaffeNet-like torchvision AlexNet (weights=None, seeded; weights do not change the work).
+Target (issue 3): aibench >= 97% of the bare loop. The network is a registered component benchmark's,
+built by its own factory (default: the Tonic IMC CaffeNet, network stage, seeded weights).
 
-    PYTHONPATH=. python scripts/bench_loadgen_harness.py [--repeats 2] [--duration-s 10] [--batch 16]
+    PYTHONPATH=. python scripts/bench_loadgen_harness.py [--benchmark component/imc] [--repeats 2]
+        [--duration-s 10] [--batch 16] [--threads 1]
 
 Each repeat runs aibench's Offline test and the bare loop over as many batches of the same staged samples
 (the order alternates between repeats).
@@ -28,20 +29,19 @@ from aibench.loadgen.sut import InProcessSystem
 from aibench.loadgen.task import InferenceTask
 
 
-def make_task(num_samples: int, seed: int = 0) -> InferenceTask:
-    import torchvision
+def make_task(bench_id: str, num_samples: int, batch: int, seed: int = 0) -> InferenceTask:
+    """The benchmark's own InferenceTask (network stage, synthetic inputs), exactly what `aibench run` uses."""
+    from aibench import registry
 
+    bench = registry.get(bench_id)
     torch.manual_seed(seed)
-    model = torchvision.models.alexnet(weights=None).eval()
-    g = torch.Generator().manual_seed(seed)
-    data = torch.randn(num_samples, 3, 224, 224, generator=g)
-    return InferenceTask(model=model, device=torch.device("cpu"), num_samples=num_samples,
-                         load_sample=lambda i: data[i], data={"source": "synthetic", "note": "seeded N(0,1)"})
+    params = bench.resolve({"batch": batch, "num_samples": num_samples, "stage": "dnn", "data": "synthetic"})
+    return bench.factory(params, device=torch.device("cpu"), dtype=torch.float32)
 
 
 def bare_loop(task: InferenceTask, batch: int, batches: int, in_thread: bool = True) -> float:
     """Samples/s of a plain loop over pre-stacked batches of the same samples, run on a fresh thread like
-    aibench's worker (on the 2-core VM, torch in the main thread ran AlexNet 2x slower than in any other
+    aibench's worker (on the 2-core VM, torch in the main thread ran a CNN 2x slower than in any other
     thread under load: comparing threads with threads keeps that out of the harness figure)."""
     if in_thread:
         import threading
@@ -71,6 +71,7 @@ def bare_loop(task: InferenceTask, batch: int, batches: int, in_thread: bool = T
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--benchmark", default="component/imc", help="a load-generated benchmark with a dnn stage")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--duration-s", type=float, default=10.0)
     ap.add_argument("--batch", type=int, default=16)
@@ -79,7 +80,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    task = make_task(num_samples=256)
+    task = make_task(args.benchmark, num_samples=64, batch=args.batch)
     # Time every model call (a perf_counter pair per 16-image batch): splits the gap into the model running
     # slower in one run than in the other, and time the harness spends outside the model.
     inner = task.model
@@ -92,7 +93,7 @@ def main() -> None:
         return y
 
     task.model = timed_model
-    system = InProcessSystem(task, name="alexnet")
+    system = InProcessSystem(task, name=args.benchmark)
     s = LoadgenOptions(scenario="offline", duration_s=args.duration_s).resolve()
     base = Path(tempfile.mkdtemp(prefix="aibench-harness-"))
     cal = calibrate(system, args.batch, budget_s=1.0, max_rounds=5)
@@ -128,7 +129,7 @@ def main() -> None:
     each = ", ".join(f"{r['ratio']:.1%}" for r in rows)
     outside = statistics.median(r["aibench_outside_model"] for r in rows)
     speed = statistics.median(r["model_speed_ratio"] for r in rows)
-    print(f"\nAlexNet (CaffeNet-like, weights=None) batch {args.batch}, CPU, torch threads "
+    print(f"\n{args.benchmark} (network stage, seeded weights) batch {args.batch}, CPU, torch threads "
           f"{torch.get_num_threads()}: aibench Offline / bare inference_mode loop = {med_ratio:.1%} "
           f"(median of {len(rows)}; each: {each})\n  of which: share of aibench's run spent outside the model "
           f"{outside:.2%}; model-only speed in aibench's run / in the bare loop {speed:.1%}")
