@@ -152,6 +152,14 @@ def _derived_metrics(result: Result, system: SystemUnderTest) -> None:
         why = (getattr(task, "flops_note", "") or "the system under test did not count its FLOPs") if not flops \
             else "no samples/s was measured"
         result.metrics["gflops"] = metric(None, "GFLOP/s", "higher", unavailable=why)
+    moved = getattr(system, "h2d_bytes", None)
+    samples = (result.meters.get("work") or {}).get("count")
+    on_host = getattr(getattr(task, "device", None), "type", None) == "cpu"
+    if moved is not None and samples:
+        result.meters.setdefault("memory", {})["host_to_device"] = {
+            "bytes_total": moved, "bytes_per_sample": moved / samples, "provenance": "measured",
+            "scope": "input tensors passed to the device by the adapter (collated, pre-processed)",
+            **({"note": "the device is the host: nothing is copied"} if on_host else {})}
     stage_s = getattr(system, "stage_s", None)
     timed = bool(getattr(system, "breakdown", False)) and stage_s is not None
     total = sum(stage_s.values()) if timed else 0.0

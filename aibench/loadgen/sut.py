@@ -65,6 +65,8 @@ class InProcessSystem:
         self._buffer: Any = None
         self.breakdown = False  # set by the runner; then issue() times each stage
         self.stage_s = dict.fromkeys(STAGES, 0.0)
+        self.h2d_bytes = 0  # bytes of input tensors copied host -> device (0 when the device is the host)
+        self._to_device = task.to_device if not self._pin else self._counting_to_device
 
     def worker_init(self) -> None:
         """Called on the batching worker's thread before its first batch: carry the thread count over."""
@@ -104,6 +106,11 @@ class InProcessSystem:
 
     def reset_stage_times(self) -> None:
         self.stage_s = dict.fromkeys(STAGES, 0.0)
+        self.h2d_bytes = 0
+
+    def _counting_to_device(self, x: Any, device: Any) -> Any:
+        self.h2d_bytes += _host_tensor_bytes(x)
+        return self.task.to_device(x, device)
 
     def issue(self, indices: Sequence[int]) -> Sequence[Any] | None:
         if self.breakdown:
@@ -114,7 +121,7 @@ class InProcessSystem:
         x = self._stack(samples) if self._stack_into_buffer else t.collate(samples)
         if t.preprocess is not None:
             x = t.preprocess(x)
-        x = t.to_device(x, t.device)
+        x = self._to_device(x, t.device)
         with self._inference_mode():
             y = t.model(x)
         if self._sync is not None:
@@ -136,7 +143,7 @@ class InProcessSystem:
         if t.preprocess is not None:
             x = t.preprocess(x)
         t1 = clock()
-        x = t.to_device(x, t.device)
+        x = self._to_device(x, t.device)
         with self._inference_mode():
             y = t.model(x)
         if self._sync is not None:
@@ -149,6 +156,17 @@ class InProcessSystem:
         st["dnn"] += t2 - t1
         st["postprocess"] += t3 - t2
         return out
+
+
+def _host_tensor_bytes(x: Any) -> int:
+    """Bytes of the host tensors in a batch (a tensor, or lists/tuples/dicts of them)."""
+    if hasattr(x, "nbytes") and getattr(getattr(x, "device", None), "type", "cpu") == "cpu":
+        return int(x.nbytes)
+    if isinstance(x, (list, tuple)):
+        return sum(_host_tensor_bytes(v) for v in x)
+    if isinstance(x, dict):
+        return sum(_host_tensor_bytes(v) for v in x.values())
+    return 0
 
 
 class LatencyLog:
