@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aibench import meters
 from aibench import system as sysinfo
 from aibench.loadgen import logparse
 from aibench.loadgen.drive import Calibration, Outcome, calibrate, run_loadgen, run_users
@@ -45,9 +46,7 @@ COMPONENT_METRICS = (
     MetricSpec("share_preprocess", "fraction", "lower", "share of batch time in pre-processing (--breakdown)"),
     MetricSpec("share_dnn", "fraction", "higher", "share of batch time in the DNN (--breakdown)"),
     MetricSpec("share_postprocess", "fraction", "lower", "share of batch time in post-processing (--breakdown)"),
-    MetricSpec("energy_per_sample", "J", "lower", "energy of the device(s) over the measured window per sample"),
-    MetricSpec("samples_per_joule", "sample/J", "higher", "samples completed per joule"),
-    MetricSpec("avg_power", "W", "lower", "average power of the device(s) over the measured window"),
+    *meters.metric_specs("sample", "the measured LoadGen window"),
 )
 
 FIND_PEAK_MAX_PROBES = 12
@@ -93,7 +92,6 @@ def drive_system(system: SystemUnderTest, s: Scenario, batch: int, result: Resul
     recording (the caller marks the result failed); on Ctrl-C writes the result as interrupted and re-raises
     KeyboardInterrupt. The meters wrap exactly the measured run(s), not the calibration; ``device`` is
     what they meter (for a remote system, the local side)."""
-    from aibench import meters
 
     try:
         cal = calibrate(system, batch, budget_s=min(0.5, max(0.02, 0.1 * s.duration_s)))

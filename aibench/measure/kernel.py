@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from aibench import meters
 from aibench.errors import AibenchError
 from aibench.measure.timer import KernelTimer, TimerSettings
 from aibench.registry import MetricSpec
@@ -28,10 +29,7 @@ KERNEL_METRICS = (
     MetricSpec("time_min", "s", "lower", "fastest per-call time"),
     MetricSpec("gflops", "GFLOP/s", "higher", "achieved FLOP rate at the median time (where FLOPs are defined)"),
     MetricSpec("gbps", "GB/s", "higher", "achieved memory traffic at the median time (minimum bytes moved)"),
-    MetricSpec("energy_per_call", "J", "lower",
-               "energy of the device(s) over the timed rounds / calls made (unavailable without a counter)"),
-    MetricSpec("calls_per_joule", "call/J", "higher", "calls made per joule over the timed rounds"),
-    MetricSpec("avg_power", "W", "lower", "average power of the device(s) over the timed rounds"),
+    *meters.metric_specs("call", "the timed rounds"),
 )
 
 
@@ -73,8 +71,6 @@ def run_kernel(bench: Benchmark, params: dict[str, Any], result: Result, setting
         if refusal is not None:
             raise refusal from None
         raise
-    from aibench import meters
-
     window = meters.window(device, what="timed rounds (after warm-up and calibration)")
     m = KernelTimer(op.fn, settings, block_timer=block_timer_for(device)).measure(window=window)
     s = m.summary

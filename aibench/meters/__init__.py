@@ -52,6 +52,7 @@ __all__ = [
     "DEFAULT_INTERVAL_S", "MEASURED", "PROVENANCES", "REASONS", "SAMPLED", "UNAVAILABLE", "CpuUtilMeter",
     "CudaMemoryMeter", "Meter", "NvmlMeter", "ProcessMemoryMeter", "RaplMeter", "Sampler", "Window",
     "derived_metrics", "energy_delta_uj", "energy_total", "fold_into", "integrate_power", "metric_names",
+    "metric_specs",
     "parse_devices", "unavailable", "window",
 ]
 
@@ -104,6 +105,20 @@ def window(device: Any = "cpu", *, what: str = "measured window", interval_s: fl
 
 def metric_names(per: str) -> tuple[str, str, str]:
     return f"energy_per_{per}", f"{per}s_per_joule", "avg_power"
+
+
+def metric_specs(per: str, window: str) -> tuple[Any, Any, Any]:
+    """The registry declarations of the three derived metrics, for a benchmark whose unit of work is
+    ``per`` (call, sample, step) measured over ``window`` (e.g. "the timed rounds")."""
+    from aibench.registry import MetricSpec
+
+    e_name, rate_name, p_name = metric_names(per)
+    return (
+        MetricSpec(e_name, "J", "lower", f"energy of the device(s) over {window} / {per}s (unavailable without "
+                   "a counter)"),
+        MetricSpec(rate_name, f"{per}/J", "higher", f"{per}s per joule over {window}"),
+        MetricSpec(p_name, "W", "lower", f"average power of the device(s) over {window}"),
+    )
 
 
 def derived_metrics(total: dict[str, Any], count: float | None, per: str) -> dict[str, dict[str, Any]]:
