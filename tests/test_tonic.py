@@ -132,7 +132,7 @@ def test_reduced_precision_and_channels_last_on_cpu():
     params = b.resolve({**b.tiny, "dtype": "bfloat16", "channels_last": True, "stage": "app"})
     task = b.factory(params, CPU, torch.bfloat16)
     assert next(task.model.parameters()).dtype == torch.bfloat16
-    assert len(_apps.run_once(task, [0, 1])) == 2
+    assert len(task.run_batch([0, 1])) == 2
 
 
 def test_flops_counted_on_meta_match_a_real_run():

@@ -63,7 +63,7 @@ def options_from(opts: Any) -> LoadgenOptions:
 
 def run_loadgen_benchmark(bench: Benchmark, params: dict[str, Any], result: Result, opts: Any) -> None:
     """The runner registered as ``loadgen`` in :data:`aibench.runner.RUNNERS`."""
-    from aibench.measure.device import resolve_device, resolve_dtype
+    from aibench.measure.device import refusing_unsupported, resolve_device, resolve_dtype
 
     s = options_from(opts).resolve()
     batch = int(params.get("batch", 1) or 1)
@@ -78,7 +78,9 @@ def run_loadgen_benchmark(bench: Benchmark, params: dict[str, Any], result: Resu
     result.primary_metric = logparse.PRIMARY[s.scenario]
     device = resolve_device(params.get("device", "cpu"))
     dtype = resolve_dtype(params["dtype"], device) if "dtype" in params else None
-    task = bench.factory(params, device=device, dtype=dtype)
+    with refusing_unsupported(device, dtype):
+        task = bench.factory(params, device=device, dtype=dtype)
+        task.run_batch()  # one untimed batch: an unsupported dtype is refused before LoadGen starts
     system = InProcessSystem(task, name=bench.id)
     system.breakdown = s.breakdown
     result.context["task"] = {"num_samples": task.num_samples, "stage": task.stage, "data": task.data,

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from aibench.loadgen.task import InferenceTask, default_collate
+from aibench.loadgen.task import InferenceTask, default_collate, iter_tensors
 
 STAGES = ("preprocess", "dnn", "postprocess")
 
@@ -160,13 +160,7 @@ class InProcessSystem:
 
 def _host_tensor_bytes(x: Any) -> int:
     """Bytes of the host tensors in a batch (a tensor, or lists/tuples/dicts of them)."""
-    if hasattr(x, "nbytes") and getattr(getattr(x, "device", None), "type", "cpu") == "cpu":
-        return int(x.nbytes)
-    if isinstance(x, (list, tuple)):
-        return sum(_host_tensor_bytes(v) for v in x)
-    if isinstance(x, dict):
-        return sum(_host_tensor_bytes(v) for v in x.values())
-    return 0
+    return sum(int(t.nbytes) for t in iter_tensors(x) if t.device.type == "cpu")
 
 
 class LatencyLog:

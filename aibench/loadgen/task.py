@@ -17,7 +17,7 @@ The timed path for one batch of sample indices is::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,16 +33,35 @@ def default_collate(samples: Sequence[Any]) -> Any:
     return list(samples)
 
 
-def default_to_device(batch: Any, device: Any) -> Any:
+def map_tensors(fn: Callable[[Any], Any], batch: Any) -> Any:
+    """``batch`` with ``fn`` applied to every tensor in it (a tensor, or lists/tuples/dicts of them)."""
     import torch
 
     if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
+        return fn(batch)
     if isinstance(batch, (list, tuple)):
-        return type(batch)(default_to_device(b, device) for b in batch)
+        return type(batch)(map_tensors(fn, b) for b in batch)
     if isinstance(batch, dict):
-        return {k: default_to_device(v, device) for k, v in batch.items()}
+        return {k: map_tensors(fn, v) for k, v in batch.items()}
     return batch
+
+
+def iter_tensors(batch: Any) -> Iterator[Any]:
+    """Every tensor in ``batch`` (the same nesting as :func:`map_tensors`)."""
+    import torch
+
+    if isinstance(batch, torch.Tensor):
+        yield batch
+    elif isinstance(batch, (list, tuple)):
+        for b in batch:
+            yield from iter_tensors(b)
+    elif isinstance(batch, dict):
+        for b in batch.values():
+            yield from iter_tensors(b)
+
+
+def default_to_device(batch: Any, device: Any) -> Any:
+    return map_tensors(lambda t: t.to(device, non_blocking=True), batch)
 
 
 @dataclass
@@ -69,3 +88,18 @@ class InferenceTask:
     flops_note: str = ""
     stage: str = "dnn"
     data: dict[str, Any] = field(default_factory=lambda: {"source": "synthetic"})
+
+    def run_batch(self, indices: Sequence[int] = (0,)) -> Any:
+        """The timed path above for one batch, untimed and unoptimised: the reference the adapter's fast
+        path must agree with, the runner's up-front probe, and a convenience for tests."""
+        import torch
+
+        x = self.collate([self.load_sample(i) for i in indices])
+        if self.preprocess is not None:
+            x = self.preprocess(x)
+        x = self.to_device(x, self.device)
+        with torch.inference_mode():
+            y = self.model(x)
+        if getattr(self.device, "type", "cpu") == "cuda":
+            torch.cuda.synchronize(self.device)
+        return self.postprocess(y) if self.postprocess is not None else y

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from aibench.errors import UnavailableError, UsageError
+from aibench.errors import AibenchError, UnavailableError, UsageError
 from aibench.measure.timer import BlockTimer, HostBlockTimer
 
 DTYPES = ("float32", "float64", "float16", "bfloat16")
@@ -60,6 +60,20 @@ def unsupported_op_error(exc: BaseException, device: Any, dtype: Any) -> Unavail
         first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
         return UnavailableError(f"{str(dtype).removeprefix('torch.')} on {device}: {first}")
     return None
+
+
+@contextlib.contextmanager
+def refusing_unsupported(device: Any, dtype: Any) -> Iterator[None]:
+    """Inside, torch's 'not implemented for <dtype>' becomes a clear refusal (exit 3); other errors pass."""
+    try:
+        yield
+    except AibenchError:
+        raise
+    except Exception as exc:
+        refusal = unsupported_op_error(exc, device, dtype)
+        if refusal is not None:
+            raise refusal from None
+        raise
 
 
 def synchronizer(device: Any) -> Callable[[], None] | None:

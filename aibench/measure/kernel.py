@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aibench import meters
-from aibench.errors import AibenchError
 from aibench.measure.timer import KernelTimer, TimerSettings
 from aibench.registry import MetricSpec
 from aibench.results.schema import metric
@@ -50,27 +49,20 @@ def run_kernel(bench: Benchmark, params: dict[str, Any], result: Result, setting
     """Build the op, probe it once, time it, and fill ``result`` in place."""
     from aibench.measure.device import (
         block_timer_for,
+        refusing_unsupported,
         resolve_device,
         resolve_dtype,
         synchronizer,
-        unsupported_op_error,
     )
 
     device = resolve_device(params["device"])
     dtype = resolve_dtype(params["dtype"], device)
-    try:
+    with refusing_unsupported(device, dtype):
         op: Op = bench.factory(params, device=device, dtype=dtype)
         op.fn()  # one untimed call: turns 'not implemented for Half' into a clear refusal up front
         sync = synchronizer(device)
         if sync is not None:
             sync()
-    except AibenchError:
-        raise
-    except Exception as exc:
-        refusal = unsupported_op_error(exc, device, dtype)
-        if refusal is not None:
-            raise refusal from None
-        raise
     window = meters.window(device, what="timed rounds (after warm-up and calibration)")
     m = KernelTimer(op.fn, settings, block_timer=block_timer_for(device)).measure(window=window)
     s = m.summary

@@ -26,8 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from aibench.errors import AibenchError
-from aibench.loadgen.task import InferenceTask
+from aibench.loadgen.task import InferenceTask, default_collate, map_tensors
 from aibench.workloads.tonic import _nets
 
 SEED = 0  # weights, synthetic data, transition scores, embedding tables: all seeded (recorded in task.data)
@@ -53,18 +52,15 @@ def make_to_device(dtype: Any, channels_last: bool = False) -> Callable[[Any, An
     """Move a batch to the device, casting floating tensors to the model's dtype (integer ids stay)."""
 
     def to_device(batch: Any, device: Any) -> Any:
-        if isinstance(batch, torch.Tensor):
-            t = batch.to(device, non_blocking=True)
+        def move(t: torch.Tensor) -> torch.Tensor:
+            t = t.to(device, non_blocking=True)
             if t.is_floating_point() and t.dtype != dtype:
                 t = t.to(dtype)
             if channels_last and t.ndim == 4:
                 t = t.contiguous(memory_format=torch.channels_last)
             return t
-        if isinstance(batch, dict):
-            return {k: to_device(v, device) for k, v in batch.items()}
-        if isinstance(batch, (list, tuple)):
-            return type(batch)(to_device(b, device) for b in batch)
-        return batch
+
+        return map_tensors(move, batch)
 
     return to_device
 
@@ -174,17 +170,13 @@ def image_task(app: str, params: dict[str, Any], device: Any, dtype: Any) -> Inf
             else "one image", "weights": f"seeded random (seed {SEED}); class ids are not meaningful"}
     if stage == "dnn":
         staged = [pre_one(s) for s in raw]
-        return _finish(dtype, InferenceTask(model=net, device=device, num_samples=n, load_sample=staged.__getitem__,
-                                     collate=cat_collate if app == "dig" else _stack, to_device=to_device,
-                                     flops_per_sample=flops, flops_note=FLOPS_NOTE, stage="dnn", data=data))
-    return _finish(dtype, InferenceTask(model=net, device=device, num_samples=n, load_sample=raw.__getitem__,
-                                 collate=list_collate, preprocess=preprocess, to_device=to_device,
-                                 postprocess=postprocess, flops_per_sample=flops, flops_note=FLOPS_NOTE,
-                                 stage="app", data=data))
-
-
-def _stack(samples: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.stack(list(samples))
+        return InferenceTask(model=net, device=device, num_samples=n, load_sample=staged.__getitem__,
+                             collate=cat_collate if app == "dig" else default_collate, to_device=to_device,
+                             flops_per_sample=flops, flops_note=FLOPS_NOTE, stage="dnn", data=data)
+    return InferenceTask(model=net, device=device, num_samples=n, load_sample=raw.__getitem__,
+                         collate=list_collate, preprocess=preprocess, to_device=to_device,
+                         postprocess=postprocess, flops_per_sample=flops, flops_note=FLOPS_NOTE,
+                         stage="app", data=data)
 
 
 # --- ASR ------------------------------------------------------------------------------------------------
@@ -302,9 +294,9 @@ def asr_task(params: dict[str, Any], device: Any, dtype: Any) -> InferenceTask:
             "weights": f"seeded random (seed {SEED}); decoded phones are not meaningful"}
     if stage == "dnn":
         staged = [featurize(w) for w in waves]
-        return _finish(dtype, InferenceTask(model=net, device=device, num_samples=n, load_sample=staged.__getitem__,
-                                     collate=cat_collate, to_device=to_device, flops_per_sample=flops,
-                                     flops_note=FLOPS_NOTE, stage="dnn", data=data))
+        return InferenceTask(model=net, device=device, num_samples=n, load_sample=staged.__getitem__,
+                             collate=cat_collate, to_device=to_device, flops_per_sample=flops,
+                             flops_note=FLOPS_NOTE, stage="dnn", data=data)
 
     def preprocess(batch: list[torch.Tensor]) -> dict[str, Any]:
         feats = [featurize(w) for w in batch]
@@ -314,10 +306,10 @@ def asr_task(params: dict[str, Any], device: Any, dtype: Any) -> InferenceTask:
         scores = out["y"].float().cpu()
         return [decoder.decode(s) for s in scores.split(out["lengths"])]
 
-    return _finish(dtype, InferenceTask(model=RowsWithLengths(net), device=device, num_samples=n,
-                                 load_sample=waves.__getitem__, collate=list_collate, preprocess=preprocess,
-                                 to_device=to_device, postprocess=postprocess, flops_per_sample=flops,
-                                 flops_note=FLOPS_NOTE, stage="app", data=data))
+    return InferenceTask(model=RowsWithLengths(net), device=device, num_samples=n,
+                         load_sample=waves.__getitem__, collate=list_collate, preprocess=preprocess,
+                         to_device=to_device, postprocess=postprocess, flops_per_sample=flops,
+                         flops_note=FLOPS_NOTE, stage="app", data=data)
 
 
 # --- NLP: POS, CHK, NER (SENNA) ---------------------------------------------------------------------------
@@ -528,44 +520,13 @@ def nlp_task(app: str, params: dict[str, Any], device: Any, dtype: Any) -> Infer
                 staged = [model.chk_input(to_device(features([s]), device)).cpu() for s in sentences]
         else:
             staged = [features([s])["x"] for s in sentences]
-        return _finish(dtype, InferenceTask(model=net, device=device, num_samples=n, load_sample=staged.__getitem__,
-                                     collate=cat_collate, to_device=to_device, flops_per_sample=flops,
-                                     flops_note=FLOPS_NOTE, stage="dnn", data=data))
-    return _finish(dtype, InferenceTask(model=model, device=device, num_samples=n, load_sample=sentences.__getitem__,
-                                 collate=list_collate, preprocess=features, to_device=to_device,
-                                 postprocess=postprocess, flops_per_sample=flops, flops_note=FLOPS_NOTE,
-                                 stage="app", data=data))
-
-
-# --- one call through the timed path, up front --------------------------------------------------------------
-
-def run_once(task: InferenceTask, indices: Sequence[int] = (0,)) -> Any:
-    """The load generator's timed path for one batch, untimed: load → collate → preprocess → to_device →
-    model (inference mode) → postprocess. Used to refuse an unsupported dtype/device up front, and by tests."""
-    x = task.collate([task.load_sample(i) for i in indices])
-    if task.preprocess is not None:
-        x = task.preprocess(x)
-    x = task.to_device(x, task.device)
-    with torch.inference_mode():
-        y = task.model(x)
-    if task.device.type == "cuda":
-        torch.cuda.synchronize(task.device)
-    return task.postprocess(y) if task.postprocess is not None else y
-
-
-def _finish(dtype: Any, task: InferenceTask) -> InferenceTask:
-    from aibench.measure.device import unsupported_op_error
-
-    try:
-        run_once(task)
-    except AibenchError:
-        raise
-    except Exception as exc:
-        refusal = unsupported_op_error(exc, task.device, dtype)
-        if refusal is not None:
-            raise refusal from None
-        raise
-    return task
+        return InferenceTask(model=net, device=device, num_samples=n, load_sample=staged.__getitem__,
+                             collate=cat_collate, to_device=to_device, flops_per_sample=flops,
+                             flops_note=FLOPS_NOTE, stage="dnn", data=data)
+    return InferenceTask(model=model, device=device, num_samples=n, load_sample=sentences.__getitem__,
+                         collate=list_collate, preprocess=features, to_device=to_device,
+                         postprocess=postprocess, flops_per_sample=flops, flops_note=FLOPS_NOTE,
+                         stage="app", data=data)
 
 
 TASKS: dict[str, Callable[[dict[str, Any], Any, Any], InferenceTask]] = {
