@@ -84,8 +84,8 @@ def test_multi_stream(tiny_bench: Any, tmp_path: Path) -> None:
 def test_server(tiny_bench: Any, tmp_path: Path) -> None:
     r = _run(tiny_bench, tmp_path, scenario="server", target_qps=2000.0, latency_bound_ms=50.0)
     _check_common(r, "server")
-    assert r.config["loadgen"] == {"scenario": "server", "max_wait_us": 0.0, "spin_us": 0.0, "latency_bound_ms": 50.0,
-                                   "latency_percentile": 99.0, "target_qps": 2000.0}
+    assert r.config["loadgen"] == {"scenario": "server", "max_wait_us": 0.0, "spin_us": 1500.0,
+                                   "latency_bound_ms": 50.0, "latency_percentile": 99.0, "target_qps": 2000.0}
     assert r.method["effective_settings"]["target_latency_ns"] == 50_000_000
     assert r.validity["constraints"]["latency_bound"]["bound_ms"] == 50.0
     assert r.primary_metric == "samples_per_s"
@@ -341,3 +341,14 @@ def test_audit_config_in_working_directory_is_ignored(tiny_bench: Any, tmp_path:
     (tmp_path / "audit.config").write_text("*.*.performance_issue_same = 1\n*.*.performance_issue_same_index = 3\n")
     r = _run(tiny_bench, tmp_path / "out", scenario="single-stream")
     assert r.method["effective_settings"]["performance_issue_same"] is False
+
+
+def test_server_spin_window_follows_target_qps() -> None:
+    from aibench.loadgen.settings import LoadgenOptions, server_spin_us
+
+    assert server_spin_us(20000) == 150.0
+    assert server_spin_us(10) == 2000.0 and server_spin_us(1e6) == 100.0
+    s = LoadgenOptions(scenario="server", target_qps=2000.0).resolve()
+    assert s.spin_us == 1500.0 and s.with_target(20000).spin_us == 150.0
+    fixed = LoadgenOptions(scenario="server", target_qps=2000.0, spin_us=0).resolve()
+    assert fixed.with_target(20000).spin_us == 0.0

@@ -28,9 +28,17 @@ DEFAULT_SERVER_LATENCY_MS = 10.0
 DEFAULT_SERVER_PERCENTILE = 99.0
 DEFAULT_SAMPLES_PER_QUERY = 8
 # The idle worker polls this long before sleeping where the next query comes right after a completion
-# (measured: SingleStream p50 +32 us -> +6 us over a raw null SUT); in Server it did not help (the hop left
-# is the GIL hand-off from LoadGen's issue thread), and Offline never idles.
+# (measured: SingleStream p50 +32 us -> +6 us over a raw null SUT). Offline never idles.
 DEFAULT_SPIN_US = {"single-stream": 100.0, "multi-stream": 100.0, "closed-loop": 100.0}
+# Server queries arrive at Poisson times, so the worker polls for 3 mean gaps (95% of queries find it
+# awake), within these bounds: a worker asleep when a query lands adds 10-40 us to its latency here.
+SERVER_SPIN_MEAN_GAPS = 3.0
+SERVER_SPIN_BOUNDS_US = (100.0, 2000.0)
+
+
+def server_spin_us(target_qps: float) -> float:
+    lo, hi = SERVER_SPIN_BOUNDS_US
+    return min(hi, max(lo, SERVER_SPIN_MEAN_GAPS * 1e6 / target_qps))
 # Minimum query (Offline: sample) counts. 64 and 662 are what LoadGen's early stopping needs to decide
 # at all for SingleStream and MultiStream; 100 and 1 are LoadGen's own struct defaults.
 MIN_QUERIES = {
@@ -62,7 +70,7 @@ class LoadgenOptions:
     expected_qps: float | None = None
     samples_per_query: int | None = None
     max_wait_us: float = 0.0
-    spin_us: float | None = None  # None: 100 us where the next query follows a completion, else 0
+    spin_us: float | None = None  # None: DEFAULT_SPIN_US, or for Server server_spin_us(target_qps)
     find_peak: bool = False
     users: int | None = None
     think_time_ms: float | None = None
@@ -134,7 +142,10 @@ class LoadgenOptions:
             samples_per_query=(o.samples_per_query or DEFAULT_SAMPLES_PER_QUERY) if scenario == "multi-stream"
             else 1,
             max_wait_us=float(o.max_wait_us),
-            spin_us=float(o.spin_us) if o.spin_us is not None else DEFAULT_SPIN_US.get(scenario, 0.0),
+            spin_us=float(o.spin_us) if o.spin_us is not None else (
+                server_spin_us(o.target_qps) if scenario == "server" and o.target_qps
+                else DEFAULT_SPIN_US.get(scenario, 0.0)),
+            spin_auto=o.spin_us is None and scenario == "server",
             find_peak=o.find_peak,
             users=o.users,
             think_time_ms=(o.think_time_ms if o.think_time_ms is not None else 0.0) if o.users else None,
@@ -174,14 +185,15 @@ class Scenario:
     think_time_ms: float | None
     breakdown: bool = False
     out_dir: Path = field(default=Path("results"))
+    spin_auto: bool = False  # Server without --spin-us: the poll window follows the target QPS
 
     def with_target(self, qps: float) -> Scenario:
-        return replace(self, target_qps=qps)
+        return replace(self, target_qps=qps, spin_us=server_spin_us(qps) if self.spin_auto else self.spin_us)
 
     def config(self) -> dict[str, Any]:
         """What changes the measured work: enters the config hash (durations and seeds do not)."""
         out: dict[str, Any] = {"scenario": self.scenario, "max_wait_us": self.max_wait_us,
-                               "spin_us": self.spin_us}
+                               "spin_us": "auto" if self.spin_auto and self.find_peak else self.spin_us}
         if self.scenario == "server":
             out.update(latency_bound_ms=self.latency_bound_ms, latency_percentile=self.latency_percentile,
                        target_qps="find-peak" if self.find_peak else self.target_qps)
