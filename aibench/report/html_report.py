@@ -118,9 +118,17 @@ def _figure(kind: str, draw: Callable[[], str], caption: str = "") -> str:
     return f'<figure class="plot" data-plot="{e(kind)}">{svg}{cap}</figure>'
 
 
-def _label(r: Result, keys: Sequence[str]) -> str:
+def _run_params(r: Result, keys: Sequence[str]) -> str:
+    """The varying parameters of a run, plus its sweep point (a threads sweep varies no parameter)."""
     text = params_text(r, keys)
-    return f"{r.id} {text}".strip()
+    sweep = sweep_of(r)
+    if sweep is not None and sweep.get("param") not in keys:
+        text = f"{text} {sweep.get('param')}={fmt_param(sweep.get('value'))}".strip()
+    return text
+
+
+def _label(r: Result, keys: Sequence[str]) -> str:
+    return f"{r.id} {_run_params(r, keys)}".strip()
 
 
 def _by_benchmark(results: Sequence[Result]) -> dict[str, list[Result]]:
@@ -270,7 +278,7 @@ def _latency_section(results: Sequence[Result]) -> str:
             info = as_dict(r.samples.get("latency"))
             seen = num(info.get("seen"))
             note = f"{len(samples)} of {int(seen)} samples kept" if seen and samples and seen > len(samples) else ""
-            title = " ".join(x for x in (bench, params_text(r, keys), r.scenario or "") if x)
+            title = " ".join(x for x in (bench, _run_params(r, keys), r.scenario or "") if x)
             parts = [f"{e(title)} · run <code>{e(r.run_id[:8])}</code>"]
             if pcts:
                 parts.append("percentiles from LoadGen's log (whole run)")
