@@ -149,8 +149,10 @@ def test_html_has_each_plot(page: str) -> None:
     assert kinds.count("latency") == 1 + 2 + 2 + 4  # every LoadGen run, the INVALID one included
     assert kinds.count("sweep") == 2
     assert kinds.count("energy") == 1
+    assert kinds.count("kernel") == 1  # the micro results' kept block times
     assert kinds.count("comparison") == 2  # the comparison file and the gate file
-    for section in ("summary", "batch", "latency", "sweeps", "energy", "comparisons", "failures", "environment"):
+    for section in ("summary", "kernels", "batch", "latency", "sweeps", "energy", "comparisons", "failures",
+                    "environment"):
         assert f'<section id="{section}">' in page
 
 

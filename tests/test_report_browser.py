@@ -65,9 +65,9 @@ def test_report_renders_in_chromium(chromium: str, tmp_path: Path) -> None:
     dom, page_requests = _run(chromium, tmp_path, page, "--dump-dom")
     assert page_requests == [], page_requests
     assert '<section id="summary">' in dom and '<section id="environment">' in dom
-    for kind in ("batch", "latency", "sweep", "energy", "comparison"):
+    for kind in ("kernel", "batch", "latency", "sweep", "energy", "comparison"):
         assert f'data-plot="{kind}"><svg' in dom, f"no rendered {kind} plot"
-    assert dom.count("<svg") >= 14
+    assert dom.count("<svg") >= 15
     assert "<script" not in dom.lower()  # the hostile names stayed text in the rendered DOM too
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
 

@@ -78,7 +78,7 @@ tbody tr:nth-child(even){background:#fafafa}
 .plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(460px,1fr));gap:14px}
 figure{margin:0 0 10px;padding:6px;border:1px solid #eee;border-radius:4px;background:#fff}
 figure svg{max-width:100%;height:auto;display:block}figcaption{font-size:12px;color:#444;margin-top:4px}
-code{font-size:12px}.wrap{word-break:break-all}
+code{font-size:12px}.wrap{word-break:break-all}.nowrap{white-space:nowrap}
 """
 
 
@@ -146,9 +146,7 @@ def _summary(inputs: ReportInputs) -> str:
         for r in runs:
             status = status_text(r)
             primary = fmt_metric(r, r.primary_metric)
-            reasons = invalid_reasons(r)
-            if reasons:
-                primary += " — " + "; ".join(reasons)
+            reasons = "; ".join(invalid_reasons(r))
             file = inputs.result_file(r)
             params = params_text(r, keys)
             sweep = sweep_of(r)
@@ -156,7 +154,9 @@ def _summary(inputs: ReportInputs) -> str:
                 params = f"{params} · sweep {sweep.get('param')}={fmt_param(sweep.get('value'))}".strip(" ·")
             rows.append([
                 e(bench), e(params), e(r.scenario or ""),
-                f"{e(r.primary_metric or '')}", f'<span class="{_cls(primary)}">{e(primary)}</span>',
+                f"{e(r.primary_metric or '')}",
+                f'<span class="nowrap {_cls(primary)}">{e(primary)}</span>'
+                + (f'<br><small class="invalid">{e(reasons)}</small>' if reasons else ""),
                 f'<span class="{_cls(validity_text(r))}">{e(validity_text(r))}</span>',
                 f'<span class="{_cls(status)}">{e(status)}</span>', e(threads_of(r)),
                 e(str(r.started_at)[:19].replace("T", " ")),
@@ -164,6 +164,38 @@ def _summary(inputs: ReportInputs) -> str:
             ])
     return _table(["benchmark", "parameters (varying)", "scenario", "primary metric", "value", "validity",
                    "status", "threads", "started (UTC)", "run"], rows)
+
+
+# ----------------------------------------------------------------------------------------------- kernels
+def _kernel_section(results: Sequence[Result]) -> str:
+    """Micro benchmarks (kept per-block times): median per call with CI, and the spread of the blocks."""
+    rows = []
+    for bench, runs in _by_benchmark([r for r in results if r.status == "ok"]).items():
+        keys = varying_params(runs)
+        for r in runs:
+            info = as_dict(r.samples.get("time"))
+            values = [v for v in (num(x) for x in info.get("values") or []) if v is not None and v > 0] \
+                if isinstance(info.get("values"), list) else []
+            summary = as_dict(info.get("summary"))
+            median = num(summary.get("median")) or metric_value(r, "time_median")
+            if not values or not median or median <= 0:
+                continue
+            ci_raw = summary.get("median_ci95")
+            ci = (float(ci_raw[0]), float(ci_raw[1])) if isinstance(ci_raw, list) and len(ci_raw) == 2 and \
+                num(ci_raw[0]) is not None and num(ci_raw[1]) is not None else None
+            rows.append((_label(r, keys) if len(runs) > 1 else bench, median, ci, [v / median for v in values],
+                         bool(r.noisy)))
+    if not rows:
+        return ""
+    shown = rows[:MAX_BARS]
+    caption = (f"{len(rows)} kernel measurement(s); left: median time per call and the 95% CI of the median; "
+               "right: every timed block relative to that median. Orange: noisy (IQR above 10% of the median).")
+    if len(rows) > MAX_BARS:
+        caption += f" The first {MAX_BARS} are drawn; all are in the CSV."
+    fig = _figure("kernel", partial(plots.kernel_timings, "Kernel time per call", [x[0] for x in shown],
+                                    [x[1] for x in shown], [x[2] for x in shown], [x[3] for x in shown],
+                                    [x[4] for x in shown]), caption)
+    return f'<section id="kernels"><h2>Kernel timings</h2>{fig}</section>'
 
 
 # ----------------------------------------------------------------------------------------------- batch
@@ -557,8 +589,8 @@ def _environment_section(results: Sequence[Result]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- page
-SECTIONS = (("summary", "Results"), ("batch", "Batch"), ("latency", "Latency"), ("sweeps", "Sweeps"),
-            ("energy", "Energy"), ("comparisons", "Comparisons"), ("failures", "Failures"),
+SECTIONS = (("summary", "Results"), ("kernels", "Kernels"), ("batch", "Batch"), ("latency", "Latency"),
+            ("sweeps", "Sweeps"), ("energy", "Energy"), ("comparisons", "Comparisons"), ("failures", "Failures"),
             ("environment", "Environment"))
 
 
@@ -574,6 +606,7 @@ def render_html(inputs: ReportInputs, title: str = "aibench report") -> str:
             counts += f" · {n_failed} failed · {n_invalid} INVALID"
         body["summary"] = (f'<section id="summary"><h2>Results</h2><p class="meta">{e(counts)}</p>'
                            f"{_summary(inputs)}</section>")
+    body["kernels"] = _kernel_section(results)
     body["batch"] = _batch_section(results)
     body["latency"] = _latency_section(results)
     body["sweeps"] = _sweep_section(results, inputs.sweeps)

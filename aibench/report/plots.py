@@ -124,6 +124,14 @@ def unit_scale(values: Sequence[float], unit: str) -> tuple[float, str]:
     return 1.0, unit
 
 
+def _plain_log_ticks(axis: Any) -> None:
+    """Log-axis tick labels as plain numbers (matplotlib's default writes TeX, and parse_math is off)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _log2_axis(ax: Any, xs: Sequence[float]) -> None:
     """Log-2 x axis labelled with the values themselves, when they are positive and span 4x or more."""
     pos = sorted({x for x in xs if x > 0})
@@ -270,6 +278,7 @@ def latency_cdf(title: str, samples: Sequence[float], percentiles: Sequence[tupl
             ax.annotate(f"p{p:g}", (v / scale, p), textcoords="offset points", xytext=(4, -3), fontsize=6.5)
     if everything and min(everything) > 0 and max(everything) / min(everything) > 50:
         ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
     ax.set_xlabel(f"latency ({unit})")
     ax.set_ylabel("percentile (%)")
     ax.set_ylim(0, 102)
@@ -357,4 +366,45 @@ def ratio_bars(title: str, items: Sequence[RatioBar]) -> str:
         it.rounds for it in items) else ")"))
     ax.set_title(wrap(title, 90), loc="left")
     ax.grid(axis="y", visible=False)
+    return to_svg(fig, title)
+
+
+@_draw
+def kernel_timings(title: str, labels: Sequence[str], medians: Sequence[float],
+                   cis: Sequence[tuple[float, float] | None], spreads: Sequence[Sequence[float]],
+                   noisy: Sequence[bool]) -> str:
+    """Micro benchmarks side by side: the median time per call with its 95% CI (log scale, seconds), and the
+    spread of the timed blocks relative to that median (box: quartiles; whiskers: 1.5 IQR), so a noisy
+    measurement is seen at a glance. Noisy results are drawn in orange."""
+    fig, (left, right) = new_figure(9.6, 0.9 + 0.3 * len(labels), ncols=2)
+    ys = list(range(len(labels)))[::-1]
+    scale, unit = unit_scale(medians, "s")
+    for y, med, ci, bad in zip(ys, medians, cis, noisy, strict=True):
+        colour = "#ef6c00" if bad else PALETTE[0]
+        xerr = None if ci is None else [[max(med - ci[0], 0.0) / scale], [max(ci[1] - med, 0.0) / scale]]
+        left.errorbar(med / scale, y, xerr=xerr, fmt="o", color=colour, ecolor="#222222", elinewidth=1.0,
+                      capsize=2.5)
+    left.set_xscale("log")
+    _plain_log_ticks(left.xaxis)
+    left.set_yticks(ys)
+    left.set_yticklabels([wrap(lab, 48, 1) for lab in labels])
+    left.set_xlabel(f"median time per call ({unit}, log scale; whiskers: 95% CI)")
+    left.grid(axis="y", visible=False)
+    left.set_ylim(-0.7, len(labels) - 0.3)
+    boxes = right.boxplot([list(s) for s in spreads], positions=ys, orientation="horizontal", widths=0.55,
+                          patch_artist=True, showfliers=True, flierprops={"markersize": 2.5, "alpha": 0.6})
+    for patch, bad in zip(boxes["boxes"], noisy, strict=True):
+        patch.set_facecolor("#ffe0b2" if bad else "#cfe3f3")
+        patch.set_edgecolor("#444444")
+    right.axvspan(0.95, 1.05, color="#2e7d32", alpha=0.08, label="±5% of the median")
+    right.axvline(1.0, color="#222222", linewidth=0.8)
+    right.set_xscale("log", base=2)  # a block 8x the median and a tight ±1% box both stay readable
+    _plain_log_ticks(right.xaxis)
+    right.set_yticks(ys)
+    right.set_yticklabels([])
+    right.set_xlabel("time of each timed block / median (log scale; box: quartiles)")
+    right.grid(axis="y", visible=False)
+    right.set_ylim(-0.7, len(labels) - 0.3)
+    right.legend(loc="upper right", frameon=False)
+    fig.suptitle(wrap(title, 110), fontsize=9, fontweight="bold")
     return to_svg(fig, title)
