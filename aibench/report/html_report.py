@@ -313,7 +313,8 @@ def _latency_section(results: Sequence[Result]) -> str:
             title = " ".join(x for x in (bench, _run_params(r, keys), r.scenario or "") if x)
             parts = [f"{e(title)} · run <code>{e(r.run_id[:8])}</code>"]
             if pcts:
-                parts.append("percentiles from LoadGen's log (whole run)")
+                parts.append("LoadGen's percentiles of the whole run: " + ", ".join(
+                    f"p{p:g} {fmt_number(v, 's')}" for p, v in pcts))
             if samples:
                 parts.append("CDF of the per-sample latencies kept in the result file")
             if is_invalid(r):
@@ -533,50 +534,48 @@ def _fmt_bytes(n: Any) -> str:
     return f"{x / (1 << 30):.1f} GiB" if x is not None else ""
 
 
+def _env_cells(r: Result) -> tuple[str, ...]:
+    """The machine and software of a run as table cells (escaped); runs with equal cells share an env id."""
+    system = as_dict(r.system)
+    m, s = as_dict(system.get("machine")), as_dict(system.get("software"))
+    gpus = s.get("gpus") if isinstance(s.get("gpus"), list) else []
+    gpu_text = "; ".join(" ".join(str(as_dict(g).get(k) or "") for k in ("name", "driver")).strip() or str(g)
+                         for g in gpus) or "none"
+    torch_text = " ".join(x for x in (
+        str(s.get("torch") or ""), f"CUDA {s['torch_cuda']}" if s.get("torch_cuda") else "",
+        f"cuDNN {s['cudnn']}" if s.get("cudnn") else "", f"BLAS {s['blas']}" if s.get("blas") else "",
+        str(s.get("cpu_capability") or "")) if x)
+    cpus = f"{m.get('logical_cpus')} logical / {m.get('usable_cpus')} usable CPUs" if m.get("logical_cpus") else ""
+    return (
+        e(m.get("hostname")), e(m.get("os")),
+        e(" · ".join(x for x in (str(m.get("cpu_model") or ""), cpus) if x)
+          + (" (virtualised)" if m.get("virtualised") else "")),
+        e(_fmt_bytes(m.get("memory_bytes"))), e(gpu_text), e(f"Python {s.get('python') or '?'}"), e(torch_text),
+        e(s.get("aibench")), e(" ".join(f"{k}={v}" for k, v in as_dict(s.get("env")).items())),
+    )
+
+
+def _load1(x: Any) -> str:
+    return f"{x[0]:.2f}" if isinstance(x, list) and x and num(x[0]) is not None else "?"
+
+
 def _environment_section(results: Sequence[Result]) -> str:
     if not results:
         return ""
-    envs: dict[str, str] = {}
-    env_rows = []
+    envs: dict[tuple[str, ...], str] = {}
     for r in results:
-        system = as_dict(r.system)
-        key = json.dumps(system, sort_keys=True, default=str)
-        if key in envs:
-            continue
-        envs[key] = f"E{len(envs) + 1}"
-        m, s = as_dict(system.get("machine")), as_dict(system.get("software"))
-        gpus = s.get("gpus") if isinstance(s.get("gpus"), list) else []
-        gpu_text = "; ".join(" ".join(str(as_dict(g).get(k) or "") for k in ("name", "driver")).strip() or str(g)
-                             for g in gpus) or "none"
-        torch_text = " ".join(x for x in (
-            str(s.get("torch") or ""), f"CUDA {s['torch_cuda']}" if s.get("torch_cuda") else "",
-            f"cuDNN {s['cudnn']}" if s.get("cudnn") else "", f"BLAS {s['blas']}" if s.get("blas") else "",
-            str(s.get("cpu_capability") or "")) if x)
-        env_vars = as_dict(s.get("env"))
-        env_rows.append([
-            f"<b>{envs[key]}</b>", e(m.get("hostname")), e(m.get("os")),
-            e(" · ".join(x for x in (str(m.get("cpu_model") or ""), f"{m.get('logical_cpus')} logical / "
-                                     f"{m.get('usable_cpus')} usable CPUs" if m.get("logical_cpus") else "") if x)
-              + (" (virtualised)" if m.get("virtualised") else "")),
-            e(_fmt_bytes(m.get("memory_bytes"))), e(gpu_text),
-            e(f"Python {s.get('python') or '?'}"), e(torch_text), e(s.get("aibench")),
-            e(" ".join(f"{k}={v}" for k, v in env_vars.items())),
-        ])
+        envs.setdefault(_env_cells(r), f"E{len(envs) + 1}")
+    env_rows = [[f"<b>{name}</b>", *cells] for cells, name in envs.items()]
     run_rows = []
     for bench, runs in _by_benchmark(results).items():
         keys = varying_params(runs)
         for r in runs:
             load = as_dict(r.load)
-
-            def la(x: Any) -> str:
-                return f"{x[0]:.2f}" if isinstance(x, list) and x and num(x[0]) is not None else "?"
-
-            key = json.dumps(as_dict(r.system), sort_keys=True, default=str)
             dur = num(r.duration_s)
             run_rows.append([
-                f"<code>{e(r.run_id[:8])}</code>", e(bench), e(params_text(r, keys)), f"<b>{envs[key]}</b>",
+                f"<code>{e(r.run_id[:8])}</code>", e(bench), e(_run_params(r, keys)), f"<b>{envs[_env_cells(r)]}</b>",
                 f"<code>{e(code_text(r))}</code>", e(threads_of(r)),
-                e(f"{la(load.get('loadavg_start'))} → {la(load.get('loadavg_end'))}"),
+                e(f"{_load1(load.get('loadavg_start'))} → {_load1(load.get('loadavg_end'))}"),
                 e(str(r.started_at)[:19].replace("T", " ")), e(f"{dur:.1f} s" if dur is not None else ""),
             ])
     return ('<section id="environment"><h2>Environment</h2><h3>Machines and software</h3>'

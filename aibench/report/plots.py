@@ -274,8 +274,10 @@ def latency_cdf(title: str, samples: Sequence[float], percentiles: Sequence[tupl
     if percentiles:
         ax.plot([v / scale for _, v in percentiles], [p for p, _ in percentiles], "o",
                 color=INVALID_COLOUR if invalid else "#222222", label="LoadGen percentiles")
-        for p, v in percentiles:
-            ax.annotate(f"p{p:g}", (v / scale, p), textcoords="offset points", xytext=(4, -3), fontsize=6.5)
+        for p, v in percentiles:  # the upper percentiles crowd together: only p50 and p99 are named here
+            if p in (50.0, 99.0):
+                ax.annotate(f"p{p:g}", (v / scale, p), textcoords="offset points", xytext=(-4, 3), ha="right",
+                            fontsize=7)
     if everything and min(everything) > 0 and max(everything) / min(everything) > 50:
         ax.set_xscale("log")
         _plain_log_ticks(ax.xaxis)
