@@ -297,3 +297,24 @@ def test_report_never_imports_torch(fixture_dir: dict[str, Any], tmp_path: Path)
     )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert "TORCH-ABSENT" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_ill_typed_fields_degrade_to_blanks(tmp_path: Path, cli: Cli) -> None:
+    """A hand-edited result with wrong types everywhere still reports (blanks, not a crash or a traceback)."""
+    doc = loadgen(4, "2026-01-01T00:00:00.000Z").to_dict()
+    doc.update(status=5, scenario=[1], validity="x", error="boom", primary_metric=7, noisy="yes", started_at=3,
+               duration_s="x", load={"loadavg_start": "x"}, samples={"time": 5, "latency": {"values": ["a", None]}},
+               context={"sweep": {"id": 1}}, params={"batch": "x", "n": [1, {"a": 2}]}, code={"git_commit": 5},
+               system={"machine": 3, "software": {"gpus": "many", "env": []}})
+    doc["metrics"]["samples_per_s"] = {"value": 1e308, "unit": 3, "direction": None}
+    path = tmp_path / "odd.json"
+    path.write_text(json.dumps(doc))
+    assert len(load_inputs([path]).results) == 1
+    code, _, err = cli("report", str(path), "--html", str(tmp_path / "r.html"), "--csv", str(tmp_path / "r.csv"))
+    assert code == 0, err
+    assert "plot could not be drawn" not in (tmp_path / "r.html").read_text()
+    # a section that is not an object at all is refused, in one line
+    doc["code"] = []
+    path.write_text(json.dumps(doc))
+    code, _, err = cli("report", str(path))
+    assert code == 4 and "code is not an object" in err and len(err.strip().splitlines()) == 1

@@ -32,6 +32,7 @@ from aibench.report.view import (
     machine_text,
     metric_entry,
     num,
+    num_pair,
     threads_of,
     write_atomic,
 )
@@ -61,10 +62,8 @@ def _range(r: Result, metric: str, value: float) -> str | None:
     if not metric.endswith("_median"):
         return None
     summary = as_dict(as_dict(r.samples.get(metric.removesuffix("_median"))).get("summary"))
-    ci = summary.get("median_ci95")
-    if not (isinstance(ci, list) and len(ci) == 2) or num(ci[0]) is None or num(ci[1]) is None:
-        return None
-    return f"± {max(value - ci[0], ci[1] - value):.4g}"
+    ci = num_pair(summary.get("median_ci95"))
+    return None if ci is None else f"± {max(value - ci[0], ci[1] - value):.4g}"
 
 
 def _extra(r: Result) -> str:

@@ -45,6 +45,7 @@ from aibench.report.view import (
     metric_entry,
     metric_value,
     num,
+    num_pair,
     params_text,
     status_text,
     sweep_of,
@@ -180,9 +181,7 @@ def _kernel_section(results: Sequence[Result]) -> str:
             median = num(summary.get("median")) or metric_value(r, "time_median")
             if not values or not median or median <= 0:
                 continue
-            ci_raw = summary.get("median_ci95")
-            ci = (float(ci_raw[0]), float(ci_raw[1])) if isinstance(ci_raw, list) and len(ci_raw) == 2 and \
-                num(ci_raw[0]) is not None and num(ci_raw[1]) is not None else None
+            ci = num_pair(summary.get("median_ci95"))
             rows.append((_label(r, keys) if len(runs) > 1 else bench, median, ci, [v / median for v in values],
                          bool(r.noisy)))
     if not rows:
@@ -474,9 +473,7 @@ def _comparison_section(docs: Sequence[dict[str, Any]]) -> str:
             arrow = "↓" if direction == "lower" else "↑" if direction == "higher" else ""
             label = f"{p.get('benchmark')} · {p.get('metric')} {arrow}".strip()
             ratio = num(p.get("ratio"))
-            ci_raw = p.get("ci")
-            ci = (float(ci_raw[0]), float(ci_raw[1])) if isinstance(ci_raw, list) and len(ci_raw) == 2 and \
-                num(ci_raw[0]) is not None and num(ci_raw[1]) is not None else None
+            ci = num_pair(p.get("ci"))
             verdict = str(p.get("verdict") or "")
             rounds = p.get("rounds")
             items.append(plots.RatioBar(label, ratio, ci, verdict, rounds=[

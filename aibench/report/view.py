@@ -33,6 +33,14 @@ def num(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def num_pair(x: Any) -> tuple[float, float] | None:
+    """A two-number list (a confidence interval) as a tuple of finite floats, or None."""
+    if not isinstance(x, list) or len(x) != 2:
+        return None
+    lo, hi = num(x[0]), num(x[1])
+    return None if lo is None or hi is None else (lo, hi)
+
+
 def as_dict(x: Any) -> dict[str, Any]:
     return x if isinstance(x, dict) else {}
 
