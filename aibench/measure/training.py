@@ -490,6 +490,12 @@ def run_training(bench: Benchmark, params: dict[str, Any], result: Result, opts:
     # Order for tables (the first columns shown): the headline figures first.
     first = FIRST_TTQ if ttq else FIRST_RUN
     result.metrics = {k: result.metrics[k] for k in first if k in result.metrics} | result.metrics
+    if log.mode == "train" and log.diverged_at is not None:
+        # Figures of a diverged run are never plain numbers (as for an INVALID LoadGen run).
+        why = f"the training loss became non-finite at step {log.diverged_at + 1} (training diverged)"
+        result.validity = {"valid": False, "result": "INVALID", "summary": f"INVALID: {why}", "reasons": [why]}
+        for entry in result.metrics.values():
+            entry["valid"] = False
 
 
 def _fill(result: Result, bench: Benchmark, params: dict[str, Any], task: TrainingTask, log: LoopLog,
@@ -535,11 +541,6 @@ def _fill(result: Result, bench: Benchmark, params: dict[str, Any], task: Traini
                      per="sample", busy_s=math.fsum(log.step_times) + (log.warmup_s if ttq else 0.0))
     if ttq:
         _energy_to_target(result, log)
-    if train and log.diverged_at is not None:
-        why = f"the training loss became non-finite at step {log.diverged_at + 1} (training diverged)"
-        result.validity = {"valid": False, "result": "INVALID", "summary": f"INVALID: {why}", "reasons": [why]}
-        for entry in result.metrics.values():
-            entry["valid"] = False
     result.method.update({
         "runner": "training", "mode": log.mode, "timing": log.timing, "statistic": "median of per-step times",
         "steps": len(log.step_times), "warmup_steps": len(log.warmup_times), "steps_total": log.steps_total,
