@@ -92,6 +92,15 @@ TRAINING_METRICS = (
 )
 
 
+def training_metrics(quality_unit: str = "quality", quality_direction: str = "higher",
+                     quality_name: str = "") -> tuple[MetricSpec, ...]:
+    """:data:`TRAINING_METRICS` with the ``quality`` metric declared in the workload's own unit and direction
+    (accuracy: a fraction, higher; reconstruction error: lower)."""
+    what = f"--ttq: the last evaluated {quality_name or 'quality'} (name, target and note in context.quality)"
+    return tuple(MetricSpec("quality", quality_unit, quality_direction, what) if m.name == "quality" else m
+                 for m in TRAINING_METRICS)
+
+
 # --- the task API ------------------------------------------------------------------------------------
 
 @dataclass
@@ -534,7 +543,7 @@ def _fill(result: Result, bench: Benchmark, params: dict[str, Any], task: Traini
         why = "not a --ttq run" if task.quality is not None else f"throughput only: {task.throughput_only}"
         for spec in ("time_to_target", "steps_to_target", "epochs_to_target", "target_reached", "quality",
                      "energy_to_target"):
-            sp = next(x for x in TRAINING_METRICS if x.name == spec)
+            sp = next(x for x in bench.metrics if x.name == spec)
             m[spec] = metric(None, sp.unit, sp.direction, unavailable=why)
     result.metrics = m
     meters.fold_into(result, window, count=log.samples if not ttq else log.steps_total * task.samples_per_batch,

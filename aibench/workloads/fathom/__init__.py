@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from aibench.measure.training import MODES, TRAINING_METRICS, check_mode
+from aibench.measure.training import MODES, TRAINING_METRICS, check_mode, training_metrics
 from aibench.registry import benchmark
 from aibench.spec import Param
 from aibench.workloads.micro.passes import device_params
@@ -63,12 +63,14 @@ def _factory(name: str) -> Callable[..., Any]:
 
 
 def _register(name: str, description: str, params: list[Param], tiny: dict[str, Any],
-              quality: bool, why_not: str | None = None, source: str = SOURCE) -> None:
+              quality: bool, why_not: str | None = None, source: str = SOURCE,
+              quality_spec: tuple[str, str, str] | None = None) -> None:
     def check(values: dict[str, Any]) -> None:
         check_mode(values, quality, why_not)
 
     benchmark(kind="component", name=f"fathom-{name}", description=description, source=source, params=params,
-              metrics=TRAINING_METRICS, primary_metric="samples_per_s", runner="training", tiny=tiny,
+              metrics=training_metrics(*quality_spec) if quality_spec else TRAINING_METRICS,
+              primary_metric="samples_per_s", runner="training", tiny=tiny,
               check=check)(_factory(name))
 
 
@@ -100,7 +102,7 @@ _register("residual", "Residual network training (Fathom): 4 groups of 3 bottlen
 _register("autoenc", "Variational autoencoder (Fathom): 784 → 200-d Gaussian → 784, Adam 1e-3, on real digits",
           [*_common(128, 200, 10), DATA, Param("latent", int, 200, "latent dimensions", minimum=1, maximum=1 << 16),
            *_quality(0.15, "--ttq target: held-out reconstruction MSE per standard-scaled pixel (at most)", "mse")],
-          {"batch": 16, **TINY_STEPS}, True)
+          {"batch": 16, **TINY_STEPS}, True, quality_spec=("mse", "lower", "test reconstruction MSE"))
 _register("memnet", "End-to-end memory network (Fathom): 3 hops, embedding 20, Adam 1e-2, on generated bAbI "
           "task 1",
           [*_common(32, 200, 10), Param("embedding", int, 20, "embedding width", minimum=1, maximum=4096),
@@ -110,7 +112,7 @@ _register("memnet", "End-to-end memory network (Fathom): 3 hops, embedding 20, A
            Param("sentences", int, 10, "most sentences per story (memory size = min(50, this))", minimum=2,
                  maximum=1000),
            *_quality(0.95, "--ttq target: answer accuracy on the generated test stories (at least)", "fraction")],
-          {"batch": 8, "stories": 32, **TINY_STEPS}, True)
+          {"batch": 8, "stories": 32, **TINY_STEPS}, True, quality_spec=("fraction", "higher", "test accuracy"))
 _register("seq2seq", "Sequence to sequence (Fathom): 3-layer LSTM 256 encoder-decoder with attention, 40k "
           "vocabularies, sampled softmax, SGD 0.5",
           [*_common(64, 10, 2),
@@ -149,5 +151,5 @@ _register("lenet", "LeNet digit classifier (Tonic DIG net, Caffe's solver) on re
           "reference (not one of Fathom's eight)",
           [*_common(64, 200, 10), DATA,
            *_quality(0.97, "--ttq target: top-1 accuracy on the held-out real digits (at least)", "fraction")],
-          {"batch": 16, **TINY_STEPS}, True,
+          {"batch": 16, **TINY_STEPS}, True, quality_spec=("fraction", "higher", "test accuracy"),
           source="Caffe LeNet (Tonic Suite DIG); time to quality as MLPerf Training")
