@@ -204,19 +204,19 @@ def test_model_override_trains_the_task_model_through_a_wrapper() -> None:
     """Contract 3: a caller wraps task.model (as DDP does) and the loop trains it through the wrapper."""
     import torch
 
-    bench = registry.get("component/fathom-lenet")
-    params = bench.resolve({**bench.tiny, "data": "synthetic"})
+    bench = registry.get("component/fathom-memnet")
+    params = bench.resolve(dict(bench.tiny))
     task = bench.factory(params, device=torch.device("cpu"), seed=0)
 
     class Wrapper(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:
             super().__init__()
-            self.module = inner
+            self.module = inner  # the attribute name DDP uses: task code may reach through it
             self.calls = 0
 
-        def forward(self, x: Any) -> Any:
+        def forward(self, *args: Any) -> Any:
             self.calls += 1
-            return self.module(x)
+            return self.module(*args)
 
     wrapper = Wrapper(task.model)
     before = [p.detach().clone() for p in task.model.parameters()]

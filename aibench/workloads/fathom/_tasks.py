@@ -25,6 +25,7 @@ IMAGENET = ("ImageNet (224×224 photos, 1000 classes + background) cannot be had
             "images and labels, so this workload reports throughput only")
 DIGIT_SPLIT_STREAM = 20_160_816  # fixed train/test split of the real digits (not the run's seed)
 TEST_FRACTION = 0.2
+SYNTHETIC_DIGITS = 512  # glyphs drawn for --data synthetic (throughput only: labels are random)
 
 
 def _data_gen(seed: int, salt: int) -> torch.Generator:
@@ -148,13 +149,15 @@ def _digits(mode: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
             fallback = f"real digits unavailable ({exc}); using seeded synthetic glyphs with random labels"
     else:
         fallback = None
-    s = digits(1024, "synthetic", seed)
+    s = digits(SYNTHETIC_DIGITS, "synthetic", seed)
     x = np.stack(s.items).astype(np.float32) / 255.0
     y = np.random.default_rng(seed).integers(0, 10, len(x))
-    info = {"source": "synthetic", "name": "seeded pen-stroke glyphs, random labels", "train": 768, "test": 256}
+    n_train = SYNTHETIC_DIGITS * 3 // 4
+    info = {"source": "synthetic", "name": "seeded pen-stroke glyphs, random labels", "train": n_train,
+            "test": SYNTHETIC_DIGITS - n_train}
     if fallback:
         info["fallback"] = fallback
-    return x[:768], y[:768], x[768:], y[768:], info
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:], info
 
 
 def _need_real(params: dict[str, Any], info: dict[str, Any], what: str) -> None:
