@@ -25,6 +25,7 @@ IMAGENET = ("ImageNet (224×224 photos, 1000 classes + background) cannot be had
             "images and labels, so this workload reports throughput only")
 DIGIT_SPLIT_STREAM = 20_160_816  # fixed train/test split of the real digits (not the run's seed)
 TEST_FRACTION = 0.2
+GRAD_NOISE_STREAM = 40_001  # memnet's gradient noise: the same on every rank (see memnet)
 SYNTHETIC_DIGITS = 512  # glyphs drawn for --data synthetic (throughput only: labels are random)
 
 
@@ -258,6 +259,11 @@ def memnet(params: dict[str, Any], device: torch.device, seed: int) -> TrainingT
     def forward(m: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         return m(batch[0], batch[1])
 
+    # The noise comes from its own generator on a fixed stream: the hook runs after a data-parallel
+    # all-reduce, so every rank must add the same noise or the replicas drift apart (ranks may be given
+    # different seeds to draw different batches).
+    noise = torch.Generator(device=device).manual_seed(GRAD_NOISE_STREAM)
+
     def grad_hook(m: nn.Module) -> None:
         # Fathom: clip each gradient to norm 40, add N(0, 1e-3) noise, keep the nil word's gradient zero
         # (the nil rows have padding_idx, so their gradient is already zero; noise must not move them).
@@ -265,7 +271,8 @@ def memnet(params: dict[str, Any], device: torch.device, seed: int) -> TrainingT
             if p.grad is None:
                 continue
             torch.nn.utils.clip_grad_norm_(p, 40.0)
-            p.grad.add_(torch.randn_like(p.grad), alpha=1e-3)
+            p.grad.add_(torch.randn(p.grad.shape, generator=noise, device=p.grad.device, dtype=p.grad.dtype),
+                        alpha=1e-3)
         for emb in (getattr(m, "module", m).A, getattr(m, "module", m).B):
             if emb.weight.grad is not None:
                 emb.weight.grad[0].zero_()
