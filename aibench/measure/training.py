@@ -497,8 +497,8 @@ def run_training(bench: Benchmark, params: dict[str, Any], result: Result, opts:
     result.context["phases"] = phases
     result.method["deterministic"] = det
     # Order for tables (the first columns shown): the headline figures first.
-    first = FIRST_TTQ if ttq else FIRST_RUN
-    result.metrics = {k: result.metrics[k] for k in first if k in result.metrics} | result.metrics
+    order = FIRST_TTQ if ttq else FIRST_RUN
+    result.metrics = {k: result.metrics[k] for k in order if k in result.metrics} | result.metrics
     if log.mode == "train" and log.diverged_at is not None:
         # Figures of a diverged run are never plain numbers (as for an INVALID LoadGen run).
         why = f"the training loss became non-finite at step {log.diverged_at + 1} (training diverged)"
