@@ -211,7 +211,7 @@ class _CudaStepClock:
         import torch
 
         ev = torch.cuda.Event(enable_timing=True)
-        ev.record()
+        ev.record(torch.cuda.current_stream(self.device))  # the run's device, whichever device is current
         return ev
 
     def start(self) -> None:
