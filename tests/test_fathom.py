@@ -343,3 +343,39 @@ def test_data_parallel_replicas_stay_equal() -> None:
     (w0, l0), (w1, l1) = got[0], got[1]
     assert l0 != l1  # each rank trained on its own batches
     assert w0 == w1
+
+
+def test_cuda_step_clock_pairs_events_within_segments(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA path (no GPU here): intervals are taken between consecutive events of one segment, never
+    across a pause (an evaluation) that starts a new segment."""
+    import itertools
+
+    import torch
+
+    from aibench.measure.training import _CudaStepClock
+
+    now = itertools.count()
+
+    class FakeEvent:
+        def __init__(self, enable_timing: bool = False) -> None:
+            self.t = 0.0
+
+        def record(self, stream: Any = None) -> None:
+            self.t = float(next(now)) * 1e3  # ms, like CUDA events
+
+        def elapsed_time(self, other: FakeEvent) -> float:
+            return other.t - self.t
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    clock = _CudaStepClock(torch.device("cuda", 0))
+    clock.start()
+    clock.mark()
+    clock.mark()
+    for _ in range(5):
+        next(now)  # a pause: time passes outside the steps
+    clock.start()
+    clock.mark()
+    assert clock.collect() == [1.0, 1.0, 1.0]
+    assert clock.collect() == []
