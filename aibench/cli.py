@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from aibench import __version__
 from aibench.errors import (
@@ -268,7 +269,8 @@ def run_cmd(ctx: click.Context, args: tuple[str, ...], set_name: str | None, thr
     lg = loadgen_build(ctx, lg_given, seed, out_dir)
     loadgen_check(runs, lg)
     opts = RunOptions(threads=threads, seed=seed, loadgen=lg, timer=TimerSettings(
-        warmup_s=warmup, max_time_s=max_time, min_rounds=min_rounds, target_rel_ci=target_ci))
+        warmup_s=warmup, max_time_s=max_time, min_rounds=min_rounds, target_rel_ci=target_ci),
+        ttq_budget_s=max_time if ctx.get_parameter_source("max_time") != ParameterSource.DEFAULT else None)
     err = _stderr_console()
     if dry_run:
         for r in runs:

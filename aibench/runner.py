@@ -36,6 +36,7 @@ class RunOptions:
     timer: TimerSettings = field(default_factory=TimerSettings)
     seed: int = 0
     loadgen: Any = None  # aibench.loadgen.settings.LoadgenOptions for runner "loadgen" (None: its defaults)
+    ttq_budget_s: float | None = None  # runner "training" with --ttq: time budget (None: its default, 600 s)
 
     def threads_for(self, bench: Benchmark) -> int | None:
         return self.threads if self.threads is not None else DEFAULT_THREADS.get(bench.kind)
@@ -83,7 +84,13 @@ def _loadgen(bench: Benchmark, params: dict[str, Any], result: Result, opts: Run
     run_loadgen_benchmark(bench, params, result, opts)
 
 
-RUNNERS: dict[str, RunnerFn] = {"kernel": _kernel, "loadgen": _loadgen}
+def _training(bench: Benchmark, params: dict[str, Any], result: Result, opts: RunOptions) -> None:
+    from aibench.measure.training import run_training
+
+    run_training(bench, params, result, opts)
+
+
+RUNNERS: dict[str, RunnerFn] = {"kernel": _kernel, "loadgen": _loadgen, "training": _training}
 
 
 def new_result(bench: Benchmark, params: dict[str, Any], config: dict[str, Any],

@@ -137,6 +137,19 @@ def real_digits() -> Samples:
                               "labels": [int(v) for v in y]})
     except ImportError:
         pass
+    full, labels = sklearn_digits_28()
+    imgs = [(full[i] * 255).clip(0, 255).astype(np.uint8) for i in range(full.shape[0])]
+    return Samples(imgs, {"source": "real", "name": SKLEARN_DIGITS, "distinct": len(imgs),
+                          "labels": [int(v) for v in labels]})
+
+
+SKLEARN_DIGITS = "scikit-learn load_digits (8×8, scaled to 20×20 in 28×28)"
+
+
+def sklearn_digits_28() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 real 8×8 digits as MNIST-like 28×28 float32 images in [0, 1] (bilinear to a
+    20×20 box, centred with 4 pixels of margin, as MNIST is) and their labels. Raises SourceMissing
+    without scikit-learn. Always this source, so a training target on it means the same on every machine."""
     try:
         from sklearn.datasets import load_digits
     except ImportError:
@@ -146,10 +159,8 @@ def real_digits() -> Samples:
     d = load_digits()
     small = torch.from_numpy(d.images.astype(np.float32) / 16.0).unsqueeze(1)  # [n,1,8,8] in [0,1]
     box = torch.nn.functional.interpolate(small, size=(20, 20), mode="bilinear", align_corners=False)
-    full = torch.nn.functional.pad(box, (4, 4, 4, 4)).squeeze(1)
-    imgs = [np.asarray((full[i] * 255).clamp(0, 255).to(torch.uint8)) for i in range(full.shape[0])]
-    return Samples(imgs, {"source": "real", "name": "scikit-learn load_digits (8×8, scaled to 20×20 in 28×28)",
-                          "distinct": len(imgs), "labels": [int(v) for v in d.target]})
+    full = torch.nn.functional.pad(box, (4, 4, 4, 4)).squeeze(1).clamp(0, 1)
+    return full.numpy(), d.target.astype(np.int64)
 
 
 def real_faces() -> Samples:
