@@ -318,3 +318,19 @@ def test_ill_typed_fields_degrade_to_blanks(tmp_path: Path, cli: Cli) -> None:
     path.write_text(json.dumps(doc))
     code, _, err = cli("report", str(path))
     assert code == 4 and "code is not an object" in err and len(err.strip().splitlines()) == 1
+
+
+def test_device_gain_section(tmp_path: Path) -> None:
+    """CPU and GPU runs of one benchmark that differ only in ``device`` give the Minsky-style speed-up."""
+    from aibench.report.html_report import _device_section
+    from tests.report_fixtures import micro
+
+    cpu = micro(4, "2026-01-01T00:00:00Z")
+    gpu = micro(4, "2026-01-01T00:01:00Z")
+    gpu.params["device"] = "cuda:0"
+    gpu.metrics["time_median"]["value"] = cpu.metrics["time_median"]["value"] / 8
+    other = micro(8, "2026-01-01T00:02:00Z")  # a different batch: not paired
+    html_text = _device_section([cpu, gpu, other])
+    assert 'data-plot="devices"' in html_text and "8×" in html_text and "cuda:0" in html_text
+    assert "&lt;script&gt;" in html_text and "<script>" not in html_text
+    assert _device_section([cpu, other]) == ""

@@ -9,6 +9,7 @@ Sections appear only when the data for them exist:
   percentiles marked (or the percentiles alone when no samples were kept).
 - **Sweeps**: each sweep (``context["sweep"]``, contract 1) as a curve over its parameter, with the knee from
   its sweep record, the latency bound, and speedup/efficiency for scaling sweeps.
+- **Devices**: runs that differ only in ``device``: the speed-up of each device over the CPU (Minsky's GPU gain).
 - **Energy**: energy per sample (or per call) where measured; otherwise "unavailable: reason".
 - **Comparisons**: ratio bars with 95% CI whiskers from ``aibench compare/gate --json`` files (contract 2).
 - **Failures** and **Environment**: errors of failed runs; machine, software, code, threads and load.
@@ -505,6 +506,61 @@ def _comparison_section(docs: Sequence[dict[str, Any]]) -> str:
     return f'<section id="comparisons"><h2>Comparisons</h2>{"".join(blocks)}</section>'
 
 
+# ----------------------------------------------------------------------------------------------- devices
+def _device_section(results: Sequence[Result]) -> str:
+    """The Minsky-style device gain: runs of one benchmark that differ only in ``device`` (same other
+    parameters and harness config), each device's primary metric against the CPU run's (or, with no CPU
+    run, the first device's), as a speed-up in the metric's own direction."""
+    groups: dict[str, dict[str, Result]] = defaultdict(dict)
+    for r in results:
+        if r.status != "ok" or is_invalid(r) or "device" not in r.params or not r.primary_metric:
+            continue
+        others = {k: v for k, v in r.params.items() if k != "device"}
+        key = json.dumps([r.id, others, r.config], sort_keys=True, default=str)
+        groups[key][str(r.params["device"])] = r  # a later run of the same point replaces an earlier one
+    labels: list[str] = []
+    gains: list[float] = []
+    rows = []
+    for by_dev in groups.values():
+        if len(by_dev) < 2:
+            continue
+        ref_dev = "cpu" if "cpu" in by_dev else sorted(by_dev)[0]
+        ref = by_dev[ref_dev]
+        name = str(ref.primary_metric)
+        ref_value = metric_value(ref, name)
+        entry = as_dict(metric_entry(ref, name))
+        unit = str(entry.get("unit") or "")
+        keys = [k for k in varying_params(list(by_dev.values())) if k != "device"]
+        for dev, r in sorted(by_dev.items()):
+            if dev == ref_dev:
+                continue
+            value = metric_value(r, name)
+            gain = None
+            if ref_value and value:
+                gain = value / ref_value if entry.get("direction") == "higher" else ref_value / value
+            label = f"{r.id} {params_text(r, keys)} {dev} vs {ref_dev}".replace("  ", " ")
+            if gain is not None:
+                labels.append(label)
+                gains.append(gain)
+            rows.append([e(r.id), e(dev), e(ref_dev), e(name),
+                         e(fmt_number(value, unit) if value is not None else "–"),
+                         e(fmt_number(ref_value, unit) if ref_value is not None else "–"),
+                         e(f"{gain:.3g}×" if gain is not None else "–")])
+    if not rows:
+        return ""
+    fig = ""
+    if gains:
+        shown = min(len(gains), MAX_BARS)
+        fig = _figure("devices", partial(plots.bars, "speed-up over the reference device", labels[:shown],
+                                         gains[:shown], "x", "speed-up"),
+                      "Each device's primary metric against the reference device's, in the metric's direction "
+                      "(above 1: faster).")
+    table = _table(["benchmark", "device", "reference", "metric", "value", "reference value", "speed-up"], rows,
+                   numeric=(4, 5, 6))
+    return ('<section id="devices"><h2>Devices</h2><p class="muted">Runs of one benchmark that differ only in '
+            f"<code>device</code>.</p>{fig}{table}</section>")
+
+
 # ----------------------------------------------------------------------------------------------- failures
 def _failure_section(results: Sequence[Result]) -> str:
     bad = [r for r in results if r.status != "ok" or is_invalid(r)]
@@ -586,8 +642,8 @@ def _environment_section(results: Sequence[Result]) -> str:
 
 # ----------------------------------------------------------------------------------------------- page
 SECTIONS = (("summary", "Results"), ("kernels", "Kernels"), ("batch", "Batch"), ("latency", "Latency"),
-            ("sweeps", "Sweeps"), ("energy", "Energy"), ("comparisons", "Comparisons"), ("failures", "Failures"),
-            ("environment", "Environment"))
+            ("sweeps", "Sweeps"), ("devices", "Devices"), ("energy", "Energy"), ("comparisons", "Comparisons"),
+            ("failures", "Failures"), ("environment", "Environment"))
 
 
 def render_html(inputs: ReportInputs, title: str = "aibench report") -> str:
@@ -606,6 +662,7 @@ def render_html(inputs: ReportInputs, title: str = "aibench report") -> str:
     body["batch"] = _batch_section(results)
     body["latency"] = _latency_section(results)
     body["sweeps"] = _sweep_section(results, inputs.sweeps)
+    body["devices"] = _device_section(results)
     body["energy"] = _energy_section(results)
     body["comparisons"] = _comparison_section(inputs.comparisons)
     body["failures"] = _failure_section(results)
