@@ -292,7 +292,27 @@ class ProcessGroupRanks:
         return run_block(self.buf, self.flag, self.device, number)
 
     def close(self) -> None:
-        self._command(0)
+        global _released
+        if not _released:
+            self._command(0)
+            _released = True
+
+
+_released = False  # rank 0 has told the followers to stop (a process runs one measurement per launch)
+
+
+def release_followers(device_type: str = "cpu") -> None:
+    """Rank 0, after its measurement however it ended: make sure the followers were told to stop, so a
+    measurement that failed before its first block does not leave them waiting for the collective timeout."""
+    global _released
+    if _released or not in_process_group():
+        return
+    import torch
+    import torch.distributed as dist
+
+    device = torch.device("cuda", local_rank()) if device_type == "cuda" else torch.device("cpu")
+    dist.broadcast(torch.zeros(1, dtype=torch.int64, device=device), 0)
+    _released = True
 
 
 def follow(spec: RankSpec, device_rank: int) -> None:

@@ -46,15 +46,16 @@ def add_batch_latency(r: Result, batch: int | float) -> None:
 
 
 def add_scaling(r: Result, value: float, base: Result | None, base_value: float, name: str,
-                direction: str, unit_label: str) -> None:
+                direction: str, unit_label: str, unavailable: str | None = None) -> None:
     """``speedup`` (x) and ``efficiency`` (speedup / (value / base value)) of ``r`` against the sweep's first
-    point ``base`` on metric ``name``; unavailable, with the reason, when either point has no figure."""
-    why = None
-    if r.status != "ok":
+    point ``base`` on metric ``name``; unavailable, with the reason, when either point has no figure (or
+    ``unavailable`` says why the figures do not apply to this benchmark)."""
+    why = unavailable
+    if why is None and r.status != "ok":
         why = f"this point {r.status}" + (f": {r.error['message']}" if r.error else "")
-    elif base is None:
+    elif why is None and base is None:
         why = f"the baseline point ({unit_label} {base_value:g}) was not measured"
-    elif base.status != "ok":
+    elif why is None and base.status != "ok":
         why = f"the baseline point ({unit_label} {base_value:g}) {base.status}"
     mine, theirs = _value(r, name), _value(base, name)
     if why is None and (mine is None or theirs is None or mine <= 0 or theirs <= 0):

@@ -33,6 +33,8 @@ def sweep_table(plan: SweepPlan, record: SweepRecord, results: Sequence[Result |
             columns.append((header, tuple(n for n in names if n != primary)))
     if any(BATCH_LATENCY in r.metrics for r in done):
         columns.append(("batch latency", (BATCH_LATENCY,)))
+    if any("busbw" in r.metrics for r in done):
+        columns.append(("busbw", ("busbw",)))
     if plan.scaling is not None:
         columns += [("speedup", ("speedup",)), ("efficiency", ("efficiency",))]
     for header, _ in columns:
@@ -45,7 +47,7 @@ def sweep_table(plan: SweepPlan, record: SweepRecord, results: Sequence[Result |
         for _, names in columns:
             entry = next((r.metrics[n] for n in names if r is not None and n in r.metrics), None)
             cells.append(_cell(entry))
-        table.add_row(*cells, _status(p.status, p.error, r))
+        table.add_row(*cells, _status(p.status, p.error, r) + (f" ({escape(p.note)})" if p.note else ""))
     return table
 
 

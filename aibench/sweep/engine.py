@@ -68,9 +68,10 @@ class SweepPlan:
 
 
 class Executor(Protocol):
-    """Measures one planned point. Refusals raise AibenchError; other failures are recorded in the Result."""
+    """Measures one planned point. Refusals raise AibenchError; other failures are recorded in the Result.
+    None: the point ran but its result is kept elsewhere (another node of a multi-node launch)."""
 
-    def run(self, point: PointPlan) -> Result: ...
+    def run(self, point: PointPlan) -> Result | None: ...
 
     def close(self) -> None: ...
 
@@ -173,6 +174,11 @@ def run_sweep(plan: SweepPlan, out_dir: Path, executor: Executor, resume: bool =
                 write_record(record, out_dir)
                 continue
             log.debug("point %d measured in %.1f s", point.index, time.perf_counter() - t0)
+            if result is None:  # a node other than 0 of a multi-node launch: rank 0 wrote the result there
+                rp.status, rp.result, rp.error = "ok", None, None
+                rp.note = "measured by rank 0 on node 0; its result file is written there"
+                write_record(record, out_dir)
+                continue
             _derive(plan, point, result, results)
             results[point.index] = result
             written = write_result(result, out_dir)
@@ -207,7 +213,7 @@ def _derive(plan: SweepPlan, point: PointPlan, result: Result, results: list[Res
         base_point = plan.points[0]
         base = result if point.index == 0 else results[0]
         analysis.add_scaling(result, float(point.value), base, float(base_point.value), plan.scaling["metric"],
-                             plan.scaling["direction"], plan.scaling["unit"])
+                             plan.scaling["direction"], plan.scaling["unit"], plan.scaling.get("unavailable"))
 
 
 def _update_knee(plan: SweepPlan, record: SweepRecord, results: list[Result | None]) -> None:

@@ -25,6 +25,8 @@ from aibench.sweep.analysis import LATENCY_CHOICES, latency_metric_name
 from aibench.sweep.engine import KneeRequest, PointPlan, SweepPlan
 from aibench.sweep.values import default_counts, parse_values
 
+COLLECTIVES = ("micro/allreduce",)  # benchmarks that run as the ranks of a torchrun launch (with training ones)
+
 SCALING_WORDS = ("threads", "gpus")
 # Numeric LoadGen options a sweep may vary, with their types (the options a user can give on `run`).
 LOADGEN_SWEEPABLE: dict[str, type] = {
@@ -252,6 +254,10 @@ def plan_sweep(form: str, bench: Benchmark, given: Mapping[str, Any], opts: RunO
         basis = scaling_basis(bench, opts)
         unit = {"threads": "threads", "devices": "devices", "instances_per_device": "instances"}[param]
         scaling = {**basis, "unit": unit}
+        if kind == "gpus" and bench.id in COLLECTIVES:
+            scaling["unavailable"] = ("an all-reduce does not speed up with more ranks (its cost grows with them): "
+                                      "compare busbw across points, nccl-tests' figure that does not depend on "
+                                      "the rank count")
 
     points = [PointPlan(index=i, value=v, run=run, opts=o, extra=info)
               for i, (v, (run, o, info)) in enumerate(zip(values, runs, strict=True))]

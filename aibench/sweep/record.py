@@ -42,6 +42,7 @@ class Point:
     result: str | None = None  # file name of the point's result, in the same folder as the record
     error: str | None = None
     valid: bool | None = None  # LoadGen's verdict on the point (None: not load-generated, or not run)
+    note: str | None = None  # e.g. "measured on node 0" for the other nodes of a multi-node sweep
 
 
 @dataclass
