@@ -154,12 +154,15 @@ def sweep(ctx: click.Context, args: tuple[str, ...], values_text: str | None, ma
         raise UsageError("--nnodes, --node-rank and --rdzv-endpoint apply to distributed benchmarks (training, "
                          "all-reduce) in 'aibench sweep gpus'; inference scales out within one machine")
     devices = None
+    if kind != "gpus" and (devices_text is not None or instances_text is not None):
+        raise UsageError("--devices and --instances-per-device apply to 'aibench sweep gpus'")
     if kind == "gpus":
         devices = parse_devices(devices_text, _cuda_count(devices_text))
     plan = plan_sweep(form, bench, given, opts, values_text=values_text, max_threads=max_threads,
                       usable_cpus=_usable_cpus(), devices=devices, instances_text=instances_text,
                       latency_bound_ms=bound, latency_metric=latency_metric, threads_given=threads is not None)
-    loadgen_check([p.run for p in plan.points], lg)
+    for p in plan.points:  # each point's own LoadGen options (a swept option differs between them)
+        loadgen_check([p.run], p.opts.loadgen)
     if kind == "gpus" and bench.runner == "loadgen":
         from aibench.sweep.scaleout import PoolExecutor
 

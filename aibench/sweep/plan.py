@@ -233,7 +233,7 @@ def plan_sweep(form: str, bench: Benchmark, given: Mapping[str, Any], opts: RunO
                              f"{bench.id} is not one")
         if not latency_bound_ms > 0:
             raise UsageError(f"--latency-bound-ms must be positive, got {latency_bound_ms}")
-        scenario = lg.resolve().scenario if lg is not None else "offline"
+        scenario = runs[0][1].loadgen.resolve().scenario if runs[0][1].loadgen is not None else "offline"
         choice = latency_metric or ("batch" if scenario == "offline" else "p99")
         if choice not in LATENCY_CHOICES:
             raise UsageError(f"--latency-metric must be one of {', '.join(LATENCY_CHOICES)}; got {choice!r}")
@@ -251,7 +251,7 @@ def plan_sweep(form: str, bench: Benchmark, given: Mapping[str, Any], opts: RunO
 
     scaling = None
     if kind in ("threads", "gpus"):
-        basis = scaling_basis(bench, opts)
+        basis = scaling_basis(bench, runs[0][1])
         unit = {"threads": "threads", "devices": "devices", "instances_per_device": "instances"}[param]
         scaling = {**basis, "unit": unit}
         if kind == "gpus" and bench.id in COLLECTIVES:

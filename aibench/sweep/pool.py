@@ -692,7 +692,7 @@ class PoolDispatcher:
             msg = conn.recv_bytes()
         except (EOFError, OSError):
             w.process.join(1.0)
-            self._lose(i, WorkerError(f"{w.describe()} closed its pipe (exit code {w.process.exitcode})"))
+            self._lose(i, WorkerError(f"{w.describe()} exited with code {w.process.exitcode}"))
             return
         tag = msg[:1]
         if tag == T_DONE:
