@@ -123,7 +123,7 @@ def test_all_reduce_over_two_nodes_on_loopback(cli, tmp_path: Path) -> None:
                              stderr=subprocess.PIPE, text=True)
     try:
         code, _out, err = cli(*common, "--node-rank", "0", "--out", str(tmp_path / "node0"))
-        out1, err1 = node1.communicate(timeout=180)
+        _out1, err1 = node1.communicate(timeout=180)
     finally:
         if node1.poll() is None:
             node1.kill()

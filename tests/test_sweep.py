@@ -189,7 +189,7 @@ def test_resume_skips_points_already_done(cli, probe: registry.Benchmark, tmp_pa
     # Second session, same sweep: only the points not done are measured; the first result is untouched.
     monkeypatch.setitem(registry._REGISTRY, PROBE_ID, probe)
     CALLS.clear()
-    code, out, err = cli(*args, "--resume")
+    code, _out, err = cli(*args, "--resume")
     assert code == 0, err
     assert CALLS == {2: 1, 4: 1}
     rec2 = _record(tmp_path)
@@ -260,7 +260,7 @@ def test_loadgen_option_sweep_and_dry_run(cli, probe: registry.Benchmark, tmp_pa
 ])
 def test_bad_input_is_refused_before_anything_runs(cli, probe: registry.Benchmark, tmp_path: Path,
                                                     args: list[str], message: str) -> None:
-    code, out, err = cli("sweep", *args, "--out", str(tmp_path / "out"))
+    code, _out, err = cli("sweep", *args, "--out", str(tmp_path / "out"))
     assert code == 2, err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "out").exists()

@@ -150,6 +150,8 @@ def _serve(conn: Any, system: Any, batch: int, info: dict[str, Any]) -> None:
     inbox: collections.deque[bytes] = collections.deque()
     cancel_upto = 0  # batch messages numbered up to this are answered without computing (an aborted run)
     counters = {"messages": 0, "batches": 0, "samples": 0, "busy_s": 0.0}
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_mark = ru0.ru_utime + ru0.ru_stime
     cuda = str(info.get("device", "")).startswith("cuda")
     perf = time.perf_counter
     while True:
@@ -166,7 +168,9 @@ def _serve(conn: Any, system: Any, batch: int, info: dict[str, Any]) -> None:
         if tag == T_STATS:
             reply = dict(counters)
             ru = resource.getrusage(resource.RUSAGE_SELF)
-            reply.update(pid=os.getpid(), cpu_s=ru.ru_utime + ru.ru_stime, peak_rss_bytes=ru.ru_maxrss * 1024)
+            cpu = ru.ru_utime + ru.ru_stime
+            reply.update(pid=os.getpid(), cpu_s=cpu - cpu_mark, peak_rss_bytes=ru.ru_maxrss * 1024)
+            cpu_mark = cpu
             if cuda:
                 import torch
 
@@ -518,6 +522,9 @@ class PoolDispatcher:
                         pass
 
     def start(self) -> PoolDispatcher:
+        # Reset the workers' counters (no thread uses the pipes yet): their stats then cover this test only,
+        # not the calibration before it.
+        self.system.pool.stats(self.system.which)
         self._collect_thread.start()
         self._dispatch_thread.start()
         return self

@@ -87,12 +87,21 @@ def run_scale_out(bench: Benchmark, params: dict[str, Any], result: Result, opts
     try:
         drive_system(system, s, batch * len(workers), result, seed=opts.seed, device=meter_devices)
     finally:
+        adapter = result.method.get("adapter")
+        wall = adapter.get("test_wall_s") if isinstance(adapter, dict) else None
         if pool.healthy():
             try:
-                scale_ctx["worker_stats"] = pool.stats(workers)
+                stats = pool.stats(workers)
             except Exception as exc:  # the figures above stand without them
                 scale_ctx["worker_stats_error"] = str(exc)
-        adapter = result.method.get("adapter")
+            else:
+                for st in stats:  # shares of the LoadGen test's wall time (the counters were reset at its start)
+                    st["busy_share"] = st["busy_s"] / wall if wall else None
+                    st["cpu_share"] = st["cpu_s"] / wall if wall else None
+                scale_ctx["worker_stats"] = stats
+                scale_ctx["worker_stats_note"] = (
+                    "since the last LoadGen test started: busy_s is time inside the model (batches), cpu_s the "
+                    "worker's CPU time; a cpu_share well below busy_share means the worker waited for a core")
         if isinstance(adapter, dict):
             adapter.update(max_batch=batch, pool_max_batch=batch * len(workers), workers=len(workers))
         for stage in ("preprocess", "dnn", "postprocess"):
