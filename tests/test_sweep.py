@@ -115,8 +115,10 @@ def test_values_lists_and_ranges() -> None:
 
 def test_batch_sweep_names_the_knee(cli, probe: registry.Benchmark, tmp_path: Path) -> None:
     # Batch latency 2, 3, 5, 9 ms (sleeps); throughput rises with the batch. Within 6.5 ms the best is 4.
+    # 200 samples per point outlast the 0.1 s minimum duration however the calibration went (INVALID points
+    # are not knee candidates).
     code, out, err = cli("sweep", "batch", "component", "sweep-probe", "--values", "1:8:x2", "--latency-bound-ms",
-                         "6.5", *QUICK, "--out", str(tmp_path))
+                         "6.5", "--duration-s", "0.1", "--min-queries", "200", "--out", str(tmp_path))
     assert code == 0, err
     rec = _record(tmp_path)
     assert rec["kind"] == "param" and rec["param"] == "batch" and rec["values"] == [1, 2, 4, 8]
@@ -278,3 +280,31 @@ def test_record_round_trip_and_readers_can_tell_it_from_a_result(tmp_path: Path)
     assert load_results([tmp_path], skip_foreign=True) == []  # folder readers skip it
     with pytest.raises(ResultIOError):
         load_results([path])
+
+
+def test_gpus_plans_devices_and_instances_and_refuses_missing_gpus(cli, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    pos = ["component/pos", "--batch", "3", "--dry-run", "--out", str(tmp_path)]
+    code, out, err = cli("sweep", "gpus", *pos, "--devices", "cpu:3", "--values", "1,3")
+    assert code == 0, err
+    assert "0: devices=1:" in out and "(workers on cpu)" in out and "(workers on cpu, cpu, cpu)" in out
+    code, out, err = cli("sweep", "gpus", *pos, "--devices", "cpu:2", "--instances-per-device", "1,2")
+    assert code == 0, err
+    assert "0: instances_per_device=1:" in out and "1: instances_per_device=2:" in out
+    assert "(workers on cpu, cpu, cpu, cpu)" in out
+    # GPUs this machine lacks are refused up front (exit 3), whatever the spelling.
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    code, out, err = cli("sweep", "gpus", *pos, "--devices", "cuda:0,1", "--instances-per-device", "2")
+    assert code == 0, err
+    assert "(workers on cuda:0, cuda:0)" in out and "(workers on cuda:0, cuda:0, cuda:1, cuda:1)" in out
+    code, _out, err = cli("sweep", "gpus", *pos, "--devices", "cuda:2")
+    assert code == 3 and "this machine has 2 CUDA device(s)" in err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    code, _out, err = cli("sweep", "gpus", *pos)
+    assert code == 3 and "use --devices cpu:N" in err
+    code, _out, err = cli("sweep", "gpus", *pos, "--devices", "2")
+    assert code == 3 and "no CUDA GPU" in err
