@@ -119,6 +119,7 @@ def _rank_main(conn: Any, spec_json: str, rank: int, port: int) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.dup2(2, 1)  # keep the parent's stdout (e.g. --json) clean
     try:
         import torch
         import torch.distributed as dist

@@ -94,6 +94,7 @@ def worker_main(conn: Any, config_json: str) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.dup2(2, 1)  # anything a workload prints goes to stderr, never into the parent's --json output
     cfg = json.loads(config_json)
     try:
         system, info, batch = _build(cfg)
@@ -428,12 +429,13 @@ class PoolSystem:
         for k in range(parts):
             chunk = idx[k * size:(k + 1) * size]
             if chunk:
-                send_batch(self.workers[k], self.pool.next_seq(), chunk)
-                sent.append(self.workers[k])
-        for w in sent:
+                seq = self.pool.next_seq()
+                send_batch(self.workers[k], seq, chunk)
+                sent.append((self.workers[k], seq.to_bytes(8, "little")))
+        for w, seq_bytes in sent:
             msg = self.pool._reply(w)
-            if msg[:1] != T_DONE:
-                raise WorkerError(f"{w.describe()}: unexpected reply {msg[:1]!r}")
+            while msg[:1] != T_DONE or msg[1:9] != seq_bytes:  # a late reply from an aborted run
+                msg = self.pool._reply(w)
         return None
 
     def make_batcher(self, system: Any, batch: int, max_wait_us: float,

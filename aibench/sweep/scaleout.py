@@ -82,7 +82,6 @@ def run_scale_out(bench: Benchmark, params: dict[str, Any], result: Result, opts
         scale_ctx["mps"] = _mps_note()
     result.context["scale_out"] = scale_ctx
     system = PoolSystem(pool, workers, batch, name=f"{bench.id} x{len(workers)}")
-    pool.stats(workers)  # reset the workers' counters: the stats below cover this point only
     meter_devices: Any = [d for d in devices if d.startswith("cuda")] or "cpu"
     try:
         drive_system(system, s, batch * len(workers), result, seed=opts.seed, device=meter_devices)
