@@ -94,7 +94,14 @@ class DistributedExecutor:
         self.nnodes = nnodes
         self.node_rank = node_rank
         self.endpoint = endpoint
-        self.workdir = Path(tempfile.mkdtemp(prefix="aibench-dist-"))
+        self._workdir: Path | None = None
+
+    @property
+    def workdir(self) -> Path:
+        """Job files, rank 0's result and torchrun's log of each point (removed when the sweep ends)."""
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix="aibench-dist-"))
+        return self._workdir
 
     def command(self, point: PointPlan, job_path: Path) -> list[str]:
         nproc = len(point.extra["devices"])
@@ -162,7 +169,9 @@ class DistributedExecutor:
         return _failed(point, job, why, launch)
 
     def close(self) -> None:
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
 
 
 def _modules(bench: Any) -> list[str]:

@@ -194,6 +194,8 @@ def plan_sweep(form: str, bench: Benchmark, given: Mapping[str, Any], opts: RunO
             raise UsageError(f"{bench.id} has no --device parameter: it cannot be placed on GPUs")
         if "device" in fixed:
             raise UsageError("a gpus sweep places each worker on its device: use --devices instead of --device")
+        if bench.id in COLLECTIVES and "ranks" in fixed:
+            raise UsageError("in a gpus sweep the ranks are the launch's processes (one per device): drop --ranks")
         for e in extra:
             e["slots"] = slots
 
