@@ -35,7 +35,7 @@ import time
 import traceback
 from array import array
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import connection as mp_connection
 from types import SimpleNamespace
 from typing import Any
@@ -231,6 +231,12 @@ class _Worker:
     conn: Any
     info: dict[str, Any] | None = None
     lost: str | None = None  # why the worker is gone, once it is
+    send_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def send(self, data: bytes) -> None:
+        """One message; the lock keeps a cancel (from another thread) from interleaving with a batch."""
+        with self.send_lock:
+            self.conn.send_bytes(data)
 
     def describe(self) -> str:
         pid = self.process.pid if self.process is not None else "?"
@@ -333,7 +339,7 @@ class WorkerPool:
         """Stop every worker: ask, wait, then terminate and kill what is left."""
         for w in self.workers:
             try:
-                w.conn.send_bytes(T_STOP)
+                w.send(T_STOP)
             except (OSError, ValueError):
                 pass
         deadline = time.monotonic() + timeout_s
@@ -380,7 +386,7 @@ class WorkerPool:
         out = []
         for i in which:
             w = self.workers[i]
-            w.conn.send_bytes(T_STATS)
+            w.send(T_STATS)
             msg = self._reply(w, 60.0)
             while msg[:1] != T_STATS_REPLY:  # a late completion of an aborted run
                 msg = self._reply(w, 60.0)
@@ -389,7 +395,7 @@ class WorkerPool:
 
 
 def send_batch(w: _Worker, seq: int, indices: Sequence[int]) -> None:
-    w.conn.send_bytes(T_BATCH + seq.to_bytes(8, "little") + array("q", indices).tobytes())
+    w.send(T_BATCH + seq.to_bytes(8, "little") + array("q", indices).tobytes())
 
 
 class PoolSystem:
@@ -519,7 +525,7 @@ class PoolDispatcher:
             for i, w in enumerate(self.workers):
                 if i not in self._dead:
                     try:
-                        w.conn.send_bytes(T_CANCEL + upto)
+                        w.send(T_CANCEL + upto)
                     except (OSError, ValueError):
                         pass
 
