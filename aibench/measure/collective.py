@@ -9,9 +9,10 @@ command are outside the timed span.
 Two ways to have ranks:
 
 - :class:`LocalRanks` (``aibench run micro allreduce --ranks N``): N processes spawned on this machine,
-  joined through a ``torch.distributed.TCPStore`` that the parent hosts on 127.0.0.1 (a free port, taken
-  atomically). The parent's kernel timer sends each block's size over ``multiprocessing`` pipes (a tag byte
-  and an integer; nothing pickled) and reads rank 0's elapsed time back. A rank that dies ends the
+  joined through a ``torch.distributed.TCPStore`` that the parent hosts on a socket bound to 127.0.0.1 (a
+  free port, taken atomically); the ranks' gloo/NCCL sockets use the loopback interface. The parent's
+  kernel timer sends each block's size over ``multiprocessing`` pipes (a tag byte and an integer; nothing
+  pickled) and reads rank 0's elapsed time back. A rank that dies ends the
   measurement with its exit code; the parent never waits for it forever.
 - :class:`ProcessGroupRanks` (under torchrun, e.g. ``aibench sweep gpus micro/allreduce`` over nodes): the
   process group exists already; rank 0 runs the kernel timer and broadcasts each block's size (0: stop) to
@@ -37,6 +38,7 @@ from typing import Any
 
 from aibench.errors import UnavailableError
 
+LOOPBACK_ENV = ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")
 COLLECTIVE_TIMEOUT_S = 300.0  # a rank stuck in a collective this long fails instead of hanging
 REPLY_TIMEOUT_S = 600.0
 START_TIMEOUT_S = 300.0
@@ -120,6 +122,8 @@ def _rank_main(conn: Any, spec_json: str, rank: int, port: int) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.dup2(2, 1)  # keep the parent's stdout (e.g. --json) clean
+    for var in LOOPBACK_ENV:  # the ranks talk over loopback only (unless the environment says otherwise)
+        os.environ.setdefault(var, "lo")
     try:
         import torch
         import torch.distributed as dist
@@ -180,21 +184,29 @@ class LocalRanks:
         self.conns: list[Any] = []
         self.inbox: list[collections.deque[bytes]] = []
         self.store: Any = None
+        self.port = 0
 
     def start(self) -> LocalRanks:
         import multiprocessing as mp
+        import socket
 
         import torch.distributed as dist
 
-        # Port 0: the store takes a free port itself (no race with another process picking the same one).
-        self.store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False,
-                                   timeout=timedelta(seconds=START_TIMEOUT_S))
+        # The store listens on a socket bound here to 127.0.0.1 and a port the OS picks (TCPStore alone would
+        # listen on every interface): no other machine can reach it, and no race for the port.
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        self.port = listener.getsockname()[1]
+        self.store = dist.TCPStore("127.0.0.1", self.port, is_master=True, wait_for_workers=False,
+                                   master_listen_fd=listener.fileno(), timeout=timedelta(seconds=START_TIMEOUT_S))
+        listener.detach()  # the store owns the socket now (and closes it)
         ctx = mp.get_context("spawn")
         try:
             for rank in range(self.spec.ranks):
                 parent, child = ctx.Pipe(duplex=True)
                 p = ctx.Process(target=_rank_main, name=f"aibench-rank-{rank}", daemon=True,
-                                args=(child, json.dumps(self.spec.__dict__), rank, self.store.port))
+                                args=(child, json.dumps(self.spec.__dict__), rank, self.port))
                 p.start()
                 child.close()
                 self.procs.append(p)

@@ -7,7 +7,9 @@ file this process reads back (nothing is pickled); the other ranks take part (DD
 all-reduces rank 0 announces). Backends: gloo for CPU processes, NCCL for GPUs (``CUDA_VISIBLE_DEVICES``
 names the point's GPUs; local rank r uses the r-th of them).
 
-One machine: ``--standalone`` (torchrun picks a free port on 127.0.0.1). Several machines: the same
+One machine: ``--standalone`` (torchrun picks a free port; the ranks' gloo/NCCL sockets are put on the
+loopback interface). torchrun's own rendezvous store listens on every interface while a point runs: PyTorch
+offers no way to bind it to one address. Several machines: the same
 ``aibench sweep gpus ...`` on each, with ``--nnodes M --node-rank R --rdzv-endpoint HOST:PORT`` (HOST is node 0's
 address). The rendezvous is torchrun's ``static`` one, so global ranks follow ``--node-rank`` (node 0 holds
 rank 0 and writes the results); point ``i`` meets at ``PORT + i``, so a node that reaches the next point first
@@ -143,6 +145,9 @@ class DistributedExecutor:
         env.setdefault("PYTHONUNBUFFERED", "1")
         if job["device_type"] == "cuda":
             env["CUDA_VISIBLE_DEVICES"] = ",".join(d.partition(":")[2] for d in job["devices"])
+        if self.endpoint is None:  # one machine: the ranks' own sockets on loopback (unless set otherwise)
+            for var in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
+                env.setdefault(var, "lo")
         cmd = self.command(point, job_path)
         t0 = time.perf_counter()
         with open(log_path, "wb") as out:
