@@ -103,10 +103,14 @@ def definition_hash(definition: dict[str, Any]) -> str:
 
 
 def new_id(benchmark: str, param: str, def_hash: str, started_at: str) -> str:
-    """``<name>-<param>-<hash8>-<UTC start>``: readable, unique per run of a sweep."""
+    """``<name>-<param>-<hash8>-<UTC start>-<random4>``: readable, and unique per run of a sweep (two runs of
+    the same sweep started in the same second still get two records)."""
+    import secrets
+
     name = benchmark.rpartition("/")[2]
     stamp = started_at.replace(":", "").replace("-", "").replace(".", "")[:15]
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{name}-{param}-{def_hash[:8]}-{stamp}").strip("-")
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-",
+                  f"{name}-{param}-{def_hash[:8]}-{stamp}-{secrets.token_hex(2)}").strip("-")
 
 
 def write_record(record: SweepRecord, out_dir: str | os.PathLike[str]) -> Path:
