@@ -113,9 +113,14 @@ def run_sweep(plan: SweepPlan, out_dir: Path, executor: Executor, resume: bool =
     def_hash = definition_hash(plan.definition)
     record = find_resumable(out_dir, def_hash) if resume else None
     results: list[Result | None] = [None] * len(plan.points)
+    done: set[int] = set()
     reused = 0
     if record is not None and [p.value for p in record.points] == plan.values:
         for p in record.points:
+            if p.status == "ok" and not p.result and p.note:  # another node holds it (multi-node)
+                done.add(p.index)
+                reused += 1
+                continue
             if p.status != "ok" or not p.result:
                 continue
             try:
@@ -128,6 +133,7 @@ def run_sweep(plan: SweepPlan, out_dir: Path, executor: Executor, resume: bool =
                 p.status, p.result = "pending", None
                 continue
             results[p.index] = r
+            done.add(p.index)
             reused += 1
         record.status, record.finished_at = "running", None
         say(f"resuming sweep {record.id}: {reused} of {len(plan.points)} point(s) already done")
@@ -151,7 +157,7 @@ def run_sweep(plan: SweepPlan, out_dir: Path, executor: Executor, resume: bool =
     try:
         for point in plan.points:
             rp = record.points[point.index]
-            if results[point.index] is not None:
+            if point.index in done:
                 continue
             if progress is not None:
                 progress(f"{plan.bench.id} {plan.param}={point.value}", point.index, len(plan.points))
