@@ -128,6 +128,13 @@ class Completer:
         self.complete(out)
 
 
+def dispatcher_for(system: SystemUnderTest) -> Callable[..., Any]:
+    """The batching worker between a load generator and ``system``: a :class:`Batcher`, unless the system
+    brings its own (``make_batcher``, same arguments and interface), as a pool of worker processes does to
+    keep every worker busy (aibench.sweep.pool)."""
+    return getattr(system, "make_batcher", None) or Batcher
+
+
 def run_loadgen(system: SystemUnderTest, s: Scenario, batch: int, sizing: Sizing, log_dir: Path) -> Outcome:
     """One LoadGen performance test of ``system`` in the fresh folder ``log_dir``."""
     import mlperf_loadgen as lg
@@ -138,8 +145,8 @@ def run_loadgen(system: SystemUnderTest, s: Scenario, batch: int, sizing: Sizing
     on_done = Completer(lg)
     is_server = s.scenario == "server"
     limit = server_async_limit(s, batch) if is_server else 0
-    batcher = Batcher(system, batch, s.max_wait_us, on_done, latencies, hold_on_abort=is_server,
-                      spin_us=s.spin_us).start()
+    batcher = dispatcher_for(system)(system, batch, s.max_wait_us, on_done, latencies, hold_on_abort=is_server,
+                                     spin_us=s.spin_us).start()
     on_done.owner = batcher.worker_ident
     sut = lg.ConstructFastSUT(batcher.submit, batcher.flush)
     qsl = lg.ConstructQSL(system.num_samples, system.num_samples, system.load, system.unload)
@@ -205,7 +212,7 @@ def run_users(system: SystemUnderTest, s: Scenario, batch: int, seed: int) -> Ou
         for ev in tokens:
             ev.set()
 
-    batcher = Batcher(system, batch, s.max_wait_us, on_done, spin_us=s.spin_us).start()
+    batcher = dispatcher_for(system)(system, batch, s.max_wait_us, on_done, spin_us=s.spin_us).start()
     warmup = min(max(0.1 * s.duration_s, 0.05), 10.0)
     think = (s.think_time_ms or 0.0) / 1e3
     users = int(s.users or 1)

@@ -43,28 +43,39 @@ class Op:
     flops_note: str
     bytes_note: str
     shapes: dict[str, Any] = field(default_factory=dict)
+    # For an op that is not one call in this process (a collective over several ranks): its own block timer,
+    # metrics derived from the per-call summary, context to record, and what to release after measuring.
+    block_timer: Any = None
+    extra_metrics: Callable[[dict[str, Any]], dict[str, dict[str, Any]]] | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+    close: Callable[[], None] | None = None
 
 
 def run_kernel(bench: Benchmark, params: dict[str, Any], result: Result, settings: TimerSettings) -> None:
     """Build the op, probe it once, time it, and fill ``result`` in place."""
-    from aibench.measure.device import (
-        block_timer_for,
-        refusing_unsupported,
-        resolve_device,
-        resolve_dtype,
-        synchronizer,
-    )
+    from aibench.measure.device import refusing_unsupported, resolve_device, resolve_dtype
 
     device = resolve_device(params["device"])
     dtype = resolve_dtype(params["dtype"], device)
     with refusing_unsupported(device, dtype):
         op: Op = bench.factory(params, device=device, dtype=dtype)
+    try:
+        _measure(op, device, dtype, result, settings)
+    finally:
+        if op.close is not None:
+            op.close()
+
+
+def _measure(op: Op, device: Any, dtype: Any, result: Result, settings: TimerSettings) -> None:
+    from aibench.measure.device import block_timer_for, refusing_unsupported, synchronizer
+
+    with refusing_unsupported(device, dtype):
         op.fn()  # one untimed call: turns 'not implemented for Half' into a clear refusal up front
         sync = synchronizer(device)
         if sync is not None:
             sync()
     window = meters.window(device, what="timed rounds (after warm-up and calibration)")
-    m = KernelTimer(op.fn, settings, block_timer=block_timer_for(device)).measure(window=window)
+    m = KernelTimer(op.fn, settings, block_timer=op.block_timer or block_timer_for(device)).measure(window=window)
     s = m.summary
     med = s["median"]
     result.samples["time"] = {"unit": "s", "per": "call", "values": m.samples, "summary": s}
@@ -87,6 +98,9 @@ def run_kernel(bench: Benchmark, params: dict[str, Any], result: Result, setting
     result.context["flops_per_call"] = op.flops
     result.context["bytes_per_call"] = op.bytes
     result.context["formulas"] = {"flops": op.flops_note, "bytes": op.bytes_note}
+    if op.extra_metrics is not None:
+        result.metrics.update(op.extra_metrics(s))
+    result.context.update(op.context)
 
 
 def _rate(amount: float | None, seconds: float, scale: float, unit: str, note: str) -> dict[str, Any]:

@@ -1,0 +1,261 @@
+"""``aibench sweep``: one result per point of a parameter, thread or device sweep, a sweep record linking them,
+and a table at the end. Thin: parse, plan (:mod:`aibench.sweep.plan`), run (:mod:`aibench.sweep.engine`),
+print. The measuring options are the ``run`` command's own option objects (and the LoadGen bundle), so the
+two commands parse them identically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import click
+
+from aibench.cli import EXIT_CODES_HELP, _check_devices, _split_args, _stderr_console, _stdout_console, run_cmd
+from aibench.errors import EXIT_FAILED, EXIT_INTERRUPTED, UsageError
+from aibench.loadgen.options import build as loadgen_build
+from aibench.loadgen.options import check_applicable as loadgen_check
+from aibench.loadgen.options import loadgen_options
+from aibench.sweep.analysis import LATENCY_CHOICES
+
+# The run command's options that mean the same here (the objects themselves are shared, not copied).
+SHARED_RUN_OPTIONS = ("threads", "max_time", "warmup", "min_rounds", "target_ci", "seed", "out_dir", "dry_run")
+
+
+def _run_options(fn: Any) -> Any:
+    params = [p for p in run_cmd.params if p.name in SHARED_RUN_OPTIONS]
+    if not hasattr(fn, "__click_params__"):
+        fn.__click_params__ = []
+    fn.__click_params__.extend(reversed(params))  # click reverses the list when it builds the command
+    return fn
+
+
+class SweepCommand(click.Command):
+    """``aibench sweep FORM KIND NAME --help`` appends that benchmark's parameters to the help."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if any(a in ("-h", "--help") for a in args):
+            refs, _ = _split_args(args)
+            if len(refs) >= 2:
+                from aibench import registry
+                from aibench.errors import AibenchError
+
+                try:
+                    bench_id, rest = registry.split_ref(refs[1:])
+                    bench = registry.get(bench_id) if not rest else None
+                except AibenchError:
+                    bench = None
+                if bench is not None:
+                    click.echo(self.get_help(ctx))
+                    click.echo("")
+                    from aibench.display import benchmark_info
+
+                    benchmark_info(bench, _stdout_console())
+                    ctx.exit(0)
+        return super().parse_args(ctx, args)
+
+
+@click.command("sweep", cls=SweepCommand, epilog=EXIT_CODES_HELP,
+               context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--values", "values_text", metavar="LIST",
+              help="The points: 1,2,4,8 · 1:64:x2 (×2 steps) · 1:16 or 1:16:+4 (added steps); items combine.")
+@click.option("--max", "max_threads", type=click.IntRange(1, 1024), metavar="N",
+              help="threads: sweep 1..N [default: the CPUs this process may use].")
+@click.option("--devices", "devices_text", metavar="SPEC",
+              help="gpus: cpu:N (N CPU worker processes) · cuda · cuda:0,1 · N (GPUs 0..N-1) [default: every GPU].")
+@click.option("--instances-per-device", "instances_text", metavar="K[,K…]",
+              help="gpus: worker processes per device [default: 1]; several values sweep instances (MPS-style "
+                   "study) over all --devices.")
+@click.option("--latency-metric", type=click.Choice(LATENCY_CHOICES), default=None,
+              help="With --latency-bound-ms: the latency the knee's bound applies to [default: batch in Offline "
+                   "(batch / samples/s), p99 otherwise].")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print {\"sweep\": the sweep record, \"results\": one result per point} as JSON on stdout; "
+                   "tables go to stderr.")
+@click.option("--resume", is_flag=True,
+              help="Continue the latest sweep with the same definition in --out: points already done are kept.")
+@click.option("--nnodes", type=click.IntRange(1, 4096), default=1, show_default=True,
+              help="gpus, distributed (torchrun) benchmarks: machines taking part.")
+@click.option("--node-rank", type=click.IntRange(0, 4095), default=0, show_default=True,
+              help="gpus, distributed: this machine's rank (0 writes the results).")
+@click.option("--rdzv-endpoint", metavar="HOST:PORT", default=None,
+              help="gpus, distributed: torchrun's rendezvous (c10d) on node 0 [default: 127.0.0.1 and a free port "
+                   "when --nnodes 1].")
+@_run_options
+@loadgen_options
+@click.pass_context
+def sweep(ctx: click.Context, args: tuple[str, ...], values_text: str | None, max_threads: int | None,
+          devices_text: str | None, instances_text: str | None, latency_metric: str | None, as_json: bool,
+          resume: bool,
+          nnodes: int, node_rank: int, rdzv_endpoint: str | None, threads: int | None, max_time: float,
+          warmup: float, min_rounds: int, target_ci: float, seed: int, out_dir: Path, dry_run: bool,
+          **lg_given: Any) -> None:
+    """Measure a benchmark at every point of a sweep: one result file per point, a sweep record
+    (sweep-<id>.json) linking them, and a table.
+
+    \b
+    FORMS (the first word):
+      PARAM    a numeric benchmark parameter (batch, frames, ...) or LoadGen option (target_qps, users, ...),
+               with --values; param:NAME always means the benchmark's own parameter
+      threads  --threads from 1 to N (--max N or --values): speedup and parallel efficiency
+      gpus     devices 1..N (--devices), or --instances-per-device K1,K2,...: independent worker processes
+               driven by one load generator (inference); speedup and efficiency vs linear
+
+    \b
+    --latency-bound-ms MS names the knee: the point with the highest samples/s whose latency
+    (--latency-metric) is within MS (how DjiNN chose its batch sizes). In Server it is LoadGen's bound too.
+    A failing point is recorded and the sweep goes on; Ctrl-C keeps finished points (exit 130);
+    --resume skips points already done.
+
+    \b
+    Examples:
+      aibench sweep batch component imc --values 1:64:x2 --latency-bound-ms 50
+      aibench sweep threads component imc --max 2
+      aibench sweep gpus component dig --devices cpu:2
+      aibench sweep gpus component dig --devices cuda:0 --instances-per-device 1,2,4
+      aibench sweep target_qps component imc --scenario server --values 50:400:x2 --latency-bound-ms 100
+      aibench sweep m micro gemm --values 256:2048:x2 --n 1024 --k 1024
+    """
+    from aibench import registry
+    from aibench.measure.timer import TimerSettings
+    from aibench.runner import RunOptions
+    from aibench.spec import parse_cli_params
+    from aibench.sweep.plan import parse_devices, plan_sweep, resolve_form
+
+    quiet = ctx.obj["quiet"] if ctx.obj else False
+    refs, param_args = _split_args(list(args))
+    if len(refs) < 2:
+        raise UsageError("name what to sweep and a benchmark: aibench sweep PARAM|threads|gpus KIND NAME "
+                         "(see 'aibench sweep --help')")
+    form = refs[0]
+    bench_id, rest = registry.split_ref(refs[1:])
+    if rest:
+        raise UsageError(f"unexpected arguments {' '.join(rest)!r}: benchmark parameters are --name VALUE")
+    if any(ch in bench_id for ch in "*?["):
+        raise UsageError("a sweep measures one benchmark: name it, not a pattern")
+    bench = registry.get(bench_id)
+    given = parse_cli_params(param_args, bench.params)
+    kind, _param, _target = resolve_form(form, bench)
+
+    bound = lg_given.get("latency_bound_ms")
+    lg = loadgen_build(ctx, lg_given, seed, out_dir)
+    scenario = lg.scenario or ("closed-loop" if lg.users is not None else "offline")
+    if bound is not None and scenario != "server":  # the knee's bound only: LoadGen takes a bound in Server
+        lg = replace(lg, latency_bound_ms=None, explicit=tuple(x for x in lg.explicit if x != "latency_bound_ms"))
+    opts = RunOptions(threads=threads, seed=seed, loadgen=lg, timer=TimerSettings(
+        warmup_s=warmup, max_time_s=max_time, min_rounds=min_rounds, target_rel_ci=target_ci))
+    distributed = kind == "gpus" and bench.runner != "loadgen"
+    if (nnodes > 1 or node_rank or rdzv_endpoint) and not distributed:
+        raise UsageError("--nnodes, --node-rank and --rdzv-endpoint apply to distributed benchmarks (training, "
+                         "all-reduce) in 'aibench sweep gpus'; inference scales out within one machine")
+    devices = None
+    if kind != "gpus" and (devices_text is not None or instances_text is not None):
+        raise UsageError("--devices and --instances-per-device apply to 'aibench sweep gpus'")
+    if kind == "gpus":
+        devices = parse_devices(devices_text, _cuda_count(devices_text))
+    plan = plan_sweep(form, bench, given, opts, values_text=values_text, max_threads=max_threads,
+                      usable_cpus=_usable_cpus(), devices=devices, instances_text=instances_text,
+                      latency_bound_ms=bound, latency_metric=latency_metric, threads_given=threads is not None)
+    for p in plan.points:  # each point's own LoadGen options (a swept option differs between them)
+        loadgen_check([p.run], p.opts.loadgen)
+    if kind == "gpus" and bench.runner == "loadgen":
+        from aibench.sweep.scaleout import PoolExecutor
+
+        executor: Any = PoolExecutor(bench, plan.points[0].extra["slots"], plan.points[0].opts.threads or 1, seed,
+                                     plan.points[0].run.params)
+    elif kind == "gpus":
+        from aibench.sweep.launch import distributed_executor
+
+        executor = distributed_executor(plan, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
+    else:
+        from aibench.sweep.engine import InProcessExecutor
+
+        executor = InProcessExecutor()
+
+    err = _stderr_console()
+    for note in plan.notes:
+        err.print(f"note: {note}", markup=False)
+    if dry_run:
+        for p in plan.points:
+            where = " ".join(f"--{k.replace('_', '-')}={v}" for k, v in p.run.params.items())
+            extra = f" (workers on {', '.join(p.extra['slots'][i] for i in p.extra['workers'])})" if p.extra else ""
+            click.echo(f"{p.index}: {plan.param}={p.value}: {bench.id} {where}"
+                       f"{'' if p.opts.threads is None else f' threads={p.opts.threads}'}{extra}")
+        click.echo(f"{len(plan.points)} result(s) and a sweep record would be written to {out_dir}", err=True)
+        executor.close()
+        return
+
+    from aibench.results.store import ensure_writable_dir
+    from aibench.sweep.engine import SweepInterrupted, run_sweep
+
+    ensure_writable_dir(out_dir)
+    if kind != "gpus":
+        _check_devices([p.run for p in plan.points])
+    progress = None
+    task = None
+    if not quiet:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        # auto_refresh=False: no refresh thread may run while a measurement is open (DESIGN.md).
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=err, auto_refresh=False, transient=True)
+        progress.start()
+        task = progress.add_task("", total=len(plan.points))
+
+    def on_point(description: str, index: int, total: int) -> None:
+        if progress is not None:
+            progress.update(task, description=description, completed=index)
+            progress.refresh()
+
+    def say(message: str) -> None:
+        if not quiet:
+            err.print(f"aibench: {message}", markup=False, highlight=False)
+
+    try:
+        outcome = run_sweep(plan, out_dir, executor, resume=resume, progress=on_point, say=say)
+    except SweepInterrupted as exc:
+        if progress is not None:
+            progress.stop()
+        done = sum(1 for p in exc.record.points if p.status == "ok")
+        click.echo(f"aibench: interrupted; {done} of {len(exc.record.points)} point(s) were finished and kept; "
+                   f"the sweep record is {exc.record_path} (continue with --resume)", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    finally:
+        if progress is not None:
+            progress.stop()
+    record = outcome.record
+    if as_json:
+        click.echo(json.dumps({"sweep": record.to_dict(),
+                               "results": [r.to_dict() if r is not None else None for r in outcome.results]},
+                              indent=2))
+    if not quiet:
+        from aibench.sweep.display import sweep_table
+
+        console = err if as_json else _stdout_console()
+        console.print(sweep_table(plan, record, outcome.results))
+        if record.knee_request is not None:
+            console.print(f"knee: {record.knee_note}", markup=False, highlight=False)
+        console.print(f"sweep record written to {outcome.record_path}", markup=False, highlight=False)
+    if any(p.status != "ok" for p in record.points):
+        ctx.exit(EXIT_FAILED)
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _cuda_count(devices_text: str | None) -> int:
+    """GPUs on this machine (imports torch only when the device spec is not CPU workers)."""
+    if devices_text is not None and devices_text.strip().lower().startswith("cpu"):
+        return 0
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -1,0 +1,288 @@
+"""From the words of ``aibench sweep`` to a :class:`~aibench.sweep.engine.SweepPlan`, every point validated
+before anything is measured (bad input is exit 2 with nothing written).
+
+The form is the first word:
+
+- ``threads`` — the harness's ``--threads`` (torch intra-op threads) from 1 to N: speedup and efficiency.
+- ``gpus`` — devices 1..N (or instances per device) with worker processes: speedup and efficiency.
+- anything else names what is swept: a benchmark parameter (``batch``, ``frames``, ...) or, for a
+  load-generated benchmark, a numeric LoadGen option (``target_qps``, ``samples_per_query``, ...).
+  ``param:NAME`` always means the benchmark's own parameter, so a benchmark parameter literally named
+  ``threads`` or ``gpus`` is swept as ``param:threads``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import asdict, replace
+from typing import Any
+
+from aibench.errors import UnavailableError, UsageError
+from aibench.registry import Benchmark
+from aibench.runner import PlannedRun, RunOptions, plan
+from aibench.sweep.analysis import LATENCY_CHOICES, latency_metric_name
+from aibench.sweep.engine import KneeRequest, PointPlan, SweepPlan
+from aibench.sweep.values import default_counts, parse_values
+
+COLLECTIVES = ("micro/allreduce",)  # benchmarks that run as the ranks of a torchrun launch (with training ones)
+
+SCALING_WORDS = ("threads", "gpus")
+# Numeric LoadGen options a sweep may vary, with their types (the options a user can give on `run`).
+LOADGEN_SWEEPABLE: dict[str, type] = {
+    "target_qps": float, "expected_qps": float, "samples_per_query": int, "max_wait_us": float,
+    "spin_us": float, "users": int, "think_time_ms": float, "latency_percentile": float, "duration_s": float,
+    "min_queries": int,
+}
+MAX_WORKERS = 256
+
+
+def resolve_form(word: str, bench: Benchmark) -> tuple[str, str, str]:
+    """(kind, param, target) for the sweep's first word. ``target`` says where a point's value goes:
+    ``bench`` (a benchmark parameter), ``loadgen`` (a LoadGen option), ``threads`` or ``gpus``."""
+    if word.startswith("param:"):
+        name = word[len("param:"):].lstrip("-").replace("-", "_")
+        return "param", bench.params.lookup(name).name, "bench"
+    if word in SCALING_WORDS:
+        return word, word, word
+    name = word.lstrip("-").replace("-", "_")
+    if name in bench.params:
+        return "param", name, "bench"
+    if bench.runner == "loadgen" and name in LOADGEN_SWEEPABLE:
+        return "param", name, "loadgen"
+    options = [p.name for p in bench.params] + (list(LOADGEN_SWEEPABLE) if bench.runner == "loadgen" else [])
+    close = difflib.get_close_matches(name, options + list(SCALING_WORDS), n=3, cutoff=0.5)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise UsageError(f"cannot sweep {word!r}: it is not threads, gpus, a parameter of {bench.id}"
+                     f"{' or a LoadGen option' if bench.runner == 'loadgen' else ''}{hint}")
+
+
+def parse_devices(text: str | None, cuda_count: int) -> list[str]:
+    """``cpu:N`` (N CPU worker slots), ``cuda``, ``cuda:0,1`` / ``cuda:0,cuda:1``, or ``N`` (GPUs 0..N-1);
+    nothing: every GPU. Raises UsageError on bad syntax, UnavailableError for GPUs this machine lacks."""
+    if text is None or not text.strip():
+        if cuda_count <= 0:
+            raise UnavailableError("no CUDA GPU on this machine: use --devices cpu:N to scale over N CPU worker "
+                                   "processes")
+        return [f"cuda:{i}" for i in range(cuda_count)]
+    t = text.strip().lower()
+    if t == "cpu" or t.startswith("cpu:"):
+        n = _int(t.partition(":")[2] or "1", "--devices cpu:N")
+        if not 1 <= n <= MAX_WORKERS:
+            raise UsageError(f"--devices cpu:N needs 1 <= N <= {MAX_WORKERS}, got {n}")
+        return ["cpu"] * n
+    if t.isdigit():
+        n = int(t)
+        if n < 1:
+            raise UsageError("--devices N needs N >= 1")
+        indices = list(range(n))
+    elif t == "cuda":
+        indices = list(range(cuda_count)) or [0]
+    elif t.startswith("cuda:"):
+        indices = [_int(part.strip().removeprefix("cuda:"), "--devices cuda:I,J") for part in t[5:].split(",")]
+        if len(set(indices)) != len(indices):
+            raise UsageError(f"--devices {text}: a device is named twice")
+    else:
+        raise UsageError(f"--devices must be cpu:N, cuda, cuda:I,J,... or N; got {text!r}")
+    if cuda_count <= 0:
+        raise UnavailableError(f"--devices {text}: no CUDA GPU is available on this machine (use cpu:N)")
+    missing = [i for i in indices if i >= cuda_count]
+    if missing:
+        raise UnavailableError(f"--devices {text}: this machine has {cuda_count} CUDA device(s) "
+                               f"(0..{cuda_count - 1})")
+    return [f"cuda:{i}" for i in indices]
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"{what}: {text!r} is not an integer") from None
+
+
+def scaling_basis(bench: Benchmark, opts: RunOptions) -> dict[str, Any]:
+    """The metric speedup is computed on (the run's primary metric) and which way is better."""
+    name = bench.primary_metric
+    if bench.runner == "loadgen" and opts.loadgen is not None:
+        from aibench.loadgen.logparse import PRIMARY
+
+        name = PRIMARY[opts.loadgen.resolve().scenario]
+    try:
+        direction = bench.metric(name).direction
+    except KeyError:
+        direction = "higher" if name.endswith("_per_s") else "lower"
+    return {"metric": name, "direction": direction}
+
+
+def plan_sweep(form: str, bench: Benchmark, given: Mapping[str, Any], opts: RunOptions, *,
+               values_text: str | None = None, max_threads: int | None = None, usable_cpus: int = 1,
+               devices: list[str] | None = None, instances_text: str | None = None,
+               latency_bound_ms: float | None = None, latency_metric: str | None = None,
+               threads_given: bool = False) -> SweepPlan:
+    """Every point of the sweep, validated. ``given`` are the fixed benchmark parameters; ``opts`` the run
+    options (``opts.loadgen`` a LoadgenOptions for load-generated benchmarks); ``devices`` the device slots
+    of a ``gpus`` sweep (from :func:`parse_devices`)."""
+    kind, param, target = resolve_form(form, bench)
+    given = dict(given)
+    fixed = {k.replace("-", "_") for k in given}
+    notes: list[str] = []
+    if target == "bench" and param in fixed:
+        raise UsageError(f"--{param.replace('_', '-')} is what this sweep varies: give its values with --values")
+    lg = opts.loadgen
+    if target == "loadgen" and lg is not None and param in lg.explicit:
+        raise UsageError(f"--{param.replace('_', '-')} is what this sweep varies: give its values with --values")
+    if kind == "threads" and threads_given:
+        raise UsageError("a thread sweep sets --threads itself: use --max N or --values")
+    if kind != "threads" and max_threads is not None:
+        raise UsageError("--max applies to 'aibench sweep threads'")
+    if kind != "gpus" and (devices is not None or instances_text is not None):
+        raise UsageError("--devices and --instances-per-device apply to 'aibench sweep gpus'")
+    if kind == "threads" and "threads" in bench.params:
+        notes.append(f"this sweeps the harness's --threads; {bench.id}'s own --threads parameter is swept with "
+                     "'aibench sweep param:threads'")
+
+    # The values.
+    extra: list[dict[str, Any]] = []
+    if kind == "param":
+        integer = (bench.params.by_name[param].type is int) if target == "bench" else \
+            LOADGEN_SWEEPABLE[param] is int
+        if target == "bench" and bench.params.by_name[param].type not in (int, float):
+            raise UsageError(f"--{param.replace('_', '-')} is a {bench.params.by_name[param].type_name} parameter: "
+                             "a sweep varies a number")
+        if values_text is None:
+            raise UsageError(f"give the values of --{param.replace('_', '-')} with --values (e.g. 1,2,4,8 or "
+                             "1:64:x2)")
+        values = parse_values(values_text, integer=integer)
+    elif kind == "threads":
+        values = parse_values(values_text, integer=True) if values_text else \
+            default_counts(max_threads or usable_cpus)
+        if any(v < 1 or v > 1024 for v in values):
+            raise UsageError("thread counts must be between 1 and 1024")
+    else:
+        if devices is None:
+            raise UsageError("a gpus sweep needs its devices (--devices)")
+        instances = parse_values(instances_text, integer=True) if instances_text else [1]
+        if any(k < 1 for k in instances):
+            raise UsageError("--instances-per-device must be >= 1")
+        per_slot = "cpu" if devices[0] == "cpu" else "cuda"
+        if len(instances) > 1:
+            if values_text is not None:
+                raise UsageError("with several --instances-per-device values the sweep varies instances over "
+                                 "all --devices; drop --values")
+            param = "instances_per_device"
+            values = list(instances)
+            kmax = max(instances)
+            slots = [d for d in devices for _ in range(kmax)]
+            for k in values:
+                workers = [di * kmax + j for di in range(len(devices)) for j in range(k)]
+                extra.append({"workers": workers, "devices": list(devices), "instances_per_device": k})
+        else:
+            param = "devices"
+            k = instances[0]
+            values = parse_values(values_text, integer=True) if values_text else default_counts(len(devices))
+            bad = [v for v in values if not 1 <= v <= len(devices)]
+            if bad:
+                raise UsageError(f"--values {bad[0]}: a device count between 1 and {len(devices)} (the --devices "
+                                 "given)")
+            slots = [d for d in devices[:max(values)] for _ in range(k)]
+            for d in values:
+                extra.append({"workers": list(range(d * k)), "devices": list(devices[:d]),
+                              "instances_per_device": k})
+        if len(slots) > MAX_WORKERS:
+            raise UsageError(f"{len(slots)} worker processes is more than {MAX_WORKERS}")
+        if per_slot == "cuda" and "device" not in bench.params:
+            raise UsageError(f"{bench.id} has no --device parameter: it cannot be placed on GPUs")
+        if "device" in fixed:
+            raise UsageError("a gpus sweep places each worker on its device: use --devices instead of --device")
+        if bench.id in COLLECTIVES and "ranks" in fixed:
+            raise UsageError("in a gpus sweep the ranks are the launch's processes (one per device): drop --ranks")
+        for e in extra:
+            e["slots"] = slots
+
+    # Fixed parameters, validated once (the swept value is validated per point below).
+    runs: list[tuple[PlannedRun, RunOptions, dict[str, Any]]] = []
+    for i, v in enumerate(values):
+        point_given = dict(given)
+        point_opts = opts
+        if target == "bench":
+            point_given[param] = v
+        elif target == "loadgen":
+            assert lg is not None
+            point_opts = replace(opts, loadgen=replace(lg, **{param: v}, explicit=(*lg.explicit, param)))
+            point_opts.loadgen.resolve()
+        elif target == "threads":
+            point_opts = replace(opts, threads=int(v))
+        else:
+            if "device" in bench.params:
+                point_given["device"] = "cpu" if devices and devices[0] == "cpu" else "cuda"
+            point_opts = replace(opts, threads=opts.threads or 1)
+        try:
+            (run,) = plan(bench, point_given)
+        except UsageError as exc:
+            raise UsageError(f"{param}={v}: {exc.message}") from None
+        info = extra[i] if extra else {}
+        if info:
+            info = {**info, "scale": {"devices": info["devices"], "instances_per_device": info["instances_per_device"],
+                                      "workers": len(info["workers"]), "worker_threads": point_opts.threads}}
+        runs.append((run, point_opts, info))
+
+    # The knee.
+    knee = None
+    batch_latency = bench.runner == "loadgen" and "batch" in bench.params and param == "batch"
+    if latency_bound_ms is not None:
+        if bench.runner not in ("loadgen", "scale-out"):
+            raise UsageError("--latency-bound-ms names a knee for load-generated (inference) benchmarks; "
+                             f"{bench.id} is not one")
+        if not latency_bound_ms > 0:
+            raise UsageError(f"--latency-bound-ms must be positive, got {latency_bound_ms}")
+        scenario = runs[0][1].loadgen.resolve().scenario if runs[0][1].loadgen is not None else "offline"
+        choice = latency_metric or ("batch" if scenario == "offline" else "p99")
+        if choice not in LATENCY_CHOICES:
+            raise UsageError(f"--latency-metric must be one of {', '.join(LATENCY_CHOICES)}; got {choice!r}")
+        if scenario == "offline" and choice != "batch":
+            raise UsageError("in Offline every sample is issued at once, so LoadGen's latency percentiles measure "
+                             "the whole run, not a query: use --latency-metric batch (the default for Offline) "
+                             "or a --scenario with per-query latency (server, single-stream, multi-stream)")
+        if choice == "batch":
+            if "batch" not in bench.params:
+                raise UsageError(f"--latency-metric batch needs a --batch parameter; {bench.id} has none")
+            batch_latency = True
+        knee = KneeRequest(latency_bound_ms=latency_bound_ms, latency_metric=latency_metric_name(choice))
+    elif latency_metric is not None:
+        raise UsageError("--latency-metric goes with --latency-bound-ms (the knee's bound)")
+
+    scaling = None
+    if kind in ("threads", "gpus"):
+        basis = scaling_basis(bench, runs[0][1])
+        unit = {"threads": "threads", "devices": "devices", "instances_per_device": "instances"}[param]
+        scaling = {**basis, "unit": unit}
+        if kind == "gpus" and bench.id in COLLECTIVES:
+            scaling["unavailable"] = ("an all-reduce does not speed up with more ranks (its cost grows with them): "
+                                      "compare busbw across points, nccl-tests' figure that does not depend on "
+                                      "the rank count")
+
+    points = [PointPlan(index=i, value=v, run=run, opts=o, extra=info)
+              for i, (v, (run, o, info)) in enumerate(zip(values, runs, strict=True))]
+    swept_out = {param} if target == "bench" else set()
+    first = points[0].run.params
+    definition = {
+        "kind": kind, "benchmark": bench.id, "param": param, "values": list(values),
+        "params": {k: first[k] for k in sorted(first) if k not in swept_out},
+        "threads": None if kind == "threads" else points[0].opts.threads,
+        "loadgen": _loadgen_definition(points[0].opts, target == "loadgen" and param) if bench.runner == "loadgen"
+        else None,
+        "devices": points[0].extra.get("slots") if kind == "gpus" else None,
+        "knee": asdict(knee) if knee else None,
+    }
+    return SweepPlan(kind=kind, bench=bench, param=param, values=list(values), points=points,
+                     definition=definition, knee=knee, scaling=scaling, batch_latency=batch_latency, notes=notes)
+
+
+def _loadgen_definition(opts: RunOptions, swept: str | bool) -> dict[str, Any] | None:
+    lg = opts.loadgen
+    if lg is None:
+        return None
+    s = lg.resolve()
+    out = s.config()
+    out.pop(swept, None) if isinstance(swept, str) else None
+    return out
