@@ -352,3 +352,39 @@ def test_server_spin_window_follows_target_qps() -> None:
     assert s.spin_us == 1500.0 and s.with_target(20000).spin_us == 150.0
     fixed = LoadgenOptions(scenario="server", target_qps=2000.0, spin_us=0).resolve()
     assert fixed.with_target(20000).spin_us == 0.0
+
+
+@pytest.mark.parametrize("scenario", ["offline", "single-stream"])
+def test_run_that_ran_out_of_queries_is_resized(scenario: str, tmp_path: Path) -> None:
+    """A calibration that over-estimates the time per sample (a contended machine) makes LoadGen
+    pre-generate too few queries: the run ends before its minimum duration. It is re-sized from its own
+    measured rate and run again, and the first attempt's logs are kept."""
+    import time
+
+    import torch
+
+    from aibench.loadgen.run import drive_system
+    from aibench.loadgen.sut import InProcessSystem
+    from aibench.loadgen.task import InferenceTask
+    from aibench.results.schema import Result
+
+    calls = [0]
+
+    def model(x: Any) -> Any:
+        calls[0] += 1
+        if calls[0] <= 40:  # the calibration's calls are slow, the run's are not
+            time.sleep(0.004)
+        return x
+
+    task = InferenceTask(model=model, device=torch.device("cpu"), num_samples=64, load_sample=lambda i: i,
+                         collate=list, to_device=lambda x, _d: x)
+    s = LoadgenOptions(scenario=scenario, duration_s=0.3, out_dir=tmp_path).resolve()
+    result = Result(benchmark={"id": "component/resize", "kind": "component", "name": "resize"}, params={},
+                    config_hash="x")
+    drive_system(InProcessSystem(task), s, 8, result)
+    assert "resized_after" in result.method, result.validity
+    attempts = result.method["resized_after"]
+    assert 1 <= len(attempts) <= 2 and "minimum duration" in attempts[0]["summary"]
+    assert Path(attempts[0]["log_dir"], "mlperf_log_detail.txt").is_file()
+    assert ".resized-" in result.method["loadgen_logs"]
+    assert result.validity["valid"], result.validity["summary"]
