@@ -239,7 +239,8 @@ def sweep(ctx: click.Context, args: tuple[str, ...], values_text: str | None, ma
         console = err if as_json else _stdout_console()
         console.print(sweep_table(plan, record, outcome.results))
         if record.knee_request is not None:
-            console.print(f"knee: {record.knee_note}", markup=False, highlight=False)
+            note = record.knee_note if record.knee is not None else f"no knee: {record.knee_note}"
+            console.print(note, markup=False, highlight=False)
         console.print(f"sweep record written to {outcome.record_path}", markup=False, highlight=False)
     if any(p.status != "ok" for p in record.points):
         ctx.exit(EXIT_FAILED)
