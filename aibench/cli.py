@@ -271,7 +271,8 @@ def run_cmd(ctx: click.Context, args: tuple[str, ...], set_name: str | None, thr
     loadgen_check(runs, lg)
     opts = RunOptions(threads=threads, seed=seed, loadgen=lg, timer=TimerSettings(
         warmup_s=warmup, max_time_s=max_time, min_rounds=min_rounds, target_rel_ci=target_ci),
-        ttq_budget_s=max_time if ctx.get_parameter_source("max_time") != ParameterSource.DEFAULT else None)
+        ttq_budget_s=max_time if ctx.get_parameter_source("max_time") != ParameterSource.DEFAULT else None,
+        interrupted_dir=out_dir)
     err = _stderr_console()
     if dry_run:
         for r in runs:

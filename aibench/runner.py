@@ -12,6 +12,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aibench import system
@@ -36,6 +37,9 @@ class RunOptions:
     timer: TimerSettings = field(default_factory=TimerSettings)
     seed: int = 0
     loadgen: Any = None  # aibench.loadgen.settings.LoadgenOptions for runner "loadgen" (None: its defaults)
+    # Where an interrupted run's record goes (None: not written here). The LoadGen runner writes its own,
+    # with LoadGen's partial logs; this covers the kernel and training runners.
+    interrupted_dir: Path | None = None
     ttq_budget_s: float | None = None  # runner "training" with --ttq: time budget (None: its default, 600 s)
 
     def threads_for(self, bench: Benchmark) -> int | None:
@@ -126,6 +130,10 @@ def execute(run: PlannedRun, opts: RunOptions) -> Result:
             RUNNERS[bench.runner](bench, run.params, result, opts)
         except AibenchError:
             raise
+        except KeyboardInterrupt:
+            if result.status != "interrupted" and opts.interrupted_dir is not None:
+                _write_interrupted(result, opts.interrupted_dir, time.perf_counter() - t0)
+            raise
         except Exception as exc:  # recorded, not raised: a set goes on past one failing point
             log.debug("benchmark failed", exc_info=True)
             result.status = "failed"
@@ -141,6 +149,22 @@ def execute(run: PlannedRun, opts: RunOptions) -> Result:
     result.system = system.fingerprint()
     result.code = system.code_version()
     return result
+
+
+def _write_interrupted(result: Result, out_dir: Path, elapsed_s: float) -> None:
+    """Record a run cut short by Ctrl-C (no figures: a partial measurement is not one)."""
+    from aibench.results.store import write_result
+
+    result.status = "interrupted"
+    result.error = {"type": "KeyboardInterrupt", "message": "interrupted (Ctrl-C) before the measurement finished; "
+                    "no figures were kept"}
+    result.metrics = {}
+    result.duration_s = elapsed_s
+    result.finished_at = now_iso()
+    result.load["loadavg_end"] = system.load_average()
+    result.system = system.fingerprint()
+    result.code = system.code_version()
+    write_result(result, out_dir)
 
 
 def run_all(runs: list[PlannedRun], opts: RunOptions) -> Iterator[Result]:

@@ -173,3 +173,19 @@ def test_interrupt_keeps_finished_results(cli, tmp_path: Path, monkeypatch: pyte
     code, _, err = cli("run", "micro/*pool", "--batch", "1", *TINY_FLAGS, "--out", str(tmp_path))
     assert code == 130 and "1 of 2 result(s) were finished and kept" in err
     assert len(list(tmp_path.glob("*.json"))) == 1
+
+
+def test_interrupted_run_is_recorded(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C inside a kernel or training run leaves a record with status interrupted (LoadGen runs write
+    their own, with LoadGen's partial logs)."""
+    from aibench import runner
+
+    def ctrl_c(*_a: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(runner.RUNNERS, "kernel", ctrl_c)
+    code, _, err = cli("run", "micro/relu", *TINY_FLAGS, "--out", str(tmp_path))
+    assert code == 130
+    (f,) = tmp_path.glob("*.json")
+    doc = json.loads(f.read_text())
+    assert doc["status"] == "interrupted" and doc["metrics"] == {} and "Ctrl-C" in doc["error"]["message"]
