@@ -10,15 +10,14 @@ the batch, wait for the answers) without any change to the drivers. :class:`InPr
 ``max_wait_us`` for a batch to fill, runs the system and hands the finished tokens to ``on_done``. When
 idle it first polls the queue for ``spin_us`` before blocking: a blocked thread takes 5-30 us to be woken
 on these VMs, which would otherwise be added to every query that finds the worker idle (in SingleStream,
-every query). Between polls it calls ``sched_yield``, which releases the GIL for LoadGen's issuing thread
-and keeps this CPU awake; ``time.sleep(0)`` instead made the hand-off slower than blocking (p50 35 us vs
-12 us, against 1.4 us with ``sched_yield``, in a two-thread ping test on this VM).
+every query). Between polls it sleeps 0 s, which releases the GIL for LoadGen's issuing thread. (Measured
+against ``os.sched_yield`` between polls, which wins a two-thread ping test: under LoadGen, SingleStream
+p50 added +6 us with ``sleep(0)`` and +24-31 us with ``sched_yield``; a poll holding the GIL, +142 us.)
 """
 
 from __future__ import annotations
 
 import collections
-import os
 import queue
 import threading
 import time
@@ -282,7 +281,7 @@ class Batcher:
         batch = self.batch
         max_wait = self.max_wait_s
         perf = time.perf_counter
-        yield_cpu = os.sched_yield
+        sleep = time.sleep
         lat = self.latencies
         # Pending chunks as LoadGen handed them over: [tokens, indices, issue time, read position]. Batches
         # are sliced out of them (never copied wholesale, never deleted from the front: a whole Offline query
@@ -293,11 +292,11 @@ class Batcher:
         stopping = False
         while not stopping:
             if npend == 0:
-                if self.spin_s > 0:  # poll, yielding the GIL, before sleeping on the queue
+                if self.spin_s > 0:  # poll (mostly without the GIL) before sleeping on the queue
                     spin_end = perf() + self.spin_s
                     empty = q.empty
                     while empty() and perf() < spin_end:
-                        yield_cpu()
+                        sleep(0)
                 item = q.get()
                 if item is _STOP:
                     break
