@@ -79,7 +79,10 @@ def _stdout_console() -> Any:
     return _console(stderr=False)
 
 
-@click.group(cls=LazyGroup, lazy={}, epilog=EXIT_CODES_HELP,
+@click.group(cls=LazyGroup, lazy={
+    "compare": "aibench.gate.cli:compare",
+    "gate": "aibench.gate.cli:gate",
+}, epilog=EXIT_CODES_HELP,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="aibench")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: debug, with tracebacks).")
