@@ -145,6 +145,14 @@ def compare(ctx: click.Context, baseline: Path, candidate: Path, metrics: tuple[
               help="How CI treats an inconclusive gate: exit 0, or exit 11.")
 @click.option("--improved", type=click.Choice(["pass", "distinct"]), default="pass", show_default=True,
               help="Exit code of an improved gate: 0, or 13 (to tell it from pass in a script).")
+@click.option("--confidence", type=click.FloatRange(0.5, 1.0, min_open=True, max_open=True), default=0.95,
+              show_default=True, metavar="C", help="Confidence level of the interval the verdicts rest on.")
+@click.option("--ci-method", type=click.Choice(["trimmed-t", "BCa", "percentile"]), default="trimmed-t",
+              show_default=True, help="Interval of the (trimmed) geometric mean: Yuen's trimmed t, or a seeded "
+              "bootstrap (too narrow with few rounds).")
+@click.option("--trim", type=click.FloatRange(0.0, 0.5, max_open=True), default=0.2, show_default=True,
+              metavar="F", help="Share of rounds trimmed from each end before the geometric mean (robust to a "
+              "round hit by another job); 0: plain geometric mean.")
 @click.option("--seed", type=int, default=None, metavar="N",
               help="Seed of the side order and the bootstrap [default: random, recorded in the JSON].")
 @click.option("--process-timeout", type=click.FloatRange(1.0, 86400.0), default=600.0, show_default=True,
@@ -159,8 +167,9 @@ def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str |
          candidate_python: str | None, baseline_prefix: str | None, candidate_prefix: str | None,
          baseline_label: str | None, candidate_label: str | None, bench_specs: tuple[str, ...], rounds: int,
          metrics: tuple[str, ...], runner: str, threshold: str | None, metric_thresholds: tuple[str, ...],
-         inconclusive: str, improved: str, seed: int | None, process_timeout: float, out_dir: Path | None,
-         json_out: str | None, md_out: str | None, junit_out: str | None) -> None:
+         inconclusive: str, improved: str, confidence: float, ci_method: str, trim: float, seed: int | None,
+         process_timeout: float, out_dir: Path | None, json_out: str | None, md_out: str | None,
+         junit_out: str | None) -> None:
     """The CI performance decision: run benchmarks for a baseline and a candidate environment
     interleaved in this job, and decide pass / improved / regression / inconclusive.
 
@@ -203,7 +212,8 @@ def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str |
 
         ensure_writable_dir(out_dir)
     cfg = GateConfig(baseline=sides[0], candidate=sides[1], benches=benches, rounds=rounds, metrics=metrics,
-                     threshold=thr, thresholds=overrides, seed=seed, timeout_s=process_timeout, out_dir=out_dir)
+                     threshold=thr, thresholds=overrides, seed=seed, timeout_s=process_timeout, out_dir=out_dir,
+                     trim=trim, confidence=confidence, method=ci_method)
     quiet = _quiet(ctx)
     console = _console()
 

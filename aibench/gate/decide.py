@@ -129,7 +129,7 @@ def judge(ratio: float, ci: tuple[float, float] | None, direction: str, threshol
 
 
 def decide_rounds(ratios: Sequence[float], direction: str, threshold: float, confidence: float = stats.CONFIDENCE,
-                  seed: int = 0, method: str = "BCa") -> Decision:
+                  seed: int = 0, method: str = "trimmed-t", trim: float = stats.TRIM) -> Decision:
     """The gate's decision on one metric from its per-round ratios candidate/baseline.
 
     Applied unchanged by ``scripts/gate_study.py`` to the saved stream of rounds, so the study measures
@@ -137,11 +137,11 @@ def decide_rounds(ratios: Sequence[float], direction: str, threshold: float, con
     """
     n = len(ratios)
     if n < MIN_ROUNDS:
-        gm = stats.geomean(ratios) if n else None
+        gm = stats.trimmed_geomean(ratios, trim) if n else None
         return Decision("inconclusive", gm, None, threshold,
                         f"only {n} paired round(s); at least {MIN_ROUNDS} are needed to decide", n)
-    gm = stats.geomean(ratios)
-    ci = stats.geomean_ci(ratios, confidence=confidence, seed=seed, method=method)
+    gm = stats.trimmed_geomean(ratios, trim)
+    ci = stats.geomean_ci(ratios, confidence=confidence, seed=seed, method=method, trim=trim)
     verdict, reason = judge(gm, ci, direction, threshold, confidence)
     if verdict == "inconclusive":
         b_lo, b_hi = sorted((_badness(ci[0], direction), _badness(ci[1], direction)))

@@ -105,7 +105,8 @@ class GateConfig:
     seed: int = 0
     timeout_s: float = 600.0
     out_dir: Path | None = None
-    method: str = "BCa"
+    method: str = "trimmed-t"
+    trim: float = stats.TRIM
     env: dict[str, str] | None = None  # environment of the children (default: this process's)
 
 
@@ -333,7 +334,7 @@ class Gate:
             ratios = [o.candidate / o.baseline for o in obs]
             thr = decide.threshold_for(k.metric, self.cfg.threshold, self.cfg.thresholds)
             d = decide.decide_rounds(ratios, k.direction, thr, self.cfg.confidence, self.cfg.seed,
-                                     self.cfg.method)
+                                     self.cfg.method, self.cfg.trim)
             out.append(Pair(
                 benchmark=k.benchmark, config_hash=k.config_hash, metric=k.metric, unit=k.unit,
                 direction=k.direction, baseline=stats.geomean([o.baseline for o in obs]),
@@ -366,9 +367,12 @@ class Gate:
             errors=list(self.errors), seed=self.cfg.seed, confidence=self.cfg.confidence,
             threshold=self.cfg.threshold, thresholds=dict(self.cfg.thresholds), tail_factor=decide.TAIL_FACTOR,
             inconclusive_policy=inconclusive, improved_policy=improved,
-            method=(f"per-round ratio candidate/baseline; geometric mean with a {self.cfg.method} bootstrap "
-                    f"{self.cfg.confidence * 100:g}% CI ({stats.N_RESAMPLES} resamples, seeded); regression: "
-                    "worse than the threshold and the CI excludes 1; pass: the CI lies within ±threshold"),
+            method=(f"per-round ratio candidate/baseline; geometric mean of the ratios with {self.cfg.trim:g} of "
+                    f"the rounds trimmed at each end and its {self.cfg.confidence * 100:g}% CI ({self.cfg.method}); "
+                    "regression: worse than the threshold and the CI excludes 1; pass: the CI lies within "
+                    "±threshold"),
+            ci_method=self.cfg.method,
+            trim=self.cfg.trim,
             benchmarks=[b.label for b in self.cfg.benches],
             commands={s.name: list(s.prefix) for s in (self.cfg.baseline, self.cfg.candidate)},
             schedule=self.schedule,
