@@ -9,7 +9,8 @@ neither side is favoured by going first or by a slow drift of the machine. A rou
 figures (each side's figure for a metric is that process's value) into one ratio candidate/baseline; the
 decision (:mod:`aibench.gate.decide`) is taken on the K ratios.
 
-Before round 1 every side runs ``--dry-run`` of every benchmark: a command prefix that does not work, a
+Children run with ``PYTHONSAFEPATH=1``, so the working directory (often a checkout) never shadows the
+aibench of a side's tree or environment. Before round 1 every side runs ``--dry-run`` of every benchmark: a command prefix that does not work, a
 benchmark or parameter one side does not know, is refused before anything is measured. A process that
 fails, or runs past ``timeout_s``, ends the gate with outcome *error* and its stderr tail; Ctrl-C (or
 SIGTERM) kills the running child and ends the gate as interrupted, keeping the rounds gathered so far.
@@ -164,10 +165,13 @@ class Gate:
 
     def _spawn(self, cmd: list[str], timeout: float) -> tuple[int, str, str, float]:
         t = time.monotonic()
+        # PYTHONSAFEPATH: `python -m aibench` would otherwise put the working directory first on sys.path, and
+        # a checkout there would shadow the side's own tree (its PYTHONPATH) or installed package.
+        env = dict(self.cfg.env if self.cfg.env is not None else os.environ, PYTHONSAFEPATH="1")
         try:
             # A session of its own: the child is not hit by the terminal's Ctrl-C; we end it ourselves.
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    env=self.cfg.env, start_new_session=True)
+                                    env=env, start_new_session=True)
         except OSError as exc:
             raise ProcessFailed(f"cannot start {shlex.join(cmd[:1])}: {exc.strerror or exc}") from None
         self._child = proc
