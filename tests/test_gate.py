@@ -204,6 +204,15 @@ def test_gate_refuses_different_config_hash_and_missing_figures(cli: Cli, tmp_pa
 
 
 @pytest.mark.usefixtures("fake_env")
+def test_gate_metric_selection(cli: Cli, tmp_path: Path) -> None:
+    code, doc, _ = run_gate(cli, tmp_path, side(), side(), "--rounds", "3", "--ignore-metric", "time_median")
+    assert code == decide.EXIT_ERROR and "no metric left to gate on" in doc["errors"][0]
+    code, doc, _ = run_gate(cli, tmp_path, side(), side(), "--rounds", "3", "--metric", "time_p99")
+    assert code == 0 and [p["metric"] for p in doc["pairs"]] == ["time_median"]
+    assert any("no metric 'time_p99'" in w for w in doc["warnings"])
+
+
+@pytest.mark.usefixtures("fake_env")
 def test_gate_usage_errors_exit_2_before_measuring(cli: Cli, tmp_path: Path) -> None:
     code, doc, err = run_gate(cli, tmp_path, side(), side("--refuse"))
     assert code == 2 and doc == {} and "unknown parameter --bogus" in err
@@ -270,6 +279,12 @@ def test_junit_maps_verdicts(verdict: str, policy: str, tag: str | None) -> None
 # -- one real gate ------------------------------------------------------------------------------------------
 def test_real_gate_with_tiny_settings(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    # A broken 'aibench' in the working directory must not shadow the sides' own (children get
+    # PYTHONSAFEPATH=1; `python -m` would otherwise import this one first).
+    shadow = tmp_path / "cwd" / "aibench"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('the working directory shadowed aibench')\n")
+    monkeypatch.chdir(shadow.parent)
     out = tmp_path / "gate.json"
     code, _, _err = cli("gate", "--baseline-python", sys.executable, "--candidate-python", sys.executable,
                        "--rounds", "3", "--seed", "0", "--json", str(out), "--out", str(tmp_path / "runs"),

@@ -135,6 +135,8 @@ def compare(ctx: click.Context, baseline: Path, candidate: Path, metrics: tuple[
               metavar="K", help="Interleaved rounds; each round runs every benchmark once per side.")
 @click.option("--metric", "metrics", multiple=True, metavar="NAME",
               help="Also gate on this metric (repeatable, e.g. time_p99); the primary metric always counts.")
+@click.option("--ignore-metric", "ignore", multiple=True, metavar="NAME",
+              help="Never gate on this metric (repeatable), e.g. a primary metric too noisy on shared runners.")
 @click.option("--runner", type=click.Choice(sorted(decide.RUNNER_THRESHOLDS)), default="dedicated",
               show_default=True, help="Threshold preset: dedicated 5%, shared 10% (CI runners shared with others).")
 @click.option("--threshold", metavar="T", help="Threshold for every metric (5% or 0.05); overrides --runner. "
@@ -166,7 +168,8 @@ def compare(ctx: click.Context, baseline: Path, candidate: Path, metrics: tuple[
 def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str | None,
          candidate_python: str | None, baseline_prefix: str | None, candidate_prefix: str | None,
          baseline_label: str | None, candidate_label: str | None, bench_specs: tuple[str, ...], rounds: int,
-         metrics: tuple[str, ...], runner: str, threshold: str | None, metric_thresholds: tuple[str, ...],
+         metrics: tuple[str, ...], ignore: tuple[str, ...], runner: str, threshold: str | None,
+         metric_thresholds: tuple[str, ...],
          inconclusive: str, improved: str, confidence: float, ci_method: str, trim: float, seed: int | None,
          process_timeout: float, out_dir: Path | None, json_out: str | None, md_out: str | None,
          junit_out: str | None) -> None:
@@ -212,6 +215,7 @@ def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str |
 
         ensure_writable_dir(out_dir)
     cfg = GateConfig(baseline=sides[0], candidate=sides[1], benches=benches, rounds=rounds, metrics=metrics,
+                     ignore=ignore,
                      threshold=thr, thresholds=overrides, seed=seed, timeout_s=process_timeout, out_dir=out_dir,
                      trim=trim, confidence=confidence, method=ci_method)
     quiet = _quiet(ctx)

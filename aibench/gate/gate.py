@@ -10,10 +10,11 @@ figures (each side's figure for a metric is that process's value) into one ratio
 decision (:mod:`aibench.gate.decide`) is taken on the K ratios.
 
 Children run with ``PYTHONSAFEPATH=1``, so the working directory (often a checkout) never shadows the
-aibench of a side's tree or environment. Before round 1 every side runs ``--dry-run`` of every benchmark: a command prefix that does not work, a
-benchmark or parameter one side does not know, is refused before anything is measured. A process that
-fails, or runs past ``timeout_s``, ends the gate with outcome *error* and its stderr tail; Ctrl-C (or
-SIGTERM) kills the running child and ends the gate as interrupted, keeping the rounds gathered so far.
+aibench of a side's tree or environment. Before round 1 every side runs ``--dry-run`` of every benchmark:
+a command prefix that does not work, a benchmark or parameter one side does not know, is refused before
+anything is measured. A process that fails, or runs past ``timeout_s``, ends the gate with outcome *error*
+and its stderr tail; Ctrl-C (or SIGTERM) kills the running child and ends the gate as interrupted, keeping
+the rounds gathered so far.
 
 Nothing here imports torch: the children do the measuring.
 """
@@ -99,7 +100,8 @@ class GateConfig:
     candidate: SideSpec
     benches: list[BenchSpec]
     rounds: int = 10
-    metrics: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()  # gated besides each benchmark's primary metric
+    ignore: tuple[str, ...] = ()  # never gated (e.g. a primary metric too noisy on this runner)
     threshold: float = decide.DEFAULT_THRESHOLD
     thresholds: dict[str, float] = field(default_factory=dict)
     confidence: float = stats.CONFIDENCE
@@ -296,15 +298,20 @@ class Gate:
                 "different hashes are not comparable")
         for (bid, h), rb in base.items():
             rc = cand[(bid, h)]
-            wanted = list(dict.fromkeys([rb.primary_metric or "", *self.cfg.metrics]))
+            wanted = [m for m in dict.fromkeys([rb.primary_metric or "", *self.cfg.metrics])
+                      if m and m not in self.cfg.ignore]
+            if not wanted:
+                raise ProcessFailed(f"{bid}: no metric left to gate on (its primary metric "
+                                    f"{rb.primary_metric!r} is ignored and no --metric it reports was named)")
             for m in wanted:
-                if not m:
-                    continue
                 eb, ec = rb.metrics.get(m), rc.metrics.get(m)
                 if eb is None and ec is None and m != rb.primary_metric:
                     note = f"{bid}: no metric {m!r} in its results (not gated)"
                     if note not in self.warnings:
                         self.warnings.append(note)
+                    if len(wanted) == 1 or all(x not in rb.metrics for x in wanted):
+                        raise ProcessFailed(f"{bid}: none of the metrics to gate on ({', '.join(wanted)}) is in "
+                                            "its results")
                     continue
                 for which, e in (("baseline", eb), ("candidate", ec)):
                     if e is None:
