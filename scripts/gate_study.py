@@ -19,10 +19,13 @@ round of each gate (one baseline process against one candidate process: what tho
 also to every round for a tighter estimate.
 
 ``e2e`` times real end-to-end ``aibench gate`` calls for the micro benchmark (the target: ≤ 3 min each).
+``simulate`` checks the decision rule on simulated per-round ratios (interval coverage, false alarms and
+detection of the plain and the trimmed geometric mean) — what chose the gate's defaults before the study.
 
     python scripts/gate_study.py collect --work /tmp/gate-study --rounds 500
     python scripts/gate_study.py analyse /tmp/gate-study/stream.jsonl --k 10 --gates 50 --json study.json
     python scripts/gate_study.py e2e --work /tmp/gate-study --n 3
+    python scripts/gate_study.py simulate --n 1000
 """
 
 from __future__ import annotations
@@ -305,6 +308,42 @@ def e2e(args: argparse.Namespace) -> int:
     return 0
 
 
+def simulate(args: argparse.Namespace) -> int:
+    """Simulated gates (log-normal per-round ratios, a share of rounds hit by a burst): the interval's
+    coverage per method and K, and false alarms / detection of the decision rule per estimator."""
+    rng_master = random.Random(args.seed)
+    print("coverage of the 95% interval of the geometric mean (true ratio 1; σ = 0.3 per round):")
+    for k in (3, 5, 10, 15):
+        row = []
+        for method, trim in (("BCa", 0.0), ("BCa", 0.2), ("trimmed-t", 0.0), ("trimmed-t", 0.2)):
+            miss = 0
+            for g in range(args.n):
+                rng = random.Random(rng_master.random())
+                ratios = [math.exp(rng.gauss(0, 0.3)) for _ in range(k)]
+                lo, hi = stats.geomean_ci(ratios, seed=g, method=method, trim=trim, n_resamples=1999)
+                miss += lo > 1 or hi < 1
+            row.append(f"{method}/trim {trim:g}: misses {miss / args.n * 100:4.1f}%")
+        print(f"  K={k:2d}  " + "  ".join(row))
+    print(f"decision rule at K={args.k}, threshold 5% (A/A false alarms; +10% detected):")
+    for sigma, share, burst in ((0.03, 0.1, 0.3), (0.05, 0.0, 0.0), (0.05, 0.1, 0.3), (0.08, 0.0, 0.0)):
+        row = []
+        for label, method, trim in (("geomean+BCa", "BCa", 0.0), ("gate", "trimmed-t", stats.TRIM)):
+            fa = det = 0
+            for g in range(args.n):
+                rng = random.Random(rng_master.random())
+                noise = [rng.gauss(0, burst) if rng.random() < share else rng.gauss(0, sigma)
+                         for _ in range(args.k)]
+                a = decide.decide_rounds([math.exp(x) for x in noise], "lower", 0.05, seed=g, method=method,
+                                         trim=trim)
+                b = decide.decide_rounds([1.1 * math.exp(x) for x in noise], "lower", 0.05, seed=g,
+                                         method=method, trim=trim)
+                fa += a.verdict in ("worse", "better")
+                det += b.verdict == "worse"
+            row.append(f"{label}: false alarms {fa / args.n * 100:4.1f}%, detected {det / args.n * 100:3.0f}%")
+        print(f"  σ={sigma:.2f}, {share * 100:.0f}% of rounds at σ={burst:.1f}:  " + "  ".join(row))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -326,8 +365,12 @@ def main() -> int:
     e.add_argument("--n", type=int, default=3)
     e.add_argument("--rounds", type=int, default=10)
     e.add_argument("--kinds", nargs="+", default=["aa", "slow"])
+    s = sub.add_parser("simulate", help="simulated gates: interval coverage and the rule's error rates")
+    s.add_argument("--n", type=int, default=1000, help="simulated gates per case")
+    s.add_argument("--k", type=int, default=10)
+    s.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    return {"collect": collect, "analyse": analyse, "e2e": e2e}[args.cmd](args)
+    return {"collect": collect, "analyse": analyse, "e2e": e2e, "simulate": simulate}[args.cmd](args)
 
 
 if __name__ == "__main__":
