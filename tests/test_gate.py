@@ -224,6 +224,8 @@ def test_gate_usage_errors_exit_2_before_measuring(cli: Cli, tmp_path: Path) -> 
     assert code == 2 and "threshold" in err
     code, _, err = cli("gate", "--baseline", side(), "--candidate", side())
     assert code == 2 and "name a benchmark" in err
+    code, _, err = cli("gate", "--baseline", side(), "--candidate", side(), "micro/fake", "--out", "x")
+    assert code == 2 and "--out is set by the gate itself" in err
 
 
 @pytest.mark.usefixtures("fake_env")

@@ -220,8 +220,21 @@ def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str |
                      trim=trim, confidence=confidence, method=ci_method)
     quiet = _quiet(ctx)
     console = _console()
+    bar = None
+    if not quiet and console.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        # auto_refresh=False: no refresh thread competes with the measuring children; updated between them.
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       console=console, auto_refresh=False, transient=True)
+        task = bar.add_task("", total=rounds * len(benches) * 2)
 
     def progress(kind: str, msg: str) -> None:
+        if bar is not None and kind == "process":
+            if bar.tasks[0].description:
+                bar.advance(task)
+            bar.update(task, description=msg)
+            bar.refresh()
         if kind == "round" and not quiet:
             console.print(msg, highlight=False, markup=False)
         else:
@@ -230,7 +243,13 @@ def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str |
     if not quiet:
         console.print(f"aibench gate: {rounds} rounds × {len(benches)} benchmark(s) × 2 sides, seed {seed}, "
                       f"threshold {thr * 100:g}%", highlight=False, markup=False)
-    doc = run_gate(cfg, progress, inconclusive, improved)
+    if bar is not None:
+        bar.start()
+    try:
+        doc = run_gate(cfg, progress, inconclusive, improved)
+    finally:
+        if bar is not None:
+            bar.stop()
     if not quiet:
         console.print(table(doc))
         for err in doc["errors"]:

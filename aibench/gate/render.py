@@ -7,6 +7,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -46,26 +47,31 @@ def _thr(pair: dict[str, Any]) -> str:
 
 
 def table(doc: dict[str, Any], title: str | None = None) -> Table:
-    """The pairs as a rich table (all text escaped)."""
+    """The pairs as a rich table (all text escaped); the reason of each verdict other than *same* and the
+    notes go below it, so the figures stay on one line in a narrow terminal."""
     gate = doc.get("schema") == "aibench-gate"
     if title is None and gate:
         outcome = doc.get("outcome", "?")
         title = f"aibench gate: [{_OUTCOME_STYLE.get(outcome, '')}]{escape(outcome)}[/] ({doc.get('rounds', 0)} rounds)"
-    t = Table(title=title, header_style="bold", title_justify="left")
-    for col, kw in (("benchmark", {"no_wrap": True}), ("metric", {"no_wrap": True}),
-                    ("baseline", {"justify": "right"}), ("candidate", {"justify": "right"}),
-                    ("ratio", {"justify": "right"}), (f"{doc_conf(doc)} CI", {"no_wrap": True}),
-                    ("threshold", {"justify": "right"}), ("verdict", {}), ("reason", {})):
-        t.add_column(col, **kw)
+    t = Table(title=title, header_style="bold", title_justify="left", box=box.SIMPLE_HEAD)
+    t.add_column("benchmark · metric", overflow="fold", min_width=16)
+    for col, kw in (("baseline", {"justify": "right"}), ("candidate", {"justify": "right"}),
+                    ("ratio", {"justify": "right"}), (f"{doc_conf(doc)} CI", {}), ("verdict", {})):
+        t.add_column(col, no_wrap=True, **kw)
+    notes = []
     for p in doc["pairs"]:
         style = _STYLE.get(p["verdict"], "")
         verdict = f"[{style}]{escape(p['verdict'])}[/]" if style else escape(p["verdict"])
-        t.add_row(escape(_label(p)), escape(f"{p['metric']} {_better(p)}"),
+        if p.get("threshold") is not None:
+            verdict += f" (±{p['threshold'] * 100:g}%)"
+        t.add_row(escape(f"{_label(p)} {p['metric']} {_better(p)}"),
                   escape(fmt_value(p.get("baseline"), p.get("unit", ""))),
-                  escape(fmt_value(p.get("candidate"), p.get("unit", ""))), _ratio(p), _ci(p), _thr(p), verdict,
-                  escape(p.get("reason") or ""))
-    if doc.get("warnings"):
-        t.caption = "\n".join("note: " + escape(w) for w in doc["warnings"])
+                  escape(fmt_value(p.get("candidate"), p.get("unit", ""))), _ratio(p), _ci(p), verdict)
+        if p["verdict"] != "same" and p.get("reason"):
+            notes.append(f"{escape(_label(p))} {escape(p['metric'])}: {escape(p['reason'])}")
+    notes += ["note: " + escape(w) for w in doc.get("warnings", [])]
+    if notes:
+        t.caption = "\n".join(notes)
         t.caption_justify = "left"
     return t
 
