@@ -42,6 +42,21 @@ def pairs_of(doc: dict[str, Any], metric_name: str = "time_median") -> list[dict
     return [p for p in doc["pairs"] if p["metric"] == metric_name]
 
 
+CONTRACT_PAIR_KEYS = {"benchmark", "config_hash", "metric", "unit", "direction", "baseline", "candidate", "ratio",
+                      "ci", "confidence", "verdict", "reason"}
+
+
+def test_document_follows_the_comparison_contract(tmp_path: Path) -> None:
+    make(tmp_path / "a", seed=1)
+    make(tmp_path / "b", seed=2)
+    doc = json.loads(json.dumps(compare_paths([tmp_path / "a"], [tmp_path / "b"])))  # plain JSON
+    assert {"schema", "schema_version", "baseline", "candidate", "created_at", "pairs", "warnings"} <= set(doc)
+    for p in doc["pairs"]:
+        assert CONTRACT_PAIR_KEYS <= set(p)
+        assert p["verdict"] in ("better", "worse", "same", "inconclusive", "refused")
+        assert p["direction"] in ("lower", "higher") and len(p["ci"]) == 2
+
+
 def test_sample_source_maps_metrics_to_samples() -> None:
     assert sample_source("time_median") == ("time", 50.0, False)
     assert sample_source("latency_p99_9") == ("latency", 99.9, False)

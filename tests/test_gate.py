@@ -140,6 +140,9 @@ def test_gate_aa_passes_with_exit_0(cli: Cli, tmp_path: Path) -> None:
     assert code == 0 and doc["outcome"] == "pass", err
     assert doc["schema"] == "aibench-gate" and doc["schema_version"] == 1 and doc["rounds"] == 10
     (pair,) = doc["pairs"]
+    from tests.test_compare import CONTRACT_PAIR_KEYS
+
+    assert CONTRACT_PAIR_KEYS <= set(pair) and {"outcome", "rounds", "created_at", "warnings"} <= set(doc)
     assert pair["verdict"] == "same" and pair["benchmark"] == "micro/fake" and pair["metric"] == "time_median"
     assert len(pair["rounds"]) == 10 and pair["direction"] == "lower" and pair["confidence"] == 0.95
     firsts = [b["first"] for r in doc["schedule"] for b in r["benchmarks"]]

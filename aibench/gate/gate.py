@@ -81,13 +81,13 @@ class BenchSpec:
         text = text if text is not None else " ".join(words)
         if not words:
             raise UsageError("name a benchmark (KIND/NAME), then its arguments")
-        # Accept "micro gemm --m 1" as well as "micro/gemm --m 1".
-        if words[0] in ("micro", "component", "scenario") and len(words) > 1 and not words[1].startswith("-"):
-            return cls(f"{words[0]}/{words[1]}", tuple(words[2:]))
         owned = [w for w in words if w.split("=", 1)[0] in ("--out", "--json", "--dry-run")]
         if owned:
             raise UsageError(f"{text!r}: {owned[0].split('=', 1)[0]} is set by the gate itself (use the gate's "
                              "--out DIR to keep the result files, --json FILE for its record)")
+        # Accept "micro gemm --m 1" as well as "micro/gemm --m 1".
+        if words[0] in ("micro", "component", "scenario") and len(words) > 1 and not words[1].startswith("-"):
+            return cls(f"{words[0]}/{words[1]}", tuple(words[2:]))
         if words[0].startswith("-"):
             raise UsageError(f"{text!r}: unknown gate option, or a benchmark that does not start with KIND/NAME "
                              "(gate options come first; the benchmark and its arguments after them)")
