@@ -26,7 +26,7 @@
 set -euo pipefail
 
 if [[ $# -lt 2 || "$1" == -h || "$1" == --help ]]; then
-    sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
     [[ $# -lt 2 ]] && exit 2 || exit 0
 fi
 BASE_REV=$1
