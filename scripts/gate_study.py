@@ -264,7 +264,54 @@ def analyse(args: argparse.Namespace) -> int:
     if args.json_out:
         Path(args.json_out).write_text(text + "\n")
     _print_summary(report, args.k)
+    if args.markdown:
+        Path(args.markdown).write_text(markdown_summary(report, args.k))
     return 0
+
+
+def markdown_summary(rep: dict[str, Any], k: int) -> str:
+    """The study's result tables in markdown (what docs/gate.md shows)."""
+    per = rep["by_k"][str(k)]
+    n = per["gates"]
+    lines = [f"Rounds analysed: {rep['rounds']} (after {rep['skipped_pilot_rounds']} pilot rounds); "
+             f"{n} disjoint gates of K = {k} rounds; threshold {rep['threshold'] * 100:g}%.", "",
+             "| benchmark · metric | rule | A/A: false alarms | A/A: pass · inconclusive | +10%: detected | "
+             "+10%: inconclusive · pass |", "|---|---|--:|--:|--:|--:|"]
+    for b, m, _d, _s in GATED:
+        for label in ("gate", "gate@98%", "geomean+BCa"):
+            a, sl = per[f"{b}.{m} aa {label}"], per[f"{b}.{m} slow {label}"]
+            name = {"gate": "**aibench gate** (defaults)", "gate@98%": "aibench gate, `--confidence 0.98`",
+                    "geomean+BCa": "geomean + 95% BCa bootstrap (measurement.md)"}[label]
+            lines.append(f"| {b} · {m} | {name} | {a['worse'] + a['better']}/{n} | {a['same']} · "
+                         f"{a['inconclusive']} | {sl['worse']}/{n} | {sl['inconclusive']} · {sl['same']} |")
+    lines += ["", "One baseline process against one candidate process (the first round of each gate; in brackets: "
+              f"every one of the {rep['rounds']} rounds):", "",
+              "| benchmark (raw samples) | rule | A/A: false alarms | +10%: detected |", "|---|---|--:|--:|"]
+    names = {"asv": "asv: ×1.1 and Mann-Whitney p < 0.002", "pytest-benchmark": "pytest-benchmark `mean:5%`",
+             "torchbench": "TorchBench: median +7%"}
+    for b in ("gemm", "dig"):
+        for rule, name in names.items():
+            a, sl = rep["baselines"][f"{b} aa {rule}"], rep["baselines"][f"{b} slow {rule}"]
+            fa, fe = a["first_round_of_each_gate"], a["every_round"]
+            da, de = sl["first_round_of_each_gate"], sl["every_round"]
+            lines.append(f"| {b} ({'time per call' if b == 'gemm' else 'latency per query'}) | {name} | "
+                         f"{fa['worse'] + fa['better']}/{fa['trials']} "
+                         f"({(fe['worse'] + fe['better']) / fe['trials'] * 100:.0f}%) | "
+                         f"{da['worse']}/{da['trials']} ({de['worse'] / de['trials'] * 100:.0f}%) |")
+    lines += ["", "Spread of the per-round ratios over the whole stream:", "",
+              "| ratio | geometric mean | sd of log ratio | rounds beyond ±5% |", "|---|--:|--:|--:|"]
+    for key, sp in rep["spread"].items():
+        lines.append(f"| {key} | {sp['geomean_ratio']:.3f} | {sp['sd_log_ratio']:.3f} | "
+                     f"{sp['share_beyond_5pct'] * 100:.0f}% |")
+    if rep.get("e2e"):
+        lines += ["", "Real `aibench gate` calls (micro benchmark, K = 10):", "",
+                  "| candidate | outcome | exit | ratio | 95% CI | wall time |", "|---|---|--:|--:|---|--:|"]
+        for e in rep["e2e"]:
+            ci = f"[{e['ci'][0]:.3f}, {e['ci'][1]:.3f}]" if e.get("ci") else "–"
+            ratio = f"{e['ratio']:.3f}" if e.get("ratio") else "–"
+            lines.append(f"| {e['candidate']} | {e['outcome']} | {e['exit']} | {ratio} | {ci} | "
+                         f"{e['wall_s']:.0f} s |")
+    return "\n".join(lines) + "\n"
 
 
 def _print_summary(rep: dict[str, Any], k: int) -> None:
@@ -368,6 +415,7 @@ def main() -> int:
     a.add_argument("--threshold", type=float, default=decide.DEFAULT_THRESHOLD)
     a.add_argument("--e2e", help="e2e.jsonl to include")
     a.add_argument("--json", dest="json_out")
+    a.add_argument("--markdown", help="write the result tables in markdown here")
     e = sub.add_parser("e2e", help="time real aibench gate calls for the micro benchmark")
     e.add_argument("--work", required=True)
     e.add_argument("--n", type=int, default=3)
