@@ -101,10 +101,14 @@ def markdown(doc: dict[str, Any]) -> str:
         outcome = doc.get("outcome", "?")
         lines.append(f"### aibench gate: {_MD_OUTCOME.get(outcome, _md_cell(outcome))}")
         lines.append("")
+        trim = doc.get("trim")
+        how = {"trimmed-t": "Yuen's trimmed-t", "BCa": "BCa bootstrap", "percentile": "percentile bootstrap"}.get(
+            doc.get("ci_method", ""), str(doc.get("ci_method", "")))
         lines.append(f"{doc.get('rounds', 0)} interleaved round(s) of baseline {_md_code(doc['baseline'])} "
                      f"and candidate {_md_code(doc['candidate'])} (fresh processes, order randomised per "
-                     f"round, seed {doc.get('seed')}); verdicts from the geometric mean of the per-round ratios "
-                     f"and its {doc_conf(doc)} bootstrap CI.")
+                     f"round, seed {doc.get('seed')}); verdicts from the geometric mean of the per-round ratios"
+                     + (f" ({trim * 100:g}% trimmed at each end)" if trim else "")
+                     + f" and its {doc_conf(doc)} CI ({_md_cell(how)}).")
     else:
         lines.append("### aibench compare")
         lines.append("")
