@@ -83,6 +83,8 @@ def _stdout_console() -> Any:
 @click.group(cls=LazyGroup, lazy={
     "report": "aibench.report.cli:report",
     "sweep": "aibench.sweep.cli:sweep",
+    "compare": "aibench.gate.cli:compare",
+    "gate": "aibench.gate.cli:gate",
 }, epilog=EXIT_CODES_HELP,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="aibench")

@@ -1,0 +1,173 @@
+"""Showing a comparison or gate document: a rich table for people, markdown for a PR comment, JUnit XML for
+CI test reports. Every function takes the JSON document (``pairs.document``), so what is shown is exactly
+what was written."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Any
+
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+
+from aibench.display import fmt_value
+
+_STYLE = {"better": "green", "worse": "bold red", "same": "", "inconclusive": "yellow", "refused": "red"}
+_OUTCOME_STYLE = {"pass": "green", "improved": "green", "regression": "bold red", "inconclusive": "yellow",
+                  "error": "bold red"}
+_MD_MARK = {"better": "✅ better", "worse": "❌ **worse**", "same": "same", "inconclusive": "⚠️ inconclusive",
+            "refused": "⛔ refused"}
+_MD_OUTCOME = {"pass": "✅ pass", "improved": "✅ improved", "regression": "❌ regression",
+               "inconclusive": "⚠️ inconclusive", "error": "⛔ error"}
+
+
+def _label(pair: dict[str, Any]) -> str:
+    """benchmark [hash8] with the parameters that tell configurations apart kept short."""
+    return f"{pair['benchmark']} [{str(pair.get('config_hash', ''))[:8]}]"
+
+
+def _ratio(pair: dict[str, Any]) -> str:
+    r = pair.get("ratio")
+    return "–" if r is None else f"{r:.3f}×"
+
+
+def _ci(pair: dict[str, Any]) -> str:
+    ci = pair.get("ci")
+    return "–" if not ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _better(pair: dict[str, Any]) -> str:
+    return "↓" if pair.get("direction") == "lower" else "↑"
+
+
+def _thr(pair: dict[str, Any]) -> str:
+    t = pair.get("threshold")
+    return "–" if t is None else f"±{t * 100:g}%"
+
+
+def table(doc: dict[str, Any], title: str | None = None) -> Table:
+    """The pairs as a rich table (all text escaped); the reason of each verdict other than *same* and the
+    notes go below it, so the figures stay on one line in a narrow terminal."""
+    gate = doc.get("schema") == "aibench-gate"
+    if title is None and gate:
+        outcome = doc.get("outcome", "?")
+        title = f"aibench gate: [{_OUTCOME_STYLE.get(outcome, '')}]{escape(outcome)}[/] ({doc.get('rounds', 0)} rounds)"
+    t = Table(title=title, header_style="bold", title_justify="left", box=box.SIMPLE_HEAD)
+    t.add_column("benchmark · metric", overflow="fold", min_width=16)
+    for col, kw in (("baseline", {"justify": "right"}), ("candidate", {"justify": "right"}),
+                    ("ratio", {"justify": "right"}), (f"{doc_conf(doc)} CI", {}), ("verdict", {})):
+        t.add_column(col, no_wrap=True, **kw)
+    notes = []
+    for p in doc["pairs"]:
+        style = _STYLE.get(p["verdict"], "")
+        verdict = f"[{style}]{escape(p['verdict'])}[/]" if style else escape(p["verdict"])
+        if p.get("threshold") is not None:
+            verdict += f" (±{p['threshold'] * 100:g}%)"
+        t.add_row(escape(f"{_label(p)} {p['metric']} {_better(p)}"),
+                  escape(fmt_value(p.get("baseline"), p.get("unit", ""))),
+                  escape(fmt_value(p.get("candidate"), p.get("unit", ""))), _ratio(p), _ci(p), verdict)
+        if p["verdict"] != "same" and p.get("reason"):
+            notes.append(f"{escape(_label(p))} {escape(p['metric'])}: {escape(p['reason'])}")
+    notes += ["note: " + escape(w) for w in doc.get("warnings", [])]
+    if notes:
+        t.caption = "\n".join(notes)
+        t.caption_justify = "left"
+    return t
+
+
+def doc_conf(doc: dict[str, Any]) -> str:
+    confs = {p.get("confidence") for p in doc.get("pairs", []) if p.get("confidence")}
+    c = confs.pop() if len(confs) == 1 else 0.95
+    return f"{c * 100:g}%"
+
+
+def _md_cell(text: Any) -> str:
+    """A markdown table cell: pipes escaped, no line breaks, HTML-significant characters neutralised."""
+    s = str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    return s.replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _md_code(text: Any) -> str:
+    """Inline code in markdown: no backticks or line breaks inside (HTML is not interpreted there)."""
+    return "`" + str(text).replace("`", "'").replace("\n", " ") + "`"
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """A markdown summary for a PR comment."""
+    gate = doc.get("schema") == "aibench-gate"
+    lines: list[str] = []
+    if gate:
+        outcome = doc.get("outcome", "?")
+        lines.append(f"### aibench gate: {_MD_OUTCOME.get(outcome, _md_cell(outcome))}")
+        lines.append("")
+        trim = doc.get("trim")
+        how = {"trimmed-t": "Yuen's trimmed-t", "BCa": "BCa bootstrap", "percentile": "percentile bootstrap"}.get(
+            doc.get("ci_method", ""), str(doc.get("ci_method", "")))
+        lines.append(f"{doc.get('rounds', 0)} interleaved round(s) of baseline {_md_code(doc['baseline'])} "
+                     f"and candidate {_md_code(doc['candidate'])} (fresh processes, order randomised per "
+                     f"round, seed {doc.get('seed')}); verdicts from the geometric mean of the per-round ratios"
+                     + (f" ({trim * 100:g}% trimmed at each end)" if trim else "")
+                     + f" and its {doc_conf(doc)} CI ({_md_cell(how)}).")
+    else:
+        lines.append("### aibench compare")
+        lines.append("")
+        lines.append(f"baseline {_md_code(doc['baseline'])} vs candidate {_md_code(doc['candidate'])}")
+    lines.append("")
+    lines.append(f"| benchmark | metric | baseline | candidate | ratio | {doc_conf(doc)} CI | threshold | verdict |")
+    lines.append("|---|---|--:|--:|--:|---|--:|---|")
+    for p in doc["pairs"]:
+        lines.append("| " + " | ".join(_md_cell(x) for x in (
+            _label(p), f"{p['metric']} {_better(p)}", fmt_value(p.get("baseline"), p.get("unit", "")),
+            fmt_value(p.get("candidate"), p.get("unit", "")), _ratio(p), _ci(p), _thr(p))) +
+            f" | {_MD_MARK.get(p['verdict'], _md_cell(p['verdict']))} |")
+    reasons = [p for p in doc["pairs"] if p["verdict"] != "same" and p.get("reason")]
+    if reasons:
+        lines.append("")
+        for p in reasons:
+            lines.append(f"- **{_md_cell(_label(p))} {_md_cell(p['metric'])}**: {_md_cell(p['reason'])}")
+    if doc.get("errors"):
+        lines.append("")
+        for e in doc["errors"]:
+            lines.append(f"- ⛔ {_md_cell(e)}")
+    if doc.get("warnings"):
+        lines.append("")
+        for w in doc["warnings"]:
+            lines.append(f"> {_md_cell(w)}")
+    return "\n".join(lines) + "\n"
+
+
+def junit(doc: dict[str, Any], inconclusive: str = "fail") -> str:
+    """JUnit XML: one test case per pair (regression → failure, refused → error, inconclusive → failure or
+    skipped as ``--inconclusive`` says), plus one error case per process that failed."""
+    suite = ET.Element("testsuite", name="aibench gate")
+    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for p in doc["pairs"]:
+        counts["tests"] += 1
+        case = ET.SubElement(suite, "testcase", classname=str(p["benchmark"]),
+                             name=f"{p['metric']} [{str(p.get('config_hash', ''))[:8]}]")
+        msg = f"{p['verdict']}: {p.get('reason') or ''}"
+        if p["verdict"] == "worse":
+            counts["failures"] += 1
+            ET.SubElement(case, "failure", message=msg, type="regression").text = msg
+        elif p["verdict"] == "refused":
+            counts["errors"] += 1
+            ET.SubElement(case, "error", message=msg, type="refused").text = msg
+        elif p["verdict"] == "inconclusive":
+            if inconclusive == "pass":
+                counts["skipped"] += 1
+                ET.SubElement(case, "skipped", message=msg)
+            else:
+                counts["failures"] += 1
+                ET.SubElement(case, "failure", message=msg, type="inconclusive").text = msg
+        else:
+            ET.SubElement(case, "system-out").text = msg
+    for e in doc.get("errors", []):
+        counts["tests"] += 1
+        counts["errors"] += 1
+        case = ET.SubElement(suite, "testcase", classname="aibench.gate", name="run")
+        ET.SubElement(case, "error", message=str(e)[:500], type="error").text = str(e)
+    for k, v in counts.items():
+        suite.set(k, str(v))
+    ET.indent(suite)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"

@@ -1,0 +1,69 @@
+"""A stand-in for ``<python> -m aibench -q run BENCH ARGS --json --out DIR`` for the gate tests.
+
+Used as a gate side's command prefix: ``[sys.executable, gate_fake_run.py, --value 1e-3, --noise 0.01, …]``;
+the gate appends ``-m aibench -q run …``. It writes one real result file (through aibench's own schema and
+store) whose metric is ``value × exp(N(0, noise))``, the noise seeded by the output folder's name, so a gate
+over these processes is fast and deterministic. Options before ``-m`` choose how it behaves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> int:
+    argv = sys.argv[1:]
+    cut = argv.index("-m")
+    own, rest = argv[:cut], argv[cut + 2:]
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--value", type=float, default=1e-3)
+    ap.add_argument("--noise", type=float, default=0.0)
+    ap.add_argument("--metric", default="time_median")
+    ap.add_argument("--unit", default="s")
+    ap.add_argument("--direction", default="lower")
+    ap.add_argument("--hash", default="0123456789abcdef")
+    ap.add_argument("--fail", action="store_true", help="crash like a broken candidate")
+    ap.add_argument("--refuse", action="store_true", help="refuse the arguments (as for an unknown parameter)")
+    ap.add_argument("--unavailable", action="store_true", help="report the metric as unavailable")
+    ap.add_argument("--sleep", type=float, default=0.0)
+    ap.add_argument("--pidfile", help="append this process's id here")
+    o = ap.parse_args(own)
+    if "--dry-run" in rest:
+        if o.refuse:
+            print("aibench: error: unknown parameter --bogus for micro/fake", file=sys.stderr)
+            return 2
+        print("micro/fake --m=1")
+        return 0
+    if o.pidfile:
+        with open(o.pidfile, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+    if o.sleep:
+        time.sleep(o.sleep)
+    if o.fail:
+        print("Traceback (most recent call last):\nRuntimeError: the candidate exploded", file=sys.stderr)
+        return 70
+    from aibench.results.schema import Result, metric
+    from aibench.results.store import write_result
+
+    out = Path(rest[rest.index("--out") + 1])
+    rng = random.Random(f"{out.name}-{o.value}")
+    value = o.value * math.exp(rng.gauss(0.0, o.noise)) if o.noise else o.value
+    entry = (metric(None, o.unit, o.direction, unavailable="no counter on this machine") if o.unavailable
+             else metric(value, o.unit, o.direction))
+    result = Result(benchmark={"id": "micro/fake", "kind": "micro", "name": "fake", "source": "tests",
+                               "description": "a fake benchmark"},
+                    params={"m": 1}, config_hash=o.hash, primary_metric=o.metric, metrics={o.metric: entry},
+                    finished_at=None, duration_s=0.0)
+    write_result(result, out)
+    print(result.to_json())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
