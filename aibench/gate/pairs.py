@@ -21,14 +21,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from aibench.errors import ResultIOError
 from aibench.gate.stats import CONFIDENCE
 from aibench.results.schema import now_iso
+from aibench.results.store import write_text_atomic
 
 COMPARISON_SCHEMA = "aibench-comparison"
 GATE_SCHEMA = "aibench-gate"
@@ -85,21 +83,7 @@ def write_text(target: str | os.PathLike[str], text: str) -> None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         sys.stdout.flush()
         return
-    path = Path(target)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text if text.endswith("\n") else text + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise ResultIOError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
+    write_text_atomic(target, text if text.endswith("\n") else text + "\n")
 
 
 def dumps(doc: dict[str, Any]) -> str:

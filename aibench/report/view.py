@@ -8,15 +8,13 @@ hand-edited or hostile file degrades to blanks in the report.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from aibench.display import fmt_seconds
-from aibench.errors import ResultIOError
 from aibench.results.schema import Result
+from aibench.results.store import write_text_atomic
 
 # Metrics that are energy per unit of work (the kernel runner's and the LoadGen runner's names).
 ENERGY_METRICS = ("energy_per_sample", "energy_per_call", "energy_per_query")
@@ -158,27 +156,6 @@ def params_text(r: Result, keys: Sequence[str]) -> str:
     return " ".join(f"{k}={fmt_param(r.params[k])}" for k in keys if k in r.params)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_atomic(path: Path, data: str) -> None:
-    """Write a file the user named: a temporary file beside it, fsync, then rename over it."""
-    directory = path.parent
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report is an ordinary, shareable file
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise ResultIOError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
+    """Write a file the user named, atomically (see :func:`aibench.results.store.write_text_atomic`)."""
+    write_text_atomic(path, data)

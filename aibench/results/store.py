@@ -39,29 +39,44 @@ def result_filename(result: Result) -> str:
     return f"{_slug(kind)}-{_slug(name)}-{result.config_hash[:8]}-{stamp}-{result.run_id[:8]}.json"
 
 
-def write_result(result: Result, out_dir: str | os.PathLike[str]) -> Path:
-    """Write ``result`` as JSON under ``out_dir`` atomically (temp file, fsync, rename)."""
-    directory = Path(out_dir)
-    target = directory / result_filename(result)
-    text = result.to_json()
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, *, exclusive: bool = False,
+                      describe: str | None = None) -> Path:
+    """Write ``text`` to ``path`` so that no reader ever sees half a file: a temporary file beside it, fsync,
+    then rename over it, with ordinary permissions (mkstemp's are 0600). ``exclusive`` refuses to replace an
+    existing file. Every aibench file (results, sweep records, comparisons, reports) is written this way."""
+    target = Path(path)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
                 fh.write(text)
-                fh.write("\n")
                 fh.flush()
                 os.fsync(fh.fileno())
-            if target.exists():  # run ids are random; a clash means something is badly wrong
+            os.chmod(tmp, 0o666 & ~_umask())
+            if exclusive and target.exists():
                 raise FileExistsError(target)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
     except OSError as exc:
-        raise ResultIOError(f"cannot write result to {str(directory)!r}: {exc.strerror or exc}") from None
+        raise ResultIOError(f"cannot write {describe or repr(str(target))}: {exc.strerror or exc}") from None
     return target
+
+
+def write_result(result: Result, out_dir: str | os.PathLike[str]) -> Path:
+    """Write ``result`` as JSON under ``out_dir`` atomically. Run ids are random, so an existing file of the
+    same name means something is badly wrong: it is never replaced."""
+    directory = Path(out_dir)
+    return write_text_atomic(directory / result_filename(result), result.to_json() + "\n", exclusive=True,
+                             describe=f"result to {str(directory)!r}")
 
 
 def load_result(path: str | os.PathLike[str]) -> Result:

@@ -19,13 +19,13 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aibench.errors import ResultIOError
 from aibench.results.schema import now_iso
+from aibench.results.store import write_text_atomic
 
 SCHEMA_NAME = "aibench-sweep"
 SCHEMA_VERSION = 1
@@ -118,22 +118,7 @@ def write_record(record: SweepRecord, out_dir: str | os.PathLike[str]) -> Path:
     directory = Path(out_dir)
     target = directory / record.filename
     text = json.dumps(record.to_dict(), indent=2, allow_nan=False)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-sweep-", suffix=".json", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.write("\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise ResultIOError(f"cannot write sweep record to {str(directory)!r}: {exc.strerror or exc}") from None
-    return target
+    return write_text_atomic(target, text + "\n", describe=f"sweep record to {str(directory)!r}")
 
 
 def load_record(path: str | os.PathLike[str]) -> SweepRecord:
