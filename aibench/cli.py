@@ -234,7 +234,7 @@ class RunCommand(click.Command):
 @click.option("--min-rounds", type=click.IntRange(3, 1_000_000), default=10, show_default=True, metavar="N",
               help="Timed blocks before the stopping rule may end a measurement.")
 @click.option("--target-ci", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.01, show_default=True,
-              metavar="R", help="Stop once the 95%% CI of the median is within ±R of it.")
+              metavar="R", help="Stop once the 95% CI of the median is within ±R of it.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for inputs and weights (and, when given, LoadGen's seeds).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),

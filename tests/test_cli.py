@@ -184,7 +184,7 @@ def test_interrupted_run_is_recorded(cli, tmp_path: Path, monkeypatch: pytest.Mo
         raise KeyboardInterrupt
 
     monkeypatch.setitem(runner.RUNNERS, "kernel", ctrl_c)
-    code, _, err = cli("run", "micro/relu", *TINY_FLAGS, "--out", str(tmp_path))
+    code, _, _ = cli("run", "micro/relu", *TINY_FLAGS, "--out", str(tmp_path))
     assert code == 130
     (f,) = tmp_path.glob("*.json")
     doc = json.loads(f.read_text())

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from aibench.errors import UsageError
 from aibench.gate.compare import compare_paths, sample_source
 from aibench.results.schema import Result, metric
 from aibench.results.store import write_result
@@ -127,13 +128,15 @@ def test_refuses_other_schema_version_and_failed_runs(tmp_path: Path) -> None:
     assert p["verdict"] == "refused" and "status failed: boom" in p["reason"]
 
 
-def test_unavailable_metric_is_refused_and_unknown_extra_metric_noted(tmp_path: Path) -> None:
+def test_unavailable_metric_is_refused_and_unknown_extra_metric_refused(tmp_path: Path) -> None:
     make(tmp_path / "a")
     make(tmp_path / "b", seed=3)
-    doc = compare_paths([tmp_path / "a"], [tmp_path / "b"], metrics=["energy_per_call", "latency_p99"])
+    doc = compare_paths([tmp_path / "a"], [tmp_path / "b"], metrics=["energy_per_call"])
     (e,) = pairs_of(doc, "energy_per_call")
     assert e["verdict"] == "refused" and "no_powercap" in e["reason"]
-    assert any("no metric 'latency_p99'" in w for w in doc["warnings"])
+    # A metric no compared result has is a typo, not a note: it would drop the check silently.
+    with pytest.raises(UsageError, match="no compared result has a metric 'latency_p99'"):
+        compare_paths([tmp_path / "a"], [tmp_path / "b"], metrics=["energy_per_call", "latency_p99"])
 
 
 def test_one_sided_benchmarks_and_foreign_json_in_folders_are_noted(tmp_path: Path) -> None:

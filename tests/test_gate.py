@@ -228,7 +228,7 @@ def test_gate_usage_errors_exit_2_before_measuring(cli: Cli, tmp_path: Path) -> 
     code, _, err = cli("gate", "--baseline", side(), "--candidate", side())
     assert code == 2 and "name a benchmark" in err
     code, _, err = cli("gate", "--baseline", side(), "--candidate", side(), "micro/fake", "--out", "x")
-    assert code == 2 and "--out is set by the gate itself" in err
+    assert code == 2 and "--out cannot be passed to the benchmark's runs" in err
 
 
 @pytest.mark.usefixtures("fake_env")
@@ -300,3 +300,15 @@ def test_real_gate_with_tiny_settings(cli: Cli, tmp_path: Path, monkeypatch: pyt
     (pair,) = doc["pairs"]
     assert pair["benchmark"] == "micro/gemm" and pair["metric"] == "time_median" and len(pair["rounds"]) == 3
     assert len(list((tmp_path / "runs").rglob("micro-gemm-*.json"))) == 6  # kept with --out
+
+
+def test_gate_refuses_unknown_metric_and_unwritable_output_before_running(cli, tmp_path: Path) -> None:
+    """A typo in --metric would drop a check silently, and an unwritable output would be found only after
+    every round: both are refused before anything runs."""
+    py = sys.executable
+    code, _, err = cli("gate", "--baseline-python", py, "--candidate-python", py, "--metric", "time_p99x",
+                       "micro/relu", "--batch", "1")
+    assert code == 2 and "time_p99x" in err and "time_p99" in err
+    code, _, err = cli("gate", "--baseline-python", py, "--candidate-python", py, "--json",
+                       str(tmp_path / "missing" / "g.json"), "micro/relu", "--batch", "1")
+    assert code == 4 and "does not exist" in err and not (tmp_path / "missing").exists()

@@ -124,7 +124,7 @@ def test_config_hash_tracks_what_is_measured(tiny_bench: Any, tmp_path: Path) ->
     ({"scenario": "server", "target_qps": 10.0, "latency_bound_ms": 0.0}, "--latency-bound-ms"),
     ({"scenario": "server", "target_qps": -1.0}, "--target-qps"),
     ({"scenario": "server", "target_qps": 1.0, "latency_percentile": 100.0}, "--latency-percentile"),
-    ({"scenario": "offline", "target_qps": 10.0, "explicit": ("target_qps",)}, "only appl"),
+    ({"scenario": "offline", "target_qps": 10.0, "explicit": ("target_qps",)}, "only to --scenario"),
     ({"scenario": "single-stream", "samples_per_query": 2, "explicit": ("samples_per_query",)}, "multi-stream"),
     ({"scenario": "offline", "find_peak": True, "explicit": ("find_peak",)}, "server"),
     ({"think_time_ms": 5.0}, "--users"),
@@ -267,7 +267,7 @@ def test_cli_runs_offline_and_writes_logs_beside_result(tiny_bench: Any, tmp_pat
 @pytest.mark.parametrize("argv, words", [
     (["--scenario", "server"], "--target-qps"),
     (["--scenario", "server", "--target-qps", "10", "--latency-bound-ms", "0"], "--latency-bound-ms"),
-    (["--scenario", "offline", "--target-qps", "10"], "only appl"),
+    (["--scenario", "offline", "--target-qps", "10"], "only to --scenario"),
     (["--users", "2", "--scenario", "server", "--target-qps", "5"], "--scenario"),
 ])
 def test_cli_refuses_contradictions(tiny_bench: Any, tmp_path: Path, argv: list[str], words: str) -> None:

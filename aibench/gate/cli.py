@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from aibench.errors import EXIT_INTERRUPTED, UsageError
+from aibench.errors import EXIT_INTERRUPTED, ResultIOError, UsageError
 from aibench.gate import decide
 
 log = logging.getLogger("aibench.gate")
@@ -70,6 +72,35 @@ def _emit(doc: dict[str, Any], json_out: str | None, md_out: str | None, junit_o
 def _quiet(ctx: click.Context) -> bool:
     root = ctx.find_root()
     return bool(root.obj and root.obj.get("quiet"))
+
+
+def _check_output(target: str | None) -> None:
+    """An output file's folder must exist and be writable before anything is measured (exit 4)."""
+    if target is None or target == "-":
+        return
+    folder = Path(target).expanduser().resolve().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ResultIOError(f"cannot write {target!r}: folder {str(folder)!r} does not exist or is not writable")
+
+
+def _check_metrics(benches: Sequence[Any], names: Sequence[str]) -> None:
+    """A metric named with --metric/--ignore-metric must be one the benchmarks declare: a typo would
+    otherwise drop a check silently. Benchmarks unknown here (a plugin of one side) are not checked."""
+    if not names:
+        return
+    from aibench import registry
+
+    declared: set[str] = set()
+    for b in benches:
+        try:
+            bench = registry.get(b.ref)
+        except Exception:  # unknown here: the sides decide
+            return
+        declared.update(m.name for m in bench.metrics)
+    unknown = [n for n in names if n not in declared]
+    if unknown:
+        raise UsageError(f"metric {unknown[0]!r} is not reported by {', '.join(b.ref for b in benches)}; "
+                         f"known: {', '.join(sorted(declared))}")
 
 
 @click.command("compare", epilog=COMPARE_EXIT_HELP,
@@ -178,10 +209,10 @@ def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str |
 
     Each of K rounds runs every benchmark once per side as a fresh process ('<python> -m aibench run
     BENCHMARK ARGS'), the side order shuffled per round (balanced, seeded). Each round gives a ratio
-    candidate/baseline per metric; the verdict comes from their geometric mean and its 95% bootstrap CI:
-    regression when worse than the threshold and the CI excludes 1, pass when the CI lies within
-    ±threshold, inconclusive otherwise. Direction comes from each metric (time lower is better, throughput
-    higher). The table goes to stderr.
+    candidate/baseline per metric; the verdict comes from their (20%-trimmed) geometric mean and its 95%
+    interval (Yuen's trimmed t; --ci-method for a bootstrap): regression when worse than the threshold and
+    the interval excludes 1, pass when it lies within ±threshold, inconclusive otherwise. Direction comes
+    from each metric (time lower is better, throughput higher). The table goes to stderr.
 
     \b
     Examples:
@@ -208,6 +239,9 @@ def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str |
     if not benches:
         raise UsageError("name a benchmark: 'aibench gate [OPTIONS] KIND/NAME [ARGS]' or -b 'KIND/NAME ARGS'")
     thr, overrides = _thresholds(threshold, runner, metric_thresholds)
+    _check_metrics(benches, (*metrics, *ignore))
+    for target in (json_out, md_out, junit_out):  # before the rounds, which may take long: not after them
+        _check_output(target)
     if seed is None:
         seed = secrets.randbelow(2**31)
     if out_dir is not None:

@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from aibench.errors import ResultIOError
+from aibench.errors import ResultIOError, UsageError
 from aibench.gate import decide, stats
 from aibench.gate.pairs import COMPARISON_SCHEMA, Pair, document
 from aibench.results.schema import SCHEMA_NAME, SCHEMA_VERSION, Result
@@ -187,8 +187,10 @@ def compare_sides(base: Side, cand: Side, metrics: Iterable[str] = (), threshold
     if only_cand:
         warnings.append(f"only in the candidate (not compared): {', '.join(only_cand)}")
 
+    seen_metrics: set[str] = set()
     for bench_id in sorted(set(gb) & set(gc)):
         hb, hc = gb[bench_id], gc[bench_id]
+        seen_metrics.update(m for rs in (*hb.values(), *hc.values()) for r in rs for m in r.metrics)
         common = [h for h in hb if h in hc]
         for h in common:
             rb, rc = hb[h], hc[h]
@@ -226,6 +228,9 @@ def compare_sides(base: Side, cand: Side, metrics: Iterable[str] = (), threshold
                         params=r.params))
 
     warnings.extend(_context_warnings(base, cand))
+    typos = [m for m in extra_metrics if m not in seen_metrics]
+    if typos and (gb.keys() & gc.keys()):
+        raise UsageError(f"no compared result has a metric {typos[0]!r}; known: {', '.join(sorted(seen_metrics))}")
     return pairs, warnings
 
 

@@ -83,8 +83,12 @@ class BenchSpec:
             raise UsageError("name a benchmark (KIND/NAME), then its arguments")
         owned = [w for w in words if w.split("=", 1)[0] in ("--out", "--json", "--dry-run")]
         if owned:
-            raise UsageError(f"{text!r}: {owned[0].split('=', 1)[0]} is set by the gate itself (use the gate's "
-                             "--out DIR to keep the result files, --json FILE for its record)")
+            opt = owned[0].split("=", 1)[0]
+            why = {"--out": "the gate's own --out DIR keeps the result files",
+                   "--json": "the gate's own --json FILE writes its record",
+                   "--dry-run": "a gate always measures"}[opt]
+            raise UsageError(f"{text!r}: {opt} cannot be passed to the benchmark's runs ({why}); gate options go "
+                             "before the benchmark: everything after KIND/NAME is passed to 'aibench run'")
         # Accept "micro gemm --m 1" as well as "micro/gemm --m 1".
         if words[0] in ("micro", "component", "scenario") and len(words) > 1 and not words[1].startswith("-"):
             return cls(f"{words[0]}/{words[1]}", tuple(words[2:]))

@@ -105,7 +105,7 @@ class LoadgenOptions:
         if scenario != "closed-loop":
             wrong = [f for f, s in own.items() if f in o.explicit and s != scenario]
             if wrong:
-                raise UsageError(f"{_flags(wrong)} only appl(ies) to --scenario "
+                raise UsageError(f"{_flags(wrong)} {'applies' if len(wrong) == 1 else 'apply'} only to --scenario "
                                  f"{own[wrong[0]]}, not {scenario}")
         if scenario == "server" and o.target_qps is None and not o.find_peak:
             raise UsageError("--scenario server needs --target-qps Q (or --find-peak to search for it)")

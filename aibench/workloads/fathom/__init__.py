@@ -40,8 +40,10 @@ def _common(batch: int, steps: int, warmup: int) -> list[Param]:
 
 
 def _quality(target: float, help_: str, unit: str) -> list[Param]:
+    # An accuracy target above 1 could never be met and would train for the whole --max-time budget.
     return [
-        Param("target", float, target, help_, unit=unit, minimum=0.0),
+        Param("target", float, target, help_, unit=unit, minimum=0.0,
+              maximum=1.0 if unit == "fraction" else None),
         Param("eval_every", int, 0, "with --ttq, evaluate every N steps (0: once per epoch)", minimum=0,
               maximum=10_000_000),
     ]
