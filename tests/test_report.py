@@ -334,3 +334,14 @@ def test_device_gain_section(tmp_path: Path) -> None:
     assert 'data-plot="devices"' in html_text and "8×" in html_text and "cuda:0" in html_text
     assert "&lt;script&gt;" in html_text and "<script>" not in html_text
     assert _device_section([cpu, other]) == ""
+
+
+def test_damaged_result_in_a_folder_is_named(tmp_path: Path) -> None:
+    """A result file cut short is named as damaged, not lumped with foreign JSON."""
+    from aibench.report.load import load_inputs
+
+    (tmp_path / "micro-gemm-cut.json").write_text('{"schema": "aibench-result", "schema_version": 1, "run')
+    (tmp_path / "other.json").write_text('{"hello": 1}')
+    note = load_inputs([tmp_path]).note() or ""
+    assert "1 damaged aibench file(s)" in note and "micro-gemm-cut.json" in note
+    assert "1 JSON file(s) that are not aibench results" in note

@@ -50,10 +50,15 @@ class ReportInputs:
     def note(self) -> str | None:
         """One line saying what was skipped, or None when nothing was."""
         parts = []
-        if self.skipped:
-            path, why = self.skipped[0]
-            more = f" and {len(self.skipped) - 1} more" if len(self.skipped) > 1 else ""
-            parts.append(f"skipped {len(self.skipped)} JSON file(s) that are not aibench results, sweep records "
+        damaged = [(p, why) for p, why in self.skipped if why.startswith(DAMAGED)]
+        foreign = [(p, why) for p, why in self.skipped if not why.startswith(DAMAGED)]
+        if damaged:  # a result file that was cut short or edited: named, all of them
+            parts.append(f"skipped {len(damaged)} damaged aibench file(s): "
+                         + ", ".join(f"{p} ({why})" for p, why in damaged))
+        if foreign:
+            path, why = foreign[0]
+            more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+            parts.append(f"skipped {len(foreign)} JSON file(s) that are not aibench results, sweep records "
                          f"or comparisons ({path}: {why}{more})")
         if self.duplicates:
             parts.append(f"ignored {self.duplicates} duplicate result file(s) (same run_id)")
@@ -61,6 +66,9 @@ class ReportInputs:
 
     def result_file(self, result: Result) -> Path | None:
         return self.files.get(result.run_id)
+
+
+DAMAGED = "damaged aibench file"
 
 
 class _Foreign(Exception):
@@ -83,7 +91,10 @@ def _read_json(path: Path) -> Any:
         with path.open("r", encoding="utf-8") as fh:
             return json.load(fh)
     except json.JSONDecodeError as exc:
-        raise _Foreign(f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        why = f"not valid JSON ({exc.msg} at line {exc.lineno})"
+        if '"schema": "aibench-' in exc.doc[:2000]:  # ours, but cut short or edited
+            why = f"{DAMAGED}: {why}"
+        raise _Foreign(why) from None
     except UnicodeDecodeError:
         raise _Foreign("not a text file") from None
     except RecursionError:
@@ -110,16 +121,16 @@ def _classify(doc: Any, path: Path) -> tuple[str, Any]:
         except ResultIOError as exc:
             raise _Foreign(exc.format_message().removeprefix(f"{path}: ")) from None
         if not isinstance(result.benchmark, dict) or not isinstance(result.benchmark.get("id"), str):
-            raise _Foreign("malformed result file (benchmark has no id)")
+            raise _Foreign(f"{DAMAGED}: malformed result (benchmark has no id)")
         for name in ("params", "metrics", "samples", "context", "system", "code", "load", "config", "meters"):
             if not isinstance(getattr(result, name), dict):
-                raise _Foreign(f"malformed result file ({name} is not an object)")
+                raise _Foreign(f"{DAMAGED}: malformed result ({name} is not an object)")
         for name, entry in result.metrics.items():
             value = entry.get("value") if isinstance(entry, dict) else "?"
             if isinstance(value, bool) or not (value is None or isinstance(value, int | float)):
-                raise _Foreign(f"malformed result file (metric {name!r} has no numeric value)")
+                raise _Foreign(f"{DAMAGED}: malformed result (metric {name!r} has no numeric value)")
         if not isinstance(result.run_id, str):
-            raise _Foreign("malformed result file (run_id is not a string)")
+            raise _Foreign(f"{DAMAGED}: malformed result (run_id is not a string)")
         return "result", result
     if schema == SWEEP_SCHEMA:
         _check_version(doc, "sweep record")
