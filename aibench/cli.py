@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -275,6 +276,10 @@ def run_cmd(ctx: click.Context, args: tuple[str, ...], set_name: str | None, thr
         warmup_s=warmup, max_time_s=max_time, min_rounds=min_rounds, target_rel_ci=target_ci),
         ttq_budget_s=max_time if ctx.get_parameter_source("max_time") != ParameterSource.DEFAULT else None,
         interrupted_dir=out_dir)
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0)
+    if threads is not None and usable and threads > usable and not quiet:
+        click.echo(f"warning: --threads {threads} is more than the {usable} CPU(s) this process may use: the "
+                   "threads will share cores, and the figures will show it", err=True)
     err = _stderr_console()
     if dry_run:
         for r in runs:

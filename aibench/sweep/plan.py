@@ -154,10 +154,15 @@ def plan_sweep(form: str, bench: Benchmark, given: Mapping[str, Any], opts: RunO
                              "1:64:x2)")
         values = parse_values(values_text, integer=integer)
     elif kind == "threads":
+        if values_text and max_threads is not None:
+            raise UsageError("give the thread counts with --values or --max N (1..N), not both")
         values = parse_values(values_text, integer=True) if values_text else \
             default_counts(max_threads or usable_cpus)
         if any(v < 1 or v > 1024 for v in values):
             raise UsageError("thread counts must be between 1 and 1024")
+        if max(values) > usable_cpus:
+            notes.append(f"{max(values)} threads on {usable_cpus} usable CPU(s): points beyond {usable_cpus} "
+                         "oversubscribe the cores (their speedup shows it)")
     else:
         if devices is None:
             raise UsageError("a gpus sweep needs its devices (--devices)")
