@@ -252,7 +252,8 @@ def test_cli_runs_offline_and_writes_logs_beside_result(tiny_bench: Any, tmp_pat
     doc = json.loads(files[0].read_text())
     assert doc["scenario"] == "offline" and doc["params"]["batch"] == 8
     logs = Path(doc["method"]["loadgen_logs"])
-    assert logs.parent == out and logs.name == files[0].stem + ".loadgen"
+    # <stem>.loadgen, or <stem>.resized-N.loadgen when a busy machine made the calibration too slow
+    assert logs.parent == out and logs.name.startswith(files[0].stem + ".") and logs.name.endswith(".loadgen")
     assert (logs / "mlperf_log_detail.txt").is_file()
     jsonschema = pytest.importorskip("jsonschema")
     from aibench.results.schema import json_schema
@@ -355,36 +356,31 @@ def test_server_spin_window_follows_target_qps() -> None:
 
 
 @pytest.mark.parametrize("scenario", ["offline", "single-stream"])
-def test_run_that_ran_out_of_queries_is_resized(scenario: str, tmp_path: Path) -> None:
+def test_run_that_ran_out_of_queries_is_resized(scenario: str, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A calibration that over-estimates the time per sample (a contended machine) makes LoadGen
     pre-generate too few queries: the run ends before its minimum duration. It is re-sized from its own
     measured rate and run again, and the first attempt's logs are kept."""
-    import time
-
     import torch
 
-    from aibench.loadgen.run import drive_system
+    from aibench.loadgen import run as lg_run
+    from aibench.loadgen.drive import Calibration
     from aibench.loadgen.sut import InProcessSystem
     from aibench.loadgen.task import InferenceTask
     from aibench.results.schema import Result
 
-    calls = [0]
-
-    def model(x: Any) -> Any:
-        calls[0] += 1
-        if calls[0] <= 40:  # the calibration's calls are slow, the run's are not
-            time.sleep(0.004)
-        return x
-
-    task = InferenceTask(model=model, device=torch.device("cpu"), num_samples=64, load_sample=lambda i: i,
+    # What a calibration on a busy machine said: 20 ms per sample, far slower than this null model.
+    monkeypatch.setattr(lg_run, "calibrate", lambda *_a, **_k: Calibration(
+        per_sample_s=0.02, batch_sample_s=0.02, batch=8, rounds=2))
+    task = InferenceTask(model=lambda x: x, device=torch.device("cpu"), num_samples=64, load_sample=lambda i: i,
                          collate=list, to_device=lambda x, _d: x)
     s = LoadgenOptions(scenario=scenario, duration_s=0.3, out_dir=tmp_path).resolve()
     result = Result(benchmark={"id": "component/resize", "kind": "component", "name": "resize"}, params={},
                     config_hash="x")
-    drive_system(InProcessSystem(task), s, 8, result)
+    lg_run.drive_system(InProcessSystem(task), s, 8, result)
     assert "resized_after" in result.method, result.validity
     attempts = result.method["resized_after"]
-    assert 1 <= len(attempts) <= 2 and "minimum duration" in attempts[0]["summary"]
+    assert 1 <= len(attempts) <= lg_run.MAX_RESIZES and "minimum duration" in attempts[0]["summary"]
     assert Path(attempts[0]["log_dir"], "mlperf_log_detail.txt").is_file()
     assert ".resized-" in result.method["loadgen_logs"]
     assert result.validity["valid"], result.validity["summary"]
