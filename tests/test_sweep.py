@@ -297,10 +297,26 @@ def test_a_figure_without_samples_gives_no_interval_and_says_why(probe: registry
                       primary_metric="samples_per_s", metrics={"samples_per_s": metric(rate, "samples/s", "higher")})
 
     a, b = offline(100.0), offline(180.0)
-    analysis.add_scaling(b, 2.0, a, 1.0, "samples_per_s", "higher", "devices")
-    assert b.metrics["speedup"]["value"] == pytest.approx(1.8) and "ci95" not in b.metrics["speedup"]
+    for r, v in ((a, 1.0), (b, 2.0)):
+        analysis.add_scaling(r, v, a, 1.0, "samples_per_s", "higher", "devices")
+    assert b.metrics["speedup"]["value"] == pytest.approx(1.8)
+    assert "ci95" not in b.metrics["speedup"] and "ci95" not in a.metrics["speedup"]  # not even the baseline's
     assert "one figure per run" in b.metrics["speedup"]["ci_unavailable"]
     assert analysis.point_spread(b, "samples_per_s")["spread"] is None
+    from rich.console import Console
+
+    from aibench.sweep.display import sweep_table
+    from aibench.sweep.engine import SweepPlan
+    from aibench.sweep.record import Point, SweepRecord
+
+    plan = SweepPlan(kind="gpus", bench=probe, param="devices", values=[1, 2], points=[], definition={},
+                     scaling={"metric": "samples_per_s", "direction": "higher", "unit": "devices"})
+    record = SweepRecord(id="g", kind="gpus", benchmark=PROBE_ID, param="devices", values=[1, 2],
+                         points=[Point(0, 1, "ok"), Point(1, 2, "ok")])
+    console = Console(width=250, record=True)
+    console.print(sweep_table(plan, record, [a, b]))
+    text = console.export_text()
+    assert "carry no interval" in text and "95% interval" not in text and "1.80x" in text
 
 
 def test_a_sweep_already_running_is_not_measured_twice(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -192,14 +192,14 @@ def speedup_ci(r: Result, base: Result | None, name: str, direction: str) -> tup
     """95% interval of the speedup of ``r`` over ``base`` on ``name``: the ratio of the ends of the two points'
     own intervals (:func:`metric_ci`), so each end pairs the most favourable figure of one point with the least
     favourable of the other (conservative; it ignores run-to-run variation, which a single sweep cannot see).
-    The baseline against itself is exactly 1."""
+    The baseline against itself is exactly 1 (where its figure has an interval at all)."""
     if base is None:
         return None
-    if r is base or r.run_id == base.run_id:
-        return 1.0, 1.0
     mine, theirs = metric_ci(r, name), metric_ci(base, name)
     if mine is None or theirs is None:
         return None
+    if r is base or r.run_id == base.run_id:
+        return 1.0, 1.0
     if direction == "higher":
         return mine[0] / theirs[1], mine[1] / theirs[0]
     return theirs[0] / mine[1], theirs[1] / mine[0]

@@ -67,7 +67,7 @@ def _caption(judged: str, spreads: Sequence[dict[str, Any]], scaling: bool,
              else f"spread: none — {next((s['basis'] for s in spreads if s['basis'] != 'no result'), 'no result')}"]
     if scaling:
         entries = [r.metrics.get("speedup") or {} for r in results if r is not None]
-        if any(e.get("ci95") for e in entries):
+        if any(isinstance(e.get("ci95"), list) and e["ci95"][0] != e["ci95"][1] for e in entries):
             lines.append("speedup and efficiency [95% interval]: the ratio of the ends of the two points' intervals "
                          "(within-run spread only); 'noisy': either point is noisy, so the ratio is not to be "
                          "trusted")
