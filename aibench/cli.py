@@ -29,6 +29,7 @@ from aibench.errors import (
 from aibench.loadgen.options import build as loadgen_build
 from aibench.loadgen.options import check_applicable as loadgen_check
 from aibench.loadgen.options import loadgen_options
+from aibench.spec import FiniteFloat, Seed
 
 log = logging.getLogger("aibench")
 
@@ -62,7 +63,9 @@ class LazyGroup(click.Group):
 
             close = difflib.get_close_matches(args[0], self.list_commands(ctx), n=2) if args else []
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise UsageError(f"{exc.format_message()}{hint}") from None
+            # exc.message, not format_message(): click >= 8.4 appends its own "Did you mean" (over the
+            # commands it has loaded only, not the lazy ones), and the hint would be printed twice.
+            raise UsageError(f"{exc.message}{hint}") from None
 
 
 def _console(stderr: bool) -> Any:
@@ -228,16 +231,16 @@ class RunCommand(click.Command):
               help="Run every size of a named set (e.g. deepbench-inference-server).")
 @click.option("--threads", type=click.IntRange(1, 1024), metavar="N",
               help="Intra-op threads, pinned and recorded [default: 1 for micro benchmarks].")
-@click.option("--max-time", type=click.FloatRange(0.0, 86400, min_open=True), default=2.0, show_default=True,
+@click.option("--max-time", type=FiniteFloat(0.0, 86400, min_open=True), default=2.0, show_default=True,
               metavar="S", help="Time budget for measuring one result (warm-up excluded).")
-@click.option("--warmup", type=click.FloatRange(0.0, 3600), default=0.1, show_default=True, metavar="S",
+@click.option("--warmup", type=FiniteFloat(0.0, 3600), default=0.1, show_default=True, metavar="S",
               help="Minimum warm-up time before measuring.")
 @click.option("--min-rounds", type=click.IntRange(3, 1_000_000), default=10, show_default=True, metavar="N",
               help="Timed blocks before the stopping rule may end a measurement.")
-@click.option("--target-ci", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.01, show_default=True,
+@click.option("--target-ci", type=FiniteFloat(0.0, 1.0, min_open=True), default=0.01, show_default=True,
               metavar="R", help="Stop once the 95% CI of the median is within ±R of it.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed for inputs and weights (and, when given, LoadGen's seeds).")
+@click.option("--seed", type=Seed(), default=0, show_default=True,
+              help="Seed for inputs and weights (and, when given, LoadGen's seeds): 0..2^64-1.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
               show_default=True, help="Folder for result files.")
 @click.option("--json", "as_json", is_flag=True,

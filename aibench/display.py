@@ -41,9 +41,12 @@ def fmt_metric(entry: dict[str, Any] | None) -> str:
         return "–"
     if entry.get("value") is None:
         return "n/a"
+    # A metric's "mark" is a short qualifier a table must show beside the value (e.g. "max of 64": an
+    # early-stopping estimate that is only the highest latency); its "note" says more, in the file.
+    mark = f" ({entry['mark']})" if isinstance(entry.get("mark"), str) and entry["mark"] else ""
     if entry.get("valid") is False:  # from an INVALID LoadGen run: never a plain number
-        return f"INVALID {fmt_value(entry['value'], entry.get('unit', ''))}"
-    return fmt_value(entry["value"], entry.get("unit", ""))
+        return f"INVALID {fmt_value(entry['value'], entry.get('unit', ''))}{mark}"
+    return fmt_value(entry["value"], entry.get("unit", "")) + mark
 
 
 def _varying_params(results: Sequence[Result]) -> list[str]:

@@ -31,7 +31,8 @@ DEFAULT_THREADS = {"micro": 1}
 
 @dataclass(frozen=True)
 class RunOptions:
-    """Harness settings. ``threads`` enters the config hash; the timer settings only say how long."""
+    """Harness settings. The thread count a run uses (``threads``, or torch's own default when None) enters
+    the config hash; the timer settings only say how long."""
 
     threads: int | None = None
     timer: TimerSettings = field(default_factory=TimerSettings)
@@ -121,10 +122,13 @@ def execute(run: PlannedRun, opts: RunOptions) -> Result:
     if bench.runner not in RUNNERS:
         raise UsageError(f"{bench.id}: runner {bench.runner!r} is not available in this aibench")
     threads = opts.threads_for(bench)
-    result = new_result(bench, run.params, {"threads": threads}, run.context)
-    result.load["loadavg_start"] = system.load_average()
-    t0 = time.perf_counter()
     with pinned_threads(threads) as thread_info:
+        # The effective count, not the request: a default run (None) and '--threads N' with N what torch
+        # uses anyway measure the same work and share a hash; default runs on machines with different core
+        # counts do not.
+        result = new_result(bench, run.params, {"threads": thread_info["threads"]}, run.context)
+        result.load["loadavg_start"] = system.load_average()
+        t0 = time.perf_counter()
         torch.manual_seed(opts.seed)
         try:
             RUNNERS[bench.runner](bench, run.params, result, opts)

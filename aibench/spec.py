@@ -11,10 +11,13 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import click
 
 from aibench.errors import UsageError
 
@@ -101,7 +104,7 @@ class Param:
         if self.pattern is not None and not re.fullmatch(self.pattern, str(value)):
             raise UsageError(f"{self.flag}: {value!r} is not of the form {self.pattern}")
         if self.type in (int, float):
-            if value != value or value in (float("inf"), float("-inf")):
+            if not is_finite(value):
                 raise UsageError(f"{self.flag} must be a finite number, got {value!r}")
             if self.minimum is not None and value < self.minimum:
                 raise UsageError(f"{self.flag} must be >= {_fmt_num(self.minimum)}, got {value!r}")
@@ -121,6 +124,56 @@ class Param:
             "pattern": self.pattern,
             "help": self.help,
         }
+
+
+def is_finite(value: float) -> bool:
+    """False for nan, inf and -inf: no option or parameter of aibench takes them. (Range checks alone let nan
+    through: every comparison with nan is false.)"""
+    return isinstance(value, int) or math.isfinite(value)
+
+
+class FiniteFloat(click.FloatRange):
+    """The type of every float option of every command: a finite number, optionally within a range.
+
+    ``click.FloatRange`` lets ``nan`` through (``nan < 0`` and ``nan > 1`` are both false), and a plain
+    ``float`` takes ``inf``; either then reached the measurement and failed there. This type refuses them while
+    the command line is parsed, so nothing is measured or written (exit 2, one line).
+    """
+
+    name = "float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not is_finite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+    def _describe_range(self) -> str:
+        return "finite" if self.min is None and self.max is None else super()._describe_range()
+
+
+# LoadGen takes its seeds as uint64 and torch.manual_seed as a 64-bit integer: a seed outside this range
+# used to be accepted on the command line and fail inside the run.
+SEED_MAX = 2**64 - 1
+
+
+class Seed(click.IntRange):
+    """``--seed``: an integer in 0..2^64-1, refused with the range otherwise (exit 2)."""
+
+    name = "seed"
+
+    def __init__(self) -> None:
+        super().__init__(0, SEED_MAX)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.INT.convert(value, param, ctx)
+        if not 0 <= number <= SEED_MAX:
+            self.fail(f"{value!r} is outside 0..2^64-1 ({SEED_MAX}): LoadGen and torch take 64-bit unsigned "
+                      "seeds", param, ctx)
+        return number
+
+    def _describe_range(self) -> str:
+        return "0..2^64-1"
 
 
 def _fmt_num(x: float) -> str:

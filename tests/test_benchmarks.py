@@ -75,3 +75,31 @@ def test_failure_inside_a_benchmark_is_recorded(monkeypatch: pytest.MonkeyPatch)
     result = execute(broken, RunOptions(timer=TINY_TIMER))
     assert result.status == "failed" and result.error["message"] == "kaboom"
     jsonschema.validate(result.to_dict(), json_schema())
+
+
+def test_config_records_the_effective_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A default run records the thread count torch uses, not null: it shares its config hash with an explicit
+    --threads of that count, and default runs with different counts (other machines) do not share one."""
+    import torch
+
+    from aibench import runner
+    from aibench.registry import Benchmark, MetricSpec, ParamSet
+
+    monkeypatch.setitem(runner.RUNNERS, "noop-test", lambda *_a: None)
+    bench = Benchmark(kind="component", name="threads-probe", description="measures nothing", source="tests",
+                      params=ParamSet(()), metrics=(MetricSpec("x", "s", "lower", "x"),), primary_metric="x",
+                      runner="noop-test", factory=lambda *_a, **_k: None)
+    (run,) = plan(bench, {})
+    before = torch.get_num_threads()
+    default = execute(run, RunOptions())
+    assert default.config["threads"] == before == default.method["threads"]["threads"]
+    assert default.method["threads"]["requested"] is None
+    explicit = execute(run, RunOptions(threads=before))
+    assert explicit.config_hash == default.config_hash
+    other = 1 if before != 1 else 2
+    torch.set_num_threads(other)  # what a default run on a machine with another core count sees
+    try:
+        elsewhere = execute(run, RunOptions())
+    finally:
+        torch.set_num_threads(before)
+    assert elsewhere.config["threads"] == other and elsewhere.config_hash != default.config_hash

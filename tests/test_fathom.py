@@ -77,7 +77,9 @@ def test_training_workload_tiny_run(bench_id: str, mode: str) -> None:
         losses = result.samples["loss"]["values"]
         assert len(losses) == steps + result.params["warmup_steps"]
         assert all(math.isfinite(x) for x in losses)
-        assert math.isfinite(result.metrics["loss_final"]["value"])
+        warm = result.params["warmup_steps"]
+        timed_tail = losses[warm:][-10:]  # the curve is per step here: few steps
+        assert result.metrics["loss_final"]["value"] == pytest.approx(sum(timed_tail) / len(timed_tail))
         assert result.validity is None
     else:
         assert "loss" not in result.samples and result.metrics["loss_final"]["value"] is None
@@ -252,6 +254,22 @@ def test_a_diverged_training_run_is_marked_invalid(diverging_bench: registry.Ben
     assert result.metrics["loss_final"]["value"] is None
     assert all(e.get("valid") is False for e in result.metrics.values())
     json.dumps(result.to_dict(), allow_nan=False)
+
+
+def test_loss_final_excludes_the_warm_up_steps() -> None:
+    """The curve a user saw: warm-up 6.90, then 31.2, 6.79, 6.17. loss_final used to average all four (12.77)."""
+    from aibench.measure.training import LoopLog, _loss_final
+
+    log = LoopLog(mode="train", timing="test", warmup_times=[0.1], step_times=[0.1, 0.1, 0.1],
+                  losses=[6.90, 31.2, 6.79, 6.17])
+    entry = _loss_final(log)
+    assert entry["value"] == pytest.approx((31.2 + 6.79 + 6.17) / 3)
+    assert entry["steps"] == [2, 4] and "warm-up" in entry["note"]
+    long = LoopLog(mode="train", timing="test", warmup_times=[0.1] * 2, step_times=[0.1] * 12,
+                   losses=[100.0, 100.0] + [float(i) for i in range(12)])
+    assert _loss_final(long)["value"] == pytest.approx(sum(range(2, 12)) / 10)  # the last 10 timed steps
+    only_warmup = LoopLog(mode="train", timing="test", warmup_times=[0.1], losses=[5.0])
+    assert _loss_final(only_warmup)["value"] is None and "warm-up" in _loss_final(only_warmup)["unavailable"]
 
 
 def test_epoch_time_is_measured_only_over_whole_epochs() -> None:

@@ -384,3 +384,42 @@ def test_run_that_ran_out_of_queries_is_resized(scenario: str, tmp_path: Path,
     assert Path(attempts[0]["log_dir"], "mlperf_log_detail.txt").is_file()
     assert ".resized-" in result.method["loadgen_logs"]
     assert result.validity["valid"], result.validity["summary"]
+
+
+def test_early_stopping_rule_matches_loadgen() -> None:
+    """LoadGen's own thresholds: 64 queries for an estimate at p90 (662 at p99), and the estimate is the
+    highest latency until 81 (838); from a run of 356, LoadGen logged 'Would discard 21 highest'."""
+    from aibench.loadgen.logparse import early_stopping_min_passing, estimate_rank, queries_for_rank
+
+    assert queries_for_rank(1, 0.90) == 64 and queries_for_rank(1, 0.99) == 662
+    assert queries_for_rank(2, 0.90) == 81 and queries_for_rank(2, 0.99) == 838
+    assert [early_stopping_min_passing(t, 0.90) for t in (1, 2, 3)] == [63, 79, 94]
+    assert estimate_rank(63, 0.9) == {}  # too few for an estimate: LoadGen logs none
+    assert estimate_rank(64, 0.9)["estimate_is_max"] is True and estimate_rank(80, 0.9)["mark"] == "max of 80"
+    assert estimate_rank(81, 0.9)["estimate_is_max"] is False and "mark" not in estimate_rank(81, 0.9)
+    got = estimate_rank(356, 0.9, "* Processed at least 64 queries (356).  * Would discard 21 highest latency "
+                                  "queries.  * Early stopping 90.0th percentile estimate: 169486")
+    assert got["estimate_rank"] == 22 and "22nd highest of the 356" in got["note"]
+
+
+def test_single_stream_says_when_its_estimate_is_the_maximum(tiny_bench: Any, tmp_path: Path) -> None:
+    # 64 queries of 1 ms (the minimum duration is met long before): the estimate can only be the maximum.
+    r = _run(tiny_bench, tmp_path, {"sleep_us": 1000}, scenario="single-stream", duration_s=0.01, min_queries=64)
+    n = r.validity["constraints"]["min_queries"]["processed"]
+    es = r.metrics["latency_early_stopping"]
+    assert 64 <= n < 81 and es["queries"] == n
+    assert es["estimate_is_max"] is True and es["estimate_rank"] == 1 and es["mark"] == f"max of {n}"
+    assert es["value"] == r.metrics["latency_max"]["value"] and "maximum" in es["note"]
+    from rich.console import Console
+
+    from aibench.display import results_table
+
+    console = Console(width=250, record=True)
+    console.print(results_table([r]))
+    assert f"(max of {n})" in console.export_text()
+    # The quick profile's minimum is sized so the estimate is never just the maximum.
+    assert LoadgenOptions(scenario="single-stream").resolve().min_queries == 81
+    q = _run(tiny_bench, tmp_path, {"sleep_us": 1000}, scenario="single-stream", duration_s=0.01)
+    es = q.metrics["latency_early_stopping"]
+    assert es["queries"] >= 81 and es["estimate_is_max"] is False and es["estimate_rank"] >= 2
+    assert es["value"] <= q.metrics["latency_max"]["value"]

@@ -224,6 +224,132 @@ def test_thread_sweep_reports_speedup_and_efficiency(cli, tmp_path: Path) -> Non
     assert s0 == pytest.approx(1.0) and e1 == pytest.approx(s1 / 2)
     t0, t1 = (r["metrics"]["time_median"]["value"] for r in results)
     assert s1 == pytest.approx(t0 / t1)
+    # Each point's spread and noisy flag (record and table), and the speedup's interval from the points' own.
+    for p, r in zip(rec["points"], results, strict=True):
+        summary = r["samples"]["time"]["summary"]
+        assert p["spread"] == pytest.approx(summary["iqr_over_median"]) and p["noisy"] == r["noisy"]
+    sp = results[1]["metrics"]["speedup"]
+    (b_lo, b_hi), (c_lo, c_hi) = (r["samples"]["time"]["summary"]["median_ci95"] for r in results)
+    assert sp["ci95"] == pytest.approx([b_lo / c_hi, b_hi / c_lo]) and sp["ci95"][0] <= s1 <= sp["ci95"][1]
+    assert results[1]["metrics"]["efficiency"]["ci95"] == pytest.approx([x / 2 for x in sp["ci95"]])
+    assert results[0]["metrics"]["speedup"]["ci95"] == [1.0, 1.0]
+    assert sp["noisy"] == (results[0]["noisy"] or results[1]["noisy"]) and "ci_method" in sp
+    assert "spread" in err and "95% interval" in err
+    # The HTML report draws the speedup with its interval, and names the points it is noisy at.
+    from aibench.report.html_report import render_html
+    from aibench.report.load import load_inputs
+
+    page = render_html(load_inputs([tmp_path]), title="t")
+    assert "95% interval" in page
+    assert ("speedup rests on a noisy point" in page) == bool(sp["noisy"])
+
+
+def _kernel_result(times: list[float], threads: int) -> Any:
+    from aibench.results.schema import Result, metric
+    from aibench.results.stats import summarize
+
+    s = summarize(times)
+    r = Result(benchmark={"id": "micro/gemm"}, params={}, config_hash="h", primary_metric="time_median",
+               metrics={"time_median": metric(s["median"], "s", "lower")}, noisy=s["noisy"],
+               samples={"time": {"unit": "s", "values": times, "summary": s}}, context={"threads": threads})
+    return r
+
+
+def test_noisy_points_mark_their_spread_and_the_speedup_built_on_them() -> None:
+    """The case a user hit: a 2.69x speedup on 2 CPUs from points whose IQR was 33-122% of the median, each
+    shown 'ok'. Now the table shows the spread, 'noisy', and the speedup's interval."""
+    from rich.console import Console
+
+    from aibench.sweep import analysis
+    from aibench.sweep.display import sweep_table
+    from aibench.sweep.engine import SweepPlan
+    from aibench.sweep.record import Point, SweepRecord
+
+    base = _kernel_result([1.0, 1.1, 1.6, 2.4, 0.9, 1.3, 2.2, 1.0, 3.0, 1.2], 1)
+    fast = _kernel_result([0.30, 0.32, 0.31, 0.30, 0.33, 0.29, 0.31, 0.30, 0.32, 0.31], 2)
+    for r, v in ((base, 1), (fast, 2)):
+        analysis.add_scaling(r, float(v), base, 1.0, "time_median", "lower", "threads")
+    sp = fast.metrics["speedup"]
+    assert base.noisy and not fast.noisy and sp["noisy"] is True
+    lo, hi = sp["ci95"]
+    assert lo < sp["value"] < hi and hi / lo > 1.5  # the noisy baseline makes the interval wide
+    assert analysis.point_spread(base, "time_median")["spread"] == pytest.approx(
+        base.samples["time"]["summary"]["iqr_over_median"])
+    plan = SweepPlan(kind="threads", bench=registry.get("micro/gemm"), param="threads", values=[1, 2], points=[],
+                     definition={}, scaling={"metric": "time_median", "direction": "lower", "unit": "threads"})
+    record = SweepRecord(id="t", kind="threads", benchmark="micro/gemm", param="threads", values=[1, 2],
+                         points=[Point(0, 1, "ok"), Point(1, 2, "ok")])
+    console = Console(width=250, record=True)
+    console.print(sweep_table(plan, record, [base, fast]))
+    text = console.export_text()
+    rows = [line for line in text.splitlines() if line.startswith("│")]
+    assert "noisy" in rows[0] and f"{base.samples['time']['summary']['iqr_over_median']:.0%}" in rows[0]
+    assert f"{sp['value']:.2f}x [{lo:.2f}–{hi:.2f}x] noisy" in rows[1]
+    assert "95% interval" in text
+
+
+def test_a_figure_without_samples_gives_no_interval_and_says_why(probe: registry.Benchmark) -> None:
+    from aibench.results.schema import Result, metric
+    from aibench.sweep import analysis
+
+    def offline(rate: float) -> Result:
+        return Result(benchmark={"id": PROBE_ID}, params={}, config_hash="h", scenario="offline",
+                      primary_metric="samples_per_s", metrics={"samples_per_s": metric(rate, "samples/s", "higher")})
+
+    a, b = offline(100.0), offline(180.0)
+    for r, v in ((a, 1.0), (b, 2.0)):
+        analysis.add_scaling(r, v, a, 1.0, "samples_per_s", "higher", "devices")
+    assert b.metrics["speedup"]["value"] == pytest.approx(1.8)
+    assert "ci95" not in b.metrics["speedup"] and "ci95" not in a.metrics["speedup"]  # not even the baseline's
+    assert "one figure per run" in b.metrics["speedup"]["ci_unavailable"]
+    assert analysis.point_spread(b, "samples_per_s")["spread"] is None
+    from rich.console import Console
+
+    from aibench.sweep.display import sweep_table
+    from aibench.sweep.engine import SweepPlan
+    from aibench.sweep.record import Point, SweepRecord
+
+    plan = SweepPlan(kind="gpus", bench=probe, param="devices", values=[1, 2], points=[], definition={},
+                     scaling={"metric": "samples_per_s", "direction": "higher", "unit": "devices"})
+    record = SweepRecord(id="g", kind="gpus", benchmark=PROBE_ID, param="devices", values=[1, 2],
+                         points=[Point(0, 1, "ok"), Point(1, 2, "ok")])
+    console = Console(width=250, record=True)
+    console.print(sweep_table(plan, record, [a, b]))
+    text = console.export_text()
+    assert "carry no interval" in text and "95% interval" not in text and "1.80x" in text
+
+
+def test_a_sweep_already_running_is_not_measured_twice(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two 'sweep --resume' of one sweep used to measure every point twice: the second is now refused (exit 2),
+    naming the sweep that runs, while the first goes on."""
+    from aibench import runner
+
+    args = ["sweep", "m", "micro/gemm", "--values", "8,16", "--n", "8", "--k", "8", *TINY_FLAGS,
+            "--out", str(tmp_path)]
+    real = runner.execute
+    calls: list[int] = []
+    nested: list[tuple[int, str]] = []
+
+    def execute(run: Any, opts: Any) -> Any:
+        calls.append(run.params["m"])
+        if len(calls) == 1:  # while the first point is measured, a second process resumes the same sweep
+            code, _out, err = cli(*args, "--resume")
+            nested.append((code, err))
+        return real(run, opts)
+
+    monkeypatch.setattr(runner, "execute", execute)
+    code, _out, err = cli(*args, "--resume")
+    assert code == 0, err
+    ((n_code, n_err),) = nested
+    rec = _record(tmp_path)
+    refusal = n_err.strip().splitlines()[-1]  # (the first's own lines so far are captured with it)
+    assert n_code == 2 and refusal.startswith("aibench: error: this sweep is already running")
+    assert rec["id"] in refusal and "aibench: error" not in n_err.replace(refusal, "")
+    assert calls == [8, 16]  # each point once
+    assert rec["status"] == "complete"
+    # Once it has ended, the lock is free: resuming the finished sweep measures nothing and succeeds.
+    code, _out, err = cli(*args, "--resume")
+    assert code == 0 and calls == [8, 16], err
 
 
 def test_loadgen_option_sweep_and_dry_run(cli, probe: registry.Benchmark, tmp_path: Path) -> None:

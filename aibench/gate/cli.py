@@ -15,6 +15,7 @@ import click
 
 from aibench.errors import EXIT_INTERRUPTED, ResultIOError, UsageError
 from aibench.gate import decide
+from aibench.spec import FiniteFloat, Seed
 
 log = logging.getLogger("aibench.gate")
 
@@ -75,32 +76,69 @@ def _quiet(ctx: click.Context) -> bool:
 
 
 def _check_output(target: str | None) -> None:
-    """An output file's folder must exist and be writable before anything is measured (exit 4)."""
+    """An output file's folder must exist and be writable before anything is measured (exit 4); a folder
+    named as the file itself is bad usage (exit 2), found now rather than after the rounds."""
     if target is None or target == "-":
         return
+    if Path(target).expanduser().is_dir():
+        raise UsageError(f"{target!r} is a folder: name a file to write")
     folder = Path(target).expanduser().resolve().parent
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise ResultIOError(f"cannot write {target!r}: folder {str(folder)!r} does not exist or is not writable")
 
 
-def _check_metrics(benches: Sequence[Any], names: Sequence[str]) -> None:
+def _primary_metric(bench: Any, args: Sequence[str]) -> str:
+    """The primary metric a run of ``bench`` with ``args`` reports: a load-generated benchmark's depends on
+    the scenario (LoadGen's own metric for it), a training benchmark's on --ttq."""
+    def option(name: str) -> str | None:
+        for i, word in enumerate(args):
+            if word == name:
+                return args[i + 1] if i + 1 < len(args) else ""
+            if word.startswith(name + "="):
+                return word.partition("=")[2]
+        return None
+
+    if bench.runner == "loadgen":
+        from aibench.loadgen.logparse import PRIMARY
+
+        scenario = option("--scenario") or ("closed-loop" if option("--users") is not None else "offline")
+        return PRIMARY.get(scenario, bench.primary_metric)
+    if bench.runner == "training":
+        ttq = option("--ttq")
+        if ttq is not None and ttq.lower() not in ("0", "false", "no", "off"):
+            return "time_to_target"
+    return bench.primary_metric
+
+
+def _check_metrics(benches: Sequence[Any], metrics: Sequence[str], ignore: Sequence[str]) -> None:
     """A metric named with --metric/--ignore-metric must be one the benchmarks declare: a typo would
-    otherwise drop a check silently. Benchmarks unknown here (a plugin of one side) are not checked."""
+    otherwise drop a check silently. Ignoring a benchmark's primary metric (the one the gate decides on)
+    without naming another with --metric leaves nothing to decide on: refused now, not after the rounds.
+    Benchmarks unknown here (a plugin of one side) are not checked."""
+    names = (*metrics, *ignore)
     if not names:
         return
     from aibench import registry
 
     declared: set[str] = set()
+    known = []
     for b in benches:
         try:
             bench = registry.get(b.ref)
         except Exception:  # unknown here: the sides decide
             return
         declared.update(m.name for m in bench.metrics)
+        known.append((b, bench))
     unknown = [n for n in names if n not in declared]
     if unknown:
         raise UsageError(f"metric {unknown[0]!r} is not reported by {', '.join(b.ref for b in benches)}; "
                          f"known: {', '.join(sorted(declared))}")
+    for b, bench in known:
+        primary = _primary_metric(bench, b.args)
+        if primary in ignore and not [m for m in metrics if m not in ignore]:
+            raise UsageError(f"--ignore-metric {primary} drops the primary metric of {b.ref}, the one the gate "
+                             "decides on, and leaves nothing to gate: to gate on another metric instead, name "
+                             f"it with --metric NAME (its metrics: 'aibench info {bench.id}')")
 
 
 @click.command("compare", epilog=COMPARE_EXIT_HELP,
@@ -113,7 +151,7 @@ def _check_metrics(benches: Sequence[Any], names: Sequence[str]) -> None:
               help="Change below which a verdict is 'same' (5% or 0.05); tail metrics (p99, p99.9, max) get 2×.")
 @click.option("--metric-threshold", "metric_thresholds", multiple=True, metavar="NAME=T",
               help="Threshold for one metric, e.g. latency_p99=20% (repeatable).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--seed", type=Seed(), default=0, show_default=True, help="Seed of the bootstrap (0..2^64-1).")
 @click.option("--markdown", "md_out", metavar="FILE|-", help="Write a markdown summary (for a PR comment).")
 @click.option("--json", "json_out", metavar="FILE|-", help="Write the comparison as JSON ('-': stdout).")
 @click.pass_context
@@ -178,17 +216,17 @@ def compare(ctx: click.Context, baseline: Path, candidate: Path, metrics: tuple[
               help="How CI treats an inconclusive gate: exit 0, or exit 11.")
 @click.option("--improved", type=click.Choice(["pass", "distinct"]), default="pass", show_default=True,
               help="Exit code of an improved gate: 0, or 13 (to tell it from pass in a script).")
-@click.option("--confidence", type=click.FloatRange(0.5, 1.0, min_open=True, max_open=True), default=0.95,
+@click.option("--confidence", type=FiniteFloat(0.5, 1.0, min_open=True, max_open=True), default=0.95,
               show_default=True, metavar="C", help="Confidence level of the interval the verdicts rest on.")
 @click.option("--ci-method", type=click.Choice(["trimmed-t", "BCa", "percentile"]), default="trimmed-t",
               show_default=True, help="Interval of the (trimmed) geometric mean: Yuen's trimmed t, or a seeded "
               "bootstrap (too narrow with few rounds).")
-@click.option("--trim", type=click.FloatRange(0.0, 0.5, max_open=True), default=0.2, show_default=True,
+@click.option("--trim", type=FiniteFloat(0.0, 0.5, max_open=True), default=0.2, show_default=True,
               metavar="F", help="Share of rounds trimmed from each end before the geometric mean (robust to a "
               "round hit by another job); 0: plain geometric mean.")
-@click.option("--seed", type=int, default=None, metavar="N",
+@click.option("--seed", type=Seed(), default=None, metavar="N",
               help="Seed of the side order and the bootstrap [default: random, recorded in the JSON].")
-@click.option("--process-timeout", type=click.FloatRange(1.0, 86400.0), default=600.0, show_default=True,
+@click.option("--process-timeout", type=FiniteFloat(1.0, 86400.0), default=600.0, show_default=True,
               metavar="S", help="Kill a benchmark process that runs longer (outcome: error).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="Keep every process's result files here [default: a temporary folder, removed].")
@@ -239,7 +277,7 @@ def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str |
     if not benches:
         raise UsageError("name a benchmark: 'aibench gate [OPTIONS] KIND/NAME [ARGS]' or -b 'KIND/NAME ARGS'")
     thr, overrides = _thresholds(threshold, runner, metric_thresholds)
-    _check_metrics(benches, (*metrics, *ignore))
+    _check_metrics(benches, metrics, ignore)
     for target in (json_out, md_out, junit_out):  # before the rounds, which may take long: not after them
         _check_output(target)
     if seed is None:

@@ -45,6 +45,14 @@ STDERR_TAIL = 1500  # characters of a failed child's stderr kept in the error me
 DRY_RUN_TIMEOUT_S = 120.0
 
 
+def _shell_words(text: str, option: str) -> list[str]:
+    """``text`` split as a shell would; an unclosed quote or a trailing escape is bad usage (exit 2)."""
+    try:
+        return shlex.split(text)
+    except ValueError as exc:  # "No closing quotation", "No escaped character"
+        raise UsageError(f"{option} {text!r}: cannot split it into words as a shell would ({exc})") from None
+
+
 @dataclass(frozen=True)
 class SideSpec:
     """One environment: ``prefix`` is the command that runs its Python (``-m aibench …`` is appended)."""
@@ -59,7 +67,7 @@ class SideSpec:
 
     @classmethod
     def from_prefix(cls, name: str, prefix: str, label: str | None = None) -> SideSpec:
-        words = tuple(shlex.split(prefix))
+        words = tuple(_shell_words(prefix, f"--{name}"))
         if not words:
             raise UsageError(f"--{name}: empty command prefix")
         return cls(name, words, label or prefix)
@@ -74,7 +82,7 @@ class BenchSpec:
 
     @classmethod
     def parse(cls, text: str) -> BenchSpec:
-        return cls.from_words(shlex.split(text), text)
+        return cls.from_words(_shell_words(text, "-b"), text)
 
     @classmethod
     def from_words(cls, words: list[str], text: str | None = None) -> BenchSpec:

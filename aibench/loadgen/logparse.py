@@ -4,6 +4,9 @@ lines), never from its human summary. Pure Python: no torch, no LoadGen."""
 from __future__ import annotations
 
 import json
+import math
+import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +133,9 @@ def metrics(log: dict[str, Any], scenario: str, samples_per_query: int, wall_s: 
     if es is not None and es > 0:
         pct = v.get("effective_target_latency_percentile")
         out["latency_early_stopping"] = metric(es, "s", "lower", None, **extra,
-                                               percentile=None if pct is None else float(pct) * 100)
+                                               percentile=None if pct is None else float(pct) * 100,
+                                               **estimate_rank(v.get("result_query_count"), pct,
+                                                               v.get("early_stopping_result")))
     else:
         why = ("LoadGen computes no early-stopping latency estimate for this scenario" if es_key is None
                else "LoadGen's early-stopping estimate is not available (too few queries)")
@@ -185,3 +190,79 @@ def requested_settings(log: dict[str, Any]) -> dict[str, Any]:
 
 PRIMARY = {"single-stream": "latency_early_stopping", "multi-stream": "latency_early_stopping",
            "server": "samples_per_s", "offline": "samples_per_s", "closed-loop": "queries_per_s"}
+
+
+# LoadGen's early stopping (loadgen/results.cc, early_stopping.cc): with n queries, target percentile p and
+# confidence 0.99, the estimate is the t-th highest latency, t the largest i with n >= h(i) + i, where h(i)
+# is the fewest queries within the latency such that seeing at most i over it (each with chance 1 - p) has
+# odds <= 1 - 0.99. Below h(2) + 2 queries t is 1: the estimate is simply the maximum.
+EARLY_STOPPING_CONFIDENCE = 0.99
+
+
+def _binomial_cdf(k: int, n: int, q: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, q), in log space (n up to millions without overflow)."""
+    total = 0.0
+    for x in range(k + 1):
+        log_term = (math.lgamma(n + 1) - math.lgamma(x + 1) - math.lgamma(n - x + 1)
+                    + x * math.log(q) + (n - x) * math.log1p(-q))
+        total += math.exp(log_term)
+    return total
+
+
+@lru_cache(maxsize=4096)
+def early_stopping_min_passing(t: int, percentile: float, confidence: float = EARLY_STOPPING_CONFIDENCE) -> int:
+    """h(t): the fewest queries within the latency such that t over it still pass early stopping."""
+    q = 1.0 - percentile
+
+    def passes(h: int) -> bool:
+        return _binomial_cdf(t, h + t, q) <= 1.0 - confidence
+
+    hi = 1
+    while not passes(hi):
+        hi *= 2
+    lo = hi // 2 + 1 if hi > 1 else 1
+    while lo < hi:  # the smallest passing h in [lo, hi]
+        mid = (lo + hi) // 2
+        if passes(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def queries_for_rank(rank: int, percentile: float) -> int:
+    """The fewest queries with which the early-stopping estimate is the ``rank``-th highest latency or a
+    lower one (1: an estimate at all; 2: no longer the maximum)."""
+    return early_stopping_min_passing(rank, percentile) + rank
+
+
+def estimate_rank(queries: Any, percentile: Any, detail: Any = None) -> dict[str, Any]:
+    """Fields for the ``latency_early_stopping`` entry saying which latency the estimate is, so a reader sees
+    when it is just the maximum of a few queries (``estimate_is_max``; tables show ``mark``). Whether it is
+    the maximum follows from the rule above; the rank, where LoadGen's own result text gives it ("Would
+    discard N highest latency queries")."""
+    if not isinstance(queries, int) or isinstance(queries, bool) or not isinstance(percentile, (int, float)) \
+            or not 0 < percentile < 1 or queries < queries_for_rank(1, float(percentile)):
+        return {}
+    pct = f"p{float(percentile) * 100:g}"
+    needed = queries_for_rank(2, float(percentile))
+    if queries < needed:
+        return {"queries": queries, "estimate_rank": 1, "estimate_is_max": True, "mark": f"max of {queries}",
+                "note": f"the maximum of the {queries} query latencies: at 99% confidence LoadGen's {pct} "
+                        f"estimate drops the highest latencies only from {needed} queries on (run more with "
+                        "--min-queries, --duration-s or --profile ci)"}
+    out: dict[str, Any] = {"queries": queries, "estimate_is_max": False}
+    m = re.search(r"Would discard (\d+) highest latency quer", str(detail or ""))
+    if m:
+        rank = int(m.group(1)) + 1
+        out["estimate_rank"] = rank
+        out["note"] = (f"LoadGen's {pct} estimate at 99% confidence: the {_ordinal(rank)} highest of the "
+                       f"{queries} query latencies")
+    else:
+        out["note"] = f"LoadGen's {pct} estimate at 99% confidence, below the highest of the {queries} latencies"
+    return out
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"

@@ -1,4 +1,9 @@
-"""The ``aibench run`` options of the load generator, as one click decorator bundle (no torch, no LoadGen)."""
+"""The ``aibench run`` options of the load generator, as one click decorator bundle (no torch, no LoadGen).
+
+Every float option is a :class:`~aibench.spec.FiniteFloat` with its range, so nan, inf and out-of-range
+values are refused while the command line is parsed (exit 2), before any benchmark is selected or built.
+:meth:`LoadgenOptions.resolve` checks the same ranges again for callers from Python.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import click
 
 from aibench.errors import UsageError
 from aibench.loadgen.settings import PROFILES, SCENARIOS, LoadgenOptions
+from aibench.spec import FiniteFloat
 
 _OPTIONS = (
     click.option("--scenario", type=click.Choice(SCENARIOS), default=None,
@@ -17,28 +23,30 @@ _OPTIONS = (
     click.option("--profile", type=click.Choice(PROFILES), default="quick", show_default=True,
                  help="Durations and seeds: quick (seconds), ci (tens of seconds), official (MLPerf: 600 s, "
                       "MLPerf's seeds)."),
-    click.option("--duration-s", type=float, default=None, metavar="S",
+    click.option("--duration-s", type=FiniteFloat(0.0, None, min_open=True), default=None, metavar="S",
                  help="Minimum test duration (overrides the profile)."),
-    click.option("--min-queries", type=int, default=None, metavar="N",
+    click.option("--min-queries", type=click.IntRange(1), default=None, metavar="N",
                  help="Minimum query count (Offline: samples; overrides the profile)."),
-    click.option("--target-qps", type=float, default=None, metavar="Q", help="Server: Poisson arrival rate."),
-    click.option("--latency-bound-ms", type=float, default=None, metavar="MS",
+    click.option("--target-qps", type=FiniteFloat(0.0, None, min_open=True), default=None, metavar="Q",
+                 help="Server: Poisson arrival rate."),
+    click.option("--latency-bound-ms", type=FiniteFloat(0.0, None, min_open=True), default=None, metavar="MS",
                  help="Server: latency bound at --latency-percentile [default: 10]."),
-    click.option("--latency-percentile", type=float, default=None, metavar="P",
+    click.option("--latency-percentile", type=FiniteFloat(0.0, 100.0, min_open=True, max_open=True), default=None,
+                 metavar="P",
                  help="Server: percentile the bound applies to [default: 99]."),
-    click.option("--expected-qps", type=float, default=None, metavar="Q",
+    click.option("--expected-qps", type=FiniteFloat(0.0, None, min_open=True), default=None, metavar="Q",
                  help="Offline: expected samples/s (sizes the query) [default: calibrated]."),
-    click.option("--samples-per-query", type=int, default=None, metavar="N",
+    click.option("--samples-per-query", type=click.IntRange(1), default=None, metavar="N",
                  help="MultiStream: samples per query [default: 8]."),
-    click.option("--max-wait-us", type=float, default=0.0, show_default=True, metavar="US",
+    click.option("--max-wait-us", type=FiniteFloat(0.0), default=0.0, show_default=True, metavar="US",
                  help="Longest the adapter waits for a batch to fill (up to the benchmark's --batch)."),
-    click.option("--spin-us", type=float, default=None, metavar="US",
+    click.option("--spin-us", type=FiniteFloat(0.0, 1e6), default=None, metavar="US",
                  help="How long the idle adapter worker polls for work before sleeping [default: 100 for "
                       "single-stream, multi-stream and --users; 0 otherwise]."),
     click.option("--find-peak", is_flag=True, help="Server: search the highest target QPS that is VALID."),
-    click.option("--users", type=int, default=None, metavar="N",
+    click.option("--users", type=click.IntRange(1), default=None, metavar="N",
                  help="Closed-loop users instead of LoadGen (each sends one request at a time)."),
-    click.option("--think-time-ms", type=float, default=None, metavar="MS",
+    click.option("--think-time-ms", type=FiniteFloat(0.0), default=None, metavar="MS",
                  help="Closed-loop users: mean exponential think time [default: 0]."),
     click.option("--breakdown", is_flag=True,
                  help="Time each stage of every batch (pre-processing, DNN, post-processing) and report "

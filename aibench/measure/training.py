@@ -71,7 +71,8 @@ TRAINING_METRICS = (
     MetricSpec("step_time_p99", "s", "lower", "99th percentile of the step time"),
     MetricSpec("epoch_time", "s", "lower", "mean time of the complete epochs among the timed steps (only where "
                "the workload has a real data set and the run covered a whole epoch)"),
-    MetricSpec("loss_final", "loss", "lower", "mean training loss of the last (up to) 10 steps"),
+    MetricSpec("loss_final", "loss", "lower", "mean training loss of the last (up to) 10 timed steps "
+               "(warm-up excluded)"),
     MetricSpec("time_init", "s", "lower", "init: process start to the runner, plus device initialisation "
                "(Python, framework, CUDA context): the Minsky paper's INIT"),
     MetricSpec("time_setup", "s", "lower", "setup: model, optimizer and data built and staged on the device"),
@@ -582,15 +583,28 @@ def _epoch_time(task: TrainingTask, log: LoopLog) -> dict[str, Any]:
     return metric(math.fsum(epochs) / len(epochs), "s", "lower", epochs=len(epochs), steps_per_epoch=e)
 
 
+LOSS_FINAL_STEPS = 10
+
+
 def _loss_final(log: LoopLog) -> dict[str, Any]:
+    """The mean loss of the last LOSS_FINAL_STEPS timed steps. Warm-up steps are excluded: their loss (from
+    freshly initialised weights, often a spike) says nothing about where training ended."""
     if log.mode != "train":
         return metric(None, "loss", "lower", unavailable="forward-only (--mode infer): no loss")
     if not log.losses:
         return metric(None, "loss", "lower", unavailable="no steps")
-    tail = log.losses[-10:]
+    warmup = len(log.warmup_times)
+    timed = log.losses[warmup:]
+    if not timed:
+        return metric(None, "loss", "lower", unavailable="no timed steps (every step was warm-up)")
+    tail = timed[-LOSS_FINAL_STEPS:]
     if not all(math.isfinite(x) for x in tail):
         return metric(None, "loss", "lower", unavailable="the loss became non-finite (training diverged)")
-    return metric(math.fsum(tail) / len(tail), "loss", "lower")
+    first, last = warmup + len(timed) - len(tail) + 1, warmup + len(timed)
+    note = f"mean loss of the last {len(tail)} timed step(s), steps {first}-{last}"
+    if warmup:
+        note += f"; the {warmup} warm-up step(s) are excluded"
+    return metric(math.fsum(tail) / len(tail), "loss", "lower", steps=[first, last], note=note)
 
 
 def _loss_curve(result: Result, log: LoopLog) -> None:

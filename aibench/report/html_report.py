@@ -378,10 +378,14 @@ def _sweep_section(results: Sequence[Result], records: Sequence[dict[str, Any]])
         scaling = kind in SCALING_KINDS or any(metric_entry(r, "speedup") for r in runs)
         if scaling:
             x0 = xs[id(runs[0])] or 1.0
-            sp = [plots.Point(xs[id(r)], y, is_invalid(r)) for r in runs
+            sp = [plots.Point(xs[id(r)], y, is_invalid(r), *_ci(r, "speedup")) for r in runs
                   if (y := metric_value(r, "speedup")) is not None]
-            ef = [plots.Point(xs[id(r)], y, is_invalid(r)) for r in runs
+            ef = [plots.Point(xs[id(r)], y, is_invalid(r), *_ci(r, "efficiency")) for r in runs
                   if (y := metric_value(r, "efficiency")) is not None]
+            noisy = [r for r in runs if as_dict(metric_entry(r, "speedup")).get("noisy")]
+            if noisy:
+                caption.append('<span class="noisy">speedup rests on a noisy point at ' + ", ".join(
+                    e(fmt_param(sweep_of(r)["value"])) for r in noisy) + "</span>")
             if sp:
                 panels.append(plots.Panel(ylabel="speedup (x)", xlabel=param, series=[plots.Series("", sp)],
                                           failed_x=failed_x,
@@ -404,6 +408,14 @@ def _sweep_section(results: Sequence[Result], records: Sequence[dict[str, Any]])
                               "<br>".join(caption)))
     return ('<section id="sweeps"><h2>Sweeps and scaling</h2><div class="plots" style="grid-template-columns:1fr">'
             f'{"".join(blocks)}</div></section>')
+
+
+def _ci(r: Result, name: str) -> tuple[float | None, float | None]:
+    """A sweep metric's 95% interval (``ci95``), where the sweep computed one."""
+    ci = as_dict(metric_entry(r, name)).get("ci95")
+    if isinstance(ci, list) and len(ci) == 2 and all(num(x) is not None for x in ci):
+        return num(ci[0]), num(ci[1])
+    return None, None
 
 
 # ----------------------------------------------------------------------------------------------- energy

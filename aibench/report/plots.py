@@ -148,6 +148,8 @@ class Point:
     x: float
     y: float
     invalid: bool = False
+    lo: float | None = None  # a 95% interval of y, drawn as an error bar (e.g. a sweep's speedup)
+    hi: float | None = None
 
 
 @dataclass
@@ -185,6 +187,11 @@ def _plot_panel(ax: Any, panel: Panel) -> bool:
         ys = [p.y / factor for p in pts]
         xs_all.extend(xs)
         ax.plot(xs, ys, "-o", color=colour, label=s.label or None)
+        bars = [(p.x, p.y, p.lo, p.hi) for p in pts if p.lo is not None and p.hi is not None]
+        if bars:
+            ax.errorbar([b[0] for b in bars], [b[1] / factor for b in bars], fmt="none", ecolor=colour, capsize=3,
+                        yerr=[[max(0.0, (y - lo) / factor) for _, y, lo, _ in bars],
+                              [max(0.0, (hi - y) / factor) for _, y, _, hi in bars]], label="95% interval")
         bad = [(p.x, p.y / factor) for p in pts if p.invalid]
         if bad:
             ax.plot([b[0] for b in bad], [b[1] for b in bad], "X", color=INVALID_COLOUR, markersize=9,

@@ -1,4 +1,5 @@
-"""What a sweep derives from its points: speedup and parallel efficiency, batch latency, and the knee.
+"""What a sweep derives from its points: speedup and parallel efficiency (with a 95% interval where the
+points' samples give one, and a noisy flag), each point's spread, batch latency, and the knee.
 
 Pure Python over :class:`~aibench.results.schema.Result` records (no torch), so a report can recompute the
 same figures from files.
@@ -6,10 +7,12 @@ same figures from files.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from aibench.results.schema import Result, metric
+from aibench.results.stats import NOISY_IQR_RATIO, median_ci
 
 LATENCY_CHOICES = ("p50", "p90", "p95", "p97", "p99", "p99_9", "mean", "max", "batch")
 BATCH_LATENCY = "batch_latency"
@@ -30,6 +33,93 @@ def _value(r: Result | None, name: str) -> float | None:
 
 def _invalid(r: Result | None) -> bool:
     return r is not None and r.validity is not None and not r.validity.get("valid", True)
+
+
+# Which raw samples of a result a metric is drawn from. "median": the metric is their median (its 95% CI is
+# the order-statistics interval of the median); "rate": the metric is work / their sum (training's samples/s;
+# its CI follows from the mean's); "spread": the samples show the point's spread, but give no interval of the
+# metric itself (LoadGen's latency percentiles and early-stopping estimate).
+_MEDIAN_OF = {"time_median": "time", "step_time_median": "step_time", "latency_p50": "latency"}
+Z95 = 1.959964
+RATIO_CI_METHOD = ("ratio of the ends of the two points' 95% intervals (each point's interval from its own "
+                   "samples: within-run spread only, not run-to-run variation)")
+
+
+def _basis(r: Result, name: str) -> tuple[str, str] | None:
+    """(sample series, relation) of metric ``name`` in ``r``, or None when no samples stand behind it."""
+    series = r.samples if isinstance(r.samples, dict) else {}
+    if name in _MEDIAN_OF and _MEDIAN_OF[name] in series and (name != "latency_p50" or r.scenario != "offline"):
+        return _MEDIAN_OF[name], "median"
+    if name == "samples_per_s" and "step_time" in series and \
+            str((r.method or {}).get("rate", "")).startswith("samples / sum"):
+        return "step_time", "rate"
+    if name.startswith("latency_") and "latency" in series and r.scenario not in (None, "offline"):
+        return "latency", "spread"
+    return None
+
+
+def _summary(r: Result, series: str) -> dict[str, Any] | None:
+    entry = r.samples.get(series)
+    if not isinstance(entry, dict):
+        return None
+    summary = entry.get("summary")
+    if isinstance(summary, dict) and summary.get("n"):
+        return summary
+    values = entry.get("values")
+    if isinstance(values, list) and values:
+        from aibench.results.stats import summarize
+
+        try:
+            return summarize(values)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def point_spread(r: Result | None, name: str) -> dict[str, Any]:
+    """How noisy one point's figure ``name`` is: ``spread`` (IQR / median of the samples it comes from, or
+    None with ``basis`` saying why) and ``noisy`` (the result's own flag, else spread above 10%)."""
+    if r is None or r.status != "ok":
+        return {"spread": None, "noisy": None, "basis": "no result"}
+    basis = _basis(r, name)
+    summary = _summary(r, basis[0]) if basis else None
+    if basis is None or summary is None:
+        why = ("one figure per run (no samples behind it): repeat the sweep to see its run-to-run spread"
+               if basis is None else f"no summary of its {basis[0]} samples")
+        return {"spread": None, "noisy": r.noisy, "basis": why}
+    spread = summary.get("iqr_over_median")
+    noisy = r.noisy if r.noisy is not None else (spread is not None and spread > NOISY_IQR_RATIO)
+    return {"spread": spread, "noisy": bool(noisy), "n": summary.get("n"),
+            "basis": f"IQR / median of the point's {basis[0].replace('_', ' ')} samples"}
+
+
+def metric_ci(r: Result | None, name: str) -> tuple[float, float] | None:
+    """A 95% interval of ``r``'s figure ``name`` from its own samples, or None where there is none."""
+    if r is None or r.status != "ok":
+        return None
+    basis = _basis(r, name)
+    summary = _summary(r, basis[0]) if basis else None
+    value = _value(r, name)
+    if basis is None or summary is None or value is None:
+        return None
+    if basis[1] == "median":
+        ci = summary.get("median_ci95")
+        if not (isinstance(ci, list) and len(ci) == 2):
+            values = (r.samples.get(basis[0]) or {}).get("values") or []
+            ci = list(median_ci(sorted(values))) if values else None
+        if ci is None:
+            return None
+        lo, hi = float(ci[0]), float(ci[1])
+        return (lo, hi) if 0 < lo <= hi and math.isfinite(hi) else None
+    if basis[1] == "rate":
+        n, mean, sd = summary.get("n") or 0, summary.get("mean"), summary.get("sd")
+        if n < 2 or not mean or sd is None:
+            return None
+        half = Z95 * sd / math.sqrt(n)
+        if mean - half <= 0:
+            return None
+        return value * mean / (mean + half), value * mean / (mean - half)
+    return None
 
 
 def add_batch_latency(r: Result, batch: int | float) -> None:
@@ -66,14 +156,53 @@ def add_scaling(r: Result, value: float, base: Result | None, base_value: float,
         return
     assert mine is not None and theirs is not None
     speedup = mine / theirs if direction == "higher" else theirs / mine
-    efficiency = speedup / (value / base_value)
+    scale = value / base_value
+    efficiency = speedup / scale
     extra: dict[str, Any] = {"basis": name, "baseline": {"value": base_value, "figure": theirs,
                                                           "run_id": base.run_id if base else None}}
     if _invalid(r) or _invalid(base):
         extra["valid"] = False
-    r.metrics["speedup"] = metric(speedup, "x", "higher", **extra)
+    noisy = [x for x in (point_spread(r, name)["noisy"], point_spread(base, name)["noisy"]) if x is not None]
+    if noisy:
+        extra["noisy"] = any(noisy)
+    interval = speedup_ci(r, base, name, direction)
+    sp_extra: dict[str, Any] = dict(extra)
+    ef_extra: dict[str, Any] = dict(extra)
+    if interval is not None:
+        sp_extra.update(ci95=list(interval), ci_method=RATIO_CI_METHOD)
+        ef_extra.update(ci95=[interval[0] / scale, interval[1] / scale], ci_method=RATIO_CI_METHOD)
+    else:
+        sp_extra["ci_unavailable"] = ef_extra["ci_unavailable"] = _no_ci_reason(r, base, name)
+    r.metrics["speedup"] = metric(speedup, "x", "higher", **sp_extra)
     r.metrics["efficiency"] = metric(efficiency, "ratio", "higher",
-                                     note=f"speedup / ({unit_label} / first {unit_label}); 1.0 is linear", **extra)
+                                     note=f"speedup / ({unit_label} / first {unit_label}); 1.0 is linear", **ef_extra)
+
+
+def _no_ci_reason(r: Result, base: Result | None, name: str) -> str:
+    basis = _basis(r, name) or (_basis(base, name) if base is not None else None)
+    if basis is None:
+        return f"{name} is one figure per run, with no samples behind it: repeat the sweep to see its spread"
+    if basis[1] == "spread":
+        return (f"{name} is neither the median nor the mean of its samples: the points' spread (IQR / median of "
+                f"their {basis[0]} samples) shows how noisy they are")
+    return f"the samples behind {name} give no interval (too few, or not positive)"
+
+
+def speedup_ci(r: Result, base: Result | None, name: str, direction: str) -> tuple[float, float] | None:
+    """95% interval of the speedup of ``r`` over ``base`` on ``name``: the ratio of the ends of the two points'
+    own intervals (:func:`metric_ci`), so each end pairs the most favourable figure of one point with the least
+    favourable of the other (conservative; it ignores run-to-run variation, which a single sweep cannot see).
+    The baseline against itself is exactly 1 (where its figure has an interval at all)."""
+    if base is None:
+        return None
+    mine, theirs = metric_ci(r, name), metric_ci(base, name)
+    if mine is None or theirs is None:
+        return None
+    if r is base or r.run_id == base.run_id:
+        return 1.0, 1.0
+    if direction == "higher":
+        return mine[0] / theirs[1], mine[1] / theirs[0]
+    return theirs[0] / mine[1], theirs[1] / mine[0]
 
 
 def find_knee(points: Sequence[tuple[float, Result | None]], throughput: str, latency: str,

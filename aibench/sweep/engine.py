@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from aibench.errors import AibenchError, ResultIOError
+from aibench.errors import AibenchError, ResultIOError, UsageError
 from aibench.registry import Benchmark
 from aibench.results.schema import Result, now_iso
 from aibench.runner import PlannedRun, RunOptions
@@ -104,9 +104,93 @@ def sweep_context(record_id: str, plan: SweepPlan, point: PointPlan) -> dict[str
             "index": point.index, "size": len(plan.points)}
 
 
+class SweepLock:
+    """An exclusive ``flock`` on ``.sweep-<definition hash>.lock`` beside the sweep records, held while a sweep
+    of that definition runs in ``out_dir``: a second process (a ``--resume`` of a running sweep, or the same
+    sweep started twice) would measure every pending point again, each disturbing the other's timings. It is
+    refused at once (exit 2) with the sweep that is running; nothing waits. The kernel drops the lock when
+    the holder exits, however it ends, so a crash never leaves a stale lock. Each node of a multi-node sweep
+    takes its own (they share the definition, and maybe the folder)."""
+
+    def __init__(self, out_dir: Path, def_hash: str, node_rank: int = 0) -> None:
+        suffix = f"-node{node_rank}" if node_rank else ""
+        self.path = Path(out_dir) / f".sweep-{def_hash}{suffix}.lock"
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        import os
+
+        try:
+            import fcntl
+        except ImportError:  # no flock on this platform: run unlocked
+            return
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ResultIOError(f"cannot create the sweep's lock file {str(self.path)!r}: "
+                                f"{exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = self._holder(fd)
+            os.close(fd)
+            raise UsageError(f"this sweep is already running in {str(self.path.parent)!r} ({holder}): a second "
+                             "process would measure its points again; wait for it to end (then --resume "
+                             "continues what is left), or give another --out") from None
+        self.fd = fd
+        self.describe(None)
+
+    def describe(self, record_id: str | None) -> None:
+        """Write who holds the lock (and which record) into the lock file, for the refusal of a second."""
+        import json
+        import os
+
+        if self.fd is None:
+            return
+        text = json.dumps({"pid": os.getpid(), "sweep": record_id, "since": now_iso()})
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, text.encode(), 0)
+
+    @staticmethod
+    def _holder(fd: int) -> str:
+        import json
+        import os
+
+        try:
+            doc = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        except (OSError, ValueError, UnicodeDecodeError):
+            doc = {}
+        if not isinstance(doc, dict) or not doc:
+            return "held by another process"
+        sweep = f"sweep {doc.get('sweep')}, " if doc.get("sweep") else ""
+        return f"{sweep}process {doc.get('pid')}, since {doc.get('since')}"
+
+    def release(self) -> None:
+        import os
+
+        if self.fd is not None:
+            os.close(self.fd)  # releases the lock; the file stays (removing it would race a new holder)
+            self.fd = None
+
+
 def run_sweep(plan: SweepPlan, out_dir: Path, executor: Executor, resume: bool = False,
               progress: ProgressFn | None = None, say: Callable[[str], None] | None = None) -> SweepOutcome:
-    """Measure every point of ``plan`` not already done, writing results and the record into ``out_dir``."""
+    """Measure every point of ``plan`` not already done, writing results and the record into ``out_dir``.
+    One process at a time per sweep definition and folder (:class:`SweepLock`)."""
+    lock = SweepLock(out_dir, definition_hash(plan.definition), int(getattr(executor, "node_rank", 0) or 0))
+    try:
+        lock.acquire()
+    except BaseException:
+        executor.close()  # run_sweep owns the executor: closed however it ends
+        raise
+    try:
+        return _run_sweep(plan, out_dir, executor, lock, resume, progress, say)
+    finally:
+        lock.release()
+
+
+def _run_sweep(plan: SweepPlan, out_dir: Path, executor: Executor, lock: SweepLock, resume: bool,
+               progress: ProgressFn | None, say: Callable[[str], None] | None) -> SweepOutcome:
     from aibench.results.store import load_result, write_result
 
     say = say or (lambda _msg: None)
@@ -153,6 +237,7 @@ def run_sweep(plan: SweepPlan, out_dir: Path, executor: Executor, resume: bool =
             notes=list(plan.notes))
     session = {"started_at": now_iso(), "finished_at": None, "status": "running", "reused_points": reused}
     record.sessions.append(session)
+    lock.describe(record.id)
     path = write_record(record, out_dir)
     try:
         for point in plan.points:
@@ -192,6 +277,8 @@ def run_sweep(plan: SweepPlan, out_dir: Path, executor: Executor, resume: bool =
             rp.result = written.name
             rp.error = result.error["message"] if result.error else None
             rp.valid = None if result.validity is None else bool(result.validity.get("valid"))
+            spread = analysis.point_spread(result, _primary(plan, result))
+            rp.spread, rp.noisy = spread["spread"], spread["noisy"]
             if result.status != "ok":
                 say(f"{plan.param}={point.value}: {result.status}: {rp.error}")
             _update_knee(plan, record, results)
@@ -220,6 +307,13 @@ def _derive(plan: SweepPlan, point: PointPlan, result: Result, results: list[Res
         base = result if point.index == 0 else results[0]
         analysis.add_scaling(result, float(point.value), base, float(base_point.value), plan.scaling["metric"],
                              plan.scaling["direction"], plan.scaling["unit"], plan.scaling.get("unavailable"))
+
+
+def _primary(plan: SweepPlan, result: Result | None) -> str:
+    """The figure a point is judged by: the scaling basis of a scaling sweep, else the result's primary."""
+    if plan.scaling is not None:
+        return str(plan.scaling["metric"])
+    return (result.primary_metric if result is not None else None) or plan.bench.primary_metric
 
 
 def _update_knee(plan: SweepPlan, record: SweepRecord, results: list[Result | None]) -> None:

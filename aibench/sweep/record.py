@@ -3,7 +3,8 @@
 A record names every point of a sweep, its status and the result file it produced::
 
     {"schema": "aibench-sweep", "schema_version": 1, "id", "kind", "benchmark", "param", "values",
-     "points": [{"index", "value", "status", "result", "error"}], "knee", "started_at", "finished_at", ...}
+     "points": [{"index", "value", "status", "result", "error", "spread", "noisy"}], "knee", "started_at",
+     "finished_at", ...}
 
 It is rewritten (atomically: temporary file, fsync, rename) after every point, so a crash or Ctrl-C leaves a
 record that says what was finished. Point statuses: ``pending`` (not run yet), ``ok``, ``failed`` (its
@@ -43,6 +44,8 @@ class Point:
     error: str | None = None
     valid: bool | None = None  # LoadGen's verdict on the point (None: not load-generated, or not run)
     note: str | None = None  # e.g. "measured on node 0" for the other nodes of a multi-node sweep
+    spread: float | None = None  # IQR / median of the samples behind the point's primary metric (None: none)
+    noisy: bool | None = None  # the point's figure is too noisy to trust (spread above 10%)
 
 
 @dataclass
