@@ -22,6 +22,25 @@ _MD_OUTCOME = {"pass": "✅ pass", "improved": "✅ improved", "regression": "�
                "inconclusive": "⚠️ inconclusive", "error": "⛔ error"}
 
 
+# What a lower or higher figure of a unit means, for the wording of a ratio ("54% less time").
+_QUANTITY = {"s": "time", "J": "energy", "W": "power", "B": "memory", "bytes": "memory"}
+
+
+def ratio_words(ratio: float, direction: str = "lower", unit: str = "") -> str:
+    """A ratio candidate/baseline worded as what it is: ``0.457×, 54% less time``, ``1.25×, 25% more
+    samples/s`` — never "118.6% better", which reads as more than double. Whether that is better or worse is
+    the verdict's job (``direction`` only picks the words for a unit without a quantity name)."""
+    change = ratio - 1.0
+    pct = round(abs(change) * 100.0, 1)
+    amount = f"{pct:.0f}%" if pct >= 10 else f"{pct:.1f}%"
+    if amount in ("0.0%", "0%"):
+        return f"{ratio:.3f}×, no change"
+    quantity = _QUANTITY.get(unit, unit)
+    if quantity:
+        return f"{ratio:.3f}×, {amount} {'more' if change > 0 else 'less'} {quantity}"
+    return f"{ratio:.3f}×, {amount} {'higher' if change > 0 else 'lower'}"
+
+
 def _label(pair: dict[str, Any]) -> str:
     """benchmark [hash8] with the parameters that tell configurations apart kept short."""
     return f"{pair['benchmark']} [{str(pair.get('config_hash', ''))[:8]}]"
