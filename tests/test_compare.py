@@ -278,3 +278,12 @@ def test_interval_of_a_million_samples_is_tight_and_centred() -> None:
     cand = rng.lognormal(np.log(1.1e-3), 0.05, 1_000_000)
     lo, hi = quantile_ratio_ci(base, cand, 50.0)
     assert lo < float(np.median(cand) / np.median(base)) < hi and hi - lo < 0.005 and lo > 1.09
+
+
+def test_a_copied_result_named_twice_is_one_run(tmp_path: Path) -> None:
+    a = make(tmp_path / "a", seed=1)
+    copy = tmp_path / "copy.json"
+    copy.write_bytes(a.read_bytes())
+    make(tmp_path / "b", seed=2)
+    doc = compare_paths([a, copy], [tmp_path / "b"])
+    assert [p["runs"] for p in pairs_of(doc)] == [{"baseline": 1, "candidate": 1}]

@@ -83,7 +83,7 @@ def load_side(paths: Sequence[str | Path], label: str | None = None) -> Side:
     (exit 4 otherwise). A result of another schema version is kept aside so its pair can be refused with
     the reason."""
     found = scan(paths)
-    not_results = sorted(p for p in found.named if p not in set(found.files.values()))
+    not_results = found.named_non_results()
     if not_results:
         raise ResultFileError(not_results[0], "a sweep record or comparison file, not a result: compare reads "
                                               "result files (name the folder that holds them)", "foreign")

@@ -234,7 +234,11 @@ class Scan:
     other_versions: list[ResultFileError] = field(default_factory=list)  # results of another schema version
     skipped: list[ResultFileError] = field(default_factory=list)  # unusable files found inside folders
     duplicates: int = 0  # the same run (run_id) found twice, e.g. a copied file
-    named: set[Path] = field(default_factory=set)  # files named directly (not found in a folder)
+    named: dict[Path, str] = field(default_factory=dict)  # files named directly -> "result", "sweep", "comparison"
+
+    def named_non_results(self) -> list[Path]:
+        """Files named directly that are sweep records or comparison files, not results."""
+        return sorted(p for p, kind in self.named.items() if kind != "result")
 
     def note(self, ignore: Iterable[str] = ()) -> str | None:
         """One line saying what was skipped in folders, or None. Damaged aibench files are each named;
@@ -292,7 +296,7 @@ def scan(paths: Iterable[str | os.PathLike[str]]) -> Scan:
                 out.skipped.append(exc)
                 continue
             if explicit:
-                out.named.add(path)
+                out.named[path] = kind
             if kind == "result":
                 if item.run_id in seen_runs:
                     out.duplicates += 1

@@ -102,7 +102,7 @@ def load_results(paths: Iterable[str | os.PathLike[str]], skip_foreign: bool = F
     named_other = [e for e in found.other_versions if e.detail.get("named")]
     if named_other:
         raise named_other[0]
-    not_results = sorted(p for p in found.named if p not in set(found.files.values()))
+    not_results = found.named_non_results()
     if not_results:
         raise ResultFileError(not_results[0], "not an aibench result file (a sweep record or comparison)",
                               "foreign")
