@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from rich.console import Console
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderableType
 from rich.markup import escape
+from rich.measure import Measurement
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from aibench.registry import Benchmark
 from aibench.results.schema import Result
@@ -24,9 +28,17 @@ def fmt_seconds(x: float | None) -> str:
     return f"{x:.3g} s"
 
 
+def fmt_bool(value: bool) -> str:
+    return "yes" if value else "no"
+
+
 def fmt_value(value: Any, unit: str = "") -> str:
     if value is None:
         return "–"
+    if isinstance(value, bool):  # before numbers: True is an int to Python, "yes" to a reader
+        return fmt_bool(value)
+    if unit == "fraction" and isinstance(value, int | float):
+        return f"{value * 100:.3g}%"
     if unit == "s":
         return fmt_seconds(value)
     if isinstance(value, float):
@@ -72,13 +84,98 @@ def _is_meter_metric(name: str) -> bool:
     return name.startswith("energy_per_") or name.endswith("_per_joule") or name == "avg_power"
 
 
-def _metric_columns(results: Sequence[Result]) -> list[str]:
+def _is_share(name: str) -> bool:
+    """The stage shares of a LoadGen run with --breakdown (share_preprocess, share_dnn, …): one column."""
+    return name.startswith("share_")
+
+
+def _metric_columns(results: Sequence[Result], limit: int | None = MAX_METRIC_COLUMNS) -> list[str]:
     cols: list[str] = []
     for r in results:
         if r.primary_metric and r.primary_metric not in cols:
             cols.append(r.primary_metric)
-        cols.extend(k for k in r.metrics if k not in cols and not _is_meter_metric(k))
-    return cols[:MAX_METRIC_COLUMNS]
+        cols.extend(k for k in r.metrics if k not in cols and not _is_meter_metric(k) and not _is_share(k))
+    return cols if limit is None else cols[:limit]
+
+
+def fmt_breakdown(r: Result) -> str:
+    """``preprocess 12% · dnn 80% · postprocess 8%`` from the share_* metrics, or '–'."""
+    parts, invalid = [], False
+    for name, entry in r.metrics.items():
+        if _is_share(name) and isinstance(entry, dict):
+            value = entry.get("value")
+            parts.append(f"{name.removeprefix('share_')} "
+                         + ("n/a" if value is None else fmt_value(value, entry.get("unit", ""))))
+            invalid = invalid or entry.get("valid") is False
+    if not parts:
+        return "–"
+    return ("INVALID " if invalid else "") + " · ".join(parts)  # from an INVALID run: never plain numbers
+
+
+def _plain(cell: Any) -> str:
+    return cell.plain if isinstance(cell, Text) else Text.from_markup(str(cell)).plain
+
+
+def min_table_width(table: Table) -> int:
+    """The narrowest width at which ``table`` shows every cell whole: no-wrap cells on one line, wrapping
+    cells broken only at spaces (rich's own measure counts a no-wrap cell by its longest word, so a table
+    it deems to fit still cuts those cells to "…")."""
+    _, right, _, left = Padding.unpack(table.padding)
+    width = 0
+    for column in table.columns:
+        need = column.min_width or 0
+        for cell in (column.header, *column.cells):
+            lines = _plain(cell).splitlines() or [""]
+            if column.no_wrap:
+                need = max(need, *(cell_len(line) for line in lines))
+            else:
+                need = max(need, *(cell_len(word) for line in lines for word in line.split() or [""]))
+        width += need + left + right
+    if table.box is not None:
+        width += len(table.columns) + 1 if table.show_edge else len(table.columns) - 1
+    return width
+
+
+class FitOrStack:
+    """A wide table where it fits, else the same cells stacked as records: never a cell cut to "…".
+
+    A rich table narrower than its no-wrap columns shrinks the others to an ellipsis ("I…" for INVALID, in
+    CI logs and pipes, where the width is fixed). This measures the wide table for the width it is given:
+    when its *minimum* width (every no-wrap cell whole, every wrapping cell at its longest word) fits, it is
+    printed as it is; otherwise each row becomes a block of ``name  value`` lines, whose values wrap at
+    spaces, so every cell's full text is still there.
+    """
+
+    def __init__(self, wide: Table, records: Sequence[tuple[str, Sequence[tuple[str, str]]]],
+                 title: str | None = None, notes: str | None = None) -> None:
+        self.wide = wide
+        self.records = records
+        self.title = title
+        self.notes = notes
+
+    def stacked(self) -> RenderableType:
+        parts: list[RenderableType] = []
+        if self.title:
+            parts.append(Text.from_markup(self.title, style="italic", overflow="fold"))
+        for i, (head, fields) in enumerate(self.records):
+            if i:
+                parts.append(Text(""))
+            parts.append(Text.from_markup(head, style="bold", overflow="fold"))
+            grid = Table(box=None, show_header=False, pad_edge=False, padding=(0, 2, 0, 2))
+            grid.add_column("name", no_wrap=True, style="dim")
+            grid.add_column("value", overflow="fold")
+            for name, value in fields:
+                grid.add_row(name, value)
+            parts.append(grid)
+        if self.notes:
+            parts.append(Text.from_markup(self.notes, overflow="fold"))
+        return Group(*parts)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[RenderableType]:
+        yield self.wide if min_table_width(self.wide) <= options.max_width else self.stacked()
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement.get(console, options, self.wide)
 
 
 def _si(x: float, unit: str) -> str:
@@ -136,7 +233,13 @@ def _status(r: Result) -> str:
     return "ok"
 
 
-def results_table(results: Sequence[Result], title: str | None = None) -> Table:
+def _params_text(r: Result, keys: Sequence[str]) -> str:
+    return " ".join(f"{k}={fmt_value(r.params[k])}" for k in keys if k in r.params)
+
+
+def results_table(results: Sequence[Result], title: str | None = None) -> FitOrStack:
+    """The results of a run: a table with a column per metric where the width allows, else one block per
+    result (:class:`FitOrStack`); INVALID runs' verdicts below. Every text is escaped."""
     table = Table(title=title, show_lines=False, header_style="bold")
     table.add_column("benchmark", no_wrap=True)
     table.add_column("params")
@@ -144,6 +247,9 @@ def results_table(results: Sequence[Result], title: str | None = None) -> Table:
     metric_cols = _metric_columns(results)
     for col in metric_cols:
         table.add_column(HEADERS.get(col, col), justify="right", no_wrap=True)
+    shares = any(_is_share(k) for r in results for k in r.metrics)
+    if shares:
+        table.add_column("breakdown")
     metered = any(r.meters for r in results)
     if metered:
         table.add_column("energy", justify="right")
@@ -152,21 +258,35 @@ def results_table(results: Sequence[Result], title: str | None = None) -> Table:
     by_bench: dict[str, list[Result]] = {}
     for r in results:
         by_bench.setdefault(r.id, []).append(r)
+    records: list[tuple[str, list[tuple[str, str]]]] = []
     for bench_id, rows in by_bench.items():
         shown = _varying_params(rows)
         for r in rows:
-            params = " ".join(f"{k}={r.params[k]}" for k in shown if k in r.params)
+            params = _params_text(r, shown)
             where = "/".join(str(r.params[k]) for k in ("pass", "dtype", "device") if k in r.params)
             cells = [fmt_metric(r.metrics.get(c)) for c in metric_cols]
+            extra = [escape(fmt_breakdown(r))] if shares else []
             if metered:
-                cells += [escape(fmt_energy(r.meters)), escape(fmt_memory(r.meters))]
-            table.add_row(escape(bench_id), escape(params), escape(where), *cells, _status(r))
+                extra += [escape(fmt_energy(r.meters)), escape(fmt_memory(r.meters))]
+            table.add_row(escape(bench_id), escape(params), escape(where), *cells, *extra, _status(r))
+            fields = [("params", escape(_params_text(r, list(r.params))))]
+            if where:
+                fields.append(("pass/dtype/device", escape(where)))
+            fields += [(escape(name), escape(fmt_metric(r.metrics.get(name))))
+                       for name in _metric_columns([r], limit=None)]
+            if any(_is_share(k) for k in r.metrics):
+                fields.append(("breakdown", escape(fmt_breakdown(r))))
+            if r.meters:
+                fields += [("energy", escape(fmt_energy(r.meters))), ("peak memory", escape(fmt_memory(r.meters)))]
+            fields.append(("status", _status(r)))
+            records.append((escape(bench_id), fields))
     invalid = [r for r in results if r.status == "ok" and r.validity is not None and not r.validity.get("valid")]
+    notes = None
     if invalid:  # LoadGen's verdict with its recommendation, in full (a cell is too narrow)
-        table.caption = "\n".join(f"{escape(r.id)}: {escape(r.validity.get('summary') or 'INVALID')}"
-                                   for r in invalid)
+        notes = "\n".join(f"{escape(r.id)}: {escape(r.validity.get('summary') or 'INVALID')}" for r in invalid)
+        table.caption = notes
         table.caption_justify = "left"
-    return table
+    return FitOrStack(table, records, title=title, notes=notes)
 
 
 def benchmarks_table(benches: Sequence[Benchmark]) -> Table:

@@ -9,11 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from aibench.errors import UsageError
-from aibench.gate.compare import compare_paths, sample_source
+from aibench.errors import ResultIOError, UsageError
+from aibench.gate.compare import bootstrap_quantiles, compare_paths, quantile_ratio_ci, sample_source
+from aibench.gate.render import ratio_words
 from aibench.results.schema import Result, metric
+from aibench.results.stats import summarize
 from aibench.results.store import write_result
 
 Cli = Callable[..., tuple[int, str, str]]
@@ -34,8 +37,8 @@ def make(folder: Path, median: float = 1e-3, spread: float = 0.01, bench: str = 
                metrics={"time_median": metric(med, "s", "lower"), "gflops": metric(1.0 / med, "GFLOP/s", "higher"),
                         "energy_per_call": metric(None, "J", "lower", unavailable="no_powercap"),
                         **extra_metrics},
-               samples={"time": {"unit": "s", "per": "call", "values": values, "summary": {}}},
-               system={"machine": {"hostname": "ci-1"}})
+               samples={"time": {"unit": "s", "per": "call", "values": values, "summary": summarize(values)}},
+               system={"machine": {"hostname": "ci-1"}, "software": {}})
     return write_result(r, folder)
 
 
@@ -143,12 +146,15 @@ def test_one_sided_benchmarks_and_foreign_json_in_folders_are_noted(tmp_path: Pa
     make(tmp_path / "a")
     make(tmp_path / "a", bench="micro/relu")
     make(tmp_path / "b", seed=4)
-    (tmp_path / "b" / "sweep-x.json").write_text(json.dumps({"schema": "aibench-sweep", "schema_version": 1}))
+    (tmp_path / "b" / "sweep-x.json").write_text(json.dumps({"schema": "aibench-sweep", "schema_version": 1, "id": "x",
+                                                                  "points": []}))
     (tmp_path / "b" / "notes.json").write_text("not json at all")
     doc = compare_paths([tmp_path / "a"], [tmp_path / "b"])
     assert [p["benchmark"] for p in doc["pairs"]] == ["micro/gemm"]
     assert any("only in the baseline" in w and "micro/relu" in w for w in doc["warnings"])
-    assert any("skipped 2 JSON file(s)" in w for w in doc["warnings"])
+    # the sweep record is aibench's own and expected beside results: not counted as foreign JSON
+    assert any("skipped 1 JSON file(s)" in w and "notes.json" in w for w in doc["warnings"])
+    assert not any("sweep-x.json" in w for w in doc["warnings"])
 
 
 def test_cli_outputs_and_exit_codes(cli: Cli, tmp_path: Path) -> None:
@@ -166,7 +172,7 @@ def test_cli_outputs_and_exit_codes(cli: Cli, tmp_path: Path) -> None:
 
     (tmp_path / "bad.json").write_text("{}")
     code, _, err = cli("compare", str(tmp_path / "bad.json"), str(tmp_path / "b"))
-    assert code == 4 and "not an aibench result file" in err and "Traceback" not in err
+    assert code == 4 and "not an aibench file" in err and "Traceback" not in err
     code, _, err = cli("compare", str(tmp_path / "missing"), str(tmp_path / "b"))
     assert code == 4 and "no such file or folder" in err
     (tmp_path / "empty").mkdir()
@@ -174,3 +180,110 @@ def test_cli_outputs_and_exit_codes(cli: Cli, tmp_path: Path) -> None:
     assert code == 4 and "no aibench result files" in err
     code, _, err = cli("compare", str(a), str(tmp_path / "b"), "--threshold", "200%")
     assert code == 2 and "threshold" in err
+
+
+# ------------------------------------------------------------------------------ issue 12: compare in CI
+def test_nothing_to_compare_exits_4(cli: Cli, tmp_path: Path) -> None:
+    make(tmp_path / "a", bench="micro/relu")
+    make(tmp_path / "b", bench="micro/gemm")
+    with pytest.raises(ResultIOError, match="nothing to compare"):
+        compare_paths([tmp_path / "a"], [tmp_path / "b"])
+    code, out, err = cli("compare", str(tmp_path / "a"), str(tmp_path / "b"), "--json", str(tmp_path / "c.json"))
+    assert code == 4 and "nothing to compare" in err and "micro/relu" in err and "micro/gemm" in err
+    assert not (tmp_path / "c.json").exists() and not out
+
+
+@pytest.mark.parametrize("ratio, direction, unit, words", [
+    (0.457, "lower", "s", "0.457×, 54% less time"),
+    (2.186, "lower", "s", "2.186×, 119% more time"),
+    (1.25, "higher", "samples/s", "1.250×, 25% more samples/s"),
+    (0.8, "higher", "GFLOP/s", "0.800×, 20% less GFLOP/s"),
+    (1.048, "lower", "J", "1.048×, 4.8% more energy"),
+    (1.0, "lower", "s", "1.000×, no change"),
+    (0.9, "higher", "", "0.900×, 10% lower"),
+])
+def test_ratios_are_worded_as_what_they_are(ratio: float, direction: str, unit: str, words: str) -> None:
+    assert ratio_words(ratio, direction, unit) == words
+
+
+def test_compare_reasons_say_the_ratio_not_a_percentage_better(tmp_path: Path) -> None:
+    make(tmp_path / "a", 1.0e-3, seed=1)
+    make(tmp_path / "b", 0.457e-3, seed=2)
+    doc = compare_paths([tmp_path / "a"], [tmp_path / "b"], metrics=["gflops"])
+    (t,) = pairs_of(doc)
+    assert t["verdict"] == "better" and t["reason"].startswith("0.45") and "% less time" in t["reason"]
+    assert "% better" not in t["reason"] and "118" not in t["reason"]
+    (g,) = pairs_of(doc, "gflops")  # higher is better: 2.19× the rate
+    assert g["verdict"] == "better" and "% more GFLOP/s" in g["reason"] and "% better" not in g["reason"]
+
+
+def _profiled(folder: Path, profile: str, value: float, seed: int) -> Path:
+    path = make(folder, value, seed=seed, bench="component/dig")
+    doc = json.loads(path.read_text())
+    doc["method"]["profile"] = profile
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_quick_and_official_loadgen_runs_are_not_paired(tmp_path: Path) -> None:
+    """They share a config hash (the profile sets durations, not the work), so the profile is matched too."""
+    _profiled(tmp_path / "a", "quick", 1.0e-3, 1)
+    _profiled(tmp_path / "b", "official", 1.0e-3, 2)
+    (p,) = compare_paths([tmp_path / "a"], [tmp_path / "b"])["pairs"]
+    assert p["verdict"] == "refused" and "LoadGen profile differs" in p["reason"]
+    assert "quick" in p["reason"] and "official" in p["reason"] and p["ratio"] is None
+    # the same profile on both sides (beside a lone official run): compared, and the lone run refused
+    _profiled(tmp_path / "a", "official", 1.0e-3, 3)
+    doc = compare_paths([tmp_path / "a"], [tmp_path / "b"])
+    assert sorted(p["verdict"] for p in doc["pairs"]) == ["refused", "same"]
+    (lone,) = [p for p in doc["pairs"] if p["verdict"] == "refused"]
+    assert "profile quick" in lone["reason"]
+
+
+def test_github_export_keeps_profiles_apart(tmp_path: Path) -> None:
+    from aibench.report.github import github_entries
+    from aibench.report.load import load_inputs
+
+    _profiled(tmp_path / "r", "quick", 1.0e-3, 1)
+    _profiled(tmp_path / "r", "official", 1.1e-3, 2)
+    _, entries, _ = github_entries(load_inputs([tmp_path / "r"]))
+    names = sorted(e["name"] for e in entries)
+    assert len(names) == 2 and "profile=official" in names[0] and "profile=quick" in names[1]
+
+
+def test_named_sweep_record_is_not_a_result(cli: Cli, tmp_path: Path) -> None:
+    make(tmp_path / "a")
+    sweep = tmp_path / "sweep-x.json"
+    sweep.write_text(json.dumps({"schema": "aibench-sweep", "schema_version": 1, "id": "x", "points": []}))
+    code, _, err = cli("compare", str(sweep), str(tmp_path / "a"))
+    assert code == 4 and "sweep record or comparison file, not a result" in err
+
+
+@pytest.mark.parametrize("n, q", [(7, 50.0), (40, 50.0), (41, 90.0), (200, 99.0)])
+def test_exact_bootstrap_matches_resampling(n: int, q: float) -> None:
+    """The order-statistic draw gives the same distribution as resampling n values and taking numpy's
+    quantile (compared at a few percentiles of 20,000 draws each)."""
+    rng = np.random.default_rng(5)
+    x = rng.lognormal(0.0, 0.3, n)
+    ours = bootstrap_quantiles(x, q, 20_000, np.random.default_rng(1))
+    brute = np.percentile(np.random.default_rng(2).choice(x, size=(20_000, n), replace=True), q, axis=1)
+    for p in (2.5, 25.0, 50.0, 75.0, 97.5):
+        a, b = np.percentile(ours, p), np.percentile(brute, p)
+        assert a == pytest.approx(b, rel=0.02), (p, a, b)
+
+
+def test_interval_of_a_million_samples_is_tight_and_centred() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.lognormal(np.log(1e-3), 0.05, 1_000_000)
+    cand = rng.lognormal(np.log(1.1e-3), 0.05, 1_000_000)
+    lo, hi = quantile_ratio_ci(base, cand, 50.0)
+    assert lo < float(np.median(cand) / np.median(base)) < hi and hi - lo < 0.005 and lo > 1.09
+
+
+def test_a_copied_result_named_twice_is_one_run(tmp_path: Path) -> None:
+    a = make(tmp_path / "a", seed=1)
+    copy = tmp_path / "copy.json"
+    copy.write_bytes(a.read_bytes())
+    make(tmp_path / "b", seed=2)
+    doc = compare_paths([a, copy], [tmp_path / "b"])
+    assert [p["runs"] for p in pairs_of(doc)] == [{"baseline": 1, "candidate": 1}]

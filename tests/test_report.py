@@ -20,6 +20,7 @@ from aibench.report.csv_export import render_csv
 from aibench.report.github import github_entries
 from aibench.report.html_report import render_html
 from aibench.report.load import load_inputs
+from aibench.results.store import write_result
 from tests.report_fixtures import ANSI, FORMULA, LG_ID, MICRO_ID, SQL, SWEEP_ID, UNICODE, XSS, loadgen, write_fixture
 
 Cli = Callable[..., tuple[int, str, str]]
@@ -47,7 +48,7 @@ def test_folder_loading_classifies_and_skips(fixture_dir: dict[str, Any]) -> Non
     assert not inputs.comparisons
     # foreign, list, broken, other schema version; LoadGen's *.loadgen folder is not even walked
     assert len(inputs.skipped) == fixture_dir["skipped"]
-    assert not any(".loadgen" in str(p) for p, _ in inputs.skipped)
+    assert not any(".loadgen" in s.path for s in inputs.skipped)
     note = inputs.note()
     assert note is not None and "\n" not in note and "skipped 4" in note
 
@@ -67,7 +68,7 @@ def test_duplicates_and_order(fixture_dir: dict[str, Any]) -> None:
     ('{"schema": "aibench-sweep", "schema_version": 1, "id": 3}', "malformed sweep record"),
     ('{"schema": "aibench-comparison", "schema_version": 1, "pairs": [1]}', "malformed comparison"),
     ('{"schema": "aibench-result", "schema_version": 1, "benchmark": {"id": "a/b"}, "params": {}, '
-     '"config_hash": "x", "metrics": {"m": {"value": "fast"}}}', "no numeric value"),
+     '"config_hash": "x", "metrics": {"m": {"value": "fast"}}}', "damaged aibench result"),
 ])
 def test_named_bad_file_is_exit_4(tmp_path: Path, cli: Cli, content: str, message: str) -> None:
     bad = tmp_path / "bad.json"
@@ -238,6 +239,9 @@ def test_github_cli(fixture_dir: dict[str, Any], tmp_path: Path, cli: Cli) -> No
 def test_cli_writes_named_files_only(fixture_dir: dict[str, Any], tmp_path: Path, cli: Cli) -> None:
     out = tmp_path / "out"
     before = sorted(p.name for p in fixture_dir["dir"].iterdir())
+    code, _, err = cli("report", str(fixture_dir["dir"]), "--html", str(out / "r.html"))
+    assert code == 4 and "does not exist" in err and not out.exists()  # an output's folder is never made
+    out.mkdir()
     code, stdout, err = cli("report", str(fixture_dir["dir"]), str(fixture_dir["comparison"]),
                             "--html", str(out / "r.html"), "--csv", str(out / "r.csv"), "--title", "T<i>")
     assert code == 0, err
@@ -259,7 +263,7 @@ def test_cli_refuses_to_overwrite_an_input(fixture_dir: dict[str, Any], tmp_path
     code, _, err = cli("report", str(fixture_dir["dir"]), "--csv", str(tmp_path / "a"), "--html", str(tmp_path / "a"))
     assert code == 2 and "same file" in err
     code, _, err = cli("report", str(fixture_dir["dir"]), "--html", str(tmp_path))
-    assert code == 2 and "directory" in err
+    assert code == 2 and "is a folder" in err
 
 
 def test_cli_summary_without_outputs(fixture_dir: dict[str, Any], cli: Cli) -> None:
@@ -299,25 +303,41 @@ def test_report_never_imports_torch(fixture_dir: dict[str, Any], tmp_path: Path)
     assert "TORCH-ABSENT" in proc.stderr, proc.stderr[-2000:]
 
 
-def test_ill_typed_fields_degrade_to_blanks(tmp_path: Path, cli: Cli) -> None:
-    """A hand-edited result with wrong types everywhere still reports (blanks, not a crash or a traceback)."""
+def test_ill_typed_free_form_fields_degrade_to_blanks(tmp_path: Path, cli: Cli) -> None:
+    """Wrong types where the schema leaves a section free-form (load, context, the machine's fields, extra
+    metric keys) still report: blanks, not a crash or a traceback."""
     doc = loadgen(4, "2026-01-01T00:00:00.000Z").to_dict()
-    doc.update(status=5, scenario=[1], validity="x", error="boom", primary_metric=7, noisy="yes", started_at=3,
-               duration_s="x", load={"loadavg_start": "x"}, samples={"time": 5, "latency": {"values": ["a", None]}},
-               context={"sweep": {"id": 1}}, params={"batch": "x", "n": [1, {"a": 2}]}, code={"git_commit": 5},
-               system={"machine": 3, "software": {"gpus": "many", "env": []}})
-    doc["metrics"]["samples_per_s"] = {"value": 1e308, "unit": 3, "direction": None}
+    doc.update(load={"loadavg_start": "x"}, context={"sweep": {"id": 1}, "task": [1]}, method={"threads": "x"},
+               system={"machine": {"hostname": ["h"], "logical_cpus": "many"}, "software": {"gpus": "many", "env": []}})
+    doc["metrics"]["samples_per_s"] = {"value": 1e308, "unit": "samples/s", "direction": "higher", "valid": "x"}
     path = tmp_path / "odd.json"
     path.write_text(json.dumps(doc))
     assert len(load_inputs([path]).results) == 1
     code, _, err = cli("report", str(path), "--html", str(tmp_path / "r.html"), "--csv", str(tmp_path / "r.csv"))
     assert code == 0, err
     assert "plot could not be drawn" not in (tmp_path / "r.html").read_text()
-    # a section that is not an object at all is refused, in one line
-    doc["code"] = []
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"status": 5}, "status"), ({"scenario": [1]}, "scenario"), ({"validity": "x"}, "validity"),
+    ({"error": "boom"}, "error"), ({"primary_metric": 7}, "primary_metric"), ({"noisy": "yes"}, "noisy"),
+    ({"started_at": 3}, "started_at"), ({"duration_s": "x"}, "duration_s"), ({"samples": {"time": 5}}, "samples.time"),
+    ({"params": {"batch": "x", "n": [1, {"a": 2}]}}, "params.n"), ({"code": {"git_commit": 5}}, "code."),
+    ({"code": []}, "code"), ({"system": {"machine": 3, "software": {}}}, "system.machine"),
+])
+def test_ill_typed_schema_fields_are_damaged(tmp_path: Path, cli: Cli, change: dict[str, Any], field: str) -> None:
+    """Wrong types where the schema says what a field is: a damaged result, named in one line (exit 4), or
+    skipped with a note inside a folder while the rest is reported."""
+    doc = loadgen(4, "2026-01-01T00:00:00.000Z").to_dict() | change
+    folder = tmp_path / "res"
+    folder.mkdir()
+    path = folder / "odd.json"
     path.write_text(json.dumps(doc))
     code, _, err = cli("report", str(path))
-    assert code == 4 and "code is not an object" in err and len(err.strip().splitlines()) == 1
+    assert code == 4 and "damaged aibench result" in err and field in err and len(err.strip().splitlines()) == 1
+    write_result(loadgen(8, "2026-01-01T00:01:00.000Z"), folder)
+    code, out, err = cli("report", str(folder))
+    assert code == 0 and "1 result(s)" in out and "skipped 1 damaged aibench file(s)" in err and field in err
 
 
 def test_device_gain_section(tmp_path: Path) -> None:

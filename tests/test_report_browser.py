@@ -58,6 +58,7 @@ def _run(chromium: str, tmp: Path, page: Path, *extra: str) -> tuple[str, list[d
 def test_report_renders_in_chromium(chromium: str, tmp_path: Path) -> None:
     folder = write_fixture(tmp_path / "results")
     page = tmp_path / "out" / "report.html"
+    page.parent.mkdir()  # an output's folder must exist (aibench never creates one for an output)
     with pytest.raises(SystemExit) as exc:
         main(["-q", "report", str(tmp_path / "results"), str(folder["comparison"]), "--html", str(page)])
     assert exc.value.code == 0

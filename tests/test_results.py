@@ -59,7 +59,7 @@ def test_never_overwrites(tmp_path: Path) -> None:
     ('{"hello": 1}', "not an aibench result"),
     ('[1, 2]', "not an aibench result"),
     ('{"schema": "aibench-result", "schema_version": 99}', "version 99 is not supported"),
-    ('{"schema": "aibench-result", "schema_version": 1}', "missing benchmark"),
+    ('{"schema": "aibench-result", "schema_version": 1}', "damaged aibench result: run_id is missing"),
 ])
 def test_foreign_or_broken_files_are_refused(tmp_path: Path, content: str, message: str) -> None:
     f = tmp_path / "f.json"

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import sys
 from collections.abc import Sequence
@@ -13,16 +12,20 @@ from typing import Any
 
 import click
 
-from aibench.errors import EXIT_INTERRUPTED, ResultIOError, UsageError
+from aibench.errors import EXIT_INTERRUPTED, UsageError
 from aibench.gate import decide
 from aibench.spec import FiniteFloat, Seed
 
 log = logging.getLogger("aibench.gate")
 
 COMPARE_EXIT_HELP = """\b
+Outputs (--json, --markdown): a new file, an earlier comparison, or '-' (stdout; one of them); never an
+input file, an existing result or sweep record, a folder, FIFO or device (refused up front, exit 2).
+\b
 Exit codes: 0 compared (whatever the verdicts: compare informs, 'aibench gate' decides) ·
-2 bad usage · 4 a result file unreadable, not JSON or foreign, or an output not writable ·
-70 internal error."""
+2 bad usage, or an output refused as above · 4 a named file unreadable, not a regular file, over 256 MiB,
+not JSON, foreign or damaged; a side with no result; nothing to compare (no benchmark on both sides);
+an output not writable · 70 internal error."""
 
 GATE_EXIT_HELP = """\b
 Exit codes (one per outcome):
@@ -32,7 +35,8 @@ Exit codes (one per outcome):
   11   inconclusive: too noisy to decide at the threshold (0 with --inconclusive pass)
   12   error: a process failed or timed out, a figure was missing, configurations differed
   2    bad usage (before anything is measured: options, a prefix that does not run, an unknown
-       benchmark or parameter on either side) · 4 an output file not writable · 70 internal error
+       benchmark or parameter on either side, an output that is a folder, FIFO, device, or an
+       existing result or sweep record) · 4 an output file not writable · 70 internal error
   130  interrupted (Ctrl-C or SIGTERM): children killed, the rounds gathered are still written
 Several metrics or benchmarks: error > regression > inconclusive > improved > pass."""
 
@@ -57,34 +61,20 @@ def _console() -> Any:
     return Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
-def _emit(doc: dict[str, Any], json_out: str | None, md_out: str | None, junit_out: str | None = None,
-          inconclusive: str = "fail") -> None:
+def _emit(doc: dict[str, Any], targets: dict[str, Path | None], inconclusive: str = "fail") -> None:
+    """Write the outputs checked by :func:`aibench.results.store.check_outputs` (None: stdout)."""
     from aibench.gate import render
     from aibench.gate.pairs import dumps, write_text
 
-    if json_out:
-        write_text(json_out, dumps(doc))
-    if md_out:
-        write_text(md_out, render.markdown(doc))
-    if junit_out:
-        write_text(junit_out, render.junit(doc, inconclusive))
+    texts = {"--json": lambda: dumps(doc), "--markdown": lambda: render.markdown(doc),
+             "--junit": lambda: render.junit(doc, inconclusive)}
+    for flag, target in targets.items():
+        write_text("-" if target is None else target, texts[flag]())
 
 
 def _quiet(ctx: click.Context) -> bool:
     root = ctx.find_root()
     return bool(root.obj and root.obj.get("quiet"))
-
-
-def _check_output(target: str | None) -> None:
-    """An output file's folder must exist and be writable before anything is measured (exit 4); a folder
-    named as the file itself is bad usage (exit 2), found now rather than after the rounds."""
-    if target is None or target == "-":
-        return
-    if Path(target).expanduser().is_dir():
-        raise UsageError(f"{target!r} is a folder: name a file to write")
-    folder = Path(target).expanduser().resolve().parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise ResultIOError(f"cannot write {target!r}: folder {str(folder)!r} does not exist or is not writable")
 
 
 def _primary_metric(bench: Any, args: Sequence[str]) -> str:
@@ -173,16 +163,20 @@ def compare(ctx: click.Context, baseline: Path, candidate: Path, metrics: tuple[
     """
     from aibench.gate.compare import compare_paths
     from aibench.gate.render import table
+    from aibench.results.store import check_outputs
 
     thr, overrides = _thresholds(threshold, "dedicated", metric_thresholds)
+    # Before reading anything: an output never replaces an input, a result or anything but a regular file.
+    targets = check_outputs({"--json": json_out, "--markdown": md_out}, [baseline, candidate],
+                            stdout_ok=("--json", "--markdown"))
     doc = compare_paths([baseline], [candidate], metrics, thr, overrides, seed=seed)
-    to_stdout = "-" in (json_out, md_out)
+    to_stdout = None in targets.values()
     if not _quiet(ctx):
         from rich.console import Console
 
         console = _console() if to_stdout else Console(width=None if sys.stdout.isatty() else 200)
         console.print(table(doc, title="aibench compare"))
-    _emit(doc, json_out, md_out)
+    _emit(doc, targets)
 
 
 # Gate options come first; the first word that is not a gate option starts the benchmark, and it and everything
@@ -278,8 +272,11 @@ def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str |
         raise UsageError("name a benchmark: 'aibench gate [OPTIONS] KIND/NAME [ARGS]' or -b 'KIND/NAME ARGS'")
     thr, overrides = _thresholds(threshold, runner, metric_thresholds)
     _check_metrics(benches, metrics, ignore)
-    for target in (json_out, md_out, junit_out):  # before the rounds, which may take long: not after them
-        _check_output(target)
+    from aibench.results.store import check_outputs
+
+    # Before the rounds, which may take long: an output never replaces a result or anything but a regular file.
+    targets = check_outputs({"--json": json_out, "--markdown": md_out, "--junit": junit_out},
+                            stdout_ok=("--json", "--markdown"))
     if seed is None:
         seed = secrets.randbelow(2**31)
     if out_dir is not None:
@@ -326,7 +323,7 @@ def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str |
         console.print(table(doc))
         for err in doc["errors"]:
             console.print(f"error: {err}", highlight=False, markup=False)
-    _emit(doc, json_out, md_out, junit_out, inconclusive)
+    _emit(doc, targets, inconclusive)
     code = doc["exit_code"]
     if doc["interrupted"]:
         click.echo(f"aibench: interrupted; {doc['rounds']} round(s) were complete"

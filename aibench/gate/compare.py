@@ -17,7 +17,6 @@ always carries that warning and points to ``aibench gate``, which interleaves bo
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import statistics
@@ -27,11 +26,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from aibench.errors import ResultIOError, UsageError
 from aibench.gate import decide, stats
 from aibench.gate.pairs import COMPARISON_SCHEMA, Pair, document
-from aibench.results.schema import SCHEMA_NAME, SCHEMA_VERSION, Result
-from aibench.results.store import MAX_RESULT_BYTES, iter_result_files
+from aibench.gate.render import ratio_words
+from aibench.results.files import scan
+from aibench.results.schema import SCHEMA_VERSION, Result
+from aibench.results.validate import ResultFileError
 
 SHARED_MACHINE_WARNING = (
     "runs taken at different times on a shared machine are noisy: process-to-process spread of 16-30% was "
@@ -68,40 +71,26 @@ class Side:
     results: list[Result] = field(default_factory=list)
     # aibench results of another schema version: (file, benchmark id or None, config hash or None, version)
     other_version: list[tuple[str, str | None, str | None, Any]] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    note: str | None = None  # what was skipped in folders (foreign, damaged, unreadable files), one line
 
 
 def load_side(paths: Sequence[str | Path], label: str | None = None) -> Side:
-    """Read result files (named, or found under folders). Inside folders, JSON that is not an aibench
-    result — sweep records, comparison and gate files, LoadGen's logs — is skipped (counted, one note). A
-    file named directly must be a result (exit 4 otherwise). A result of another schema version is kept
-    aside so its pair can be refused with the reason."""
-    side = Side(label or ", ".join(str(p) for p in paths))
-    named = {Path(p) for p in paths if not Path(p).is_dir()}
-    for f in iter_result_files(paths):
-        try:
-            if f.stat().st_size > MAX_RESULT_BYTES:
-                raise ResultIOError(f"{f}: too large to be an aibench result file")
-            data = json.loads(f.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            if f in named:
-                raise ResultIOError(f"{f}: not valid JSON ({exc})") from None
-            side.skipped.append(str(f))
-            continue
-        except OSError as exc:
-            raise ResultIOError(f"{f}: cannot read ({exc.strerror or exc})") from None
-        if isinstance(data, dict) and data.get("schema") == SCHEMA_NAME and data.get("schema_version") != \
-                SCHEMA_VERSION:
-            bench = data.get("benchmark")
-            bench_id = bench.get("id") if isinstance(bench, dict) else None
-            side.other_version.append((str(f), bench_id, data.get("config_hash"), data.get("schema_version")))
-            continue
-        try:
-            side.results.append(Result.from_dict(data, source=str(f)))
-        except ResultIOError:
-            if f in named:
-                raise
-            side.skipped.append(str(f))
+    """Read result files (named, or found under folders) with the one reader (:func:`aibench.results.files.scan`).
+
+    Inside folders, aibench's own sweep records and comparison/gate files are passed over silently (they sit
+    beside results as a matter of course); foreign JSON (LoadGen's logs), damaged files and anything that
+    is not a regular file are skipped and summed up in one note. A file named directly must be a result
+    (exit 4 otherwise). A result of another schema version is kept aside so its pair can be refused with
+    the reason."""
+    found = scan(paths)
+    not_results = found.named_non_results()
+    if not_results:
+        raise ResultFileError(not_results[0], "a sweep record or comparison file, not a result: compare reads "
+                                              "result files (name the folder that holds them)", "foreign")
+    side = Side(label or ", ".join(str(p) for p in paths), results=found.results, note=found.note())
+    for exc in found.other_versions:
+        d = exc.detail
+        side.other_version.append((exc.path, d.get("benchmark"), d.get("config_hash"), d.get("version")))
     return side
 
 
@@ -124,6 +113,72 @@ def _value(results: Sequence[Result], metric: str) -> tuple[float | None, str | 
     return float(statistics.median(vals)), None
 
 
+# Resamples of the bootstrap. Each costs O(1) (see quantile_ratio_ci), so there can be many.
+N_RESAMPLES = 10_000
+CI_METHOD = ("percentile bootstrap of the quantile ratio, each side resampled on its own; the resampled "
+             "order statistics are drawn from their exact distribution (Beta), so the cost does not grow with "
+             "the number of samples")
+
+
+def _as_positive(values: Sequence[float], what: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=float)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"no {what}")
+    if not np.all(np.isfinite(arr)) or float(arr.min()) <= 0:
+        raise ValueError(f"{what} must be finite and positive")
+    return arr
+
+
+def bootstrap_quantiles(values: Sequence[float], q: float, n_resamples: int,
+                        rng: np.random.Generator) -> np.ndarray:
+    """The q-quantile (numpy's linear interpolation) of ``n_resamples`` bootstrap resamples of ``values``,
+    drawn exactly but without building a resample.
+
+    A resample of n values drawn with replacement is X_(⌈nU_j⌉) for n uniform U_j, and that map is monotone,
+    so the k-th smallest resampled value is X_(⌈nU_(k)⌉) with U_(k) ~ Beta(k, n−k+1); the next one,
+    U_(k+1) = U_(k) + (1−U_(k))·B with B ~ Beta(1, n−k). The quantile at position (n−1)q/100 interpolates
+    between the k-th and (k+1)-th. So each resample costs two random numbers, and only the order statistics
+    actually drawn are sorted (a partition of the data, O(n)): a million samples take milliseconds where
+    building resamples took minutes (94 s for 2,000 resamples of 1 M samples).
+    """
+    x = _as_positive(values, "samples")
+    n = x.size
+    pos = (n - 1) * q / 100.0
+    k0 = min(math.floor(pos), n - 1)  # 0-based rank of the lower order statistic
+    frac = pos - k0
+    k = k0 + 1  # its 1-based rank
+    u_lo = rng.beta(k, n - k + 1, size=n_resamples)
+    if frac > 0 and k < n:
+        b = -np.expm1(np.log1p(-rng.random(n_resamples)) / (n - k))  # Beta(1, n-k), accurate for large n-k
+        u_hi = u_lo + (1.0 - u_lo) * b
+    else:
+        u_hi = u_lo
+    i_lo = np.clip(np.ceil(n * u_lo).astype(np.int64) - 1, 0, n - 1)
+    i_hi = np.clip(np.ceil(n * u_hi).astype(np.int64) - 1, 0, n - 1)
+    first, last = int(i_lo.min()), int(i_hi.max())
+    window = np.sort(np.partition(x, [first, last])[first:last + 1])
+    lo, hi = window[i_lo - first], window[i_hi - first]
+    return lo + frac * (hi - lo)
+
+
+def quantile_ratio_ci(baseline: Sequence[float], candidate: Sequence[float], q: float = 50.0,
+                      confidence: float = stats.CONFIDENCE, seed: int = 0,
+                      n_resamples: int = N_RESAMPLES) -> tuple[float, float]:
+    """Percentile-bootstrap interval of quantile_q(candidate) / quantile_q(baseline) from two independent sets
+    of values (raw samples of two runs, or the figures of several runs per side), seeded. The cost is
+    O(n + n_resamples) per side (:func:`bootstrap_quantiles`).
+
+    This says how precisely each *run* pinned its figure; it knows nothing of the variation between runs
+    taken at different moments, which on a shared machine is usually larger (see ``aibench gate``).
+    """
+    rng = np.random.default_rng(seed)
+    qb = bootstrap_quantiles(baseline, q, n_resamples, rng)
+    qc = bootstrap_quantiles(candidate, q, n_resamples, rng)
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.percentile(qc / qb, [100.0 * alpha, 100.0 * (1.0 - alpha)])
+    return float(lo), float(hi)
+
+
 def _ci(base: Sequence[Result], cand: Sequence[Result], metric: str, confidence: float,
         seed: int) -> tuple[tuple[float, float] | None, str]:
     """An interval for the ratio and how it was obtained (or None and why not)."""
@@ -131,14 +186,14 @@ def _ci(base: Sequence[Result], cand: Sequence[Result], metric: str, confidence:
         b = [float(r.metrics[metric]["value"]) for r in base]
         c = [float(r.metrics[metric]["value"]) for r in cand]
         if min(b) > 0 and min(c) > 0:
-            return stats.ratio_of_quantiles_ci(b, c, 50.0, confidence, seed), "bootstrap over runs"
+            return quantile_ratio_ci(b, c, 50.0, confidence, seed), "bootstrap over runs"
     src = sample_source(metric)
     if len(base) == 1 and len(cand) == 1 and src is not None:
         key, q, inverse = src
         sb, sc = base[0].samples.get(key), cand[0].samples.get(key)
-        if sb and sc and len(sb.get("values") or []) >= 2 and len(sc.get("values") or []) >= 2:
+        if sb and sc and len(sb["values"]) >= 2 and len(sc["values"]) >= 2:
             try:
-                lo, hi = stats.ratio_of_quantiles_ci(sb["values"], sc["values"], q, confidence, seed)
+                lo, hi = quantile_ratio_ci(sb["values"], sc["values"], q, confidence, seed)
             except ValueError:
                 return None, "raw samples not positive"
             if inverse:
@@ -155,18 +210,37 @@ def _spec(results: Sequence[Result], metric: str) -> tuple[str, str]:
     return "", "lower"
 
 
+def profile_of(r: Result) -> str | None:
+    """The LoadGen profile a result was measured with (``method.profile``: quick, ci, official), or None.
+
+    The profile sets durations, query counts and seeds but not the measured work, so it is not in the config
+    hash: a quick run and an official run of one configuration share a hash, yet their figures (an early-
+    stopping estimate over 64 queries against one over 600 s) are not comparable.
+    """
+    p = r.method.get("profile")
+    return p if isinstance(p, str) else None
+
+
+def _key_text(key: tuple[str, str | None]) -> str:
+    return key[0] + (f" (profile {key[1]})" if key[1] else "")
+
+
 def compare_sides(base: Side, cand: Side, metrics: Iterable[str] = (), threshold: float =
                   decide.DEFAULT_THRESHOLD, thresholds: dict[str, float] | None = None,
                   confidence: float = stats.CONFIDENCE, seed: int = 0) -> tuple[list[Pair], list[str]]:
-    """Match, refuse and compare; return the pairs and the warnings."""
+    """Match, refuse and compare; return the pairs and the warnings.
+
+    Results are matched by benchmark id, config hash and LoadGen profile; a configuration whose hash, or
+    whose profile, differs between the sides is refused with the difference."""
     extra_metrics = list(dict.fromkeys(metrics))
     warnings: list[str] = []
     pairs: list[Pair] = []
+    Key = tuple[str, str | None]  # (config hash, LoadGen profile)
 
-    def group(side: Side) -> dict[str, dict[str, list[Result]]]:
-        out: dict[str, dict[str, list[Result]]] = {}
+    def group(side: Side) -> dict[str, dict[Key, list[Result]]]:
+        out: dict[str, dict[Key, list[Result]]] = {}
         for r in side.results:
-            out.setdefault(r.id, {}).setdefault(r.config_hash, []).append(r)
+            out.setdefault(r.id, {}).setdefault((r.config_hash, profile_of(r)), []).append(r)
         return out
 
     gb, gc = group(base), group(cand)
@@ -191,40 +265,57 @@ def compare_sides(base: Side, cand: Side, metrics: Iterable[str] = (), threshold
     for bench_id in sorted(set(gb) & set(gc)):
         hb, hc = gb[bench_id], gc[bench_id]
         seen_metrics.update(m for rs in (*hb.values(), *hc.values()) for r in rs for m in r.metrics)
-        common = [h for h in hb if h in hc]
-        for h in common:
-            rb, rc = hb[h], hc[h]
+        for key in [k for k in hb if k in hc]:
+            rb, rc = hb[key], hc[key]
             primary = rb[0].primary_metric or rc[0].primary_metric
             wanted = [m for m in dict.fromkeys([primary, *extra_metrics]) if m]
             for m in wanted:
                 if m != primary and all(m not in r.metrics for r in [*rb, *rc]):
                     warnings.append(f"{bench_id}: no metric {m!r} in its results")
                     continue
-                pairs.append(_pair(bench_id, h, rb, rc, m, threshold, thresholds, confidence, seed))
-        lone_b = [h for h in hb if h not in hc]
-        lone_c = [h for h in hc if h not in hb]
+                pairs.append(_pair(bench_id, key[0], rb, rc, m, threshold, thresholds, confidence, seed))
+        lone_b = [k for k in hb if k not in hc]
+        lone_c = [k for k in hc if k not in hb]
+        # The same configuration measured with different LoadGen profiles: refused, saying so.
+        for kb in list(lone_b):
+            kc = next((k for k in lone_c if k[0] == kb[0]), None)
+            if kc is None:
+                continue
+            lone_b.remove(kb)
+            lone_c.remove(kc)
+            b = hb[kb][0]
+            m = b.primary_metric or ""
+            unit, direction = _spec([b], m)
+            pairs.append(Pair(
+                benchmark=bench_id, config_hash=kb[0], metric=m, unit=unit, direction=direction,
+                baseline=None, candidate=None, ratio=None, ci=None, verdict="refused",
+                reason=(f"LoadGen profile differs (baseline {kb[1] or 'none'}, candidate {kc[1] or 'none'}): the "
+                        "same configuration, but run for different durations and query counts, so the figures "
+                        "are not comparable; compare runs of one profile"),
+                params=b.params, extra={"profiles": {"baseline": kb[1], "candidate": kc[1]}}))
         if len(lone_b) == 1 and len(lone_c) == 1:
             b, c = hb[lone_b[0]][0], hc[lone_c[0]][0]
             what = _diff(b.params, c.params) or _diff(b.config, c.config) or "harness settings differ"
             m = b.primary_metric or ""
             unit, direction = _spec([b, c], m)
             pairs.append(Pair(
-                benchmark=bench_id, config_hash=lone_b[0], metric=m, unit=unit, direction=direction,
+                benchmark=bench_id, config_hash=lone_b[0][0], metric=m, unit=unit, direction=direction,
                 baseline=None, candidate=None, ratio=None, ci=None, verdict="refused",
-                reason=(f"config hash differs (baseline {lone_b[0]}, candidate {lone_c[0]}): {what}; "
+                reason=(f"config hash differs (baseline {lone_b[0][0]}, candidate {lone_c[0][0]}): {what}; "
                         "results with different hashes measured different work"),
-                params=b.params, extra={"candidate_config_hash": lone_c[0]}))
+                params=b.params, extra={"candidate_config_hash": lone_c[0][0]}))
         else:
             for which, lone, other in (("baseline", lone_b, hc), ("candidate", lone_c, hb)):
-                for h in lone:
-                    r = (hb if which == "baseline" else hc)[h][0]
+                for k in lone:
+                    r = (hb if which == "baseline" else hc)[k][0]
                     m = r.primary_metric or ""
                     unit, direction = _spec([r], m)
                     pairs.append(Pair(
-                        benchmark=bench_id, config_hash=h, metric=m, unit=unit, direction=direction,
+                        benchmark=bench_id, config_hash=k[0], metric=m, unit=unit, direction=direction,
                         baseline=None, candidate=None, ratio=None, ci=None, verdict="refused",
                         reason=(f"no {'candidate' if which == 'baseline' else 'baseline'} result with config "
-                                f"hash {h} (the other side has {', '.join(sorted(other))})"),
+                                f"hash {_key_text(k)} (the other side has "
+                                f"{', '.join(sorted(_key_text(o) for o in other))})"),
                         params=r.params))
 
     warnings.extend(_context_warnings(base, cand))
@@ -232,6 +323,24 @@ def compare_sides(base: Side, cand: Side, metrics: Iterable[str] = (), threshold
     if typos and (gb.keys() & gc.keys()):
         raise UsageError(f"no compared result has a metric {typos[0]!r}; known: {', '.join(sorted(seen_metrics))}")
     return pairs, warnings
+
+
+def _reason(verdict: str, ratio: float, ci: tuple[float, float] | None, direction: str, unit: str,
+            threshold: float, confidence: float) -> str:
+    """The verdict in words, starting with what the ratio is: "0.457×, 54% less time; …"."""
+    words = ratio_words(ratio, direction, unit)
+    thr = f"±{threshold * 100:g}%"
+    if ci is None:
+        return {"worse": f"{words}: worse by more than the {thr} threshold (no confidence interval)",
+                "better": f"{words}: better by more than the {thr} threshold (no confidence interval)",
+                }.get(verdict, f"{words}: within {thr} (no confidence interval)")
+    span = f"the {confidence * 100:g}% CI of the ratio [{ci[0]:.3f}, {ci[1]:.3f}]"
+    if verdict in ("worse", "better"):
+        return f"{words}: {verdict} by more than the {thr} threshold, and {span} excludes 1"
+    if verdict == "same":
+        return f"{words}; {span} lies within {thr}"
+    half = (math.log(max(ci)) - math.log(min(ci))) / 2.0
+    return f"{words}; {span} (±{(math.exp(half) - 1) * 100:.1f}%) is too wide to decide at {thr}"
 
 
 def _pair(bench_id: str, h: str, rb: list[Result], rc: list[Result], m: str, threshold: float,
@@ -259,14 +368,17 @@ def _pair(bench_id: str, h: str, rb: list[Result], rc: list[Result], m: str, thr
     base.ratio = vc / vb
     ci, how = _ci(rb, rc, m, confidence, seed)
     base.ci = ci
-    verdict, reason = decide.judge(base.ratio, ci, direction, thr, confidence)
+    verdict, _ = decide.judge(base.ratio, ci, direction, thr, confidence)
     base.verdict = verdict
+    reason = _reason(verdict, base.ratio, ci, direction, unit, thr, confidence)
     base.reason = f"{reason} ({how})" if ci is not None else reason
     invalid = [w for w, rs in (("baseline", rb), ("candidate", rc))
                if any((r.metrics.get(m) or {}).get("valid") is False for r in rs)]
     if invalid:
         base.reason += f"; the {' and '.join(invalid)} figure comes from an INVALID LoadGen run"
     base.extra["runs"] = {"baseline": len(rb), "candidate": len(rc)}
+    if ci is not None:
+        base.extra["ci_method"] = CI_METHOD
     return base
 
 
@@ -281,10 +393,9 @@ def _parse_time(text: str | None) -> datetime | None:
 
 def _context_warnings(base: Side, cand: Side) -> list[str]:
     out = [SHARED_MACHINE_WARNING]
-    for side in (base, cand):
-        if side.skipped:
-            out.append(f"{side.label}: skipped {len(side.skipped)} JSON file(s) that are not aibench results "
-                       "(sweep records, comparison files, LoadGen logs, …)")
+    for which, side in (("baseline", base), ("candidate", cand)):
+        if side.note:
+            out.append(f"{which} ({side.label}): {side.note}")
 
     def hosts(side: Side) -> set[str]:
         return {str((r.system.get("machine") or {}).get("hostname")) for r in side.results
@@ -310,11 +421,13 @@ def compare_paths(baseline: Sequence[str | Path], candidate: Sequence[str | Path
     """Everything ``aibench compare`` does short of printing: the comparison document (contract 2)."""
     base = load_side(baseline)
     cand = load_side(candidate)
-    if not base.results and not base.other_version:
-        raise ResultIOError(f"no aibench result files in {base.label}")
-    if not cand.results and not cand.other_version:
-        raise ResultIOError(f"no aibench result files in {cand.label}")
+    for side in (base, cand):
+        if not side.results and not side.other_version:
+            raise ResultIOError(f"no aibench result files in {side.label}" + (f"; {side.note}" if side.note else ""))
     pairs, warnings = compare_sides(base, cand, metrics, threshold, thresholds, confidence, seed)
     if not pairs:
-        warnings.insert(0, "no benchmark appears on both sides: nothing to compare")
+        ids_b = sorted({r.id for r in base.results})
+        ids_c = sorted({r.id for r in cand.results})
+        raise ResultIOError(f"nothing to compare: no benchmark appears on both sides (baseline has "
+                            f"{', '.join(ids_b) or 'none'}; candidate has {', '.join(ids_c) or 'none'})")
     return document(COMPARISON_SCHEMA, base.label, cand.label, pairs, warnings)

@@ -11,7 +11,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from aibench.display import fmt_value
+from aibench.display import FitOrStack, fmt_value
 
 _STYLE = {"better": "green", "worse": "bold red", "same": "", "inconclusive": "yellow", "refused": "red"}
 _OUTCOME_STYLE = {"pass": "green", "improved": "green", "regression": "bold red", "inconclusive": "yellow",
@@ -20,6 +20,25 @@ _MD_MARK = {"better": "✅ better", "worse": "❌ **worse**", "same": "same", "i
             "refused": "⛔ refused"}
 _MD_OUTCOME = {"pass": "✅ pass", "improved": "✅ improved", "regression": "❌ regression",
                "inconclusive": "⚠️ inconclusive", "error": "⛔ error"}
+
+
+# What a lower or higher figure of a unit means, for the wording of a ratio ("54% less time").
+_QUANTITY = {"s": "time", "J": "energy", "W": "power", "B": "memory", "bytes": "memory"}
+
+
+def ratio_words(ratio: float, direction: str = "lower", unit: str = "") -> str:
+    """A ratio candidate/baseline worded as what it is: ``0.457×, 54% less time``, ``1.25×, 25% more
+    samples/s`` — never "118.6% better", which reads as more than double. Whether that is better or worse is
+    the verdict's job (``direction`` only picks the words for a unit without a quantity name)."""
+    change = ratio - 1.0
+    pct = round(abs(change) * 100.0, 1)
+    amount = f"{pct:.0f}%" if pct >= 10 else f"{pct:.1f}%"
+    if amount in ("0.0%", "0%"):
+        return f"{ratio:.3f}×, no change"
+    quantity = _QUANTITY.get(unit, unit)
+    if quantity:
+        return f"{ratio:.3f}×, {amount} {'more' if change > 0 else 'less'} {quantity}"
+    return f"{ratio:.3f}×, {amount} {'higher' if change > 0 else 'lower'}"
 
 
 def _label(pair: dict[str, Any]) -> str:
@@ -46,34 +65,46 @@ def _thr(pair: dict[str, Any]) -> str:
     return "–" if t is None else f"±{t * 100:g}%"
 
 
-def table(doc: dict[str, Any], title: str | None = None) -> Table:
+def table(doc: dict[str, Any], title: str | None = None) -> FitOrStack:
     """The pairs as a rich table (all text escaped); the reason of each verdict other than *same* and the
-    notes go below it, so the figures stay on one line in a narrow terminal."""
+    notes go below it, so the figures stay on one line. Where the width cannot hold the table whole (a CI
+    log, a pipe, long benchmark ids), each pair is a block of lines instead (:class:`FitOrStack`), with its
+    reason: no cell is ever cut to "…"."""
     gate = doc.get("schema") == "aibench-gate"
     if title is None and gate:
         outcome = doc.get("outcome", "?")
         title = f"aibench gate: [{_OUTCOME_STYLE.get(outcome, '')}]{escape(outcome)}[/] ({doc.get('rounds', 0)} rounds)"
     t = Table(title=title, header_style="bold", title_justify="left", box=box.SIMPLE_HEAD)
-    t.add_column("benchmark · metric", overflow="fold", min_width=16)
+    t.add_column("benchmark · metric", min_width=16)
+    conf = f"{doc_conf(doc)} CI"
     for col, kw in (("baseline", {"justify": "right"}), ("candidate", {"justify": "right"}),
-                    ("ratio", {"justify": "right"}), (f"{doc_conf(doc)} CI", {}), ("verdict", {})):
+                    ("ratio", {"justify": "right"}), (conf, {}), ("verdict", {})):
         t.add_column(col, no_wrap=True, **kw)
     notes = []
+    records: list[tuple[str, list[tuple[str, str]]]] = []
     for p in doc["pairs"]:
         style = _STYLE.get(p["verdict"], "")
         verdict = f"[{style}]{escape(p['verdict'])}[/]" if style else escape(p["verdict"])
         if p.get("threshold") is not None:
             verdict += f" (±{p['threshold'] * 100:g}%)"
-        t.add_row(escape(f"{_label(p)} {p['metric']} {_better(p)}"),
-                  escape(fmt_value(p.get("baseline"), p.get("unit", ""))),
-                  escape(fmt_value(p.get("candidate"), p.get("unit", ""))), _ratio(p), _ci(p), verdict)
+        head = escape(f"{_label(p)} {p['metric']} {_better(p)}")
+        base = escape(fmt_value(p.get("baseline"), p.get("unit", "")))
+        cand = escape(fmt_value(p.get("candidate"), p.get("unit", "")))
+        t.add_row(head, base, cand, _ratio(p), _ci(p), verdict)
+        ratio = p.get("ratio")
+        ratio_text = "–" if ratio is None else ratio_words(ratio, p.get("direction", "lower"), p.get("unit", ""))
+        fields = [("baseline", base), ("candidate", cand), ("ratio", escape(ratio_text)), (conf, _ci(p)),
+                  ("verdict", verdict)]
+        if p.get("reason"):
+            fields.append(("reason", escape(p["reason"])))
+        records.append((head, fields))
         if p["verdict"] != "same" and p.get("reason"):
             notes.append(f"{escape(_label(p))} {escape(p['metric'])}: {escape(p['reason'])}")
-    notes += ["note: " + escape(w) for w in doc.get("warnings", [])]
-    if notes:
-        t.caption = "\n".join(notes)
+    warnings = ["note: " + escape(w) for w in doc.get("warnings", [])]
+    if notes or warnings:
+        t.caption = "\n".join(notes + warnings)
         t.caption_justify = "left"
-    return t
+    return FitOrStack(t, records, title=title, notes="\n".join(warnings) or None)
 
 
 def doc_conf(doc: dict[str, Any]) -> str:

@@ -9,8 +9,12 @@ import click
 from aibench.errors import ResultIOError, UsageError
 
 EPILOG = """\b
-Exit codes: 0 ok · 2 bad usage (an output that is an input, nothing to export) ·
-4 a named file is not a readable result, sweep record or comparison; nothing found; cannot write."""
+Outputs: never an input file, an existing result or sweep record, a folder, FIFO or device (exit 2);
+an earlier report file is replaced atomically.
+\b
+Exit codes: 0 ok · 2 bad usage (an output refused as above, nothing to export) ·
+4 a named file is not a readable result, sweep record or comparison (or not a regular file, or over
+256 MiB); nothing found; cannot write."""
 
 
 def _plain(text: str) -> str:
@@ -18,29 +22,13 @@ def _plain(text: str) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
-def _check_outputs(outputs: dict[str, Path | None], inputs: list[Path], found: list[Path]) -> None:
-    """Refuse an output that is an input, or two outputs on one path: a report never destroys a result."""
-    named = {flag: p for flag, p in outputs.items() if p is not None}
-    seen: dict[Path, str] = {}
-    protected = {p.resolve() for p in [*inputs, *found] if p.exists()}
-    for flag, path in named.items():
-        key = path.resolve()
-        if key in seen:
-            raise UsageError(f"{flag} and {seen[key]} name the same file {str(path)!r}")
-        seen[key] = flag
-        if path.is_dir():
-            raise UsageError(f"{flag} {str(path)!r} is a folder; name a file")
-        if key in protected:
-            raise UsageError(f"{flag} {str(path)!r} is one of the report's input files; name another file")
-
-
 @click.command("report", epilog=EPILOG)
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path), metavar="FILE",
               help="Write a CSV: one row per result and metric, with param.<name> columns.")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+@click.option("--html", "html_path", type=click.Path(path_type=Path), metavar="FILE",
               help="Write one self-contained HTML page with plots (no network needed to open it).")
-@click.option("--github-benchmark", "gh_path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+@click.option("--github-benchmark", "gh_path", type=click.Path(path_type=Path), metavar="FILE",
               help="Write JSON for github-action-benchmark's customSmallerIsBetter / customBiggerIsBetter tool.")
 @click.option("--github-benchmark-direction", "gh_direction", type=click.Choice(["smaller", "bigger"]),
               help="Which metrics go in the github-benchmark file [default: the one direction they share].")
@@ -65,24 +53,24 @@ def report(ctx: click.Context, paths: tuple[Path, ...], csv_path: Path | None, h
       aibench report results --github-benchmark bench.json --github-benchmark-direction smaller
     """
     from aibench.report.load import load_inputs
+    from aibench.results.store import check_outputs
 
     quiet = bool(ctx.obj and ctx.obj.get("quiet"))
     roots = list(paths) or [Path("results")]
     if (gh_direction or gh_metrics) and gh_path is None:
         raise UsageError("--github-benchmark-direction and --github-benchmark-metric need --github-benchmark FILE")
+    # Before reading anything: an output never replaces an input, a result or anything but a regular file.
+    targets = check_outputs({"--csv": csv_path, "--html": html_path, "--github-benchmark": gh_path}, roots)
     inputs = load_inputs(roots)
-    outputs = {"--csv": csv_path, "--html": html_path, "--github-benchmark": gh_path}
-    sources = [Path(d["_source"]) for d in (*inputs.sweeps, *inputs.comparisons)]
-    _check_outputs(outputs, roots, [*inputs.files.values(), *sources])
+    note = inputs.note()
     if inputs.empty:
         raise ResultIOError(f"no aibench result files, sweep records or comparison files under "
-                            f"{', '.join(str(p) for p in roots)}")
-    note = inputs.note()
+                            f"{', '.join(str(p) for p in roots)}" + (f"; {note}" if note else ""))
     if note and not quiet:
         click.echo(_plain(f"aibench: note: {note}"), err=True)
 
     # Render everything before writing anything, so an error leaves no half-written set of files.
-    rendered: list[tuple[Path, str, str]] = []
+    rendered: list[tuple[Path | None, str, str]] = []
     if gh_path is not None:
         import json
 
@@ -92,22 +80,23 @@ def report(ctx: click.Context, paths: tuple[Path, ...], csv_path: Path | None, h
         for line in gh_notes:
             if not quiet:
                 click.echo(_plain(f"aibench: note: github-benchmark: {line}"), err=True)
-        rendered.append((gh_path, json.dumps(entries, indent=2, ensure_ascii=False) + "\n",
+        rendered.append((targets["--github-benchmark"], json.dumps(entries, indent=2, ensure_ascii=False) + "\n",
                          f"{len(entries)} entries for the {TOOLS[direction]} tool"))
     if csv_path is not None:
         from aibench.report.csv_export import results_frame
 
         frame = results_frame(inputs)
-        rendered.append((csv_path, frame.to_csv(index=False, lineterminator="\n"), f"{len(frame)} rows"))
+        rendered.append((targets["--csv"], frame.to_csv(index=False, lineterminator="\n"), f"{len(frame)} rows"))
     if html_path is not None:
         from aibench.report.html_report import render_html
 
         page = render_html(inputs, title)
-        rendered.append((html_path, page, f"{len(page.encode('utf-8')) / 1024:.0f} KiB"))
+        rendered.append((targets["--html"], page, f"{len(page.encode('utf-8')) / 1024:.0f} KiB"))
 
     from aibench.report.view import write_atomic
 
     for path, text, what in rendered:
+        assert path is not None  # no report output goes to stdout
         write_atomic(path, text)
         if not quiet:
             click.echo(f"wrote {path} ({what})")

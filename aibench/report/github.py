@@ -7,7 +7,9 @@ when not given, the direction the selected metrics share (mixed directions are r
 
 - Which metrics: each result's primary metric, or the names given with ``--github-benchmark-metric``.
 - ``name`` is stable across commits, since the action keys its history charts by name: benchmark id, metric,
-  then every parameter and harness setting of the configuration (``threads``, LoadGen scenario, ...).
+  then every parameter and harness setting of the configuration (``threads``, LoadGen scenario, ...), and
+  for LoadGen runs the profile (``profile=quick``/``ci``/``official``): a quick run and an official run of
+  one configuration share a config hash but are not one series.
   When the same configuration was run several times, the latest run is exported.
 - ``range`` is ``± half-width`` of the 95% CI of the median where the metric is a median of kept samples.
 - ``extra`` says which run, machine, commit and thread count the value came from.
@@ -54,6 +56,9 @@ def _config_words(r: Result) -> list[str]:
 
 def entry_name(r: Result, metric: str) -> str:
     words = [f"{k}={fmt_param(v)}" for k, v in r.params.items()] + _config_words(r)
+    profile = as_dict(r.method).get("profile")
+    if isinstance(profile, str):  # LoadGen's profile is not in the config hash, yet quick ≠ official: own series
+        words.append(f"profile={profile}")
     return f"{r.id} {metric} [{', '.join(words)}]" if words else f"{r.id} {metric}"
 
 

@@ -7,14 +7,12 @@ ever unpickled, and a file that is not an aibench result is refused by :func:`fr
 
 from __future__ import annotations
 
+import copy
 import json
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from importlib import resources
 from typing import Any
-
-from aibench.errors import ResultIOError
 
 SCHEMA_NAME = "aibench-result"
 SCHEMA_VERSION = 1
@@ -37,6 +35,12 @@ def metric(value: float | None, unit: str, direction: str, unavailable: str | No
     return entry
 
 
+def _code_default() -> dict[str, Any]:
+    from aibench import __version__
+
+    return {"package_version": __version__, "git_commit": None, "git_dirty": None}
+
+
 @dataclass
 class Result:
     benchmark: dict[str, Any]
@@ -53,8 +57,10 @@ class Result:
     validity: dict[str, Any] | None = None
     noisy: bool | None = None
     meters: dict[str, Any] = field(default_factory=dict)
-    system: dict[str, Any] = field(default_factory=dict)
-    code: dict[str, Any] = field(default_factory=dict)
+    # Defaults that satisfy the schema, so that a record built in code is valid before the runner fills in
+    # the machine and code fingerprints.
+    system: dict[str, Any] = field(default_factory=lambda: {"machine": {}, "software": {}})
+    code: dict[str, Any] = field(default_factory=_code_default)
     load: dict[str, Any] = field(default_factory=dict)
     context: dict[str, Any] = field(default_factory=dict)
     started_at: str = field(default_factory=now_iso)
@@ -79,22 +85,33 @@ class Result:
 
     @classmethod
     def from_dict(cls, d: Any, source: str = "<data>") -> Result:
+        """The record of a parsed result document, validated against ``result.schema.json`` (and the read
+        limits) by :func:`aibench.results.validate.result_problem`: every command reads results through
+        here, so a damaged or hostile file gets the same answer everywhere. Raises
+        :class:`~aibench.results.validate.ResultFileError` (exit 4) with kind ``foreign``, ``other-version``
+        or ``damaged``."""
+        from aibench.results.validate import ResultFileError, result_problem, shown
+
         if not isinstance(d, dict) or d.get("schema") != SCHEMA_NAME:
-            raise ResultIOError(f"{source}: not an aibench result file (no \"schema\": \"{SCHEMA_NAME}\")")
+            raise ResultFileError(source, f"not an aibench result file (no \"schema\": \"{SCHEMA_NAME}\")",
+                                  "foreign")
         version = d.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise ResultIOError(
-                f"{source}: result schema version {version!r} is not supported (this aibench reads "
-                f"version {SCHEMA_VERSION})"
-            )
-        known = set(cls.__dataclass_fields__)
-        missing = [k for k in ("benchmark", "params", "config_hash") if k not in d]
-        if missing:
-            raise ResultIOError(f"{source}: malformed result file, missing {', '.join(missing)}")
-        return cls(**{k: v for k, v in d.items() if k in known})
+        if not (type(version) in (int, float) and version == SCHEMA_VERSION):
+            bench = d.get("benchmark")
+            bench_id = bench.get("id") if isinstance(bench, dict) and isinstance(bench.get("id"), str) else None
+            chash = d.get("config_hash") if isinstance(d.get("config_hash"), str) else None
+            raise ResultFileError(
+                source, f"result schema version {shown(repr(version))[:40]} is not supported (this aibench "
+                        f"reads version {SCHEMA_VERSION})", "other-version",
+                {"benchmark": bench_id, "config_hash": chash, "version": version})
+        problem = result_problem(d)
+        if problem is not None:
+            raise ResultFileError(source, f"damaged aibench result: {shown(problem)[:300]}", "damaged")
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 def json_schema() -> dict[str, Any]:
-    """The JSON Schema of a result file (shipped as package data)."""
-    text = resources.files("aibench.results").joinpath("result.schema.json").read_text()
-    return json.loads(text)
+    """The JSON Schema of a result file (shipped as package data); a copy, free to change."""
+    from aibench.results.validate import result_schema
+
+    return copy.deepcopy(result_schema())

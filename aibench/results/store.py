@@ -1,19 +1,26 @@
-"""Writing and reading result files. Writes are atomic and never overwrite an existing file."""
+"""Writing and reading result files, and the guard of every output a command writes.
+
+Writes are atomic (temporary file, fsync, rename) and a result never replaces an existing file; reading goes
+through :mod:`aibench.results.files` (regular files only, bounded, validated); :func:`check_outputs` refuses,
+before any work, an output that would replace an input, a measurement or anything but a regular file."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
+import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
-from aibench.errors import ResultIOError
+from aibench.errors import ResultIOError, UsageError
+from aibench.results.files import MAX_FILE_BYTES, is_record, json_files, read_json, scan, what_is
 from aibench.results.schema import Result
+from aibench.results.validate import ResultFileError, shown
 
-# A result file larger than this is not an aibench result (raw samples are kept, but bounded).
-MAX_RESULT_BYTES = 256 * 1024 * 1024
+# A result file larger than this is not an aibench result (raw samples are kept, but bounded): the read
+# limit of every aibench file (README, "Result files").
+MAX_RESULT_BYTES = MAX_FILE_BYTES
 
 
 def ensure_writable_dir(out_dir: str | os.PathLike[str]) -> Path:
@@ -80,44 +87,139 @@ def write_result(result: Result, out_dir: str | os.PathLike[str]) -> Path:
 
 
 def load_result(path: str | os.PathLike[str]) -> Result:
-    """Read one result file; anything that is not a readable aibench result raises ResultIOError."""
+    """Read one result file through the one reader (:mod:`aibench.results.files`): a regular file, bounded,
+    strict JSON, validated against the schema. Anything else raises
+    :class:`~aibench.results.validate.ResultFileError` (a ResultIOError: exit 4)."""
     p = Path(path)
-    try:
-        if p.stat().st_size > MAX_RESULT_BYTES:
-            raise ResultIOError(f"{p}: too large to be an aibench result file")
-        with p.open("r", encoding="utf-8") as fh:
-            data = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise ResultIOError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    except UnicodeDecodeError:
-        raise ResultIOError(f"{p}: not a text file") from None
-    except OSError as exc:
-        raise ResultIOError(f"{p}: cannot read ({exc.strerror or exc})") from None
-    return Result.from_dict(data, source=str(p))
-
-
-def iter_result_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
-    """Files named directly, and ``*.json`` files found recursively under folders (sorted)."""
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            yield from sorted(q for q in p.rglob("*.json") if q.is_file() and not q.name.startswith("."))
-        elif p.exists():
-            yield p
-        else:
-            raise ResultIOError(f"{p}: no such file or folder")
+    return Result.from_dict(read_json(p, limits=False), source=str(p))  # from_dict checks the limits too
 
 
 def load_results(paths: Iterable[str | os.PathLike[str]], skip_foreign: bool = False) -> list[Result]:
-    """Load every result under ``paths``. With ``skip_foreign``, JSON files found inside folders that are
-    not aibench results (e.g. LoadGen's own logs) are skipped; a file named directly must be a result."""
-    out: list[Result] = []
-    named = {Path(p) for p in paths if not Path(p).is_dir()}
-    for f in iter_result_files(paths):
+    """Load every result under ``paths``. With ``skip_foreign``, files found inside folders that are not
+    usable results (LoadGen's logs, sweep records, damaged files, FIFOs…) are skipped; a file named directly
+    must be a result. Results of another schema version are refused (exit 4)."""
+    found = scan(paths)
+    named_other = [e for e in found.other_versions if e.detail.get("named")]
+    if named_other:
+        raise named_other[0]
+    not_results = found.named_non_results()
+    if not_results:
+        raise ResultFileError(not_results[0], "not an aibench result file (a sweep record or comparison)",
+                              "foreign")
+    if not skip_foreign:
+        if found.skipped or found.other_versions:
+            raise (found.skipped or found.other_versions)[0]
+        if found.sweeps or found.comparisons:
+            src = (found.sweeps or found.comparisons)[0]["_source"]
+            raise ResultFileError(src, "not an aibench result file (a sweep record or comparison)", "foreign")
+    return found.results
+
+
+# ------------------------------------------------------------------------------------------- outputs
+def _inode(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _input_inodes(inputs: Iterable[str | os.PathLike[str]]) -> dict[tuple[int, int], str]:
+    """(st_dev, st_ino) of every file a command reads from ``inputs``: the files named, and every file the
+    folder walk yields (links followed, so a link or a hard link to an input is the input)."""
+    keys: dict[tuple[int, int], str] = {}
+    for raw in inputs:
+        p = Path(raw)
         try:
-            out.append(load_result(f))
-        except ResultIOError:
-            if skip_foreign and f not in named:
-                continue
-            raise
+            st = os.stat(p)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            for f in json_files(p):
+                try:
+                    keys.setdefault(_inode(os.stat(f)), str(f))
+                except OSError:
+                    continue
+        else:
+            keys.setdefault(_inode(st), str(p))
+    return keys
+
+
+def check_outputs(outputs: Mapping[str, str | os.PathLike[str] | None],
+                  inputs: Iterable[str | os.PathLike[str]] = (), *,
+                  stdout_ok: Collection[str] = ()) -> dict[str, Path | None]:
+    """Check, before any work, every output file a command was asked to write; return where to write each.
+
+    This is the one guard of every named output (``report --csv/--html/--github-benchmark``, ``compare`` and
+    ``gate --json/--markdown``, ``gate --junit``): **no command writes over something it did not create.**
+    An output is refused with one line (:class:`~aibench.errors.UsageError`, exit 2) when it
+
+    * is one of the command's ``inputs``: a file named, or a file inside an input folder that the command
+      reads, compared by device and inode after following links, so a symbolic or hard link to an input is
+      the input;
+    * is an existing aibench result file or sweep record (whatever command made it; a damaged one too);
+    * exists and is not a regular file: a folder, FIFO, device, socket, or a dangling link;
+    * names the same file as another output, or is ``-`` where the flag is not in ``stdout_ok``.
+
+    A new path is fine; its folder must exist and be writable (else ResultIOError, exit 4: nothing is
+    created for an output).
+    A regular file that is none of the above (an earlier report, comparison or gate file) is replaced,
+    atomically, by :func:`write_text_atomic`. The returned mapping has a flag for each output asked for:
+    the path to write (links resolved, so a link's target is replaced, not the link), or None for stdout.
+    """
+    asked = {flag: value for flag, value in outputs.items() if value is not None}
+    if not asked:
+        return {}
+    protected = _input_inodes(inputs)
+    out: dict[str, Path | None] = {}
+    seen: dict[object, str] = {}
+    for flag, value in asked.items():
+        text = os.fspath(value)
+        if text == "-":
+            if flag not in stdout_ok:
+                raise UsageError(f"{flag} -: this output cannot go to stdout; name a file")
+            if "stdout" in seen:
+                raise UsageError(f"{flag} - and {seen['stdout']} - both name stdout; send one of them to a file")
+            seen["stdout"] = flag
+            out[flag] = None
+            continue
+        if not text.strip():
+            raise UsageError(f"{flag}: empty file name")
+        path = Path(text)
+        name = shown(text)
+        try:
+            st: os.stat_result | None = os.stat(path)
+        except FileNotFoundError:
+            if os.path.islink(path):
+                raise UsageError(f"{flag} {name!r} is a dangling symbolic link; name a file") from None
+            st = None
+        except OSError as exc:
+            raise ResultIOError(f"cannot write {name!r}: {exc.strerror or exc}") from None
+        if st is None:
+            folder = path.absolute().parent
+            if not folder.is_dir():
+                raise ResultIOError(f"cannot write {name!r}: folder {shown(folder)!r} does not exist (or is not "
+                                    "a folder)")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise ResultIOError(f"cannot write {name!r}: folder {shown(folder)!r} is not writable")
+            target = folder.resolve() / path.name
+            key: object = ("new", str(target))
+        else:
+            if stat.S_ISDIR(st.st_mode):
+                raise UsageError(f"{flag} {name!r} is a folder; name a file")
+            if not stat.S_ISREG(st.st_mode):
+                raise UsageError(f"{flag} {name!r} is {what_is(st.st_mode)}, not a regular file: aibench "
+                                 "writes outputs only to regular files or new paths")
+            key = _inode(st)
+            if key in protected:
+                source = protected[key]
+                same = "" if os.path.normpath(source) == os.path.normpath(text) else f" ({shown(source)})"
+                raise UsageError(f"{flag} {name!r} is one of this command's input files{same}; outputs never "
+                                 "replace an input: name another file")
+            if is_record(path):
+                raise UsageError(f"{flag} {name!r} is an aibench result file or sweep record; outputs never "
+                                 "replace a measurement: name another file")
+            target = path.resolve()
+            if not os.access(target.parent, os.W_OK | os.X_OK):
+                raise ResultIOError(f"cannot write {name!r}: folder {shown(target.parent)!r} is not writable")
+        if key in seen:
+            raise UsageError(f"{flag} and {seen[key]} name the same file {name!r}")
+        seen[key] = flag
+        out[flag] = target
     return out

@@ -328,12 +328,12 @@ def _update_knee(plan: SweepPlan, record: SweepRecord, results: list[Result | No
 
 def _partial_result(out_dir: Path, before: set[Path], sweep_id: str, index: int) -> str | None:
     """A result a runner wrote for the interrupted point itself (LoadGen runs record their partial logs)."""
-    import json
+    from aibench.results.files import read_json
 
     for p in sorted(set(out_dir.glob("*.json")) - before):
         try:
-            doc = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            doc = read_json(p)  # regular files only, bounded: a FIFO in --out cannot block the sweep
+        except ResultIOError:
             continue
         sw = (doc.get("context") or {}).get("sweep") or {} if isinstance(doc, dict) else {}
         if sw.get("id") == sweep_id and sw.get("index") == index:

@@ -125,15 +125,10 @@ def write_record(record: SweepRecord, out_dir: str | os.PathLike[str]) -> Path:
 
 
 def load_record(path: str | os.PathLike[str]) -> SweepRecord:
+    from aibench.results.files import read_json
+
     p = Path(path)
-    try:
-        with p.open("r", encoding="utf-8") as fh:
-            data = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise ResultIOError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ResultIOError(f"{p}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
-    return SweepRecord.from_dict(data, source=str(p))
+    return SweepRecord.from_dict(read_json(p), source=str(p))  # regular files only, bounded (exit 4)
 
 
 def find_resumable(out_dir: str | os.PathLike[str], def_hash: str) -> SweepRecord | None:
