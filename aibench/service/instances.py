@@ -1,0 +1,323 @@
+"""The server's side of its instances: worker processes started, fed one batch at a time, restarted when
+they die.
+
+Each :class:`Instance` is one process (:mod:`aibench.service.worker`) started with
+``asyncio.create_subprocess_exec`` from the event loop's (main) thread, holding the other end of a socket
+pair. One reader task per instance receives its frames; a batch is sent with ``loop.sock_sendall`` straight
+from the request's buffer. An instance runs one batch at a time: the dynamic batcher forms a batch when an
+instance is free (Triton's rule), so a second queued batch would only have been formed too early.
+
+A worker that dies (its socket reaches EOF) fails its batch in flight with :class:`InstanceLost` and is
+restarted, at most ``MAX_RESTARTS`` times in ``RESTART_WINDOW_S``; past that it stays down, and when no
+instance is left the server is no longer ready (503; DjiNN connections are closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aibench.errors import AibenchError, UnavailableError, UsageError
+from aibench.service import worker as W
+from aibench.sut.transport import Frame, FrameError, async_recv_frame, async_send_frame, socket_pair
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 600.0  # torch import + building CaffeNet on a loaded 2-core machine takes many seconds
+STOP_TIMEOUT_S = 10.0
+MAX_RESTARTS = 3
+RESTART_WINDOW_S = 60.0
+
+
+class InstanceLost(RuntimeError):
+    """The instance died (or broke its stream) while it held a batch."""
+
+
+class BatchFailed(RuntimeError):
+    """The instance's model raised on a batch (the instance goes on)."""
+
+
+class StartError(AibenchError):
+    """An instance could not start (the message says why; refusals keep their exit code)."""
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    index: int
+    device: str
+    threads: int
+    models: tuple[str, ...]
+    dtype: str
+    max_bytes: int  # the largest frame either way
+    null_delay_us: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps({"index": self.index, "device": self.device, "threads": self.threads,
+                           "models": list(self.models), "dtype": self.dtype, "max_bytes": self.max_bytes,
+                           "null_delay_us": self.null_delay_us, "parent_pid": os.getpid()})
+
+
+class Instance:
+    def __init__(self, config: InstanceConfig) -> None:
+        self.config = config
+        self.process: asyncio.subprocess.Process | None = None
+        self.sock: Any = None
+        self.info: dict[str, Any] = {}
+        self.alive = False
+        self.busy = False
+        self.started_at = 0.0
+        self._reader: asyncio.Task[None] | None = None
+        self._pending: asyncio.Future[tuple[Frame, list[int]]] | None = None
+        self._pending_id = 0
+        self._times: list[int] | None = None
+        self._next_id = 0
+        self.lost_reason: str | None = None
+        self.on_lost: Callable[[Instance], None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def describe(self) -> str:
+        return f"instance {self.config.index} (pid {self.pid}, {self.config.device})"
+
+    async def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Start the worker and wait until it has built every model (or raise :class:`StartError`)."""
+        loop = asyncio.get_running_loop()
+        mine, theirs = socket_pair()
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "aibench.service.worker", str(theirs.fileno()), self.config.to_json(),
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        finally:
+            theirs.close()
+        mine.setblocking(False)
+        self.sock = mine
+        self.started_at = time.monotonic()
+        try:
+            frame = await asyncio.wait_for(async_recv_frame(loop, mine, 1 << 20, W.FROM_WORKER), timeout_s)
+        except (EOFError, FrameError, OSError):
+            code = await self._exit_code()
+            raise StartError(f"{self.describe()} exited with code {code} while starting") from None
+        except TimeoutError:
+            await self.kill()
+            raise StartError(f"{self.describe()} did not start within {timeout_s:g} s") from None
+        if frame.tag == W.T_ERROR:
+            doc = json.loads(bytes(frame.payload))
+            await self._exit_code()
+            text = f"{self.describe()}: {doc.get('message')}"
+            if doc.get("exit_code") == UnavailableError.exit_code:
+                raise UnavailableError(text)
+            if doc.get("exit_code") == UsageError.exit_code:
+                raise UsageError(text)
+            raise StartError(f"{self.describe()}: {doc.get('type')}: {doc.get('message')}")
+        if frame.tag != W.T_READY:
+            await self.kill()
+            raise StartError(f"{self.describe()} said {frame.tag!r} instead of ready")
+        self.info = json.loads(bytes(frame.payload))
+        self.alive = True
+        self._reader = asyncio.create_task(self._read(), name=f"aibench-instance-{self.config.index}")
+
+    async def _exit_code(self, timeout_s: float = 5.0) -> int | None:
+        if self.process is None:
+            return None
+        try:
+            return await asyncio.wait_for(self.process.wait(), timeout_s)
+        except TimeoutError:
+            return None
+
+    async def run(self, key: int, rows: int, payload: Any, row_shape: tuple[int, ...]
+                  ) -> tuple[Frame, list[int], int]:
+        """One batch on this instance: (output frame, [input_ns, infer_ns, output_ns] in the worker,
+        perf_counter_ns when the batch was sent)."""
+        if not self.alive:
+            raise InstanceLost(f"{self.describe()} is not running")
+        loop = asyncio.get_running_loop()
+        self._next_id += 1
+        ident = self._next_id
+        fut: asyncio.Future[tuple[Frame, list[int]]] = loop.create_future()
+        self._pending, self._pending_id, self._times = fut, ident, None
+        try:
+            await async_send_frame(loop, self.sock, Frame(W.T_RUN, payload, "float32", (rows, *row_shape), key, ident))
+        except OSError as exc:
+            self._lose(f"its socket broke ({exc})")
+        t_sent = time.perf_counter_ns()
+        frame, times = await fut
+        return frame, times, t_sent
+
+    async def _read(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                frame = await async_recv_frame(loop, self.sock, self.config.max_bytes, W.FROM_WORKER)
+                fut = self._pending
+                if fut is None or frame.id != self._pending_id:
+                    continue  # a reply to nothing outstanding: ignore it
+                if frame.tag == W.T_TIMES:
+                    self._times = [int(v) for v in memoryview(frame.payload).cast("q")]
+                elif frame.tag == W.T_OUTPUT:
+                    self._pending = None
+                    if not fut.done():
+                        fut.set_result((frame, self._times or [0, 0, 0]))
+                elif frame.tag == W.T_ERROR:
+                    self._pending = None
+                    doc = json.loads(bytes(frame.payload))
+                    if not fut.done():
+                        fut.set_exception(BatchFailed(f"{self.describe()}: {doc.get('type')}: {doc.get('message')}"))
+        except (EOFError, OSError, FrameError) as exc:
+            code = await self._exit_code(2.0)
+            why = f"exited with code {code}" if code is not None else f"broke its stream ({exc})"
+            self._lose(why)
+        except asyncio.CancelledError:
+            pass
+
+    def _lose(self, why: str) -> None:
+        if not self.alive and self.lost_reason is not None:
+            return
+        self.alive = False
+        self.lost_reason = f"{self.describe()} {why}"
+        fut, self._pending = self._pending, None
+        if fut is not None and not fut.done():
+            fut.set_exception(InstanceLost(self.lost_reason))
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        if self.on_lost is not None:
+            self.on_lost(self)
+
+    async def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Ask the worker to stop; kill it if it has not within ``timeout_s``."""
+        was_alive, self.alive = self.alive, False
+        self.lost_reason = self.lost_reason or "stopped"
+        if self._reader is not None:
+            self._reader.cancel()
+        if was_alive and self.sock is not None:
+            loop = asyncio.get_running_loop()
+            try:
+                await asyncio.wait_for(async_send_frame(loop, self.sock, Frame(W.T_STOP)), 1.0)
+            except (OSError, TimeoutError):
+                pass
+        if self.process is not None and self.process.returncode is None:
+            if not was_alive or await self._exit_code(timeout_s) is None:
+                await self.kill()  # still starting (or deaf): nothing of its is worth waiting for
+        if self.sock is not None:
+            self.sock.close()
+
+    async def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            try:
+                self.process.kill()
+            except ProcessLookupError:
+                pass
+            await self._exit_code(5.0)
+
+
+class InstancePool:
+    """Every instance of the server; calls ``on_change`` when one becomes free, dies or comes back."""
+
+    def __init__(self, configs: list[InstanceConfig], on_free: Callable[[], None],
+                 announce: Callable[[str], None]) -> None:
+        self.configs = configs
+        self.instances: list[Instance] = []
+        self.free: collections.deque[Instance] = collections.deque()
+        self.on_free = on_free
+        self.announce = announce
+        self.stopping = False
+        self.restarts: dict[int, collections.deque[float]] = {c.index: collections.deque() for c in configs}
+        self.restart_tasks: set[asyncio.Task[None]] = set()
+        self.down: dict[int, str] = {}  # index -> why it stays down
+
+    async def start(self) -> None:
+        """Start every instance at once; any failure stops the others and raises."""
+        self.instances = [self._new(c) for c in self.configs]
+        results = await asyncio.gather(*(i.start() for i in self.instances), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            await self.stop()
+            refusals = [e for e in errors if isinstance(e, (UnavailableError, UsageError))]
+            raise refusals[0] if refusals else errors[0]
+        self.free.extend(self.instances)
+
+    def _new(self, config: InstanceConfig) -> Instance:
+        inst = Instance(config)
+        inst.on_lost = self._lost
+        return inst
+
+    @property
+    def live(self) -> int:
+        return sum(1 for i in self.instances if i.alive) + len(self.restart_tasks)
+
+    def release(self, inst: Instance) -> None:
+        inst.busy = False
+        if inst.alive:
+            self.free.append(inst)
+        self.on_free()
+
+    def take(self) -> Instance | None:
+        while self.free:
+            inst = self.free.popleft()
+            if inst.alive:
+                inst.busy = True
+                return inst
+        return None
+
+    def _lost(self, inst: Instance) -> None:
+        try:
+            self.free.remove(inst)
+        except ValueError:
+            pass
+        if self.stopping:
+            return
+        idx = inst.config.index
+        now = time.monotonic()
+        recent = self.restarts[idx]
+        while recent and now - recent[0] > RESTART_WINDOW_S:
+            recent.popleft()
+        if len(recent) >= MAX_RESTARTS:
+            self.down[idx] = inst.lost_reason or "lost"
+            self.announce(f"{inst.lost_reason}; not restarted ({MAX_RESTARTS} restarts within "
+                          f"{RESTART_WINDOW_S:g} s)")
+            self.on_free()  # the scheduler re-checks whether anything can still serve
+            return
+        recent.append(now)
+        self.announce(f"{inst.lost_reason}; restarting it ({len(recent)} of {MAX_RESTARTS} restarts allowed "
+                      f"within {RESTART_WINDOW_S:g} s)")
+        task = asyncio.get_running_loop().create_task(self._restart(inst))
+        self.restart_tasks.add(task)
+        task.add_done_callback(self.restart_tasks.discard)
+        self.on_free()
+
+    async def _restart(self, old: Instance) -> None:
+        await old.stop(1.0)
+        inst = self._new(old.config)
+        pos = self.instances.index(old)
+        try:
+            await inst.start()
+        except Exception as exc:
+            self.down[old.config.index] = str(exc)
+            self.announce(f"instance {old.config.index} could not restart: {exc}")
+            self.on_free()
+            return
+        if self.stopping:
+            await inst.stop()
+            return
+        self.instances[pos] = inst
+        self.announce(f"{inst.describe()} restarted")
+        self.free.append(inst)
+        self.on_free()
+
+    async def stop(self) -> None:
+        self.stopping = True
+        for task in list(self.restart_tasks):
+            task.cancel()
+        await asyncio.gather(*(i.stop() for i in self.instances), return_exceptions=True)
