@@ -100,32 +100,66 @@ def test_sender_refuses_a_payload_that_does_not_match_its_shape():
         T.send_frame(a, T.Frame(b"X", b"", "complex", (0,)))
 
 
-def test_asyncio_side_talks_to_the_blocking_side():
+def test_frame_protocol_parses_many_small_frames_and_large_ones_in_place():
+    """The asyncio side: a worker-like thread echoes; many small frames, then one larger than every buffer,
+    then a clean close."""
+    got: list[T.Frame] = []
+    lost: list[BaseException | None] = []
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         a, b = pair()
-        a.setblocking(False)
-        x = np.arange(300_000, dtype=np.int64)  # larger than the socket buffers: sent in many pieces
+        done = loop.create_future()
+
+        def on_frame(f: T.Frame) -> None:
+            got.append(f)
+            if len(got) == 101:
+                done.set_result(None)
+
+        def on_lost(exc: BaseException | None) -> None:
+            lost.append(exc)
+
+        transport, proto = await loop.create_connection(lambda: T.FrameProtocol(on_frame, on_lost, 8 << 20), sock=a)
+        big = np.arange(300_000, dtype=np.int64)  # 2.4 MB: larger than the socket buffers and the staging
 
         def echo() -> None:
-            f = T.recv_frame(b, 8 << 20)
-            T.send_frame(b, T.Frame(b"O", f.payload, f.dtype, f.shape, f.key, f.id + 1))
+            stream = b.makefile("rb")
+            frames = [T.recv_frame(stream, 8 << 20) for _ in range(101)]
+            T.send_frames(b, [T.Frame(b"O", f.payload, f.dtype, f.shape, f.key, f.id + 1) for f in frames])
+            b.close()
 
         t = threading.Thread(target=echo)
         t.start()
-        await T.async_send_frame(loop, a, T.Frame(b"X", x, "int64", x.shape, 7, 41))
-        f = await T.async_recv_frame(loop, a, 8 << 20, tags=(b"O",))
+        small = [T.Frame(b"X", np.full(3, i, np.float32), "float32", (3,), i, i) for i in range(100)]
+        T.write_frames(transport, [*small, T.Frame(b"X", big, "int64", big.shape, 7, 41)])
+        await asyncio.wait_for(done, 60)
         t.join()
-        assert (f.key, f.id, f.shape) == (7, 42, x.shape)
-        assert np.array_equal(np.frombuffer(f.payload, np.int64), x)
-        a.close()
-        c, d = pair()
-        c.setblocking(False)
-        d.close()
-        with pytest.raises(EOFError):
-            await T.async_recv_frame(loop, c, 100)
+        await asyncio.sleep(0.1)
+        assert [f.id for f in got] == [*range(1, 101), 42]
+        assert np.array_equal(np.frombuffer(got[-1].payload, np.int64), big) and got[-1].key == 7
+        assert np.frombuffer(got[50].payload, np.float32).tolist() == [50.0] * 3
+        transport.close()
 
     asyncio.run(main())
+    assert lost == [None]
+
+
+def test_frame_protocol_closes_on_a_bad_frame_and_reports_it():
+    lost: list[BaseException | None] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        a, b = pair()
+        ended = loop.create_future()
+        await loop.create_connection(
+            lambda: T.FrameProtocol(lambda f: None, lambda e: (lost.append(e), ended.set_result(None)), 1 << 20,
+                                    tags=(b"X",)), sock=a)
+        b.sendall(_raw(tag=b"?"))
+        await asyncio.wait_for(ended, 10)
+        b.close()
+
+    asyncio.run(main())
+    assert isinstance(lost[0], T.FrameError) and "tag" in str(lost[0])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux's")

@@ -28,7 +28,7 @@ from typing import Any
 
 from aibench.errors import AibenchError, UnavailableError, UsageError
 from aibench.service import worker as W
-from aibench.sut.transport import Frame, FrameError, async_recv_frame, async_send_frame, socket_pair
+from aibench.sut.transport import Frame, FrameError, FrameProtocol, socket_pair, write_frames
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +70,11 @@ class Instance:
     def __init__(self, config: InstanceConfig) -> None:
         self.config = config
         self.process: asyncio.subprocess.Process | None = None
-        self.sock: Any = None
+        self.transport: asyncio.Transport | None = None
         self.info: dict[str, Any] = {}
         self.alive = False
         self.busy = False
-        self.started_at = 0.0
-        self._reader: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[Frame] | None = None
         self._pending: asyncio.Future[tuple[Frame, list[int]]] | None = None
         self._pending_id = 0
         self._times: list[int] | None = None
@@ -98,14 +97,18 @@ class Instance:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "aibench.service.worker", str(theirs.fileno()), self.config.to_json(),
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        except BaseException:
+            mine.close()
+            raise
         finally:
             theirs.close()
-        mine.setblocking(False)
-        self.sock = mine
-        self.started_at = time.monotonic()
+        self._ready = loop.create_future()
+        self.transport, _ = await loop.create_connection(
+            lambda: FrameProtocol(self._on_frame, self._on_stream_lost, self.config.max_bytes, W.FROM_WORKER),
+            sock=mine)
         try:
-            frame = await asyncio.wait_for(async_recv_frame(loop, mine, 1 << 20, W.FROM_WORKER), timeout_s)
-        except (EOFError, FrameError, OSError):
+            frame = await asyncio.wait_for(self._ready, timeout_s)
+        except InstanceLost:
             code = await self._exit_code()
             raise StartError(f"{self.describe()} exited with code {code} while starting") from None
         except TimeoutError:
@@ -125,7 +128,6 @@ class Instance:
             raise StartError(f"{self.describe()} said {frame.tag!r} instead of ready")
         self.info = json.loads(bytes(frame.payload))
         self.alive = True
-        self._reader = asyncio.create_task(self._read(), name=f"aibench-instance-{self.config.index}")
 
     async def _exit_code(self, timeout_s: float = 5.0) -> int | None:
         if self.process is None:
@@ -138,60 +140,59 @@ class Instance:
     async def run(self, key: int, rows: int, payload: Any, row_shape: tuple[int, ...]
                   ) -> tuple[Frame, list[int], int]:
         """One batch on this instance: (output frame, [input_ns, infer_ns, output_ns] in the worker,
-        perf_counter_ns when the batch was sent)."""
-        if not self.alive:
+        perf_counter_ns when the batch was handed to the socket)."""
+        if not self.alive or self.transport is None:
             raise InstanceLost(f"{self.describe()} is not running")
-        loop = asyncio.get_running_loop()
         self._next_id += 1
-        ident = self._next_id
-        fut: asyncio.Future[tuple[Frame, list[int]]] = loop.create_future()
-        self._pending, self._pending_id, self._times = fut, ident, None
-        try:
-            await async_send_frame(loop, self.sock, Frame(W.T_RUN, payload, "float32", (rows, *row_shape), key, ident))
-        except OSError as exc:
-            self._lose(f"its socket broke ({exc})")
+        fut: asyncio.Future[tuple[Frame, list[int]]] = asyncio.get_running_loop().create_future()
+        self._pending, self._pending_id, self._times = fut, self._next_id, None
+        write_frames(self.transport, [Frame(W.T_RUN, payload, "float32", (rows, *row_shape), key, self._next_id)])
         t_sent = time.perf_counter_ns()
         frame, times = await fut
         return frame, times, t_sent
 
-    async def _read(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                frame = await async_recv_frame(loop, self.sock, self.config.max_bytes, W.FROM_WORKER)
-                fut = self._pending
-                if fut is None or frame.id != self._pending_id:
-                    continue  # a reply to nothing outstanding: ignore it
-                if frame.tag == W.T_TIMES:
-                    self._times = [int(v) for v in memoryview(frame.payload).cast("q")]
-                elif frame.tag == W.T_OUTPUT:
-                    self._pending = None
-                    if not fut.done():
-                        fut.set_result((frame, self._times or [0, 0, 0]))
-                elif frame.tag == W.T_ERROR:
-                    self._pending = None
-                    doc = json.loads(bytes(frame.payload))
-                    if not fut.done():
-                        fut.set_exception(BatchFailed(f"{self.describe()}: {doc.get('type')}: {doc.get('message')}"))
-        except (EOFError, OSError, FrameError) as exc:
-            code = await self._exit_code(2.0)
-            why = f"exited with code {code}" if code is not None else f"broke its stream ({exc})"
-            self._lose(why)
-        except asyncio.CancelledError:
-            pass
+    # -- the stream's callbacks (on the event loop, no task per frame) --------------------------------------
+    def _on_frame(self, frame: Frame) -> None:
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(frame)
+            return
+        fut = self._pending
+        if fut is None or frame.id != self._pending_id:
+            return  # a reply to nothing outstanding: ignore it
+        if frame.tag == W.T_TIMES:
+            self._times = [int(v) for v in memoryview(frame.payload).cast("q")]
+        elif frame.tag == W.T_OUTPUT:
+            self._pending = None
+            if not fut.done():
+                fut.set_result((frame, self._times or [0, 0, 0]))
+        elif frame.tag == W.T_ERROR:
+            self._pending = None
+            doc = json.loads(bytes(frame.payload))
+            if not fut.done():
+                fut.set_exception(BatchFailed(f"{self.describe()}: {doc.get('type')}: {doc.get('message')}"))
+
+    def _on_stream_lost(self, exc: BaseException | None) -> None:
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(InstanceLost("stream closed while starting"))
+            return
+        if not self.alive:
+            return  # stopped on purpose
+        self.alive = False  # nothing more is sent to it; its batch fails once we know how it ended
+        asyncio.get_running_loop().create_task(self._report_loss(exc))
+
+    async def _report_loss(self, exc: BaseException | None) -> None:
+        code = await self._exit_code(2.0)
+        if isinstance(exc, FrameError):
+            self._lose(f"broke its stream ({exc})")
+        else:
+            self._lose(f"exited with code {code}" if code is not None else "closed its stream")
 
     def _lose(self, why: str) -> None:
-        if not self.alive and self.lost_reason is not None:
-            return
         self.alive = False
         self.lost_reason = f"{self.describe()} {why}"
         fut, self._pending = self._pending, None
         if fut is not None and not fut.done():
             fut.set_exception(InstanceLost(self.lost_reason))
-        try:
-            self.sock.close()
-        except OSError:
-            pass
         if self.on_lost is not None:
             self.on_lost(self)
 
@@ -199,19 +200,13 @@ class Instance:
         """Ask the worker to stop; kill it if it has not within ``timeout_s``."""
         was_alive, self.alive = self.alive, False
         self.lost_reason = self.lost_reason or "stopped"
-        if self._reader is not None:
-            self._reader.cancel()
-        if was_alive and self.sock is not None:
-            loop = asyncio.get_running_loop()
-            try:
-                await asyncio.wait_for(async_send_frame(loop, self.sock, Frame(W.T_STOP)), 1.0)
-            except (OSError, TimeoutError):
-                pass
+        if was_alive and self.transport is not None and not self.transport.is_closing():
+            write_frames(self.transport, [Frame(W.T_STOP)])
         if self.process is not None and self.process.returncode is None:
             if not was_alive or await self._exit_code(timeout_s) is None:
                 await self.kill()  # still starting (or deaf): nothing of its is worth waiting for
-        if self.sock is not None:
-            self.sock.close()
+        if self.transport is not None:
+            self.transport.close()
 
     async def kill(self) -> None:
         if self.process is not None and self.process.returncode is None:

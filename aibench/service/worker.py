@@ -25,9 +25,10 @@ import socket
 import sys
 import time
 import traceback
+from array import array
 from typing import Any
 
-from aibench.sut.transport import Frame, FrameError, die_with_parent, recv_frame, send_frame
+from aibench.sut.transport import Frame, FrameError, die_with_parent, recv_frame, send_frame, send_frames
 
 T_RUN = b"X"
 T_STOP = b"S"
@@ -103,9 +104,10 @@ class Host:
 def serve(sock: socket.socket, host: Host, max_bytes: int) -> None:
     import torch
 
+    stream = sock.makefile("rb", buffering=1 << 16)  # a small frame arrives whole in one system call
     while True:
         try:
-            frame = recv_frame(sock, max_bytes, TO_WORKER)
+            frame = recv_frame(stream, max_bytes, TO_WORKER)
         except (EOFError, OSError, FrameError):
             return  # the server is gone (or spoke nonsense): nothing to answer
         if frame.tag == T_STOP:
@@ -119,10 +121,8 @@ def serve(sock: socket.socket, host: Host, max_bytes: int) -> None:
         except Exception as exc:
             send_frame(sock, error_frame(exc, frame.id))
             continue
-        times_frame = Frame(T_TIMES, torch.tensor(times, dtype=torch.int64).numpy(), "int64", (3,), frame.key,
-                            frame.id)
-        send_frame(sock, times_frame)
-        send_frame(sock, Frame(T_OUTPUT, y.numpy(), spec.output_dtype, tuple(y.shape), frame.key, frame.id))
+        send_frames(sock, [Frame(T_TIMES, array("q", times), "int64", (3,), frame.key, frame.id),
+                           Frame(T_OUTPUT, y.numpy(), spec.output_dtype, tuple(y.shape), frame.key, frame.id)])
 
 
 def main(argv: list[str]) -> int:
