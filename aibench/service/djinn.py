@@ -173,7 +173,7 @@ class DjinnProtocol(asyncio.BufferedProtocol):
         assert self.transport is not None
         self.transport.pause_reading()
         self.state = BUSY
-        req = s.scheduler.submit(self.model, self.rows, self.buffer, time.perf_counter_ns())
+        req = s.scheduler.submit(self.model, self.rows, self.buffer, time.monotonic_ns())
         self.request = req
         req.future.add_done_callback(self._answered)
 

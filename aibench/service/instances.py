@@ -3,9 +3,11 @@ they die.
 
 Each :class:`Instance` is one process (:mod:`aibench.service.worker`) started with
 ``asyncio.create_subprocess_exec`` from the event loop's (main) thread, holding the other end of a socket
-pair. One reader task per instance receives its frames; a batch is sent with ``loop.sock_sendall`` straight
-from the request's buffer. An instance runs one batch at a time: the dynamic batcher forms a batch when an
-instance is free (Triton's rule), so a second queued batch would only have been formed too early.
+pair; its frames arrive through a :class:`~aibench.sut.transport.FrameProtocol` (callbacks, no task per
+frame). An instance holds at most ``DEPTH`` batches: the one it computes and, only when it is a *full*
+batch, one more waiting in its socket, so it never idles while the server hands it the next batch (a
+partial batch is never queued behind a busy instance: it waits in the batcher and may still grow, Triton's
+rule).
 
 A worker that dies (its socket reaches EOF) fails its batch in flight with :class:`InstanceLost` and is
 restarted, at most ``MAX_RESTARTS`` times in ``RESTART_WINDOW_S``; past that it stays down, and when no
@@ -23,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aibench.errors import AibenchError, UnavailableError, UsageError
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 600.0  # torch import + building CaffeNet on a loaded 2-core machine takes many seconds
 STOP_TIMEOUT_S = 10.0
 MAX_RESTARTS = 3
+DEPTH = 2  # batches an instance may hold: one computing, one full batch waiting in its socket
 RESTART_WINDOW_S = 60.0
 
 
@@ -66,6 +69,14 @@ class InstanceConfig:
                            "null_delay_us": self.null_delay_us, "parent_pid": os.getpid()})
 
 
+@dataclass
+class _Batch:
+    id: int
+    future: asyncio.Future[Frame]
+    times: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    prev_done: int = 0
+
+
 class Instance:
     def __init__(self, config: InstanceConfig) -> None:
         self.config = config
@@ -73,11 +84,9 @@ class Instance:
         self.transport: asyncio.Transport | None = None
         self.info: dict[str, Any] = {}
         self.alive = False
-        self.busy = False
         self._ready: asyncio.Future[Frame] | None = None
-        self._pending: asyncio.Future[tuple[Frame, list[int]]] | None = None
-        self._pending_id = 0
-        self._times: list[int] | None = None
+        self._pending: collections.deque[_Batch] = collections.deque()  # sent, not yet answered, in order
+        self._last_done = 0  # monotonic_ns when the instance finished its latest batch
         self._next_id = 0
         self.lost_reason: str | None = None
         self.on_lost: Callable[[Instance], None] | None = None
@@ -137,39 +146,42 @@ class Instance:
         except TimeoutError:
             return None
 
-    async def run(self, key: int, rows: int, payload: Any, row_shape: tuple[int, ...]
-                  ) -> tuple[Frame, list[int], int]:
-        """One batch on this instance: (output frame, [input_ns, infer_ns, output_ns] in the worker,
-        perf_counter_ns when the batch was handed to the socket)."""
+    @property
+    def outstanding(self) -> int:
+        return len(self._pending)
+
+    def send(self, key: int, rows: int, payload: Any, row_shape: tuple[int, ...]) -> _Batch:
+        """Hand one batch to this instance now; its ``future`` gets the output frame, and ``times`` the
+        worker's four ``monotonic_ns`` stamps (see :mod:`aibench.service.worker`), ``prev_done`` when the
+        instance finished the batch before it (it could not begin this one earlier)."""
         if not self.alive or self.transport is None:
             raise InstanceLost(f"{self.describe()} is not running")
         self._next_id += 1
-        fut: asyncio.Future[tuple[Frame, list[int]]] = asyncio.get_running_loop().create_future()
-        self._pending, self._pending_id, self._times = fut, self._next_id, None
-        write_frames(self.transport, [Frame(W.T_RUN, payload, "float32", (rows, *row_shape), key, self._next_id)])
-        t_sent = time.perf_counter_ns()
-        frame, times = await fut
-        return frame, times, t_sent
+        entry = _Batch(self._next_id, asyncio.get_running_loop().create_future())
+        self._pending.append(entry)
+        write_frames(self.transport, [Frame(W.T_RUN, payload, "float32", (rows, *row_shape), key, entry.id)])
+        return entry
 
     # -- the stream's callbacks (on the event loop, no task per frame) --------------------------------------
     def _on_frame(self, frame: Frame) -> None:
         if self._ready is not None and not self._ready.done():
             self._ready.set_result(frame)
             return
-        fut = self._pending
-        if fut is None or frame.id != self._pending_id:
+        if not self._pending or frame.id != self._pending[0].id:
             return  # a reply to nothing outstanding: ignore it
+        entry = self._pending[0]
         if frame.tag == W.T_TIMES:
-            self._times = [int(v) for v in memoryview(frame.payload).cast("q")]
+            entry.times = [int(v) for v in memoryview(frame.payload).cast("q")]
+            entry.prev_done, self._last_done = self._last_done, entry.times[-1]
         elif frame.tag == W.T_OUTPUT:
-            self._pending = None
-            if not fut.done():
-                fut.set_result((frame, self._times or [0, 0, 0]))
+            self._pending.popleft()
+            if not entry.future.done():
+                entry.future.set_result(frame)
         elif frame.tag == W.T_ERROR:
-            self._pending = None
+            self._pending.popleft()
             doc = json.loads(bytes(frame.payload))
-            if not fut.done():
-                fut.set_exception(BatchFailed(f"{self.describe()}: {doc.get('type')}: {doc.get('message')}"))
+            if not entry.future.done():
+                entry.future.set_exception(BatchFailed(f"{self.describe()}: {doc.get('type')}: {doc.get('message')}"))
 
     def _on_stream_lost(self, exc: BaseException | None) -> None:
         if self._ready is not None and not self._ready.done():
@@ -177,7 +189,7 @@ class Instance:
             return
         if not self.alive:
             return  # stopped on purpose
-        self.alive = False  # nothing more is sent to it; its batch fails once we know how it ended
+        self.alive = False  # nothing more is sent to it; its batches fail once we know how it ended
         asyncio.get_running_loop().create_task(self._report_loss(exc))
 
     async def _report_loss(self, exc: BaseException | None) -> None:
@@ -190,9 +202,10 @@ class Instance:
     def _lose(self, why: str) -> None:
         self.alive = False
         self.lost_reason = f"{self.describe()} {why}"
-        fut, self._pending = self._pending, None
-        if fut is not None and not fut.done():
-            fut.set_exception(InstanceLost(self.lost_reason))
+        pending, self._pending = self._pending, collections.deque()
+        for entry in pending:
+            if not entry.future.done():
+                entry.future.set_exception(InstanceLost(self.lost_reason))
         if self.on_lost is not None:
             self.on_lost(self)
 
@@ -224,7 +237,6 @@ class InstancePool:
                  announce: Callable[[str], None]) -> None:
         self.configs = configs
         self.instances: list[Instance] = []
-        self.free: collections.deque[Instance] = collections.deque()
         self.on_free = on_free
         self.announce = announce
         self.stopping = False
@@ -241,7 +253,6 @@ class InstancePool:
             await self.stop()
             refusals = [e for e in errors if isinstance(e, (UnavailableError, UsageError))]
             raise refusals[0] if refusals else errors[0]
-        self.free.extend(self.instances)
 
     def _new(self, config: InstanceConfig) -> Instance:
         inst = Instance(config)
@@ -252,25 +263,16 @@ class InstancePool:
     def live(self) -> int:
         return sum(1 for i in self.instances if i.alive) + len(self.restart_tasks)
 
-    def release(self, inst: Instance) -> None:
-        inst.busy = False
-        if inst.alive:
-            self.free.append(inst)
-        self.on_free()
-
-    def take(self) -> Instance | None:
-        while self.free:
-            inst = self.free.popleft()
-            if inst.alive:
-                inst.busy = True
-                return inst
-        return None
+    def take(self, full: bool) -> Instance | None:
+        """An idle live instance; or, for a full batch when none is idle, one with room for a second."""
+        best: Instance | None = None
+        limit = DEPTH if full else 1
+        for inst in self.instances:
+            if inst.alive and inst.outstanding < limit and (best is None or inst.outstanding < best.outstanding):
+                best = inst
+        return best
 
     def _lost(self, inst: Instance) -> None:
-        try:
-            self.free.remove(inst)
-        except ValueError:
-            pass
         if self.stopping:
             return
         idx = inst.config.index
@@ -308,7 +310,6 @@ class InstancePool:
             return
         self.instances[pos] = inst
         self.announce(f"{inst.describe()} restarted")
-        self.free.append(inst)
         self.on_free()
 
     async def stop(self) -> None:

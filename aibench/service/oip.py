@@ -197,7 +197,7 @@ class Handlers:
             except TimeoutError:
                 raise RequestError(408, f"request body not received within {s.config.body_timeout_s:g} s",
                                    "body_timeout", close=True) from None
-            t_received = time.perf_counter_ns()
+            t_received = time.monotonic_ns()
             doc, tensor, rows, binary_out = self._parse(spec, request, body)
             out_bytes = rows * (spec.out_row_bytes if binary_out else spec.out_row_elements * JSON_BYTES_PER_VALUE)
             if not s.budget.try_reserve(out_bytes):

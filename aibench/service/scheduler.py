@@ -5,7 +5,10 @@ Each model has one :class:`~aibench.sut.batcher.BatchQueue` (the one batching ru
 of 0, whatever is queued when an instance is free). A request of ``k`` rows is queued as ``k`` samples, so
 rows of several requests share a batch and a request larger than ``max_batch`` is split over several
 batches (every model is row-wise: see :mod:`aibench.service.models`); its output is put back together in
-order. Whenever an instance is free, the model whose due batch is oldest goes first.
+order. Whenever an instance is free, the model whose due batch is oldest goes first. A *full* batch may also
+go to an instance that is still computing (at most one waiting in its socket, see
+:mod:`aibench.service.instances`), so the instance never idles while the server hands it the next batch; a
+partial batch never does: it waits and may still grow.
 
 A request's bytes are not copied when its batch is exactly that request (the common case of a client that
 sends whole batches); otherwise the rows are gathered into one buffer for the instance.
@@ -22,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aibench.service.instances import BatchFailed, Instance, InstanceLost, InstancePool
+from aibench.service.instances import Instance, InstanceLost, InstancePool
 from aibench.service.models import ModelSpec
 from aibench.service.stats import ModelStats
 from aibench.sut.batcher import Batch, BatchQueue
@@ -63,7 +66,7 @@ class Request:
     rows: int
     data: Any  # bytes-like, rows × row_bytes
     future: asyncio.Future[Any]
-    t_received: int  # perf_counter_ns when the server had it whole
+    t_received: int  # monotonic_ns when the server had it whole
     t_queued: int = 0
     done_rows: int = 0
     out: Any = None  # bytearray when the output comes in several batches
@@ -91,7 +94,6 @@ class Scheduler:
         self.flushing = False
         self.in_flight = 0  # requests submitted and not yet finished
         self._timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self.on_unavailable: Callable[[], None] | None = None
@@ -105,7 +107,7 @@ class Scheduler:
         if self.pool.live == 0:
             req.future.set_exception(ServiceError("no instance is running: the server cannot compute", 503))
             return req
-        req.t_queued = time.perf_counter_ns()
+        req.t_queued = time.monotonic_ns()
         self.in_flight += 1
         self._idle.clear()
         req.future.add_done_callback(self._finished)
@@ -156,13 +158,11 @@ class Scheduler:
                 if soonest is not None:
                     self._timer = asyncio.get_running_loop().call_later(soonest, self.kick)
                 return
-            inst = self.pool.take()
+            q = self.queues[best]
+            inst = self.pool.take(full=len(q) >= q.max_batch)
             if inst is None:
-                return  # a free instance kicks again
-            batch = self.queues[best].take()
-            task = asyncio.get_running_loop().create_task(self._execute(inst, best, batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+                return  # an instance that frees up kicks again
+            self._dispatch(inst, best, q.take())
 
     def _fail_queued(self, exc: ServiceError) -> None:
         for q in self.queues.values():
@@ -172,12 +172,14 @@ class Scheduler:
 
     def _fail(self, req: Request, exc: ServiceError) -> None:
         if not req.future.done():
-            self.stats[req.model].record_failure(time.perf_counter_ns() - req.t_received)
+            self.stats[req.model].record_failure(time.monotonic_ns() - req.t_received)
             req.future.set_exception(exc)
 
-    async def _execute(self, inst: Instance, model: str, batch: Batch) -> None:
+    def _dispatch(self, inst: Instance, model: str, batch: Batch) -> None:
+        """Send ``batch`` to ``inst`` now (so the instance's room is taken before the next decision);
+        :meth:`_complete` runs when its output arrives."""
         spec = self.specs[model]
-        t_start = time.perf_counter_ns()
+        t_start = time.monotonic_ns()
         # Runs of rows that belong to one request: (request, first row, rows).
         segments: list[tuple[Request, int, int]] = []
         pos = 0
@@ -196,30 +198,43 @@ class Scheduler:
                 buf[at:at + count * rb] = memoryview(req.data)[start * rb:(start + count) * rb]
                 at += count * rb
             payload = buf
-        for req, _s, _c in segments:
-            if req.queue_ns is None:
-                req.queue_ns = t_start - req.t_queued
         try:
-            try:
-                out, (w_in, w_infer, _w_out), t_sent = await inst.run(self.keys[model], rows, payload, spec.input_shape)
-            finally:
-                self.pool.release(inst)
+            entry = inst.send(self.keys[model], rows, payload, spec.input_shape)
         except InstanceLost as exc:
-            for req, _s, _c in segments:
-                self._fail(req, ServiceError(f"{exc}; the request was not answered", 500))
+            self._fail_segments(segments, exc)
             return
-        except BatchFailed as exc:
-            for req, _s, _c in segments:
-                self._fail(req, ServiceError(str(exc), 500))
+        entry.future.add_done_callback(lambda fut: self._complete(fut, entry, model, rows, segments, t_start))
+
+    def _fail_segments(self, segments: list[tuple[Request, int, int]], exc: BaseException) -> None:
+        text = f"{exc}; the request was not answered" if isinstance(exc, InstanceLost) else str(exc)
+        for req, _s, _c in segments:
+            self._fail(req, ServiceError(text, 500))
+
+    def _complete(self, fut: asyncio.Future[Any], entry: Any, model: str, rows: int,
+                  segments: list[tuple[Request, int, int]], t_start: int) -> None:
+        try:
+            self._finish_batch(fut, entry, model, rows, segments, t_start)
+        finally:
+            self.kick()  # the instance has room again (or is gone): the next batch may go
+
+    def _finish_batch(self, fut: asyncio.Future[Any], entry: Any, model: str, rows: int,
+                      segments: list[tuple[Request, int, int]], t_start: int) -> None:
+        exc = fut.exception()
+        if exc is not None:
+            self._fail_segments(segments, exc)
             return
-        total = time.perf_counter_ns() - t_start
-        # compute_input: forming the batch and sending it, then the instance moving it to the device;
-        # compute_infer: the forward pass; compute_output: everything else (the output to the host, back over
-        # the socket), so that the three add up to the batch's whole time from leaving the queue.
-        input_ns = min(total, (t_sent - t_start) + w_in)
-        infer_ns = w_infer
-        infer_ns = min(infer_ns, total - input_ns)
-        output_ns = total - input_ns - infer_ns
+        out = fut.result()
+        spec = self.specs[model]
+        _w_begin, w_input, w_infer, _w_output = entry.times
+        t_end = time.monotonic_ns()
+        # The batch began when it left the queue, or, if it waited in the instance's socket behind the
+        # batch before it, when the instance finished that one. From then: compute_input until the input
+        # was on the device (forming, sending, receiving), compute_infer the forward pass, compute_output
+        # until the output was back here. The worker's stamps are CLOCK_MONOTONIC, as ours.
+        t_begin = max(t_start, entry.prev_done)
+        t_input = min(max(w_input, t_begin), t_end)
+        t_infer = min(max(w_infer, t_input), t_end)
+        input_ns, infer_ns, output_ns = t_input - t_begin, t_infer - t_input, t_end - t_infer
         self.stats[model].record_batch(rows, input_ns, infer_ns, output_ns)
         orb = spec.out_row_bytes
         out_view = memoryview(out.payload)
@@ -229,6 +244,8 @@ class Scheduler:
             at += count
             if req.future.done():
                 continue  # failed already (another of its batches), or its client is gone
+            if req.queue_ns is None:
+                req.queue_ns = t_begin - req.t_queued
             req.input_ns += input_ns
             req.infer_ns += infer_ns
             req.output_ns += output_ns
@@ -242,12 +259,11 @@ class Scheduler:
                 result = req.out
             req.done_rows += count
             if req.done_rows == req.rows:
-                self.stats[model].record_success(time.perf_counter_ns() - req.t_received, req.queue_ns or 0,
-                                                 req.input_ns, req.infer_ns, req.output_ns)
+                self.stats[model].record_success(time.monotonic_ns() - req.t_received, req.queue_ns, req.input_ns,
+                                                 req.infer_ns, req.output_ns)
                 req.future.set_result(result)
 
-    async def stop(self) -> None:
+    def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        for task in list(self._tasks):
-            task.cancel()
+            self._timer = None

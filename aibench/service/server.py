@@ -341,7 +341,7 @@ async def _serve(cfg: ServeConfig, socks: dict[str, socket.socket]) -> int:
         await runner.cleanup()  # waits for handlers still running (a body still arriving), then closes
     for conn in list(service.djinn_connections):
         conn.close()
-    await service.scheduler.stop()
+    service.scheduler.stop()
     await service.pool.stop()
     service.announce("stopped", event="stopped", exit_code=code)
     return code

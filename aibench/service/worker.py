@@ -7,9 +7,10 @@ over it in frames of :mod:`aibench.sut.transport` (nothing is pickled):
 - server → worker: ``X`` (key = model number, id = batch id, a float32 tensor of rows) runs one batch;
   ``S`` stops the worker.
 - worker → server: ``R`` ready (JSON: what it built, its pid and threads); for each batch ``T`` (int64
-  [3]: nanoseconds spent moving the input to the device, in the forward pass including the device sync,
-  and bringing the output back) then ``O`` (the output rows); ``E`` (JSON) an error: for a batch (its id;
-  the worker goes on) or while starting (id 0; the worker then exits).
+  [4]: ``time.monotonic_ns`` when it began, when the input was on the device, when the forward pass had
+  finished with the device synchronised, when the output was on the host) then ``O`` (the output rows);
+  ``E`` (JSON) an error: for a batch (its id; the worker goes on) or while starting (id 0; the worker then
+  exits). Batches are answered in the order they were sent.
 
 The worker dies with the server: it asks the kernel for SIGKILL when its parent dies, and it exits when
 its socket reaches EOF. It ignores SIGINT and SIGTERM (a Ctrl-C in the terminal reaches the whole process
@@ -81,9 +82,12 @@ class Host:
                      "torch": torch.__version__}
 
     def run(self, key: int, x: Any) -> tuple[Any, list[int]]:
-        """One batch: (output rows on the host, [input_ns, infer_ns, output_ns])."""
+        """One batch: (output rows on the host, [t_begin, t_input, t_infer, t_output]): ``time.monotonic_ns``
+        when it began, when the input was on the device, when the forward pass had finished (device
+        synchronised) and when the output was on the host. CLOCK_MONOTONIC is one clock for every process of
+        the machine, so the server places these among its own stamps."""
         torch = self.torch
-        clock = time.perf_counter_ns
+        clock = time.monotonic_ns
         spec = self.specs[key]
         t0 = clock()
         x = x.to(self.device, self.dtype, non_blocking=True)
@@ -98,7 +102,7 @@ class Host:
         y = y.to("cpu").to(self.out_dtypes[spec.output_dtype]).reshape(x.shape[0], *spec.output_shape)
         y = y.contiguous()
         t3 = clock()
-        return y, [t1 - t0, t2 - t1, t3 - t2]
+        return y, [t0, t1, t2, t3]
 
 
 def serve(sock: socket.socket, host: Host, max_bytes: int) -> None:
@@ -121,7 +125,7 @@ def serve(sock: socket.socket, host: Host, max_bytes: int) -> None:
         except Exception as exc:
             send_frame(sock, error_frame(exc, frame.id))
             continue
-        send_frames(sock, [Frame(T_TIMES, array("q", times), "int64", (3,), frame.key, frame.id),
+        send_frames(sock, [Frame(T_TIMES, array("q", times), "int64", (4,), frame.key, frame.id),
                            Frame(T_OUTPUT, y.numpy(), spec.output_dtype, tuple(y.shape), frame.key, frame.id)])
 
 
