@@ -18,13 +18,14 @@ their ratio = served / in-process throughput (issue 14's goal for IMC at batch 1
 --batch 1792`` is POS at the paper's 64 sentences of 28 words.
 
     PYTHONPATH=. python scripts/bench_service.py overhead [--seconds 4] [--rounds 3]
-    PYTHONPATH=. python scripts/bench_service.py throughput [--model imc] [--batch 16] [--batches 8] [--rounds 3]
+    PYTHONPATH=. python scripts/bench_service.py throughput [--model imc] [--batch 16] [--batches 3] [--rounds 10]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import platform
@@ -61,7 +62,7 @@ def cpu_s(pid: int) -> float:
 # -- clients -------------------------------------------------------------------------------------------------
 
 async def djinn_loop(addr: tuple[str, int], model: str, x: np.ndarray, out_bytes: int, until: float,
-                     lat: list[float], done: list[float]) -> None:
+                     lat: list[float], done: list[float], budget: list[int] | None = None) -> None:
     reader, writer = await asyncio.open_connection(*addr)
     sock = writer.get_extra_info("socket")
     sock.setsockopt(6, 1, 1)  # TCP_NODELAY
@@ -69,6 +70,10 @@ async def djinn_loop(addr: tuple[str, int], model: str, x: np.ndarray, out_bytes
     payload = x.tobytes()
     try:
         while time.perf_counter() < until:
+            if budget is not None:
+                if budget[0] <= 0:
+                    break
+                budget[0] -= 1
             t0 = time.perf_counter()
             writer.write(payload)
             await reader.readexactly(out_bytes)
@@ -103,16 +108,19 @@ def http_body(x: np.ndarray, binary: bool) -> tuple[bytes, dict[str, str]]:
     return json.dumps({"inputs": [inp]}).encode(), {"Content-Type": "application/json"}
 
 
-async def drive(srv: ServerProcess, protocol: str, model: str, x: np.ndarray, in_flight: int, seconds: float
-                ) -> tuple[list[float], list[float]]:
+async def drive(srv: ServerProcess, protocol: str, model: str, x: np.ndarray, in_flight: int, seconds: float,
+                requests: int | None = None) -> tuple[list[float], list[float]]:
+    """Requests back to back from ``in_flight`` clients for ``seconds`` (or until ``requests`` were sent):
+    (latencies, completion times)."""
     lat: list[float] = []
     done: list[float] = []
     until = time.perf_counter() + seconds
     spec = SPECS[model]
+    budget = [requests] if requests is not None else None
     if protocol == "djinn":
         assert srv.djinn_address is not None
         await asyncio.gather(*(djinn_loop(srv.djinn_address, model, x, 4 * x.shape[0] * spec.out_row_elements,
-                                          until, lat, done) for _ in range(in_flight)))
+                                          until, lat, done, budget) for _ in range(in_flight)))
     else:
         import aiohttp
 
@@ -168,6 +176,9 @@ def in_process(net: Any, x: Any, batches: int) -> list[float]:
 
 
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
+    """Interleaved rounds: ``--batches`` forward passes in this process, then ``--batches + 1`` served
+    batches (2 connections in flight, so the instance always has the next batch): the intervals between
+    served completions are the server's time per batch."""
     import torch
 
     from aibench.service.models import build
@@ -183,42 +194,54 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
                                            str(args.batch)])
     rounds: list[dict[str, Any]] = []
     try:
-        in_process(net, xt, 1)  # warm-up
-        asyncio.run(drive(srv, "djinn", args.model, x, 1, 0.1))
+        in_process(net, xt, 2)  # warm-up, both sides
+        asyncio.run(drive(srv, "djinn", args.model, x, args.in_flight, 600, requests=2))
+        before = srv.stats(args.model)
         for r in range(args.rounds):
             res: dict[str, Any] = {"load_before": os.getloadavg()[0]}
-            sides = ["in_process", "served"] if r % 2 == 0 else ["served", "in_process"]
-            for side in sides:
+            for side in (["in_process", "served"] if r % 2 == 0 else ["served", "in_process"]):
                 if side == "in_process":
                     t = in_process(net, xt, args.batches)
                     res["in_process_s"] = statistics.median(t)
                     res["in_process_all"] = t
                 else:
-                    # run until enough completions; per-batch time = the interval between completions
-                    est = res.get("in_process_s") or (rounds[-1]["served_s"] if rounds else 1.0)
-                    lat, done = asyncio.run(drive(srv, "djinn", args.model, x, args.in_flight,
-                                                  est * (args.batches + args.in_flight + 1)))
-                    gaps = [b - a for a, b in zip(done[args.in_flight:], done[args.in_flight + 1:], strict=False)]
-                    res["served_s"] = statistics.median(gaps) if gaps else float("nan")
+                    lat, done = asyncio.run(drive(srv, "djinn", args.model, x, args.in_flight, 3600,
+                                                  requests=args.batches + 1))
+                    done.sort()
+                    gaps = [b - a for a, b in itertools.pairwise(done)]
+                    res["served_s"] = statistics.median(gaps)
                     res["served_all"] = gaps
                     res["served_latency_p50_s"] = statistics.median(lat)
             res["ratio"] = res["in_process_s"] / res["served_s"]
             res["load_after"] = os.getloadavg()[0]
             rounds.append(res)
             print(f"  round {r + 1}: in-process {res['in_process_s'] * 1e3:.0f} ms/batch, served "
-                  f"{res['served_s'] * 1e3:.0f} ms/batch ({len(res['served_all'])} intervals), ratio "
-                  f"{res['ratio']:.3f}, load {res['load_before']:.1f}-{res['load_after']:.1f}", file=sys.stderr)
-        stats = srv.stats(None) if srv.http_url else None
+                  f"{res['served_s'] * 1e3:.0f} ms/batch, ratio {res['ratio']:.3f}, load {res['load_before']:.1f}-"
+                  f"{res['load_after']:.1f}", file=sys.stderr)
+        after = srv.stats(args.model)
     finally:
         code = srv.stop()
     ratios = [r["ratio"] for r in rounds]
+    ip_total = sum(sum(r["in_process_all"]) for r in rounds) / sum(len(r["in_process_all"]) for r in rounds)
+    sv_total = sum(sum(r["served_all"]) for r in rounds) / sum(len(r["served_all"]) for r in rounds)
+    server = {}
+    zero = {"count": 0, "ns": 0}
+    b0 = {b["batch_size"]: b for b in before["batch_stats"]}
+    for b in after["batch_stats"]:
+        prev = b0.get(b["batch_size"], {k: zero for k in ("compute_input", "compute_infer", "compute_output")})
+        n = b["compute_infer"]["count"] - prev["compute_infer"]["count"]
+        if n:
+            server[b["batch_size"]] = {k: round((b[k]["ns"] - prev[k]["ns"]) / n / 1e6, 2)
+                                       for k in ("compute_input", "compute_infer", "compute_output")}
+            server[b["batch_size"]]["batches"] = n
     return {"model": args.model, "batch": args.batch, "threads": threads, "in_flight": args.in_flight,
             "in_process_ms": round(1e3 * statistics.median(r["in_process_s"] for r in rounds), 1),
             "served_ms": round(1e3 * statistics.median(r["served_s"] for r in rounds), 1),
             "ratio_median": round(statistics.median(ratios), 3), "ratios": [round(v, 3) for v in ratios],
-            "samples_per_s_in_process": round(args.batch / statistics.median(r["in_process_s"] for r in rounds), 2),
-            "samples_per_s_served": round(args.batch / statistics.median(r["served_s"] for r in rounds), 2),
-            "rounds": rounds, "server_stats": stats, "server_exit_code": code}
+            "ratio_of_means": round(ip_total / sv_total, 3),
+            "samples_per_s_in_process": round(args.batch / ip_total, 2),
+            "samples_per_s_served": round(args.batch / sv_total, 2),
+            "server_ms_per_batch": server, "rounds": rounds, "server_exit_code": code}
 
 
 def main() -> int:
@@ -230,9 +253,9 @@ def main() -> int:
     t = sub.add_parser("throughput")
     t.add_argument("--model", default="imc", choices=sorted(SPECS))
     t.add_argument("--batch", type=int, default=16, help="rows per request and per executed batch")
-    t.add_argument("--batches", type=int, default=8, help="batches per side per round")
+    t.add_argument("--batches", type=int, default=3, help="batches per side per round")
     t.add_argument("--in-flight", type=int, default=2, help="served: connections sending back to back")
-    t.add_argument("--rounds", type=int, default=3)
+    t.add_argument("--rounds", type=int, default=10)
     for p in (o, t):
         p.add_argument("--json", dest="json_out", help="also write the figures to this file")
     args = ap.parse_args()
@@ -247,9 +270,10 @@ def main() -> int:
             print(f"{k:20s} {v['req_s']:8.0f} {v['p50_ms']:8.2f} {v['server_us']:14.0f} {v['instance_us']:16.0f}")
     else:
         print(f"{out['model']} batch {out['batch']}, {out['threads']} threads: in-process {out['in_process_ms']} ms "
-              f"per batch ({out['samples_per_s_in_process']} samples/s), served {out['served_ms']} ms "
-              f"({out['samples_per_s_served']} samples/s); served / in-process = {out['ratio_median']} "
-              f"(rounds {out['ratios']})")
+              f"per batch (median), served {out['served_ms']} ms; served / in-process: median of rounds "
+              f"{out['ratio_median']} (rounds {out['ratios']}), of mean throughputs {out['ratio_of_means']} "
+              f"({out['samples_per_s_served']} vs {out['samples_per_s_in_process']} samples/s)")
+        print(f"server's own account per batch (ms): {out['server_ms_per_batch']}")
     print(f"load average at the end: {out['load_end']}")
     if args.json_out:
         with open(args.json_out, "w") as f:

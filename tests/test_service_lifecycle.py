@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from aibench.cli import cli
-from aibench.errors import EXIT_LISTEN, ListenError
+from aibench.errors import EXIT_LISTEN, ListenError, UnavailableError
 from aibench.service.launch import start_server
 
 
@@ -83,6 +83,41 @@ def test_a_port_in_use_is_one_line_and_exit_6_before_any_model_is_built(which):
             start_server(["null"], **{which.lstrip("-").replace("-", "_"): port})
     finally:
         taken.close()
+
+
+def test_an_instance_that_cannot_run_there_is_refused_with_exit_3():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(UnavailableError, match="no CUDA GPU"):
+        start_server(["null"], args=["--devices", "cuda"])
+
+
+def test_a_second_signal_stops_at_once_with_exit_130():
+    srv = start_server(["null"], args=["--null-delay-us", "20000000", "--djinn-port", "off"])
+    try:
+        got: dict[str, Any] = {}
+
+        def client() -> None:
+            try:
+                got["r"] = infer(srv.http_address, np.ones((1, 4), np.float32))
+            except (OSError, http.client.HTTPException) as exc:
+                got["r"] = exc
+
+        t = threading.Thread(target=client)
+        t.start()
+        wait_for(lambda: srv.describe()["in_flight"] == 1, what="a request in flight")
+        srv.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: any(e.get("event") == "stopping" for e in srv.events), what="stopping")
+        srv.process.send_signal(signal.SIGINT)
+        assert srv.process.wait(60) == 130  # not the 20 s the request would have taken
+        t.join(30)
+        r = got["r"]
+        assert isinstance(r, Exception) or r[0] == 500
+        assert any("second signal" in ln for ln in srv.stderr_lines)
+    finally:
+        srv.stop()
 
 
 def test_sigterm_lets_in_flight_requests_finish_then_exits_0():

@@ -312,8 +312,13 @@ class InstancePool:
         self.announce(f"{inst.describe()} restarted")
         self.on_free()
 
-    async def stop(self) -> None:
+    async def stop(self, at_once: bool = False) -> None:
+        """Stop every instance: ask and wait (``at_once``: kill, for a second Ctrl-C)."""
         self.stopping = True
         for task in list(self.restart_tasks):
             task.cancel()
+        if at_once:
+            for inst in self.instances:
+                inst._lose("was killed: the server stopped at once")  # its batches fail now
+            await asyncio.gather(*(i.kill() for i in self.instances), return_exceptions=True)
         await asyncio.gather(*(i.stop() for i in self.instances), return_exceptions=True)

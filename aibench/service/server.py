@@ -336,7 +336,7 @@ async def _serve(cfg: ServeConfig, socks: dict[str, socket.socket]) -> int:
     idle.cancel()
     hard_wait.cancel()
     if code:
-        await service.pool.stop()  # in-flight requests fail now (500), so their handlers end at once
+        await service.pool.stop(at_once=True)  # in-flight requests fail now (500): their handlers end at once
     if runner is not None:
         await runner.cleanup()  # waits for handlers still running (a body still arriving), then closes
     for conn in list(service.djinn_connections):

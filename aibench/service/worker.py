@@ -106,15 +106,32 @@ class Host:
 
 
 def serve(sock: socket.socket, host: Host, max_bytes: int) -> None:
+    """Answer batches until told to stop or the server is gone. A reader thread receives the next batch
+    while this one computes (the server sends a full batch ahead: see :mod:`aibench.service.instances`), so
+    the forward pass starts as soon as the previous one ends, without waiting for megabytes to cross."""
+    import queue
+    import threading
+
     import torch
 
-    stream = sock.makefile("rb", buffering=1 << 16)  # a small frame arrives whole in one system call
+    inbox: queue.SimpleQueue[Frame | None] = queue.SimpleQueue()
+
+    def read() -> None:
+        stream = sock.makefile("rb", buffering=1 << 16)  # a small frame arrives whole in one system call
+        while True:
+            try:
+                frame = recv_frame(stream, max_bytes, TO_WORKER)
+            except (EOFError, OSError, FrameError):
+                inbox.put(None)  # the server is gone (or spoke nonsense): nothing to answer
+                return
+            inbox.put(frame)
+            if frame.tag == T_STOP:
+                return
+
+    threading.Thread(target=read, name="aibench-instance-reader", daemon=True).start()
     while True:
-        try:
-            frame = recv_frame(stream, max_bytes, TO_WORKER)
-        except (EOFError, OSError, FrameError):
-            return  # the server is gone (or spoke nonsense): nothing to answer
-        if frame.tag == T_STOP:
+        frame = inbox.get()
+        if frame is None or frame.tag == T_STOP:
             return
         try:
             spec = host.specs[frame.key]
