@@ -184,7 +184,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     from aibench.service.models import build
     from aibench.service.server import usable_cores
 
-    threads = usable_cores()
+    threads = args.threads or usable_cores()
     torch.set_num_threads(threads)
     spec = SPECS[args.model]
     x = np.random.default_rng(0).standard_normal((args.batch, *spec.input_shape), dtype=np.float32)
@@ -256,6 +256,7 @@ def main() -> int:
     t.add_argument("--batches", type=int, default=3, help="batches per side per round")
     t.add_argument("--in-flight", type=int, default=2, help="served: connections sending back to back")
     t.add_argument("--rounds", type=int, default=10)
+    t.add_argument("--threads", type=int, help="threads on each side [default: every usable core]")
     for p in (o, t):
         p.add_argument("--json", dest="json_out", help="also write the figures to this file")
     args = ap.parse_args()

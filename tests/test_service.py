@@ -409,6 +409,13 @@ def test_health_metadata_and_the_servers_own_view(server):
     assert view["budget"]["used_bytes"] >= 0 and view["max_batch"]["null"] == 8
 
 
+def test_the_event_loop_process_never_loads_torch(server):
+    """Only the instances compute: the server's own process parses, batches and copies bytes."""
+    maps = Path(f"/proc/{server.pid}/maps").read_text()
+    assert "libtorch" not in maps
+    assert "libtorch" in Path(f"/proc/{server.worker_pids[0]}/maps").read_text()
+
+
 # -- the fuzz, small ----------------------------------------------------------------------------------------
 
 def test_fuzz_at_a_small_size(server):

@@ -39,7 +39,7 @@ import signal
 import socket
 import struct
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,9 +186,12 @@ def send_frame(sock: socket.socket, frame: Frame) -> None:
     send_frames(sock, [frame])
 
 
-def recv_frame(src: Any, max_bytes: int, tags: Iterable[bytes] | None = None) -> Frame:
+def recv_frame(src: Any, max_bytes: int, tags: Iterable[bytes] | None = None,
+               alloc: Callable[[int], Any] | None = None) -> Frame:
     """Receive one frame from a blocking socket, or (fewer system calls) from ``sock.makefile("rb")``.
-    EOFError when the stream ends cleanly before a frame."""
+    EOFError when the stream ends cleanly before a frame. ``alloc(nbytes)`` gives the payload's buffer (a
+    writable bytes-like object of exactly ``nbytes``), e.g. from a pool of reused buffers: a fresh large
+    allocation per frame costs page faults, here and in whatever allocates after it is freed."""
     raw = bytearray(HEADER_SIZE)
     _fill(src, memoryview(raw), "header")
     head = _parse_header(raw, tags, max_bytes)
@@ -196,10 +199,40 @@ def recv_frame(src: Any, max_bytes: int, tags: Iterable[bytes] | None = None) ->
     if head.ndim:
         _fill(src, memoryview(dims), "dimensions")
     shape = _check_dims(head, dims)
-    payload = bytearray(head.nbytes)
+    payload = alloc(head.nbytes) if alloc is not None and head.nbytes else bytearray(head.nbytes)
     if head.nbytes:
-        _fill(src, memoryview(payload), "payload")
+        _fill(src, memoryview(payload).cast("B"), "payload")
     return Frame(head.tag, payload, head.dtype, shape, head.key, head.id)
+
+
+class BufferPool:
+    """Reusable receive buffers for :func:`recv_frame`'s ``alloc`` (thread-safe): ``take(n)`` gives a
+    memoryview of exactly ``n`` bytes over a free buffer at least that large (or a new one), ``give`` returns
+    it. Keep at most ``keep`` free buffers."""
+
+    def __init__(self, keep: int = 4) -> None:
+        import threading
+
+        self.keep = keep
+        self.free: list[bytearray] = []
+        self.lock = threading.Lock()
+
+    def take(self, nbytes: int) -> memoryview:
+        with self.lock:
+            fits = [b for b in self.free if len(b) >= nbytes]
+            if fits:
+                buf = min(fits, key=len)
+                self.free.remove(buf)
+            else:
+                buf = bytearray(nbytes)
+        return memoryview(buf)[:nbytes]
+
+    def give(self, view: Any) -> None:
+        buf = view.obj if isinstance(view, memoryview) else view
+        if isinstance(buf, bytearray):
+            with self.lock:
+                if len(self.free) < self.keep:
+                    self.free.append(buf)
 
 
 # -- asyncio side (an event loop) ---------------------------------------------------------------------------
