@@ -119,7 +119,7 @@ def test_frame_protocol_parses_many_small_frames_and_large_ones_in_place():
         def on_lost(exc: BaseException | None) -> None:
             lost.append(exc)
 
-        transport, proto = await loop.create_connection(lambda: T.FrameProtocol(on_frame, on_lost, 8 << 20), sock=a)
+        transport, _proto = await loop.create_connection(lambda: T.FrameProtocol(on_frame, on_lost, 8 << 20), sock=a)
         big = np.arange(300_000, dtype=np.int64)  # 2.4 MB: larger than the socket buffers and the staging
 
         def echo() -> None:
@@ -206,3 +206,18 @@ def test_an_orphan_exits_at_once_when_its_parent_is_already_gone():
                            "die_with_parent(1); print('survived')"], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert "survived" not in code.stdout and code.returncode == 128 + signal.SIGKILL
+
+
+def test_frames_received_into_reused_buffers():
+    a, b = pair()
+    pool = T.BufferPool(keep=2)
+    stream = b.makefile("rb")
+    first = np.arange(1000, dtype=np.float32)
+    T.send_frames(a, [T.Frame(b"X", first, "float32", first.shape), T.Frame(b"X", first[:10], "float32", (10,))])
+    f1 = T.recv_frame(stream, 1 << 20, alloc=pool.take)
+    assert np.array_equal(np.frombuffer(f1.payload, np.float32), first)
+    under = f1.payload.obj
+    pool.give(f1.payload)
+    f2 = T.recv_frame(stream, 1 << 20, alloc=pool.take)  # a smaller frame reuses the same buffer
+    assert f2.payload.obj is under and f2.nbytes == 40
+    assert np.array_equal(np.frombuffer(f2.payload, np.float32), first[:10])
