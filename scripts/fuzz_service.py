@@ -435,15 +435,19 @@ class Fuzzer:
             writer.close()
 
 
-def rss_bytes(pids: list[int]) -> int:
-    total = 0
+def rss_each(pids: list[int]) -> list[int]:
+    out = []
     for pid in pids:
         try:
             with open(f"/proc/{pid}/statm") as f:
-                total += int(f.read().split()[1]) * 4096
+                out.append(int(f.read().split()[1]) * 4096)
         except (OSError, ValueError, IndexError):
-            pass
-    return total
+            out.append(0)
+    return out
+
+
+def rss_bytes(pids: list[int]) -> int:
+    return sum(rss_each(pids))
 
 
 async def _run(http: tuple[str, int] | None, djinn: tuple[str, int] | None, pids: list[int], cases: int, seed: int,
@@ -468,6 +472,7 @@ async def _run(http: tuple[str, int] | None, djinn: tuple[str, int] | None, pids
     for i, kind in enumerate(plan):
         queue.put_nowait((i, kind))
     samples: list[tuple[int, int]] = []
+    per_process: list[list[int]] = []
     sample_every = max(1, cases // 50)
     slow_gate = asyncio.Semaphore(max(4, concurrency))
 
@@ -489,7 +494,9 @@ async def _run(http: tuple[str, int] | None, djinn: tuple[str, int] | None, pids
             except asyncio.QueueEmpty:
                 return
             if i % sample_every == 0:
-                samples.append((i, rss_bytes(pids)))
+                each = rss_each(pids)
+                per_process.append(each)
+                samples.append((i, sum(each)))
             if kind.endswith("_slow"):  # slow cases run beside the others, a bounded number at once
                 await slow_gate.acquire()
                 t = asyncio.create_task(one(i, kind))
@@ -521,6 +528,11 @@ async def _run(http: tuple[str, int] | None, djinn: tuple[str, int] | None, pids
         half = len(rss) // 2 or 1
         mem["growth_mib"] = round((max(rss[half:]) - max(rss[:half])) / 2**20, 1)
         mem["flat"] = max(rss[half:]) <= max(rss[:half]) * 1.10 + (32 << 20) if len(rss) > 1 else True
+        quarters = [rss[min(len(rss) - 1, round(q * (len(rss) - 1)))] for q in (0, 0.25, 0.5, 0.75, 1)]
+        mem["at_0_25_50_75_100_pct_mib"] = [round(v / 2**20, 1) for v in quarters]
+        if per_process:
+            mem["per_process_first_last_mib"] = [[round(a / 2**20, 1), round(b / 2**20, 1)]
+                                                 for a, b in zip(per_process[0], per_process[-1], strict=True)]
     return {"cases": len(plan), "valid": valid, "failed": counts.get("FAILED", 0), "counts": counts,
             "failures": fz.tally.failures, "elapsed_s": round(elapsed, 1), "ready_after": ready, "memory": mem,
             "ok": counts.get("FAILED", 0) == 0 and (ready in (None, 200)) and mem.get("flat", True)}
@@ -584,7 +596,8 @@ def main() -> int:
         if m:
             print(f"RSS of server + instances: first {m['first_mib']} MiB, median {m['median_mib']}, last "
                   f"{m['last_mib']}, max {m['max_mib']} ({m['samples']} samples; growth {m['growth_mib']} MiB; "
-                  f"flat: {m['flat']})")
+                  f"flat: {m['flat']}); at 0/25/50/75/100% of the run: {m['at_0_25_50_75_100_pct_mib']} MiB; "
+                  f"per process (server, instances) first/last: {m.get('per_process_first_last_mib')}")
         for f in report["failures"]:
             print("  FAIL", f)
         print("OK" if report["ok"] else "NOT OK")
