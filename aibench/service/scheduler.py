@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,7 +95,6 @@ class Scheduler:
         self._timer: asyncio.TimerHandle | None = None
         self._idle = asyncio.Event()
         self._idle.set()
-        self.on_unavailable: Callable[[], None] | None = None
 
     # -- requests ------------------------------------------------------------------------------------------
     def submit(self, model: str, rows: int, data: Any, t_received: int) -> Request:
@@ -136,8 +134,6 @@ class Scheduler:
             self._timer = None
         if self.pool.live == 0:
             self._fail_queued(ServiceError("no instance is running: the server cannot compute", 503))
-            if self.on_unavailable is not None:
-                self.on_unavailable()
             return
         while True:
             now = time.perf_counter()

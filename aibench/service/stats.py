@@ -6,13 +6,15 @@ Meanings, as Triton's:
 - ``inference_stats.success``: requests answered, and their summed time in the server (from the moment the
   request was parsed and queued to its output ready to send); ``fail``: requests that failed after they
   were accepted (a worker died); requests refused as malformed are counted in neither (as Triton).
-- ``queue``: from queued to the start of the batch that took its first row.
+- ``queue``: from queued to the start of the batch that took its first row. A batch starts when it leaves
+  the batcher's queue or, if it waited in a busy instance's socket behind the batch before it, when the
+  instance finished that one.
 - ``compute_input`` / ``compute_infer`` / ``compute_output``: per request, the times of the batch (or
-  batches) that computed it. ``compute_input`` is the server forming the batch and sending it to the
-  instance, plus the instance moving it to the device; ``compute_infer`` is the forward pass with the device
-  synchronised; ``compute_output`` is the rest until the output is back in the server (to the host, over the
-  instance's socket). Together they are the batch's whole time, from leaving the queue to its output
-  arriving.
+  batches) that computed it. ``compute_input`` runs from the batch's start until its input is on the
+  instance's device (forming it, sending it, receiving it, copying it); ``compute_infer`` is the forward
+  pass with the device synchronised; ``compute_output`` the rest until the output is back in the server (to
+  the host, over the instance's socket). Together they are the batch's whole time. The instance's stamps
+  are ``time.monotonic_ns`` (CLOCK_MONOTONIC, one clock for every process of the machine).
 - ``batch_stats``: one entry per executed batch size (rows), with the count and summed times of the
   batches of that size: the histogram of executed batch sizes is ``batch_size → compute_infer.count``.
 - ``inference_count`` counts rows (a request of 16 images counts 16); ``execution_count`` counts executed
