@@ -36,7 +36,7 @@ log = logging.getLogger("aibench")
 EXIT_CODES_HELP = """\b
 Exit codes: 0 ok · 1 a benchmark failed (recorded in its result) · 2 bad usage ·
 3 not available on this machine (device, dtype) · 4 cannot read/write result files ·
-70 internal error · 130 interrupted (finished results are kept)."""
+6 serve: a port is in use · 70 internal error · 130 interrupted (finished results are kept)."""
 
 
 class LazyGroup(click.Group):
@@ -89,6 +89,7 @@ def _stdout_console() -> Any:
     "sweep": "aibench.sweep.cli:sweep",
     "compare": "aibench.gate.cli:compare",
     "gate": "aibench.gate.cli:gate",
+    "serve": "aibench.service.cli:serve",
 }, epilog=EXIT_CODES_HELP,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="aibench")

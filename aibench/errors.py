@@ -13,6 +13,7 @@ EXIT_FAILED = 1  # the run happened but a benchmark failed; its result file reco
 EXIT_USAGE = 2  # bad command line: unknown benchmark, unknown/ill-typed/out-of-range parameter
 EXIT_UNAVAILABLE = 3  # asked for something this machine cannot do: no such device, dtype unsupported there
 EXIT_IO = 4  # cannot write results, or cannot read/understand a result file
+EXIT_LISTEN = 6  # `serve` only: a port is in use, or the address cannot be listened on
 EXIT_INTERNAL = 70  # a bug in aibench (EX_SOFTWARE); -v shows the traceback
 EXIT_INTERRUPTED = 130  # Ctrl-C; finished results are kept
 
@@ -36,3 +37,9 @@ class UnavailableError(AibenchError):
 
 class ResultIOError(AibenchError):
     exit_code = EXIT_IO
+
+
+class ListenError(AibenchError):
+    """A server cannot listen where it was told: the port is in use, or the address is not this machine's."""
+
+    exit_code = EXIT_LISTEN

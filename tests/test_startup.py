@@ -18,7 +18,8 @@ print("TORCH-IMPORTED" if "torch" in sys.modules else "TORCH-ABSENT", file=sys.s
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["list"], ["info", "micro/conv"], ["list", "--json"]])
+@pytest.mark.parametrize("args", [["--help"], ["list"], ["info", "micro/conv"], ["list", "--json"],
+                                  ["serve", "--help"]])
 def test_no_torch_import(args: list[str]) -> None:
     proc = subprocess.run([sys.executable, "-c", PROBE.format(args=args)], capture_output=True, text=True,
                           timeout=60)
