@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from aibench.errors import EXIT_INTERRUPTED, ResultIOError, UsageError
+from aibench import lifetime
+from aibench.errors import ResultIOError, UsageError
 from aibench.gate import decide
 
 log = logging.getLogger("aibench.gate")
@@ -32,7 +33,7 @@ Exit codes (one per outcome):
   12   error: a process failed or timed out, a figure was missing, configurations differed
   2    bad usage (before anything is measured: options, a prefix that does not run, an unknown
        benchmark or parameter on either side) · 4 an output file not writable · 70 internal error
-  130  interrupted (Ctrl-C or SIGTERM): children killed, the rounds gathered are still written
+  130  interrupted by Ctrl-C (143: by SIGTERM): children killed, the rounds gathered are still written
 Several metrics or benchmarks: error > regression > inconclusive > improved > pass."""
 
 
@@ -291,8 +292,8 @@ def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str |
     _emit(doc, json_out, md_out, junit_out, inconclusive)
     code = doc["exit_code"]
     if doc["interrupted"]:
-        click.echo(f"aibench: interrupted; {doc['rounds']} round(s) were complete"
+        click.echo(f"aibench: {lifetime.verb()}; {doc['rounds']} round(s) were complete"
                    + (" and are in the JSON" if json_out else ""), err=True)
-        ctx.exit(EXIT_INTERRUPTED)
+        ctx.exit(lifetime.exit_code())
     click.echo(f"aibench gate: {doc['outcome']} (exit {code})", err=True)
     ctx.exit(code)
