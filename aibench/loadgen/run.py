@@ -152,9 +152,9 @@ def _check_bound_reachable(s: Scenario, cal: Calibration) -> None:
     if bound_s < fastest:
         raise UnavailableError(
             f"--latency-bound-ms {s.latency_bound_ms:g} is below this system's shortest measured latency: one "
-            f"sample took at least {fastest * 1e3:.3g} ms (median {cal.per_sample_s * 1e3:.3g} ms) in the "
+            f"sample took at least {fastest * 1e3:.4g} ms (median {cal.per_sample_s * 1e3:.4g} ms) in the "
             f"calibration, so no target QPS can meet the bound; give --latency-bound-ms above "
-            f"{fastest * 1e3:.3g} (several times it, to leave room for queueing)")
+            f"{fastest * 1e3:.4g} (several times it, to leave room for queueing)")
 
 
 def _say(message: str) -> None:
