@@ -31,6 +31,7 @@ those whose owner is gone.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -209,7 +210,11 @@ _abandoned: list[tuple[threading.Thread, str]] = []
 
 
 def abandon(thread: threading.Thread, what: str) -> None:
-    """``thread`` could not be stopped in time after an interruption; the process will leave without it."""
+    """``thread`` could not be stopped in time after an interruption; the process will leave without it.
+    The console command ends with ``os._exit`` (:func:`leave`); any other program (aibench used as a library)
+    waits for it at exit instead, since C++ teardown under a running LoadGen test aborts the process."""
+    if not _abandoned:
+        atexit.register(wait_abandoned)
     _abandoned.append((thread, what))
 
 
@@ -233,6 +238,15 @@ def leave(code: int, hard: bool) -> None:
     nor a C++ library's teardown runs under it. Otherwise return (the caller exits normally)."""
     if not hard or not abandoned():
         return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def quick_exit(code: int = 0) -> None:
+    """End a child process that has nothing left to write: flush, then ``os._exit`` (an interpreter with
+    torch loaded takes seconds to tear down, and a parent stopping its children waits for that)."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()

@@ -326,6 +326,54 @@ def test_signal_ends_a_server_run_promptly(tmp_path: Path, sig: int, code: int) 
     assert ("SIGTERM" if sig == signal.SIGTERM else "Ctrl-C") in doc["error"]["message"]
 
 
+LIBRARY_RUN = """
+import _thread, sys, time
+import torch
+from aibench import registry
+from aibench.loadgen.run import LOADGEN_METRICS
+from aibench.loadgen.settings import LoadgenOptions
+from aibench.loadgen.task import InferenceTask
+from aibench.runner import PlannedRun, RunOptions, execute
+from aibench.spec import Param
+
+calls = [0]
+
+
+def factory(params, device, dtype):
+    model = torch.nn.Linear(8, 4)
+    data = torch.randn(16, 8)
+
+    def forward(x):
+        calls[0] += 1
+        if calls[0] == 80:  # inside the LoadGen test (calibration makes fewer calls)
+            _thread.interrupt_main()
+        return model(x)
+
+    return InferenceTask(model=forward, device=device, num_samples=16, load_sample=lambda i: data[i])
+
+
+bench = registry.Benchmark(kind="component", name="lib-lg", description="d", source="s", runner="loadgen",
+                           factory=factory, params=registry.ParamSet((Param("batch", int, 1, "b"),)),
+                           metrics=LOADGEN_METRICS, primary_metric="samples_per_s")
+lg = LoadgenOptions(scenario="server", target_qps=20.0, duration_s=60.0, out_dir=sys.argv[1])
+try:
+    execute(PlannedRun(bench, bench.resolve({}), {}), RunOptions(loadgen=lg))
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+@linux_only
+def test_a_library_caller_exits_cleanly_after_an_interrupted_server_run(tmp_path: Path) -> None:
+    """Used as a library (no os._exit), a LoadGen test left running after Ctrl-C is waited for at exit:
+    C++ teardown under it would abort the process ('terminate called without an active exception')."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    cmd = Command([sys.executable, "-c", LIBRARY_RUN, str(tmp_path)], tmp_path, env)
+    rc, err = cmd.finish(timeout=240)
+    assert rc == 0, err
+    assert cmd.out_path.read_text().strip() == "interrupted"
+
+
 # -- nothing outlives aibench ------------------------------------------------------------------------------------
 
 @linux_only

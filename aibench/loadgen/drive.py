@@ -9,10 +9,11 @@ and the partial logs are kept.
 LoadGen has no way to cancel a test: a Server test issues its queries at their scheduled times and ends only
 once more than ``server_max_async_queries`` are outstanding, which at a low target rate takes tens of seconds
 (64 queries at 2 QPS: 32 s). So after Ctrl-C the driver waits at most :data:`ABORT_GRACE_S` for LoadGen (and
-the batching worker) to finish; if they have not, it reads the partial logs as they are, leaves the threads
-running (:func:`aibench.lifetime.abandon`) and returns an interrupted outcome, and the command ends the
-process at once. A later test in the same process first waits for an abandoned one (LoadGen is one per
-process).
+the batching worker) to finish; if they have not, it reads the partial logs as they are and returns an
+interrupted outcome, leaving a clean-up thread (:func:`aibench.lifetime.abandon`) that waits for LoadGen to
+end on its own, then stops the worker and frees LoadGen's objects. The console command ends the process at
+once (``os._exit``); a program using aibench as a library waits for the clean-up at exit, and a later test in
+the same process waits for it first (LoadGen is one per process).
 """
 
 from __future__ import annotations
@@ -116,6 +117,13 @@ def _batcher_threads(batcher: Any) -> list[threading.Thread]:
     return list(getattr(batcher, "threads", ()))
 
 
+def _later(fn: Callable[[], None], name: str) -> threading.Thread:
+    """Run ``fn`` on a daemon thread: the clean-up of a test the driver left behind after an interruption."""
+    t = threading.Thread(target=fn, name=name, daemon=True)
+    t.start()
+    return t
+
+
 def server_async_limit(s: Scenario, batch: int) -> int:
     """LoadGen's outstanding-query limit for Server: far above what a run that meets its latency bound can
     have outstanding (Little's law: target QPS x bound), so it only ends runs that are hopeless anyway, or
@@ -203,13 +211,17 @@ def run_loadgen(system: SystemUnderTest, s: Scenario, batch: int, sizing: Sizing
             batcher.stop(timeout=ABORT_GRACE_S if ctrl_c else 30.0)
             if ctrl_c:
                 finished = not any(t.is_alive() for t in _batcher_threads(batcher))
+    def finish() -> None:
+        thread.join()
+        batcher.stop()
+        lg.DestroyQSL(qsl)
+        lg.DestroySUT(sut)
+
     if finished:
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
-    else:  # LoadGen cannot be cancelled: leave without it (it still uses the SUT and QSL: not destroyed)
-        lifetime.abandon(thread, "a LoadGen test")
-        for t in _batcher_threads(batcher):
-            lifetime.abandon(t, "the batching worker")
+    else:  # LoadGen cannot be cancelled: leave it to end on its own, then stop the worker and free the SUT
+        lifetime.abandon(_later(finish, "aibench-loadgen-finish"), "a LoadGen test")
     interrupted = bool(ctrl_c)
     wall = time.perf_counter() - t0
     error = batcher.error if batcher.error is not None else (failure[0] if failure else None)
@@ -290,9 +302,16 @@ def run_users(system: SystemUnderTest, s: Scenario, batch: int, seed: int) -> Ou
         stop.set()
         if finished:
             batcher.stop(timeout=ABORT_GRACE_S if ctrl_c else 30.0)
-    left = [t for t in (*threads, *_batcher_threads(batcher)) if t.is_alive()]
-    for t in left:  # a user waiting on a batch that is still running
-        lifetime.abandon(t, "a closed-loop user or the batching worker")
+            if ctrl_c:
+                finished = not any(t.is_alive() for t in _batcher_threads(batcher))
+    if not finished:  # a user waits on a batch that is still running: stop the worker once it is done
+
+        def finish() -> None:
+            for t in threads:
+                t.join()
+            batcher.stop()
+
+        lifetime.abandon(_later(finish, "aibench-users-finish"), "closed-loop users")
     interrupted = bool(ctrl_c)
     error = batcher.error
     if isinstance(error, KeyboardInterrupt):

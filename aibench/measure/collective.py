@@ -149,19 +149,23 @@ def _rank_main(conn: Any, spec_json: str, rank: int, port: int, parent_pid: int 
             try:
                 msg = conn.recv_bytes()
             except (EOFError, OSError):
-                return
+                break
             if msg[:1] != T_BLOCK:
-                return
+                break
             elapsed = run_block(buf, flag, device, struct.unpack("<Q", msg[1:9])[0])
             if rank == 0:
                 conn.send_bytes(T_ELAPSED + struct.pack("<d", elapsed))
     except BaseException as exc:
         _send_error(conn, exc)
+        return
     finally:
         try:
             dist.destroy_process_group()
         except Exception:  # pragma: no cover - teardown after a failure
             pass
+    from aibench.lifetime import quick_exit
+
+    quick_exit(0)  # stopped: no interpreter teardown for the parent to wait on
 
 
 def _send_error(conn: Any, exc: BaseException) -> None:

@@ -107,6 +107,9 @@ def worker_main(conn: Any, config_json: str, parent_pid: int | None = None) -> N
         return
     conn.send_bytes(T_READY + json.dumps(info).encode())
     _serve(conn, system, batch, info)
+    from aibench.lifetime import quick_exit
+
+    quick_exit(0)  # told to stop (or the parent is gone): no teardown for the parent to wait on
 
 
 def _build(cfg: dict[str, Any]) -> tuple[Any, dict[str, Any], int]:
