@@ -22,7 +22,8 @@ process holding its pipe (the parent and its children) is gone.
 **Threads that cannot be stopped.** A LoadGen test cannot be cancelled: a Server test issues its queries on
 its own schedule. After Ctrl-C, aibench waits a short grace for it, then records the run as interrupted and
 leaves without it (:func:`abandon`); the console entry point then ends the process with ``os._exit`` so that
-no interpreter or C++ teardown runs under the still-running thread (:func:`leave`).
+no interpreter or C++ teardown runs under the still-running thread (:func:`leave`), and a program using
+aibench as a library waits for the thread at exit instead.
 
 **Stale temporary folders.** A folder made by :func:`private_tempdir` carries the owner's pid in its name and
 is removed on any exit Python sees; after a SIGKILL the next aibench that makes one of the same kind removes
