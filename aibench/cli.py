@@ -18,11 +18,11 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from aibench import __version__
+from aibench import __version__, lifetime
 from aibench.errors import (
     EXIT_FAILED,
     EXIT_INTERNAL,
-    EXIT_INTERRUPTED,
+    EXIT_INVALID,
     AibenchError,
     UsageError,
 )
@@ -36,7 +36,9 @@ log = logging.getLogger("aibench")
 EXIT_CODES_HELP = """\b
 Exit codes: 0 ok · 1 a benchmark failed (recorded in its result) · 2 bad usage ·
 3 not available on this machine (device, dtype) · 4 cannot read/write result files ·
-6 serve: a port is in use · 70 internal error · 130 interrupted (finished results are kept)."""
+5 run: a LoadGen result is INVALID (written, marked) · 6 serve: a port is in use ·
+70 internal error · 130 interrupted by Ctrl-C, 143 by SIGTERM (finished results are kept, the
+cut-short run is recorded)."""
 
 
 class LazyGroup(click.Group):
@@ -307,6 +309,11 @@ def run_cmd(ctx: click.Context, args: tuple[str, ...], set_name: str | None, thr
         console.print(f"results written to {where}")
     if any(r.status != "ok" for r in results):
         ctx.exit(EXIT_FAILED)
+    invalid = [r for r in results if r.validity is not None and not r.validity.get("valid", True)]
+    if invalid:  # written and marked; a CI step must not take an INVALID LoadGen run for a good one
+        click.echo(f"aibench: {len(invalid)} of {len(results)} result(s) INVALID by LoadGen's rules: "
+                   f"{invalid[0].validity.get('summary') or 'see the result'} (exit {EXIT_INVALID})", err=True)
+        ctx.exit(EXIT_INVALID)
 
 
 def _plan_runs(benches: list[Any], param_args: list[str], set_name: str | None) -> list[Any]:
@@ -349,14 +356,13 @@ def _check_devices(runs: list[Any]) -> None:
 
 
 def _execute(runs: list[Any], opts: Any, out_dir: Path, show_progress: bool) -> tuple[list[Any], list[Path]]:
-    """Run each planned configuration and write its result as soon as it is done; on Ctrl-C, report
-    what was kept and exit 130."""
+    """Run each planned configuration and write its result as soon as it is done; on Ctrl-C (or SIGTERM),
+    report what was kept and exit 130 (143)."""
     from aibench.results.store import write_result
     from aibench.runner import execute
 
     results: list[Any] = []
     paths: list[Path] = []
-    before = set(out_dir.glob("*.json"))
     progress = None
     if show_progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -379,15 +385,16 @@ def _execute(runs: list[Any], opts: Any, out_dir: Path, show_progress: bool) -> 
             if progress is not None:
                 progress.advance(task)
                 progress.refresh()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if progress is not None:
             progress.stop()
-        # A runner may record the interrupted run itself (status "interrupted", with its partial logs).
-        partial = len(set(out_dir.glob("*.json")) - before - set(paths))
-        extra = f", plus {partial} interrupted (partial) result" if partial else ""
-        click.echo(f"aibench: interrupted; {len(paths)} of {len(runs)} result(s) were finished and kept in "
-                   f"{out_dir}{extra}", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        # The runner records the interrupted run itself (status "interrupted") and names the file it wrote;
+        # other files that appeared in the folder meanwhile are another run's.
+        partial = getattr(exc, "record", None)
+        extra = f", plus 1 interrupted (partial) result ({partial.name})" if partial else ""
+        click.echo(f"aibench: {lifetime.verb(exc)}; {len(paths)} of {len(runs)} result(s) were finished and "
+                   f"kept in {out_dir}{extra}", err=True)
+        sys.exit(lifetime.exit_code(exc))
     finally:
         if progress is not None:
             progress.stop()
@@ -395,7 +402,19 @@ def _execute(runs: list[Any], opts: Any, out_dir: Path, show_progress: bool) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: expected errors are one line; bugs are one line plus exit 70."""
+    """Console-script entry point: expected errors are one line; bugs are one line plus exit 70. SIGTERM is
+    handled as Ctrl-C is (aibench.lifetime), with exit 143 instead of 130."""
+    with lifetime.handling_signals():
+        try:
+            _main(argv)
+        except SystemExit as exc:
+            # A thread that could not be stopped after an interruption (a LoadGen test) must not see the
+            # interpreter's teardown: the process's own entry point ends at once, having flushed its output.
+            lifetime.leave(exc.code if isinstance(exc.code, int) else 1, hard=argv is None)
+            raise
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         # Without standalone mode click returns ctx.exit()'s code instead of exiting.
         code = cli.main(args=argv, prog_name="aibench", standalone_mode=False)
@@ -408,11 +427,11 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"aibench: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
-        click.echo("aibench: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    except KeyboardInterrupt:
-        click.echo("aibench: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        click.echo(f"aibench: {lifetime.verb()}", err=True)
+        sys.exit(lifetime.exit_code())
+    except KeyboardInterrupt as exc:
+        click.echo(f"aibench: {lifetime.verb(exc)}", err=True)
+        sys.exit(lifetime.exit_code(exc))
     except Exception as exc:  # a bug: say so in one line, traceback with -vv
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             import traceback

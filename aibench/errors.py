@@ -13,9 +13,11 @@ EXIT_FAILED = 1  # the run happened but a benchmark failed; its result file reco
 EXIT_USAGE = 2  # bad command line: unknown benchmark, unknown/ill-typed/out-of-range parameter
 EXIT_UNAVAILABLE = 3  # asked for something this machine cannot do: no such device, dtype unsupported there
 EXIT_IO = 4  # cannot write results, or cannot read/understand a result file
+EXIT_INVALID = 5  # `run` only: a LoadGen result is INVALID (written and marked; its figures break LoadGen's rules)
 EXIT_LISTEN = 6  # `serve` only: a port is in use, or the address cannot be listened on
 EXIT_INTERNAL = 70  # a bug in aibench (EX_SOFTWARE); -v shows the traceback
-EXIT_INTERRUPTED = 130  # Ctrl-C; finished results are kept
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); finished results are kept, the cut-short run is recorded
+EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM): handled exactly as Ctrl-C (aibench.lifetime)
 
 
 class AibenchError(click.ClickException):

@@ -113,7 +113,8 @@ def new_result(bench: Benchmark, params: dict[str, Any], config: dict[str, Any],
 
 def execute(run: PlannedRun, opts: RunOptions) -> Result:
     """Measure one planned run. Refusals (AibenchError) propagate before any record exists; any other
-    failure is recorded in a ``failed`` result; Ctrl-C propagates after marking nothing."""
+    failure is recorded in a ``failed`` result; Ctrl-C (or SIGTERM) propagates, after the run is recorded as
+    ``interrupted`` in ``opts.interrupted_dir`` (the file is the exception's ``record``)."""
     import torch
 
     from aibench.measure.device import pinned_threads
@@ -134,9 +135,10 @@ def execute(run: PlannedRun, opts: RunOptions) -> Result:
             RUNNERS[bench.runner](bench, run.params, result, opts)
         except AibenchError:
             raise
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (aibench.lifetime.Terminated)
             if result.status != "interrupted" and opts.interrupted_dir is not None:
-                _write_interrupted(result, opts.interrupted_dir, time.perf_counter() - t0)
+                exc.record = _write_interrupted(  # type: ignore[attr-defined]
+                    result, opts.interrupted_dir, time.perf_counter() - t0, exc)
             raise
         except Exception as exc:  # recorded, not raised: a set goes on past one failing point
             log.debug("benchmark failed", exc_info=True)
@@ -155,20 +157,21 @@ def execute(run: PlannedRun, opts: RunOptions) -> Result:
     return result
 
 
-def _write_interrupted(result: Result, out_dir: Path, elapsed_s: float) -> None:
-    """Record a run cut short by Ctrl-C (no figures: a partial measurement is not one)."""
+def _write_interrupted(result: Result, out_dir: Path, elapsed_s: float, exc: BaseException) -> Path:
+    """Record a run cut short by Ctrl-C or SIGTERM (no figures: a partial measurement is not one)."""
+    from aibench import lifetime
     from aibench.results.store import write_result
 
     result.status = "interrupted"
-    result.error = {"type": "KeyboardInterrupt", "message": "interrupted (Ctrl-C) before the measurement finished; "
-                    "no figures were kept"}
+    result.error = {"type": type(exc).__name__, "message": f"interrupted ({lifetime.describe(exc)}) before the "
+                    "measurement finished; no figures were kept"}
     result.metrics = {}
     result.duration_s = elapsed_s
     result.finished_at = now_iso()
     result.load["loadavg_end"] = system.load_average()
     result.system = system.fingerprint()
     result.code = system.code_version()
-    write_result(result, out_dir)
+    return write_result(result, out_dir)
 
 
 def run_all(runs: list[PlannedRun], opts: RunOptions) -> Iterator[Result]:

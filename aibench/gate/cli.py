@@ -12,7 +12,8 @@ from typing import Any
 
 import click
 
-from aibench.errors import EXIT_INTERRUPTED, UsageError
+from aibench import lifetime
+from aibench.errors import UsageError
 from aibench.gate import decide
 from aibench.spec import FiniteFloat, Seed
 
@@ -37,7 +38,7 @@ Exit codes (one per outcome):
   2    bad usage (before anything is measured: options, a prefix that does not run, an unknown
        benchmark or parameter on either side, an output that is a folder, FIFO, device, or an
        existing result or sweep record) · 4 an output file not writable · 70 internal error
-  130  interrupted (Ctrl-C or SIGTERM): children killed, the rounds gathered are still written
+  130  interrupted by Ctrl-C (143: by SIGTERM): children killed, the rounds gathered are still written
 Several metrics or benchmarks: error > regression > inconclusive > improved > pass."""
 
 
@@ -326,8 +327,8 @@ def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str |
     _emit(doc, targets, inconclusive)
     code = doc["exit_code"]
     if doc["interrupted"]:
-        click.echo(f"aibench: interrupted; {doc['rounds']} round(s) were complete"
+        click.echo(f"aibench: {lifetime.verb()}; {doc['rounds']} round(s) were complete"
                    + (" and are in the JSON" if json_out else ""), err=True)
-        ctx.exit(EXIT_INTERRUPTED)
+        ctx.exit(lifetime.exit_code())
     click.echo(f"aibench gate: {doc['outcome']} (exit {code})", err=True)
     ctx.exit(code)

@@ -30,12 +30,13 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aibench.errors import UsageError
+from aibench import lifetime
+from aibench.errors import EXIT_INVALID, UsageError
 from aibench.gate import decide, stats
 from aibench.gate.pairs import GATE_SCHEMA, Pair, document
 from aibench.results.schema import Result, now_iso
@@ -188,8 +189,9 @@ class Gate:
         env = dict(self.cfg.env if self.cfg.env is not None else os.environ, PYTHONSAFEPATH="1")
         try:
             # A session of its own: the child is not hit by the terminal's Ctrl-C; we end it ourselves.
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    env=env, start_new_session=True)
+            # Bound to this process: it dies with the gate even if the gate is killed (aibench.lifetime).
+            proc = subprocess.Popen(lifetime.bound_command(cmd, env), stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
         except OSError as exc:
             raise ProcessFailed(f"cannot start {shlex.join(cmd[:1])}: {exc.strerror or exc}") from None
         self._child = proc
@@ -245,7 +247,7 @@ class Gate:
         if failed:
             msg = (failed[0].error or {}).get("message") or failed[0].status
             raise ProcessFailed(f"{side.name} run of {bench.label}: {failed[0].id} {failed[0].status}: {msg}")
-        if code != 0:
+        if code not in (0, EXIT_INVALID):  # INVALID LoadGen figures are used, with a warning (below)
             raise ProcessFailed(f"{side.name} run of {bench.label} exited {code}: {_tail(err)}")
         if not results:
             raise ProcessFailed(f"{side.name} run of {bench.label} wrote no result: {_tail(err)}")
@@ -267,7 +269,8 @@ class Gate:
         """All rounds; stops at the first failure (recorded in ``errors``) or on Ctrl-C/SIGTERM."""
         work_ctx = (contextlib.nullcontext(self.cfg.out_dir) if self.cfg.out_dir is not None
                     else tempfile.TemporaryDirectory(prefix="aibench-gate-"))
-        with work_ctx as work, _sigterm_as_interrupt():
+        # SIGTERM arrives as KeyboardInterrupt too (aibench.lifetime, installed by the CLI's entry point).
+        with work_ctx as work:
             work = Path(work)
             try:
                 self.preflight()
@@ -426,24 +429,6 @@ def _tail(text: str) -> str:
 def _last_line(text: str) -> str:
     lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
     return lines[-1] if lines else "(no output on stderr)"
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """While the gate runs, SIGTERM (a cancelled CI job) ends it like Ctrl-C: children killed, rounds kept."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def run_gate(cfg: GateConfig, progress: Callable[[str, str], None] | None = None, inconclusive: str = "fail",

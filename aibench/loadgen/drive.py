@@ -2,26 +2,39 @@
 
 One LoadGen test per call, in its own fresh folder (LoadGen's logs land there, and its ``audit.config`` is
 looked for there and nowhere else). The test runs on a helper thread so that the main thread stays able
-to take Ctrl-C; a failing model or Ctrl-C switches the batcher to abort mode, which makes LoadGen finish
-promptly (see :class:`~aibench.loadgen.sut.Batcher`), and the partial logs are kept.
+to take Ctrl-C (and SIGTERM, handled the same: :mod:`aibench.lifetime`); a failing model or Ctrl-C switches
+the batcher to abort mode, which makes LoadGen finish promptly (see :class:`~aibench.loadgen.sut.Batcher`),
+and the partial logs are kept.
+
+LoadGen has no way to cancel a test: a Server test issues its queries at their scheduled times and ends only
+once more than ``server_max_async_queries`` are outstanding, which at a low target rate takes tens of seconds
+(64 queries at 2 QPS: 32 s). So after Ctrl-C the driver waits at most :data:`ABORT_GRACE_S` for LoadGen (and
+the batching worker) to finish; if they have not, it reads the partial logs as they are and returns an
+interrupted outcome, leaving a clean-up thread (:func:`aibench.lifetime.abandon`) that waits for LoadGen to
+end on its own, then stops the worker and frees LoadGen's objects. The console command ends the process at
+once (``os._exit``); a program using aibench as a library waits for the clean-up at exit, and a later test in
+the same process waits for it first (LoadGen is one per process).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aibench import lifetime
 from aibench.loadgen import logparse
 from aibench.loadgen.settings import Scenario, Sizing, check_memory, test_settings
 from aibench.loadgen.sut import Batcher, LatencyLog, SystemUnderTest
+
+# After Ctrl-C, how long the driver waits for LoadGen and the batching worker to finish before leaving
+# without them (the whole exit then stays within about 2 s).
+ABORT_GRACE_S = 1.0
 
 
 @dataclass
@@ -32,10 +45,11 @@ class Calibration:
     batch_sample_s: float
     batch: int
     rounds: int
+    min_sample_s: float | None = None  # the fastest one-sample call: no query can be answered faster
 
     def to_dict(self) -> dict[str, Any]:
-        return {"one_sample_latency_s": self.per_sample_s, "time_per_sample_at_batch_s": self.batch_sample_s,
-                "batch": self.batch, "rounds": self.rounds,
+        return {"one_sample_latency_s": self.per_sample_s, "min_one_sample_latency_s": self.min_sample_s,
+                "time_per_sample_at_batch_s": self.batch_sample_s, "batch": self.batch, "rounds": self.rounds,
                 "note": "untimed warm-up before LoadGen starts; sizes expected QPS/latency, not reported"}
 
 
@@ -46,7 +60,7 @@ def calibrate(system: SystemUnderTest, batch: int, budget_s: float = 0.3, max_ro
     system.load(range(n))
     full = [i % n for i in range(batch)]
 
-    def timed(indices: list[int], budget: float) -> tuple[float, int]:
+    def timed(indices: list[int], budget: float) -> tuple[float, float, int]:
         system.issue(indices)  # warm-up call, not counted (first calls allocate, pick kernels, ...)
         times: list[float] = []
         end = time.perf_counter() + budget
@@ -55,11 +69,12 @@ def calibrate(system: SystemUnderTest, batch: int, budget_s: float = 0.3, max_ro
             system.issue(indices)
             times.append(time.perf_counter() - t0)
         times.sort()
-        return times[len(times) // 2], len(times)
+        return times[len(times) // 2], times[0], len(times)
 
-    one, r1 = timed([0], budget_s / 2)
-    at_batch, r2 = timed(full, budget_s / 2) if batch > 1 else (one, 0)
-    return Calibration(per_sample_s=one, batch_sample_s=at_batch / batch, batch=batch, rounds=r1 + r2)
+    one, fastest, r1 = timed([0], budget_s / 2)
+    at_batch, _, r2 = timed(full, budget_s / 2) if batch > 1 else (one, one, 0)
+    return Calibration(per_sample_s=one, batch_sample_s=at_batch / batch, batch=batch, rounds=r1 + r2,
+                       min_sample_s=fastest)
 
 
 @dataclass
@@ -79,20 +94,34 @@ class Outcome:
     memory: dict[str, Any] = field(default_factory=dict)
 
 
-@contextlib.contextmanager
-def on_ctrl_c(callback: Callable[[], None]) -> Iterator[None]:
-    """While a test runs, Ctrl-C calls ``callback`` (abort) instead of raising KeyboardInterrupt at an
-    arbitrary point, so that LoadGen is never torn down under its own feet. Only the main thread can own
-    the handler; elsewhere Ctrl-C does not reach this code anyway."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-    signal.signal(signal.SIGINT, lambda _signum, _frame: callback())
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+# While a test runs, Ctrl-C and SIGTERM call the abort callback instead of raising KeyboardInterrupt at an
+# arbitrary point, so that LoadGen is never torn down under its own feet.
+on_ctrl_c = lifetime.on_interrupt
+
+
+def _wait_interruptible(threads: list[threading.Thread], interrupted_at: list[float],
+                        poll: Callable[[], None] | None = None) -> bool:
+    """Join ``threads``; once an interruption was noted (``interrupted_at``), wait at most ABORT_GRACE_S
+    more. True when they all ended."""
+    for t in threads:
+        while t.is_alive():
+            t.join(0.1)
+            if poll is not None:
+                poll()
+            if interrupted_at and time.monotonic() - interrupted_at[0] > ABORT_GRACE_S:
+                return not any(x.is_alive() for x in threads)
+    return True
+
+
+def _batcher_threads(batcher: Any) -> list[threading.Thread]:
+    return list(getattr(batcher, "threads", ()))
+
+
+def _later(fn: Callable[[], None], name: str) -> threading.Thread:
+    """Run ``fn`` on a daemon thread: the clean-up of a test the driver left behind after an interruption."""
+    t = threading.Thread(target=fn, name=name, daemon=True)
+    t.start()
+    return t
 
 
 def server_async_limit(s: Scenario, batch: int) -> int:
@@ -139,6 +168,7 @@ def run_loadgen(system: SystemUnderTest, s: Scenario, batch: int, sizing: Sizing
     """One LoadGen performance test of ``system`` in the fresh folder ``log_dir``."""
     import mlperf_loadgen as lg
 
+    lifetime.wait_abandoned()  # an earlier, interrupted test may still hold LoadGen
     memory = check_memory(sizing, s)
     log_dir.mkdir(parents=True, exist_ok=False)
     latencies = LatencyLog()
@@ -166,20 +196,32 @@ def run_loadgen(system: SystemUnderTest, s: Scenario, batch: int, sizing: Sizing
             failure.append(exc)
 
     thread = threading.Thread(target=start, name="aibench-loadgen", daemon=True)
-    ctrl_c: list[bool] = []
+    ctrl_c: list[float] = []
 
     def interrupt() -> None:
-        ctrl_c.append(True)
+        if not ctrl_c:
+            ctrl_c.append(time.monotonic())
         batcher.abort()
 
     t0 = time.perf_counter()
     with on_ctrl_c(interrupt):
         thread.start()
-        while thread.is_alive():
-            thread.join(0.1)
-    batcher.stop()
-    lg.DestroyQSL(qsl)
-    lg.DestroySUT(sut)
+        finished = _wait_interruptible([thread], ctrl_c)
+        if finished:
+            batcher.stop(timeout=ABORT_GRACE_S if ctrl_c else 30.0)
+            if ctrl_c:
+                finished = not any(t.is_alive() for t in _batcher_threads(batcher))
+    def finish() -> None:
+        thread.join()
+        batcher.stop()
+        lg.DestroyQSL(qsl)
+        lg.DestroySUT(sut)
+
+    if finished:
+        lg.DestroyQSL(qsl)
+        lg.DestroySUT(sut)
+    else:  # LoadGen cannot be cancelled: leave it to end on its own, then stop the worker and free the SUT
+        lifetime.abandon(_later(finish, "aibench-loadgen-finish"), "a LoadGen test")
     interrupted = bool(ctrl_c)
     wall = time.perf_counter() - t0
     error = batcher.error if batcher.error is not None else (failure[0] if failure else None)
@@ -241,23 +283,35 @@ def run_users(system: SystemUnderTest, s: Scenario, batch: int, seed: int) -> Ou
 
     threads = [threading.Thread(target=user, args=(u,), name=f"aibench-user-{u}", daemon=True)
                for u in range(users)]
-    ctrl_c: list[bool] = []
+    ctrl_c: list[float] = []
 
     def interrupt() -> None:
-        ctrl_c.append(True)
+        if not ctrl_c:
+            ctrl_c.append(time.monotonic())
         stop.set()
         batcher.abort()
+
+    def poll() -> None:
+        if batcher.aborted.is_set():
+            stop.set()
 
     with on_ctrl_c(interrupt):
         for t in threads:
             t.start()
-        for t in threads:
-            while t.is_alive():
-                t.join(0.1)
-                if batcher.aborted.is_set():
-                    stop.set()
-    stop.set()
-    batcher.stop()
+        finished = _wait_interruptible(threads, ctrl_c, poll)
+        stop.set()
+        if finished:
+            batcher.stop(timeout=ABORT_GRACE_S if ctrl_c else 30.0)
+            if ctrl_c:
+                finished = not any(t.is_alive() for t in _batcher_threads(batcher))
+    if not finished:  # a user waits on a batch that is still running: stop the worker once it is done
+
+        def finish() -> None:
+            for t in threads:
+                t.join()
+            batcher.stop()
+
+        lifetime.abandon(_later(finish, "aibench-users-finish"), "closed-loop users")
     interrupted = bool(ctrl_c)
     error = batcher.error
     if isinstance(error, KeyboardInterrupt):

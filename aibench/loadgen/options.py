@@ -43,7 +43,11 @@ _OPTIONS = (
     click.option("--spin-us", type=FiniteFloat(0.0, 1e6), default=None, metavar="US",
                  help="How long the idle adapter worker polls for work before sleeping [default: 100 for "
                       "single-stream, multi-stream and --users; 0 otherwise]."),
-    click.option("--find-peak", is_flag=True, help="Server: search the highest target QPS that is VALID."),
+    click.option("--find-peak", is_flag=True, help="Server: search the highest target QPS that is VALID "
+                 "(one line per probe on stderr)."),
+    click.option("--find-peak-budget-s", type=FiniteFloat(min=0.0, min_open=True), default=None, metavar="S",
+                 help="--find-peak: wall-time budget of the whole search; no probe starts that would end past "
+                      "it [default: 300, or 10 × --duration-s when longer]."),
     click.option("--users", type=click.IntRange(1), default=None, metavar="N",
                  help="Closed-loop users instead of LoadGen (each sends one request at a time)."),
     click.option("--think-time-ms", type=FiniteFloat(0.0), default=None, metavar="MS",
@@ -54,7 +58,7 @@ _OPTIONS = (
 )
 NAMES = ("scenario", "profile", "duration_s", "min_queries", "target_qps", "latency_bound_ms",
          "latency_percentile", "expected_qps", "samples_per_query", "max_wait_us", "spin_us", "find_peak",
-         "users", "think_time_ms", "breakdown")
+         "find_peak_budget_s", "users", "think_time_ms", "breakdown")
 
 
 def loadgen_options(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -8,11 +8,14 @@ InferenceTask``; a ``batch`` parameter, when declared, is the largest batch the 
 from __future__ import annotations
 
 import logging
+import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aibench import meters
+from aibench import lifetime, meters
 from aibench import system as sysinfo
+from aibench.errors import UnavailableError
 from aibench.loadgen import logparse
 from aibench.loadgen.drive import Calibration, Outcome, calibrate, run_loadgen, run_users
 from aibench.loadgen.settings import LoadgenOptions, Scenario, size_run
@@ -94,16 +97,19 @@ def run_loadgen_benchmark(bench: Benchmark, params: dict[str, Any], result: Resu
 def drive_system(system: SystemUnderTest, s: Scenario, batch: int, result: Result, seed: int = 0,
                  device: Any = "cpu") -> None:
     """Measure ``system`` (in-process or remote) and fill ``result``. Raises the model's exception after
-    recording (the caller marks the result failed); on Ctrl-C writes the result as interrupted and re-raises
-    KeyboardInterrupt. The meters wrap exactly the measured run(s), not the calibration; ``device`` is
-    what they meter (for a remote system, the local side)."""
+    recording (the caller marks the result failed); on Ctrl-C (or SIGTERM) writes the result as interrupted
+    and raises KeyboardInterrupt (Terminated) naming that file (``record``). The meters wrap exactly the
+    measured run(s), not the calibration; ``device`` is what they meter (for a remote system, the local
+    side)."""
 
     try:
         cal = calibrate(system, batch, budget_s=min(0.5, max(0.02, 0.1 * s.duration_s)))
-    except KeyboardInterrupt:
-        _write_interrupted(result, s.out_dir)
+    except KeyboardInterrupt as exc:
+        exc.record = _write_interrupted(result, s.out_dir, exc)  # type: ignore[attr-defined]
         raise
     result.method["calibration"] = cal.to_dict()
+    if s.find_peak:
+        _check_bound_reachable(s, cal)
     reset = getattr(system, "reset_stage_times", None)
     if reset is not None:
         reset()
@@ -128,15 +134,33 @@ def drive_system(system: SystemUnderTest, s: Scenario, batch: int, result: Resul
         for entry in result.metrics.values():  # a figure from an INVALID run is never a plain number
             entry["valid"] = False
     if (out.interrupted or out.error is not None) and result.validity is not None:
-        why = "interrupted (Ctrl-C)" if out.interrupted else "the system under test failed"
+        why = f"interrupted ({lifetime.describe()})" if out.interrupted else "the system under test failed"
         result.validity = {**result.validity, "valid": False, "loadgen_result": result.validity.get("result"),
                            "result": "INVALID", "summary": f"INVALID: {why}; LoadGen's verdict on the partial "
                            f"run was {result.validity.get('result')}"}
     if out.interrupted:
-        _write_interrupted(result, s.out_dir)
-        raise KeyboardInterrupt
+        raise lifetime.interruption(_write_interrupted(result, s.out_dir))
     if out.error is not None:
         raise out.error
+
+
+def _check_bound_reachable(s: Scenario, cal: Calibration) -> None:
+    """--find-peak: refuse a latency bound below the fastest one-sample call the calibration measured. No
+    target rate can meet it, and the search would halve its target (each probe longer) until its budget."""
+    fastest = cal.min_sample_s if cal.min_sample_s is not None else cal.per_sample_s
+    bound_s = (s.latency_bound_ms or 0.0) / 1e3
+    if bound_s < fastest:
+        raise UnavailableError(
+            f"--latency-bound-ms {s.latency_bound_ms:g} is below this system's shortest measured latency: one "
+            f"sample took at least {fastest * 1e3:.4g} ms (median {cal.per_sample_s * 1e3:.4g} ms) in the "
+            f"calibration, so no target QPS can meet the bound; give --latency-bound-ms above "
+            f"{fastest * 1e3:.4g} (several times it, to leave room for queueing)")
+
+
+def _say(message: str) -> None:
+    """A progress line on stderr (not with -q: the CLI then sets the log level to errors only)."""
+    if logging.getLogger("aibench").isEnabledFor(logging.WARNING):
+        print(f"aibench: {message}", file=sys.stderr, flush=True)
 
 
 # A run that ran out of LoadGen's pre-generated queries before the minimum duration is re-sized from its own
@@ -255,9 +279,16 @@ def _fill(result: Result, out: Outcome, s: Scenario) -> None:
                                      "stride": out.latencies.stride}
 
 
+def probe_seconds(s: Scenario, q: float) -> float:
+    """About how long a Server probe at ``q`` QPS runs: LoadGen issues max(min queries, 1.1 × duration × q)
+    queries at q per second (its own sizing, :func:`~aibench.loadgen.settings.size_run`)."""
+    return max(1.1 * s.duration_s, s.min_queries / q)
+
+
 def _find_peak(system: SystemUnderTest, s: Scenario, batch: int, cal: Calibration, base: Path,
                result: Result) -> Outcome:
-    """Galloping then bisection on the target QPS: the highest target whose run is VALID."""
+    """Galloping then bisection on the target QPS: the highest target whose run is VALID, within the time
+    budget (a probe that would end past it is not started). One line per probe on stderr."""
     capacity = 1.0 / max(cal.batch_sample_s, 1e-9)
     q = s.target_qps if s.target_qps is not None else max(1.0, 0.5 * capacity)
     lo: tuple[float, Outcome] | None = None
@@ -266,17 +297,29 @@ def _find_peak(system: SystemUnderTest, s: Scenario, batch: int, cal: Calibratio
     base.mkdir(parents=True, exist_ok=True)
     result.method["loadgen_logs"] = str(base)
     last: Outcome | None = None
+    budget = s.find_peak_budget_s if s.find_peak_budget_s is not None else float("inf")
+    t_start = time.monotonic()
     stop_reason = f"bracket within {FIND_PEAK_TOLERANCE:.0%} or {FIND_PEAK_MAX_PROBES} probes"
+    _say(f"find-peak: latency bound {s.latency_bound_ms:g} ms at p{s.latency_percentile:g}, time budget "
+         f"{budget:g} s, first target {q:.4g} QPS")
     while len(probes) < FIND_PEAK_MAX_PROBES:
+        spent = time.monotonic() - t_start
+        expected = probe_seconds(s, q)
+        if probes and spent + expected > budget:
+            stop_reason = (f"time budget: {spent:.0f} s spent of {budget:g} s and the next probe (target "
+                           f"{q:.4g} QPS) would take about {expected:.0f} s (--find-peak-budget-s)")
+            break
         probe = s.with_target(q)
         folder = base / f"probe-{len(probes) + 1:02d}-{q:.6g}qps"
+        t_probe = time.monotonic()
         out = run_loadgen(system, probe, batch, size_run(probe, cal.per_sample_s, cal.batch_sample_s), folder)
         last = out
         ok = bool(out.validity and out.validity["valid"])
         probes.append({"target_qps": q, "valid": ok, "summary": out.validity and out.validity["summary"],
-                       "samples": out.latencies.seen,
+                       "samples": out.latencies.seen, "wall_s": time.monotonic() - t_probe,
                        "completed_samples_per_s": out.metrics["samples_per_s"]["value"],
                        "latency_p99_s": out.metrics["latency_p99"]["value"], "log_dir": str(folder)})
+        _say(_probe_line(len(probes), probes[-1], out))
         if out.error is not None or out.interrupted:
             break
         if ok:
@@ -307,6 +350,7 @@ def _find_peak(system: SystemUnderTest, s: Scenario, batch: int, cal: Calibratio
     result.method["find_peak"] = {
         "peak_target_qps": peak, "bracket": [peak, hi], "tolerance": FIND_PEAK_TOLERANCE,
         "max_probes": FIND_PEAK_MAX_PROBES, "probes": probes, "stopped": stop_reason,
+        "budget_s": s.find_peak_budget_s, "wall_s": time.monotonic() - t_start,
         "search": "start at --target-qps (or half the calibrated capacity), double until INVALID, halve "
                   "until VALID, then bisect (geometric mean) until the bracket is within the tolerance"}
     from aibench.results.schema import metric
@@ -320,22 +364,37 @@ def _find_peak(system: SystemUnderTest, s: Scenario, batch: int, cal: Calibratio
         lowest = min(p["target_qps"] for p in probes)
         result.validity = {**(result.validity or {}), "valid": False, "result": "INVALID",
                            "summary": f"INVALID: no probed target QPS was VALID (lowest tried {lowest:.4g})"}
+    if not (last.error or last.interrupted):
+        _say(f"find-peak: {'peak ' + format(peak, '.4g') + ' QPS' if peak is not None else 'no VALID target'}"
+             f" after {len(probes)} probe(s), {time.monotonic() - t_start:.0f} s ({stop_reason})")
     return chosen if not (last.error or last.interrupted) else last
 
 
-def _write_interrupted(result: Result, out_dir: Path) -> None:
-    """Record an interrupted run before Ctrl-C propagates (the CLI then exits 130)."""
+def _probe_line(n: int, probe: dict[str, Any], out: Outcome) -> str:
+    p99 = probe["latency_p99_s"]
+    rate = probe["completed_samples_per_s"]
+    verdict = "interrupted" if out.interrupted else "failed" if out.error is not None else \
+        ("VALID" if probe["valid"] else "INVALID")
+    figures = ", ".join(x for x in (f"p99 {p99 * 1e3:.4g} ms" if p99 is not None else "",
+                                    f"{rate:.4g} samples/s" if rate is not None else "") if x)
+    return (f"find-peak probe {n}: target {probe['target_qps']:.4g} QPS: {verdict}"
+            f"{' (' + figures + ')' if figures else ''}, {probe['wall_s']:.1f} s")
+
+
+def _write_interrupted(result: Result, out_dir: Path, exc: BaseException | None = None) -> Path:
+    """Record an interrupted run before Ctrl-C (or SIGTERM) propagates (the CLI then exits 130, or 143)."""
     from aibench.results.store import write_result
 
     result.status = "interrupted"
-    result.error = {"type": "KeyboardInterrupt", "message": "interrupted (Ctrl-C); LoadGen's partial logs are "
-                    "kept in method.loadgen_logs"}
+    result.error = {"type": "Terminated" if lifetime.describe(exc) == "SIGTERM" else "KeyboardInterrupt",
+                    "message": f"interrupted ({lifetime.describe(exc)}); LoadGen's partial logs are kept in "
+                               "method.loadgen_logs"}
     result.finished_at = now_iso()
     result.duration_s = _elapsed(result)
     result.system = sysinfo.fingerprint()
     result.code = sysinfo.code_version()
     result.load["loadavg_end"] = sysinfo.load_average()
-    write_result(result, out_dir)
+    return write_result(result, out_dir)
 
 
 def _elapsed(result: Result) -> float | None:

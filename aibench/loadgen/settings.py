@@ -56,6 +56,13 @@ MIN_QUERIES = {
     "official": {"single-stream": 100, "multi-stream": 662, "server": 100, "offline": 1},
 }
 DURATION_S = {"quick": 2.0, "ci": 20.0, "official": 600.0}
+# --find-peak's default time budget for the whole search: at least 5 minutes, or 10 probes of --duration-s.
+FIND_PEAK_BUDGET_MIN_S = 300.0
+FIND_PEAK_BUDGET_PROBES = 10
+
+
+def default_find_peak_budget_s(duration_s: float) -> float:
+    return max(FIND_PEAK_BUDGET_MIN_S, FIND_PEAK_BUDGET_PROBES * duration_s)
 
 # LoadGen pre-generates every query before timing; reference/loadgen.md measured about 350 bytes each.
 BYTES_PER_QUERY = 350
@@ -81,6 +88,7 @@ class LoadgenOptions:
     max_wait_us: float = 0.0
     spin_us: float | None = None  # None: DEFAULT_SPIN_US, or for Server server_spin_us(target_qps)
     find_peak: bool = False
+    find_peak_budget_s: float | None = None  # None: default_find_peak_budget_s(duration)
     users: int | None = None
     think_time_ms: float | None = None
     breakdown: bool = False
@@ -109,7 +117,8 @@ class LoadgenOptions:
         if scenario not in (*SCENARIOS, "closed-loop"):
             raise UsageError(f"--scenario must be one of {', '.join(SCENARIOS)}; got {scenario!r}")
         own = {"target_qps": "server", "latency_bound_ms": "server", "latency_percentile": "server",
-               "find_peak": "server", "expected_qps": "offline", "samples_per_query": "multi-stream"}
+               "find_peak": "server", "find_peak_budget_s": "server", "expected_qps": "offline",
+               "samples_per_query": "multi-stream"}
         if scenario != "closed-loop":
             wrong = [f for f, s in own.items() if f in o.explicit and s != scenario]
             if wrong:
@@ -121,6 +130,15 @@ class LoadgenOptions:
                             ("expected_qps", o.expected_qps), ("duration_s", o.duration_s)):
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise UsageError(f"{_flags([name])} must be a positive number, got {value}")
+        duration = o.duration_s if o.duration_s is not None else DURATION_S[o.profile]
+        if o.find_peak_budget_s is not None:
+            if not o.find_peak:
+                raise UsageError("--find-peak-budget-s applies only with --find-peak")
+            if not (o.find_peak_budget_s > 0 and math.isfinite(o.find_peak_budget_s)):
+                raise UsageError(f"--find-peak-budget-s must be a positive number, got {o.find_peak_budget_s}")
+            if o.find_peak_budget_s < duration:
+                raise UsageError(f"--find-peak-budget-s {o.find_peak_budget_s:g} is shorter than one probe "
+                                 f"(--duration-s {duration:g}): give the search at least that")
         if o.latency_percentile is not None and not 0 < o.latency_percentile < 100:
             raise UsageError(f"--latency-percentile must be between 0 and 100 (exclusive), got "
                              f"{o.latency_percentile}")
@@ -138,7 +156,7 @@ class LoadgenOptions:
         return Scenario(
             scenario=scenario,
             profile=o.profile,
-            duration_s=o.duration_s if o.duration_s is not None else DURATION_S[o.profile],
+            duration_s=duration,
             min_queries=(o.min_queries if o.min_queries is not None
                          else MIN_QUERIES[mq_profile].get(scenario, 1)),
             seeds=_seeds(o.profile, o.seed),
@@ -156,6 +174,8 @@ class LoadgenOptions:
                 else DEFAULT_SPIN_US.get(scenario, 0.0)),
             spin_auto=o.spin_us is None and scenario == "server",
             find_peak=o.find_peak,
+            find_peak_budget_s=(o.find_peak_budget_s if o.find_peak_budget_s is not None
+                                else default_find_peak_budget_s(duration)) if o.find_peak else None,
             users=o.users,
             think_time_ms=(o.think_time_ms if o.think_time_ms is not None else 0.0) if o.users else None,
             breakdown=o.breakdown,
@@ -195,6 +215,7 @@ class Scenario:
     breakdown: bool = False
     out_dir: Path = field(default=Path("results"))
     spin_auto: bool = False  # Server without --spin-us: the poll window follows the target QPS
+    find_peak_budget_s: float | None = None  # --find-peak: wall-time budget of the whole search
 
     def with_target(self, qps: float) -> Scenario:
         return replace(self, target_qps=qps, spin_us=server_spin_us(qps) if self.spin_auto else self.spin_us)
@@ -214,8 +235,11 @@ class Scenario:
 
     def method(self) -> dict[str, Any]:
         """How long and with which seeds: recorded in result.method, not hashed."""
-        return {"profile": self.profile, "duration_s": self.duration_s, "min_queries": self.min_queries,
-                "loadgen_seeds": dict(self.seeds), "breakdown": self.breakdown}
+        out = {"profile": self.profile, "duration_s": self.duration_s, "min_queries": self.min_queries,
+               "loadgen_seeds": dict(self.seeds), "breakdown": self.breakdown}
+        if self.find_peak:
+            out["find_peak_budget_s"] = self.find_peak_budget_s
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

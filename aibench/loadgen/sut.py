@@ -268,6 +268,11 @@ class Batcher:
     def worker_ident(self) -> int | None:
         return self._thread.ident
 
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """The threads it runs (the driver leaves without them if they outlast an interruption's grace)."""
+        return [self._thread]
+
     def stop(self, timeout: float = 30.0) -> None:
         self.q.put(_STOP)
         self._thread.join(timeout)

@@ -13,7 +13,8 @@ Two ways to have ranks:
   free port, taken atomically); the ranks' gloo/NCCL sockets use the loopback interface. The parent's
   kernel timer sends each block's size over ``multiprocessing`` pipes (a tag byte and an integer; nothing
   pickled) and reads rank 0's elapsed time back. A rank that dies ends the
-  measurement with its exit code; the parent never waits for it forever.
+  measurement with its exit code; the parent never waits for it forever. A rank dies with the parent, even
+  when the parent is killed (:func:`aibench.lifetime.die_with_parent`).
 - :class:`ProcessGroupRanks` (under torchrun, e.g. ``aibench sweep gpus micro/allreduce`` over nodes): the
   process group exists already; rank 0 runs the kernel timer and broadcasts each block's size (0: stop) to
   the others, which run :func:`follow`.
@@ -116,10 +117,14 @@ T_ELAPSED = b"T"  # + float64 seconds (rank 0 only)
 T_ERROR = b"E"  # + JSON
 
 
-def _rank_main(conn: Any, spec_json: str, rank: int, port: int) -> None:
-    """Entry point of one spawned rank."""
+def _rank_main(conn: Any, spec_json: str, rank: int, port: int, parent_pid: int | None = None) -> None:
+    """Entry point of one spawned rank. It dies with the parent, however the parent ends (even SIGKILL);
+    Ctrl-C is the parent's business."""
     import signal
 
+    from aibench.lifetime import die_with_parent
+
+    die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.dup2(2, 1)  # keep the parent's stdout (e.g. --json) clean
     for var in LOOPBACK_ENV:  # the ranks talk over loopback only (unless the environment says otherwise)
@@ -144,19 +149,23 @@ def _rank_main(conn: Any, spec_json: str, rank: int, port: int) -> None:
             try:
                 msg = conn.recv_bytes()
             except (EOFError, OSError):
-                return
+                break
             if msg[:1] != T_BLOCK:
-                return
+                break
             elapsed = run_block(buf, flag, device, struct.unpack("<Q", msg[1:9])[0])
             if rank == 0:
                 conn.send_bytes(T_ELAPSED + struct.pack("<d", elapsed))
     except BaseException as exc:
         _send_error(conn, exc)
+        return
     finally:
         try:
             dist.destroy_process_group()
         except Exception:  # pragma: no cover - teardown after a failure
             pass
+    from aibench.lifetime import quick_exit
+
+    quick_exit(0)  # stopped: no interpreter teardown for the parent to wait on
 
 
 def _send_error(conn: Any, exc: BaseException) -> None:
@@ -185,6 +194,7 @@ class LocalRanks:
         self.inbox: list[collections.deque[bytes]] = []
         self.store: Any = None
         self.port = 0
+        self._busy = True  # starting, or inside a block: a stop message would wait for it to finish
 
     def start(self) -> LocalRanks:
         import multiprocessing as mp
@@ -206,7 +216,7 @@ class LocalRanks:
             for rank in range(self.spec.ranks):
                 parent, child = ctx.Pipe(duplex=True)
                 p = ctx.Process(target=_rank_main, name=f"aibench-rank-{rank}", daemon=True,
-                                args=(child, json.dumps(self.spec.__dict__), rank, self.port))
+                                args=(child, json.dumps(self.spec.__dict__), rank, self.port, os.getpid()))
                 p.start()
                 child.close()
                 self.procs.append(p)
@@ -214,6 +224,7 @@ class LocalRanks:
                 self.inbox.append(collections.deque())
             for rank in range(self.spec.ranks):
                 self._expect(rank, T_READY, START_TIMEOUT_S)
+            self._busy = False
         except BaseException:
             self.close()
             raise
@@ -254,17 +265,26 @@ class LocalRanks:
     def time_block(self, _fn: Any, number: int) -> float:
         """The kernel timer's BlockTimer: every rank runs ``number`` calls; rank 0's elapsed seconds."""
         msg = T_BLOCK + struct.pack("<Q", number)
+        self._busy = True
         for c in self.conns:
             c.send_bytes(msg)
         reply = self._expect(0, T_ELAPSED, REPLY_TIMEOUT_S)
+        self._busy = False
         return struct.unpack("<d", reply[1:9])[0]
 
     def close(self) -> None:
+        """Stop the ranks: idle ones end on a stop message; ranks still starting or inside a block (the
+        measurement was cut short: Ctrl-C, SIGTERM, a failing rank) are killed at once: nothing they are
+        doing is wanted."""
         for c in self.conns:
             try:
                 c.send_bytes(T_STOP)
             except (OSError, ValueError):
                 pass
+        if self._busy:
+            for p in self.procs:
+                if p.is_alive():
+                    p.kill()
         deadline = time.monotonic() + 10.0
         for p in self.procs:
             p.join(max(0.0, deadline - time.monotonic()))
@@ -363,3 +383,8 @@ def visible_cuda() -> int:
 
 def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def launcher() -> str:
+    """Who started this process group's ranks: ``aibench`` (one machine) or ``torchrun`` (several)."""
+    return "aibench launch" if os.environ.get("AIBENCH_LAUNCHER") == "aibench" else "torchrun"

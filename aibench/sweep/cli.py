@@ -15,8 +15,9 @@ from typing import Any
 
 import click
 
+from aibench import lifetime
 from aibench.cli import EXIT_CODES_HELP, _check_devices, _split_args, _stderr_console, _stdout_console, run_cmd
-from aibench.errors import EXIT_FAILED, EXIT_INTERRUPTED, UsageError
+from aibench.errors import EXIT_FAILED, UsageError
 from aibench.loadgen.options import build as loadgen_build
 from aibench.loadgen.options import check_applicable as loadgen_check
 from aibench.loadgen.options import loadgen_options
@@ -80,12 +81,13 @@ class SweepCommand(click.Command):
 @click.option("--resume", is_flag=True,
               help="Continue the latest sweep with the same definition in --out: points already done are kept.")
 @click.option("--nnodes", type=click.IntRange(1, 4096), default=1, show_default=True,
-              help="gpus, distributed (torchrun) benchmarks: machines taking part.")
+              help="gpus, distributed benchmarks (training, all-reduce): machines taking part (torchrun).")
 @click.option("--node-rank", type=click.IntRange(0, 4095), default=0, show_default=True,
               help="gpus, distributed: this machine's rank (0 writes the results).")
 @click.option("--rdzv-endpoint", metavar="HOST:PORT", default=None,
-              help="gpus, distributed: torchrun's rendezvous (c10d) on node 0 [default: 127.0.0.1 and a free port "
-                   "when --nnodes 1].")
+              help="gpus, distributed: node 0's address and a port for torchrun's static rendezvous (its store "
+                   "listens there on every interface) [default with --nnodes 1: no torchrun; aibench hosts the "
+                   "store on 127.0.0.1, a free port].")
 @_run_options
 @loadgen_options
 @click.pass_context
@@ -109,8 +111,8 @@ def sweep(ctx: click.Context, args: tuple[str, ...], values_text: str | None, ma
     \b
     --latency-bound-ms MS names the knee: the point with the highest samples/s whose latency
     (--latency-metric) is within MS (how DjiNN chose its batch sizes). In Server it is LoadGen's bound too.
-    A failing point is recorded and the sweep goes on; Ctrl-C keeps finished points (exit 130);
-    --resume skips points already done.
+    A failing point is recorded and the sweep goes on; Ctrl-C keeps finished points (exit 130; SIGTERM
+    the same, exit 143); --resume skips points already done.
 
     \b
     Examples:
@@ -222,9 +224,9 @@ def sweep(ctx: click.Context, args: tuple[str, ...], values_text: str | None, ma
         if progress is not None:
             progress.stop()
         done = sum(1 for p in exc.record.points if p.status == "ok")
-        click.echo(f"aibench: interrupted; {done} of {len(exc.record.points)} point(s) were finished and kept; "
-                   f"the sweep record is {exc.record_path} (continue with --resume)", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        click.echo(f"aibench: {lifetime.verb()}; {done} of {len(exc.record.points)} point(s) were finished and "
+                   f"kept; the sweep record is {exc.record_path} (continue with --resume)", err=True)
+        sys.exit(lifetime.exit_code())
     finally:
         if progress is not None:
             progress.stop()

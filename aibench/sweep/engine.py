@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from aibench import lifetime
 from aibench.errors import AibenchError, ResultIOError, UsageError
 from aibench.registry import Benchmark
 from aibench.results.schema import Result, now_iso
@@ -252,8 +253,8 @@ def _run_sweep(plan: SweepPlan, out_dir: Path, executor: Executor, lock: SweepLo
             t0 = time.perf_counter()
             try:
                 result = executor.run(replace(point, run=run))
-            except KeyboardInterrupt:
-                rp.status, rp.error = "interrupted", "interrupted (Ctrl-C)"
+            except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (aibench.lifetime)
+                rp.status, rp.error = "interrupted", f"interrupted ({lifetime.describe(exc)})"
                 rp.result = _partial_result(out_dir, before, record.id, point.index)
                 raise
             except ResultIOError:

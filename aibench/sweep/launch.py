@@ -1,27 +1,37 @@
-"""Distributed points through torchrun: DistributedDataParallel training and the all-reduce benchmark.
+"""Distributed points: DistributedDataParallel training and the all-reduce benchmark, one process per rank.
 
 Each point of ``aibench sweep gpus`` on a training benchmark (runner ``training``) or on ``micro/allreduce`` is
-one launch of ``python -m torch.distributed.run`` with ``--nproc-per-node`` = the point's device count,
-running :mod:`aibench.sweep.worker` in every process. Rank 0 measures and writes its result as plain JSON to a
-file this process reads back (nothing is pickled); the other ranks take part (DDP steps, or the blocks of
-all-reduces rank 0 announces). Backends: gloo for CPU processes, NCCL for GPUs (``CUDA_VISIBLE_DEVICES``
-names the point's GPUs; local rank r uses the r-th of them).
+one launch of ``python -m aibench.sweep.worker JOB.json`` in ``nproc`` = the point's device count processes.
+Rank 0 measures and writes its result as plain JSON to a file this process reads back (nothing is pickled);
+the other ranks take part (DDP steps, or the blocks of all-reduces rank 0 announces). Backends: gloo for CPU
+processes, NCCL for GPUs (``CUDA_VISIBLE_DEVICES`` names the point's GPUs; local rank r uses the r-th of
+them).
 
-One machine: ``--standalone`` (torchrun picks a free port; the ranks' gloo/NCCL sockets are put on the
-loopback interface). torchrun's own rendezvous store listens on every interface while a point runs: PyTorch
-offers no way to bind it to one address. Several machines: the same
-``aibench sweep gpus ...`` on each, with ``--nnodes M --node-rank R --rdzv-endpoint HOST:PORT`` (HOST is node 0's
-address). The rendezvous is torchrun's ``static`` one, so global ranks follow ``--node-rank`` (node 0 holds
-rank 0 and writes the results); point ``i`` meets at ``PORT + i``, so a node that reaches the next point first
-never joins the previous point's store. Nodes other than 0 record their points without result files.
+**One machine** (the default): aibench starts the ranks itself, with torchrun's environment (``RANK``,
+``LOCAL_RANK``, ``WORLD_SIZE``, ...), and hosts their rendezvous store: a ``torch.distributed.TCPStore`` on a
+socket this process binds to 127.0.0.1 at a port the OS picks (as :class:`aibench.measure.collective.LocalRanks`
+does; a TCPStore left to bind itself listens on every interface, and torchrun offers no way to bind its store
+to one address). The ranks' gloo/NCCL sockets are put on the loopback interface. So nothing listens beyond
+127.0.0.1 while a point runs. A rank that fails ends the launch (the others are stopped).
 
-A launch that fails (a rank raises, dies, or torchrun exits non-zero without a result) gives a ``failed``
-result with torchrun's exit code and the tail of its log; Ctrl-C stops torchrun (SIGTERM, then SIGKILL) and
-propagates.
+**Several machines**: the same ``aibench sweep gpus ...`` on each, with ``--nnodes M --node-rank R
+--rdzv-endpoint HOST:PORT`` (HOST is node 0's address), launched through torchrun with its ``static``
+rendezvous, so global ranks follow ``--node-rank`` (node 0 holds rank 0 and writes the results); point ``i``
+meets at ``PORT + i``, so a node that reaches the next point first never joins the previous point's store. On
+node 0 torchrun's store listens at that port on every interface (PyTorch gives it no bind address); the ranks'
+own sockets use the interface ``GLOO_SOCKET_IFNAME``/``NCCL_SOCKET_IFNAME`` name (the default route's if unset).
+Nodes other than 0 record their points without result files.
+
+A launch that fails (a rank raises, dies, or the launch exits non-zero without a result) gives a ``failed``
+result with the exit code and the tail of the log. Ctrl-C (or SIGTERM) stops the ranks (or torchrun) and
+propagates. Every process of a launch dies with this one even if it is killed (:mod:`aibench.lifetime`):
+the ranks, torchrun, and torchrun's workers. The job files and logs live in ``$TMPDIR/aibench-dist-<pid>-*``,
+removed when the sweep ends; one left by an aibench killed with SIGKILL is removed by the next launch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,12 +39,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aibench import lifetime
 from aibench.errors import UsageError
 from aibench.sweep.plan import COLLECTIVES
 
@@ -45,8 +55,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 40
-TERMINATE_GRACE_S = 30.0
+TERMINATE_GRACE_S = 30.0  # torchrun, told to stop, stops its workers first
+RANK_GRACE_S = 5.0  # a rank of a local launch, told to stop (SIGTERM), before SIGKILL
 COLLECTIVE_TIMEOUT_S = 300.0
+POLL_S = 0.2
+LAUNCHER_ENV = "AIBENCH_LAUNCHER"  # "aibench" in the ranks of a local launch (torchrun sets nothing)
 
 
 def job_kind(bench: Any) -> str:
@@ -100,23 +113,22 @@ class DistributedExecutor:
 
     @property
     def workdir(self) -> Path:
-        """Job files, rank 0's result and torchrun's log of each point (removed when the sweep ends)."""
+        """Job files, rank 0's result and the log of each point (removed when the sweep ends)."""
         if self._workdir is None:
-            self._workdir = Path(tempfile.mkdtemp(prefix="aibench-dist-"))
+            self._workdir = lifetime.private_tempdir("dist")
         return self._workdir
 
     def command(self, point: PointPlan, job_path: Path) -> list[str]:
-        nproc = len(point.extra["devices"])
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--max-restarts=0",
-               "--monitor-interval=0.5"]
+        """One machine: the command of each rank; several: torchrun's command."""
+        worker = ["-m", "aibench.sweep.worker", str(job_path)]
         if self.endpoint is None:
-            cmd += ["--standalone", "--nnodes=1"]
-        else:
-            host, port = self.endpoint
-            cmd += [f"--nnodes={self.nnodes}", f"--node-rank={self.node_rank}", "--rdzv-backend=static",
-                    f"--rdzv-endpoint={host}:{port + point.index}", f"--master-addr={host}",
-                    f"--master-port={port + point.index}"]
-        return [*cmd, "-m", "aibench.sweep.worker", str(job_path)]
+            return [sys.executable, *worker]
+        nproc = len(point.extra["devices"])
+        host, port = self.endpoint
+        return [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--max-restarts=0",
+                "--monitor-interval=0.5", f"--nnodes={self.nnodes}", f"--node-rank={self.node_rank}",
+                "--rdzv-backend=static", f"--rdzv-endpoint={host}:{port + point.index}", f"--master-addr={host}",
+                f"--master-port={port + point.index}", *worker]
 
     def job(self, point: PointPlan, result_path: Path) -> dict[str, Any]:
         opts = point.opts
@@ -151,26 +163,32 @@ class DistributedExecutor:
         cmd = self.command(point, job_path)
         t0 = time.perf_counter()
         with open(log_path, "wb") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-            try:
-                rc = _wait(proc)
-            except BaseException:
-                _stop(proc)
-                raise
-        wall = time.perf_counter() - t0
+            if self.endpoint is None:
+                rc, launch = _launch_local(cmd, len(job["devices"]), env, out)
+            else:
+                launch = {"launcher": "torchrun (torch.distributed.run)",
+                          "rendezvous": f"torchrun static rendezvous at {self.endpoint[0]}:"
+                                        f"{self.endpoint[1] + point.index} (on node 0 its store listens at that "
+                                        "port on every interface)"}
+                proc = subprocess.Popen(lifetime.bound_command(cmd, env), stdout=out, stderr=subprocess.STDOUT,
+                                        env=env, start_new_session=True)
+                try:
+                    rc = _wait(proc)
+                except BaseException:
+                    _stop(proc)
+                    raise
         tail = _tail(log_path)
-        launch = {"command": cmd, "exit_code": rc, "wall_s": wall, "log_tail": tail,
-                  "rendezvous": "standalone (127.0.0.1, free port)" if self.endpoint is None else
-                  f"static at {self.endpoint[0]}:{self.endpoint[1] + point.index}"}
+        launch.update(command=cmd, exit_code=rc, wall_s=time.perf_counter() - t0, log_tail=tail)
+        who = "the launch" if self.endpoint is None else "torchrun"
         if self.node_rank != 0:
             if rc != 0:
-                return _failed(point, job, f"torchrun exited with code {rc}: {_last_error(tail)}", launch)
+                return _failed(point, job, f"{who} exited with code {rc}: {_last_error(tail)}", launch)
             return None
         if result_path.is_file():
             r = load_result(result_path)
-            r.method["torchrun"] = launch
+            r.method["launch"] = launch
             return r
-        why = f"torchrun exited with code {rc} and rank 0 wrote no result: {_last_error(tail)}"
+        why = f"{who} exited with code {rc} and rank 0 wrote no result: {_last_error(tail)}"
         return _failed(point, job, why, launch)
 
     def close(self) -> None:
@@ -182,6 +200,75 @@ class DistributedExecutor:
 def _modules(bench: Any) -> list[str]:
     module = getattr(bench.factory, "__module__", "") or ""
     return [module] if module and not module.startswith("aibench.") and module != "__main__" else []
+
+
+def _loopback_store() -> tuple[Any, int]:
+    """A TCPStore server on a socket bound here to 127.0.0.1 at a port the OS picks (no race for the port):
+    left to itself a TCPStore listens on every interface whatever host it is given."""
+    import socket
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        port = listener.getsockname()[1]
+        store = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False,
+                              master_listen_fd=listener.fileno(), timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S))
+    except BaseException:
+        listener.close()
+        raise
+    listener.detach()  # the store owns the socket now (and closes it)
+    return store, port
+
+
+def _launch_local(cmd: list[str], nproc: int, env: dict[str, str], out: Any) -> tuple[int, dict[str, Any]]:
+    """Run ``nproc`` ranks of ``cmd`` on this machine around a loopback store; the exit code (the first
+    failing rank's, else 0) and what the result records of the launch. A failing rank stops the others."""
+    store, port = _loopback_store()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for rank in range(nproc):
+            rank_env = {**env, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(nproc),
+                        "LOCAL_WORLD_SIZE": str(nproc), "GROUP_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": str(port), LAUNCHER_ENV: "aibench",
+                        lifetime.PARENT_ENV: str(os.getpid())}
+            # A session of its own: the terminal's Ctrl-C reaches aibench, which stops the ranks.
+            procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=rank_env,
+                                          start_new_session=True))
+        rc = 0
+        while True:
+            codes = [p.poll() for p in procs]
+            failed = [c for c in codes if c not in (None, 0)]
+            if failed:
+                rc = failed[0]
+                break
+            if all(c == 0 for c in codes):
+                break
+            time.sleep(POLL_S)
+    finally:
+        _stop_all(procs)
+        del store  # the store's server stops with its last reference
+    return rc, {"launcher": "aibench (one machine: one process per rank)",
+                "rendezvous": f"TCPStore hosted by aibench at 127.0.0.1:{port} (loopback only)"}
+
+
+def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to every rank still running, then SIGKILL to what is left after RANK_GRACE_S."""
+    live = [p for p in procs if p.poll() is None]
+    for p in live:
+        with contextlib.suppress(OSError):
+            p.terminate()
+    deadline = time.monotonic() + RANK_GRACE_S
+    for p in live:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                p.kill()
+            p.wait(timeout=10)
 
 
 def _wait(proc: subprocess.Popen[bytes]) -> int:
@@ -247,7 +334,7 @@ def _failed(point: PointPlan, job: dict[str, Any], why: str, launch: dict[str, A
     r = new_result(point.run.bench, point.run.params, config, point.run.context)
     r.status = "failed"
     r.error = {"type": "DistributedLaunchError", "message": why, "traceback": "".join(traceback.format_stack(limit=3))}
-    r.method["torchrun"] = launch
+    r.method["launch"] = launch
     r.finished_at = now_iso()
     r.duration_s = launch.get("wall_s")
     r.system = system.fingerprint()

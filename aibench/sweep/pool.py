@@ -88,11 +88,15 @@ class WorkerConfig:
 # The worker process
 # --------------------------------------------------------------------------------------------------------
 
-def worker_main(conn: Any, config_json: str) -> None:
+def worker_main(conn: Any, config_json: str, parent_pid: int | None = None) -> None:
     """Entry point of a worker process (spawned). Ctrl-C is the parent's business: the worker ignores
-    SIGINT and ends when told to, or when its pipe closes (the parent is gone)."""
+    SIGINT and ends when told to, or when its pipe closes; and it dies with the parent, however the parent
+    ends, even in the middle of a batch (:func:`aibench.lifetime.die_with_parent`)."""
     import signal
 
+    from aibench.lifetime import die_with_parent
+
+    die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.dup2(2, 1)  # anything a workload prints goes to stderr, never into the parent's --json output
     cfg = json.loads(config_json)
@@ -103,6 +107,9 @@ def worker_main(conn: Any, config_json: str) -> None:
         return
     conn.send_bytes(T_READY + json.dumps(info).encode())
     _serve(conn, system, batch, info)
+    from aibench.lifetime import quick_exit
+
+    quick_exit(0)  # told to stop (or the parent is gone): no teardown for the parent to wait on
 
 
 def _build(cfg: dict[str, Any]) -> tuple[Any, dict[str, Any], int]:
@@ -282,7 +289,7 @@ class WorkerPool:
         try:
             for cfg in self.configs:
                 parent, child = ctx.Pipe(duplex=True)
-                proc = ctx.Process(target=worker_main, args=(child, cfg.to_json()),
+                proc = ctx.Process(target=worker_main, args=(child, cfg.to_json(), os.getpid()),
                                    name=f"aibench-worker-{cfg.index}", daemon=True)
                 proc.start()
                 child.close()
@@ -460,8 +467,8 @@ _FLUSH = object()
 
 class PoolDispatcher:
     """Between a load generator and the pool: the :class:`~aibench.loadgen.sut.Batcher` interface (``submit``,
-    ``flush``, ``abort``, ``start``, ``stop``, ``error``, ``aborted``, counters), with a dispatching thread
-    and a collecting thread instead of one worker thread."""
+    ``flush``, ``abort``, ``start``, ``stop``, ``threads``, ``error``, ``aborted``, counters), with a
+    dispatching thread and a collecting thread instead of one worker thread."""
 
     def __init__(self, system: PoolSystem, max_wait_us: float,
                  on_done: Callable[[list[Any], Sequence[Any] | None], None], latencies: Any = None,
@@ -540,6 +547,10 @@ class PoolDispatcher:
     @property
     def worker_ident(self) -> int | None:
         return self._collect_thread.ident  # where completions are made
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        return [self._dispatch_thread, self._collect_thread]
 
     def stop(self, timeout: float = 30.0) -> None:
         self.q.put(_STOP)

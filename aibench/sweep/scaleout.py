@@ -88,7 +88,9 @@ def run_scale_out(bench: Benchmark, params: dict[str, Any], result: Result, opts
     finally:
         adapter = result.method.get("adapter")
         wall = adapter.get("test_wall_s") if isinstance(adapter, dict) else None
-        if pool.healthy():
+        # Not after an interruption: the run is recorded already, and the dispatcher's threads may still be
+        # reading the workers' pipes (they are left behind when they outlast the abort's grace).
+        if pool.healthy() and result.status != "interrupted":
             try:
                 stats = pool.stats(workers)
             except Exception as exc:  # the figures above stand without them

@@ -1,9 +1,13 @@
-"""One rank of a torchrun launch (``python -m aibench.sweep.worker JOB.json``), started by
-:mod:`aibench.sweep.launch`.
+"""One rank of a distributed point (``python -m aibench.sweep.worker JOB.json``), started by
+:mod:`aibench.sweep.launch`: by aibench itself on one machine, by torchrun across machines.
 
 The job file is plain JSON written by the launching aibench: the benchmark id, its parameters, the run
-options, the sweep context and where rank 0 writes its result. torchrun provides ``RANK``, ``WORLD_SIZE``,
-``LOCAL_RANK`` and the rendezvous (``MASTER_ADDR``/``MASTER_PORT``).
+options, the sweep context and where rank 0 writes its result. The launcher provides ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK`` and the rendezvous (``MASTER_ADDR``/``MASTER_PORT``). Under aibench's own
+launcher (``AIBENCH_LAUNCHER=aibench``) the store at MASTER_ADDR:MASTER_PORT is the one aibench hosts on
+127.0.0.1 and every rank joins it as a client (rank 0 hosts none, so nothing of the ranks listens beyond
+loopback); under torchrun the ``env://`` rendezvous is torchrun's. Either way the rank dies with the process
+that started it (:func:`aibench.lifetime.die_with_parent`).
 
 - ``train``: every rank builds the training task itself (same seed, so the same initial weights, which DDP
   also broadcasts from rank 0), wraps ``task.model`` in ``DistributedDataParallel`` and runs the ``training``
@@ -29,9 +33,18 @@ from typing import Any
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m aibench.sweep.worker JOB.json (started by aibench sweep through torchrun)",
+        print("usage: python -m aibench.sweep.worker JOB.json (started by aibench sweep gpus)",
               file=sys.stderr)
         return 2
+    from aibench.lifetime import die_with_parent
+    from aibench.sweep.launch import LAUNCHER_ENV
+
+    die_with_parent()  # $AIBENCH_PARENT_PID: aibench (one machine) or torchrun (several)
+    own_launch = os.environ.get(LAUNCHER_ENV) == "aibench"
+    if own_launch:  # aibench stops the ranks itself; the terminal's Ctrl-C is its business
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     job = json.loads(Path(args[0]).read_text(encoding="utf-8"))
     import importlib
 
@@ -56,7 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         backend = "nccl" if cuda else "gloo"
     else:
         backend = coll.backend_for(job["device_type"], params.get("backend", "auto"))
-    dist.init_process_group(backend, timeout=timedelta(seconds=float(job["collective_timeout_s"])))
+    timeout = timedelta(seconds=float(job["collective_timeout_s"]))
+    if own_launch:
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                              timeout=timeout)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
+    else:
+        dist.init_process_group(backend, timeout=timeout)
     try:
         if job["kind"] == "collective":
             params["ranks"] = world
@@ -84,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             "world_size": world, "rank": rank, "local_rank": local, "backend": backend,
             "master": f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}",
             "group_rank": os.environ.get("GROUP_RANK"), "local_world_size": os.environ.get("LOCAL_WORLD_SIZE"),
-            "launcher": "torchrun (torch.distributed.run)"}
+            "launcher": "aibench (one machine)" if own_launch else "torchrun (torch.distributed.run)"}
         out = Path(job["result_path"])
         tmp = out.with_suffix(".tmp")
         tmp.write_text(result.to_json(), encoding="utf-8")

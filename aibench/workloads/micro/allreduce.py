@@ -70,7 +70,7 @@ def allreduce(params: dict[str, Any], device: Any, dtype: Any) -> Op:
                              dtype=dtype_name)
         require_memory(2 * nbytes, device)
         ranks: Any = coll.ProcessGroupRanks(spec, coll.local_rank())
-        where = "torchrun process group"
+        where = f"{coll.launcher()} process group"
     else:
         n = params["ranks"]
         first = (device.index or 0) if device.type == "cuda" else 0
