@@ -157,20 +157,22 @@ def _prctl() -> Any:
         return None
 
 
-def die_with_parent(parent_pid: int | None = None) -> None:
+def die_with_parent(parent_pid: int | None = None) -> bool:
     """In a child process, first thing: be killed (SIGKILL) when the parent dies, however it dies.
 
     ``parent_pid`` (else ``$AIBENCH_PARENT_PID``) is the parent the child must have: if it is already gone
-    (the child was orphaned before it got here), the child exits at once. Linux only; elsewhere nothing."""
+    (the child was orphaned before it got here), the child exits at once. Linux only: elsewhere it does
+    nothing and returns False, and the child relies on its pipe to the parent closing (every aibench child
+    also exits at EOF on it)."""
     prctl = _prctl()
-    if prctl is None:
-        return
-    prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if prctl is None or prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+        return False
     if parent_pid is None:
         text = os.environ.get(PARENT_ENV, "")
         parent_pid = int(text) if text.isdigit() else None
     if parent_pid is not None and os.getppid() != parent_pid:
         os._exit(128 + signal.SIGKILL)
+    return True
 
 
 # Run by ``python -I -S -c``: bind to the parent, name ourselves the parent of what we exec, then exec it.

@@ -168,7 +168,7 @@ def test_a_child_dies_with_its_parent_even_on_sigkill(tmp_path):
     pidfile = tmp_path / "child.pid"
     child = textwrap.dedent(f"""
         import os, sys, time
-        from aibench.sut.transport import die_with_parent
+        from aibench.lifetime import die_with_parent
         assert die_with_parent(int(sys.argv[1]))
         open({str(pidfile)!r}, "w").write(str(os.getpid()))
         time.sleep(60)
@@ -202,7 +202,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_an_orphan_exits_at_once_when_its_parent_is_already_gone():
-    code = subprocess.run([sys.executable, "-c", "from aibench.sut.transport import die_with_parent; "
+    code = subprocess.run([sys.executable, "-c", "from aibench.lifetime import die_with_parent; "
                            "die_with_parent(1); print('survived')"], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert "survived" not in code.stdout and code.returncode == 128 + signal.SIGKILL

@@ -120,9 +120,9 @@ def serve(models: str, host: str, port: str, djinn_port: str, instances: int, de
       curl -s localhost:8000/v2/models/imc                  the model's metadata
       curl -s localhost:8000/v2/models/imc/stats            Triton's statistics
     """
+    from aibench.lifetime import die_with_parent
     from aibench.service.server import MiB, ServeConfig
     from aibench.service.server import serve as run_server
-    from aibench.sut.transport import die_with_parent
 
     parent = os.environ.get("AIBENCH_PARENT_PID", "")
     if parent.isdigit():  # started by an aibench process (aibench.service.launch): die with it

@@ -31,8 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aibench.errors import EXIT_LISTEN, EXIT_UNAVAILABLE, EXIT_USAGE, ListenError, UnavailableError, UsageError
-
-PARENT_ENV = "AIBENCH_PARENT_PID"
+from aibench.lifetime import PARENT_ENV
 
 
 class ServerExited(RuntimeError):

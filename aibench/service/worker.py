@@ -29,11 +29,11 @@ import traceback
 from array import array
 from typing import Any
 
+from aibench.lifetime import die_with_parent
 from aibench.sut.transport import (
     BufferPool,
     Frame,
     FrameError,
-    die_with_parent,
     recv_frame,
     send_frame,
     send_frames,

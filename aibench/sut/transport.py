@@ -25,20 +25,14 @@ asyncio side for an event loop (:func:`write_frames`; :class:`FrameProtocol`, a 
 parses frames as bytes arrive, with no task or future per read). A payload is received straight into the
 frame's own buffer. On a loaded 2-core VM, system calls and event-loop wake-ups dominate the cost of a small
 frame, which is why both sides batch them.
-
-It also holds :func:`die_with_parent`, which a child process calls first so that it dies with its parent,
-even when the parent is killed with SIGKILL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import os
-import signal
 import socket
 import struct
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -347,32 +341,3 @@ def socket_pair(buffer_bytes: int = 4 << 20) -> tuple[socket.socket, socket.sock
             except OSError:
                 pass
     return a, b
-
-
-# -- children die with their parent ------------------------------------------------------------------------
-
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent_pid: int | None = None) -> bool:
-    """In a child process, first thing: ask the kernel for SIGKILL when the parent dies, however it dies
-    (SIGKILL included, when no cleanup of the parent's can run). ``parent_pid`` is the parent the child
-    must have: if it is already gone (the child was orphaned before it got here), the child exits at once.
-
-    Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere it does nothing and returns False, and a child must
-    rely on its pipe closing (every aibench child also exits when its pipe to the parent reaches EOF). The
-    kernel sends the signal when the *thread* that started the child exits, so start children from a
-    thread that lives as long as the parent (the main thread)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # pragma: no cover - a libc without prctl
-        return False
-    if prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:  # pragma: no cover
-        return False
-    if parent_pid is not None and os.getppid() != parent_pid:
-        os._exit(128 + signal.SIGKILL)
-    return True
