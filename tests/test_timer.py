@@ -74,3 +74,82 @@ def test_method_record_is_complete() -> None:
     for key in ("timer", "timing", "calls_per_block", "rounds", "warmup_iters", "stop_reason", "settings"):
         assert key in method
     assert method["timing"] == "host-clock"
+
+
+class FakeFaults:
+    """A page-fault counter that the fake op advances: ``per_call`` minor faults per call."""
+
+    def __init__(self) -> None:
+        self.minor = 0
+        self.major = 0
+
+    def __call__(self) -> tuple[int, int]:
+        return self.minor, self.major
+
+
+def _faulting_timer(per_call: int, major_per_call: int, call_s: float) -> KernelTimer:
+    clock = FakeClock()
+    faults = FakeFaults()
+
+    def fn() -> None:
+        clock.t += call_s
+        faults.minor += per_call
+        faults.major += major_per_call
+
+    settings = TimerSettings(warmup_s=0.01, warmup_iters=2, min_block_s=1e-3, min_time_s=0.05, max_time_s=1)
+    return KernelTimer(fn, settings, HostBlockTimer(clock=clock), clock=clock, faults=faults,
+                       fault_cost=lambda: 10e-6)
+
+
+def test_page_faults_are_counted_per_timed_call_and_flagged_when_they_dominate() -> None:
+    m = _faulting_timer(2400, 1, 1e-3).measure()
+    pf = m.method()["page_faults"]
+    # Warm-up and calibration fault too, but only the timed rounds count.
+    assert pf["counted"] is True and pf["minor_per_call"] == 2400 and pf["major_per_call"] == 1
+    assert pf["minor"] == 2400 * m.calls and pf["calls"] == m.calls
+    assert pf["fault_cost_s"] == 10e-6 and pf["estimated_share"] > 20  # 2401 x 10 us against a 1 ms call
+    assert pf["dominant"] is True
+    quiet = _faulting_timer(0, 0, 1e-3).measure().method()["page_faults"]
+    assert quiet["minor_per_call"] == 0 and quiet["dominant"] is False and "fault_cost_s" not in quiet
+    # 100 faults per call are nothing beside a 1 s call (1 ms at 10 us each: 0.1%).
+    assert _faulting_timer(100, 0, 1.0).measure().method()["page_faults"]["dominant"] is False
+
+
+def test_faults_dominate_rule_and_missing_counter() -> None:
+    from aibench.measure.timer import faults_dominate, probe_fault_cost
+
+    assert faults_dominate(201, 1e-3) is True  # 201 x 0.5 us > 100 us = 10% of 1 ms
+    assert faults_dominate(199, 1e-3) is False
+    assert faults_dominate(11, 1e-3, cost_s=10e-6) is True
+    assert faults_dominate(5, 0.0) is False
+    assert (probe_fault_cost(16) or 0) > 0  # a real probe of 16 fresh pages
+
+    def broken() -> tuple[int, int]:
+        raise OSError("no getrusage here")
+
+    timer, _, _ = make_timer(itertools.repeat(1e-3), TimerSettings(warmup_s=0, max_time_s=0.05))
+    timer.faults = broken
+    pf = timer.measure().method()["page_faults"]
+    assert pf == {"counted": False, "reason": "no page-fault counter"}
+
+
+def test_fix_allocator_sets_glibc_thresholds_and_records_them() -> None:
+    from aibench.measure.kernel import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, fix_allocator
+
+    calls: list[tuple[int, int]] = []
+
+    def mallopt(param: int, value: int) -> int:
+        calls.append((param, value))
+        return 1
+
+    rec = fix_allocator(mallopt, env={})
+    assert rec == {"setting": "fixed", "malloc": "glibc",
+                   "mallopt": {"M_MMAP_THRESHOLD": 32 << 20, "M_TRIM_THRESHOLD": 1 << 30}}
+    assert sorted(calls) == sorted([(M_MMAP_THRESHOLD, 32 << 20), (M_TRIM_THRESHOLD, 1 << 30)])
+    refused = fix_allocator(lambda p, v: 0 if p == M_TRIM_THRESHOLD else 1, env={})
+    assert refused["setting"] == "partly fixed" and "M_TRIM_THRESHOLD" in refused["reason"]
+    calls.clear()
+    off = fix_allocator(mallopt, env={"AIBENCH_ALLOCATOR": "default"})
+    assert off["setting"] == "default" and calls == []
+    odd = fix_allocator(mallopt, env={"AIBENCH_ALLOCATOR": "jemalloc"})
+    assert odd["setting"] == "default" and "neither" in odd["reason"] and calls == []

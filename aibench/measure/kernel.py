@@ -7,6 +7,9 @@ byte counts of one call where they are defined.
 
 from __future__ import annotations
 
+import ctypes
+import os
+import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -51,10 +54,74 @@ class Op:
     close: Callable[[], None] | None = None
 
 
+# glibc's mallopt parameters (malloc.h) and the values the kernel runner fixes. With glibc's defaults an
+# allocation above a *dynamic* mmap threshold (128 KiB at start) is mmap'ed and unmapped when freed, and
+# free memory at the top of the heap beyond a trim threshold is returned to the system: an op whose
+# temporaries cross those thresholds gets fresh, zero-filled pages on every call. Measured here (docs/gate.md,
+# "Page faults and the allocator"): a depthwise conv (micro/conv --groups 64) took ~2,300 minor faults per call
+# and 12-29 ms, against 0 faults and 0.7-1.5 ms with the thresholds fixed. Fixed thresholds make a kernel's
+# time independent of what the process allocated before. The cost: memory freed by the op stays with the
+# process (its peak is unchanged).
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+MALLOPT_SETTINGS = {"M_MMAP_THRESHOLD": (M_MMAP_THRESHOLD, 32 << 20),  # glibc's largest allowed value
+                    "M_TRIM_THRESHOLD": (M_TRIM_THRESHOLD, 1 << 30)}
+ALLOCATOR_ENV = "AIBENCH_ALLOCATOR"  # "default": leave the C allocator as it is (to measure its effect)
+_allocator: dict[str, Any] | None = None
+
+
+def _libc_mallopt() -> Callable[[int, int], int] | None:
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        fn = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+def fix_allocator(mallopt: Callable[[int, int], int] | None = None, env: dict[str, str] | None = None
+                  ) -> dict[str, Any]:
+    """Fix glibc malloc's mmap and trim thresholds in this process (once) and say what was set.
+
+    ``mallopt`` and ``env`` are for tests. The returned record goes into every kernel result's
+    ``method.allocator``, so a figure says which allocator setting it was measured under.
+    """
+    global _allocator
+    if _allocator is not None and mallopt is None:
+        return _allocator
+    env = os.environ if env is None else env
+    wanted = env.get(ALLOCATOR_ENV, "fixed").strip().lower() or "fixed"
+    record: dict[str, Any]
+    if wanted == "default":
+        record = {"setting": "default", "reason": f"{ALLOCATOR_ENV}=default: the C allocator's own settings"}
+    elif wanted != "fixed":
+        record = {"setting": "default",
+                  "reason": f"{ALLOCATOR_ENV}={env.get(ALLOCATOR_ENV)!r} is neither 'fixed' nor 'default'; "
+                            "left the C allocator as it is"}
+    else:
+        fn = mallopt if mallopt is not None else _libc_mallopt()
+        if fn is None:
+            record = {"setting": "default", "reason": "not glibc: the C allocator's own settings"}
+        else:
+            done = {name: value for name, (param, value) in MALLOPT_SETTINGS.items() if fn(param, value) == 1}
+            failed = sorted(set(MALLOPT_SETTINGS) - set(done))
+            record = {"setting": "fixed" if not failed else "partly fixed", "malloc": "glibc",
+                      "mallopt": done}
+            if failed:
+                record["reason"] = f"mallopt refused {', '.join(failed)}"
+    if mallopt is None:
+        _allocator = record
+    return record
+
+
 def run_kernel(bench: Benchmark, params: dict[str, Any], result: Result, settings: TimerSettings) -> None:
     """Build the op, probe it once, time it, and fill ``result`` in place."""
     from aibench.measure.device import refusing_unsupported, resolve_device, resolve_dtype
 
+    result.method["allocator"] = fix_allocator()  # before the op allocates anything
     device = resolve_device(params["device"])
     dtype = resolve_dtype(params["dtype"], device)
     with refusing_unsupported(device, dtype):
@@ -80,7 +147,8 @@ def _measure(op: Op, device: Any, dtype: Any, result: Result, settings: TimerSet
     med = s["median"]
     result.samples["time"] = {"unit": "s", "per": "call", "values": m.samples, "summary": s}
     result.method.update(m.method())
-    result.noisy = s["noisy"]
+    # Noisy: the blocks spread (IQR > 10% of the median), or page faults would cost a tenth of a call.
+    result.noisy = bool(s["noisy"] or result.method["page_faults"].get("dominant"))
     result.metrics = {
         "time_median": metric(med, "s", "lower"),
         "time_iqr": metric(s["iqr"], "s", "lower"),
