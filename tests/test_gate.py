@@ -144,7 +144,10 @@ def test_gate_aa_passes_with_exit_0(cli: Cli, tmp_path: Path) -> None:
 
     assert CONTRACT_PAIR_KEYS <= set(pair) and {"outcome", "rounds", "created_at", "warnings"} <= set(doc)
     assert pair["verdict"] == "same" and pair["benchmark"] == "micro/fake" and pair["metric"] == "time_median"
-    assert len(pair["rounds"]) == 10 and pair["direction"] == "lower" and pair["confidence"] == 0.95
+    assert len(pair["rounds"]) == 10 and pair["direction"] == "lower" and pair["rounds_used"] == 10
+    # Looks after 10, 15, 20, 25, 30 rounds: each at 1 - 0.05/5.
+    assert doc["looks"] == [10, 15, 20, 25, 30] and doc["looks_taken"] == 1 and doc["stopped"] == "decided"
+    assert pair["confidence"] == doc["look_confidence"] == pytest.approx(0.99)
     firsts = [b["first"] for r in doc["schedule"] for b in r["benchmarks"]]
     assert firsts.count("baseline") == firsts.count("candidate") == 5  # balanced order
     assert "aibench gate: pass (exit 0)" in err
@@ -292,14 +295,23 @@ def test_real_gate_with_tiny_settings(cli: Cli, tmp_path: Path, monkeypatch: pyt
     monkeypatch.chdir(shadow.parent)
     out = tmp_path / "gate.json"
     code, _, _err = cli("gate", "--baseline-python", sys.executable, "--candidate-python", sys.executable,
-                       "--rounds", "3", "--seed", "0", "--json", str(out), "--out", str(tmp_path / "runs"),
-                       "micro", "gemm", "--m", "16", "--n", "8", "--k", "12", *TINY_FLAGS)
+                       "--rounds", "3", "--max-rounds", "3", "--seed", "0", "--json", str(out),
+                       "--out", str(tmp_path / "runs"), "micro", "gemm", "--m", "16", "--n", "8", "--k", "12",
+                       *TINY_FLAGS)
     doc = json.loads(out.read_text())
     assert doc["outcome"] in ("pass", "inconclusive", "regression", "improved"), doc["errors"]
     assert code == decide.exit_code(doc["outcome"]) and doc["rounds"] == 3
     (pair,) = doc["pairs"]
     assert pair["benchmark"] == "micro/gemm" and pair["metric"] == "time_median" and len(pair["rounds"]) == 3
-    assert len(list((tmp_path / "runs").rglob("micro-gemm-*.json"))) == 6  # kept with --out
+    files = list((tmp_path / "runs").rglob("micro-gemm-*.json"))
+    assert len(files) == 6  # kept with --out
+    # The two processes of every round took turns (lockstep), timed with the thread's CPU clock.
+    assert doc["paced"]["rounds"] == 3 and all(b["paced"] and b["turns"] >= 1
+                                               for r in doc["schedule"] for b in r["benchmarks"])
+    for f in files:
+        method = json.loads(f.read_text())["method"]
+        assert method["paced"]["clock"] == "thread-cpu-clock" and method["stop_reason"] == "paced"
+        assert method["page_faults"]["counted"] is True and method["allocator"]["setting"] in ("fixed", "default")
 
 
 def test_gate_refuses_unknown_metric_and_unwritable_output_before_running(cli, tmp_path: Path) -> None:

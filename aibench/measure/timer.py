@@ -59,6 +59,18 @@ class HostBlockTimer:
         return self.clock() - t0
 
 
+class TurnTaker(Protocol):
+    """Turns given by a conductor (``aibench.measure.pace.Pacer``): the timer times blocks only in its turns."""
+
+    turn_s: float
+
+    def ready(self) -> None: ...
+
+    def next(self) -> str: ...  # "warm", "turn" or "stop"
+
+    def done(self, want_stop: bool) -> None: ...
+
+
 @dataclass(frozen=True)
 class TimerSettings:
     """How long and how finely to measure.
@@ -237,6 +249,34 @@ class KernelTimer:
         except OSError:
             return None
 
+    def _turns(self, turns: TurnTaker, number: int, samples: list[float]) -> tuple[float, float | None]:
+        """Time blocks in the turns granted until told to stop; returns the time spent in turns and the
+        median's relative CI half-width."""
+        s = self.settings
+        spent = 0.0
+        rel = None
+        while True:
+            what = turns.next()
+            if what == "stop":
+                return spent, rel
+            t0 = self.clock()
+            kept: list[float] = []
+            while True:
+                kept.append(self._block(number) / number)
+                if self.clock() - t0 >= turns.turn_s:
+                    break
+            if what == "warm":  # the first turn after waiting: caches refilled, nothing kept
+                turns.done(False)
+                continue
+            samples.extend(kept)
+            spent += self.clock() - t0
+            n = len(samples)
+            want = n >= s.max_rounds
+            if n >= max(MIN_SAMPLES, s.min_rounds) and spent >= min(s.min_time_s, s.max_time_s):
+                rel = _rel_ci(samples)
+                want = want or spent >= s.max_time_s or (rel is not None and rel <= s.target_rel_ci)
+            turns.done(want)
+
     def warmup(self) -> tuple[int, float]:
         s = self.settings
         start = self.clock()
@@ -255,34 +295,49 @@ class KernelTimer:
             number *= 2
         return number
 
-    def measure(self, window: contextlib.AbstractContextManager[Any] | None = None) -> Measurement:
+    def measure(self, window: contextlib.AbstractContextManager[Any] | None = None,
+                turns: TurnTaker | None = None) -> Measurement:
         """Warm up, calibrate, then time rounds. ``window`` (e.g. ``aibench.meters.window(...)``) is
-        entered around exactly the timed rounds: warm-up and calibration stay outside it."""
+        entered around exactly the timed rounds: warm-up and calibration stay outside it.
+
+        With ``turns`` the blocks are timed only in the turns a conductor grants (``aibench gate`` running
+        two processes in lockstep): each turn times blocks for ``turns.turn_s``, then reports whether the
+        timer's own stopping rule (on the time spent in turns) is satisfied; the conductor says when to stop.
+        """
         s = self.settings
         warm_iters, warm_s = self.warmup()
         number = self.calibrate()
         samples: list[float] = []
         stop_reason = "max_rounds"
         rel = None
+        if turns is not None:
+            turns.ready()
         with window if window is not None else contextlib.nullcontext():
             f0 = self._faults()
             start = self.clock()
-            while len(samples) < s.max_rounds:
-                samples.append(self._block(number) / number)
-                n = len(samples)
-                if n < MIN_SAMPLES:
-                    continue
-                elapsed = self.clock() - start
-                if n >= s.min_rounds and elapsed >= min(s.min_time_s, s.max_time_s):
-                    rel = _rel_ci(samples)
-                    if rel is not None and rel <= s.target_rel_ci:
-                        stop_reason = "ci_converged"
+            if turns is not None:
+                measure_s, rel = self._turns(turns, number, samples)
+                stop_reason = "paced"
+            else:
+                while len(samples) < s.max_rounds:
+                    samples.append(self._block(number) / number)
+                    n = len(samples)
+                    if n < MIN_SAMPLES:
+                        continue
+                    elapsed = self.clock() - start
+                    if n >= s.min_rounds and elapsed >= min(s.min_time_s, s.max_time_s):
+                        rel = _rel_ci(samples)
+                        if rel is not None and rel <= s.target_rel_ci:
+                            stop_reason = "ci_converged"
+                            break
+                    if elapsed >= s.max_time_s:
+                        stop_reason = "max_time"
                         break
-                if elapsed >= s.max_time_s:
-                    stop_reason = "max_time"
-                    break
-            measure_s = self.clock() - start
+                measure_s = self.clock() - start
             f1 = self._faults()
+        if turns is not None and len(samples) < MIN_SAMPLES:
+            raise RuntimeError(f"the paced measurement was stopped after {len(samples)} block(s); at least "
+                               f"{MIN_SAMPLES} are needed")
         if rel is None and len(samples) >= MIN_SAMPLES:
             rel = _rel_ci(samples)
         if any(not math.isfinite(x) or x < 0 for x in samples):
