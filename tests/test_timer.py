@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import os
 import random
 
+import pytest
+
+from aibench.measure.pace import PACE_ENV, Order, PaceError, Pacer, pinned_cpu
 from aibench.measure.timer import MIN_SAMPLES, HostBlockTimer, KernelTimer, TimerSettings
 
 
@@ -153,3 +157,91 @@ def test_fix_allocator_sets_glibc_thresholds_and_records_them() -> None:
     assert off["setting"] == "default" and calls == []
     odd = fix_allocator(mallopt, env={"AIBENCH_ALLOCATOR": "jemalloc"})
     assert odd["setting"] == "default" and "neither" in odd["reason"] and calls == []
+
+
+class FakeTurns:
+    """A conductor that grants the turns in ``script`` and records what the timer answered."""
+
+    def __init__(self, script: list[str], turn_s: float = 0.01) -> None:
+        self.script = list(script)
+        self.turn_s = turn_s
+        self.answers: list[bool] = []
+        self.was_ready = False
+
+    def ready(self) -> None:
+        self.was_ready = True
+
+    def next(self) -> str:
+        return self.script.pop(0) if self.script else "stop"
+
+    def done(self, want_stop: bool) -> None:
+        self.answers.append(want_stop)
+
+
+def test_paced_measurement_times_only_in_its_turns() -> None:
+    settings = TimerSettings(warmup_s=0, warmup_iters=1, min_block_s=1e-3, min_time_s=0.02, max_time_s=0.05,
+                             min_rounds=3)
+    timer, _, _ = make_timer(itertools.repeat(1e-3), settings)
+    turns = FakeTurns(["warm", "turn", "turn", "turn", "turn", "turn", "turn", "stop"])
+    m = timer.measure(turns=turns)
+    assert turns.was_ready and m.stop_reason == "paced"
+    # 6 turns of 10 ms at 1 ms per block: 60 blocks kept; the warm turn's 10 are not.
+    assert m.rounds == 60 and abs(m.measure_s - 0.06) < 1e-9
+    # Not satisfied before 20 ms of turns; satisfied from then on (the CI of a constant op is 0).
+    assert turns.answers == [False, False, True, True, True, True, True]
+
+
+def test_paced_measurement_stopped_too_early_is_an_error() -> None:
+    timer, _, _ = make_timer(itertools.repeat(1e-3), TimerSettings(warmup_s=0, warmup_iters=1))
+    with pytest.raises(RuntimeError, match="paced measurement was stopped after 0 block"):
+        timer.measure(turns=FakeTurns(["stop"]))
+
+
+def _pipes() -> tuple[Pacer, int, int]:
+    """A pacer wired to two pipes; returns it, the fd the test writes orders to and the fd it reads from."""
+    to_r, to_w = os.pipe()
+    from_r, from_w = os.pipe()
+    pacer = Pacer.from_env({PACE_ENV: f"{to_r},{from_w}"})
+    assert pacer is not None
+    return pacer, to_w, from_r
+
+
+def test_pacer_protocol_over_pipes() -> None:
+    pacer, to_w, from_r = _pipes()
+    os.write(to_w, b"pace 1 0.05\nwarm\nturn\nstop\n")
+    order = pacer.hello()
+    assert order == Order(1, 0.05) and pacer.turn_s == 0.05
+    pacer.ready()
+    assert [pacer.next(), pacer.next(), pacer.next()] == ["warm", "turn", "stop"]
+    pacer.done(True)
+    assert os.read(from_r, 100) == b"hello 1\nready\ndone 1\n"
+    os.close(to_w)  # the gate went away: every further order is "stop"
+    assert pacer.next() == "stop" and pacer.closed
+    os.close(from_r)
+
+
+def test_pacer_solo_bad_orders_and_environment() -> None:
+    pacer, to_w, from_r = _pipes()
+    os.write(to_w, b"solo\n")
+    assert pacer.hello() is None
+    os.write(to_w, b"pace x 0.02\n")
+    with pytest.raises(PaceError):
+        pacer.hello()
+    os.write(to_w, b"jump\n")
+    with pytest.raises(PaceError):
+        pacer.next()
+    pacer.close()
+    for fd in (to_w, from_r):
+        os.close(fd)
+    assert Pacer.from_env({}) is None and Pacer.from_env({PACE_ENV: "3"}) is None
+    assert Pacer.from_env({PACE_ENV: "999,998"}) is None  # not open here
+
+
+def test_pinned_cpu_restores_the_affinity() -> None:
+    before = os.sched_getaffinity(0)
+    cpu = min(before)
+    with pinned_cpu(cpu) as got:
+        assert got == cpu and os.sched_getaffinity(0) == {cpu}
+    assert os.sched_getaffinity(0) == before
+    with pinned_cpu(None) as got:
+        assert got is None and os.sched_getaffinity(0) == before

@@ -52,11 +52,14 @@ def table(doc: dict[str, Any], title: str | None = None) -> Table:
     gate = doc.get("schema") == "aibench-gate"
     if title is None and gate:
         outcome = doc.get("outcome", "?")
-        title = f"aibench gate: [{_OUTCOME_STYLE.get(outcome, '')}]{escape(outcome)}[/] ({doc.get('rounds', 0)} rounds)"
+        title = f"aibench gate: [{_OUTCOME_STYLE.get(outcome, '')}]{escape(outcome)}[/] ({escape(rounds_text(doc))})"
     t = Table(title=title, header_style="bold", title_justify="left", box=box.SIMPLE_HEAD)
     t.add_column("benchmark · metric", overflow="fold", min_width=16)
-    for col, kw in (("baseline", {"justify": "right"}), ("candidate", {"justify": "right"}),
-                    ("ratio", {"justify": "right"}), (f"{doc_conf(doc)} CI", {}), ("verdict", {})):
+    cols: list[tuple[str, dict[str, Any]]] = [("baseline", {"justify": "right"}), ("candidate", {"justify": "right"}),
+                                             ("ratio", {"justify": "right"}), (f"{doc_conf(doc)} CI", {})]
+    if gate:
+        cols.append(("rounds", {"justify": "right"}))
+    for col, kw in (*cols, ("verdict", {})):
         t.add_column(col, no_wrap=True, **kw)
     notes = []
     for p in doc["pairs"]:
@@ -64,9 +67,12 @@ def table(doc: dict[str, Any], title: str | None = None) -> Table:
         verdict = f"[{style}]{escape(p['verdict'])}[/]" if style else escape(p["verdict"])
         if p.get("threshold") is not None:
             verdict += f" (±{p['threshold'] * 100:g}%)"
-        t.add_row(escape(f"{_label(p)} {p['metric']} {_better(p)}"),
-                  escape(fmt_value(p.get("baseline"), p.get("unit", ""))),
-                  escape(fmt_value(p.get("candidate"), p.get("unit", ""))), _ratio(p), _ci(p), verdict)
+        cells = [escape(f"{_label(p)} {p['metric']} {_better(p)}"),
+                 escape(fmt_value(p.get("baseline"), p.get("unit", ""))),
+                 escape(fmt_value(p.get("candidate"), p.get("unit", ""))), _ratio(p), _ci(p)]
+        if gate:
+            cells.append(_rounds_used(p))
+        t.add_row(*cells, verdict)
         if p["verdict"] != "same" and p.get("reason"):
             notes.append(f"{escape(_label(p))} {escape(p['metric'])}: {escape(p['reason'])}")
     notes += ["note: " + escape(w) for w in doc.get("warnings", [])]
@@ -74,6 +80,24 @@ def table(doc: dict[str, Any], title: str | None = None) -> Table:
         t.caption = "\n".join(notes)
         t.caption_justify = "left"
     return t
+
+
+def _rounds_used(pair: dict[str, Any]) -> str:
+    used = pair.get("rounds_used")
+    if used is None:
+        used = len(pair.get("rounds") or [])
+    return str(used)
+
+
+def rounds_text(doc: dict[str, Any]) -> str:
+    """How many rounds the gate ran and why it stopped: "15 rounds, decided at look 2 of 5 (max 30)"."""
+    n = doc.get("rounds", 0)
+    text = f"{n} round{'s' if n != 1 else ''}"
+    looks, taken, stopped = doc.get("looks"), doc.get("looks_taken"), doc.get("stopped")
+    if looks and taken:
+        why = {"decided": "decided", "max rounds": "undecided at the last", "budget": "stopped by the budget at"}
+        text += f", {why.get(stopped, 'stopped at')} look {taken} of {len(looks)} (max {looks[-1]})"
+    return text
 
 
 def doc_conf(doc: dict[str, Any]) -> str:
@@ -104,23 +128,30 @@ def markdown(doc: dict[str, Any]) -> str:
         trim = doc.get("trim")
         how = {"trimmed-t": "Yuen's trimmed-t", "BCa": "BCa bootstrap", "percentile": "percentile bootstrap"}.get(
             doc.get("ci_method", ""), str(doc.get("ci_method", "")))
-        lines.append(f"{doc.get('rounds', 0)} interleaved round(s) of baseline {_md_code(doc['baseline'])} "
+        paced = (doc.get("paced") or {}).get("rounds")
+        lines.append(f"{_md_cell(rounds_text(doc))}: interleaved rounds of baseline {_md_code(doc['baseline'])} "
                      f"and candidate {_md_code(doc['candidate'])} (fresh processes, order randomised per "
-                     f"round, seed {doc.get('seed')}); verdicts from the geometric mean of the per-round ratios"
+                     f"round, seed {doc.get('seed')}"
+                     + (f"; {paced} in lockstep" if paced else "")
+                     + "); verdicts from the geometric mean of the per-round ratios"
                      + (f" ({trim * 100:g}% trimmed at each end)" if trim else "")
-                     + f" and its {doc_conf(doc)} CI ({_md_cell(how)}).")
+                     + f" and its {doc_conf(doc)} CI per look ({_md_cell(how)}).")
     else:
         lines.append("### aibench compare")
         lines.append("")
         lines.append(f"baseline {_md_code(doc['baseline'])} vs candidate {_md_code(doc['candidate'])}")
     lines.append("")
-    lines.append(f"| benchmark | metric | baseline | candidate | ratio | {doc_conf(doc)} CI | threshold | verdict |")
-    lines.append("|---|---|--:|--:|--:|---|--:|---|")
+    rounds_col = " rounds |" if gate else ""
+    lines.append(f"| benchmark | metric | baseline | candidate | ratio | {doc_conf(doc)} CI | threshold |{rounds_col}"
+                 " verdict |")
+    lines.append("|---|---|--:|--:|--:|---|--:|" + ("--:|" if gate else "") + "---|")
     for p in doc["pairs"]:
-        lines.append("| " + " | ".join(_md_cell(x) for x in (
-            _label(p), f"{p['metric']} {_better(p)}", fmt_value(p.get("baseline"), p.get("unit", "")),
-            fmt_value(p.get("candidate"), p.get("unit", "")), _ratio(p), _ci(p), _thr(p))) +
-            f" | {_MD_MARK.get(p['verdict'], _md_cell(p['verdict']))} |")
+        cells = [_label(p), f"{p['metric']} {_better(p)}", fmt_value(p.get("baseline"), p.get("unit", "")),
+                 fmt_value(p.get("candidate"), p.get("unit", "")), _ratio(p), _ci(p), _thr(p)]
+        if gate:
+            cells.append(_rounds_used(p))
+        lines.append("| " + " | ".join(_md_cell(x) for x in cells) +
+                     f" | {_MD_MARK.get(p['verdict'], _md_cell(p['verdict']))} |")
     reasons = [p for p in doc["pairs"] if p["verdict"] != "same" and p.get("reason")]
     if reasons:
         lines.append("")
@@ -141,12 +172,16 @@ def junit(doc: dict[str, Any], inconclusive: str = "fail") -> str:
     """JUnit XML: one test case per pair (regression → failure, refused → error, inconclusive → failure or
     skipped as ``--inconclusive`` says), plus one error case per process that failed."""
     suite = ET.Element("testsuite", name="aibench gate")
+    props = ET.SubElement(suite, "properties")
+    for name in ("outcome", "rounds", "max_rounds", "looks_taken", "stopped", "seed"):
+        if doc.get(name) is not None:
+            ET.SubElement(props, "property", name=name, value=str(doc[name]))
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for p in doc["pairs"]:
         counts["tests"] += 1
         case = ET.SubElement(suite, "testcase", classname=str(p["benchmark"]),
                              name=f"{p['metric']} [{str(p.get('config_hash', ''))[:8]}]")
-        msg = f"{p['verdict']}: {p.get('reason') or ''}"
+        msg = f"{p['verdict']} after {_rounds_used(p)} rounds: {p.get('reason') or ''}"
         if p["verdict"] == "worse":
             counts["failures"] += 1
             ET.SubElement(case, "failure", message=msg, type="regression").text = msg
