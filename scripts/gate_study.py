@@ -304,6 +304,23 @@ def collect(args: argparse.Namespace) -> int:
 
 
 # -- analysis ---------------------------------------------------------------------------------------------------
+def compact(args: argparse.Namespace) -> int:
+    """The stream with only what ``analyse`` reads, figures to 6 significant digits (small enough for docs/)."""
+    def fig(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: float(f"{d[k]:.6g}") for k in ("time_median", "time_min")} | {
+            "faults_per_call": round(d.get("faults_per_call") or 0.0, 4)}
+
+    out = []
+    for r in _load(Path(args.stream)):
+        out.append(json.dumps({
+            "index": r["index"], "started": r["started"], "loadavg": r["loadavg"], "steal_ticks": r["steal_ticks"],
+            "order": r["order"], "pairs": {c: {"first": p["first"], "paced": p["paced"], "turns": p["turns"],
+                                               "wall_s": p["wall_s"], "base": fig(p["base"]), "cand": fig(p["cand"])}
+                                           for c, p in r["pairs"].items()}}, separators=(",", ":")))
+    Path(args.out).write_text("\n".join(out) + "\n")
+    return 0
+
+
 def _load(path: Path) -> list[dict[str, Any]]:
     with path.open() as fh:
         return [json.loads(line) for line in fh if line.strip()]
@@ -316,7 +333,6 @@ def sequential_cut(ratios: list[float], walls: list[float], looks: list[int], bu
     consumes rounds up to a look, decides at the corrected confidence, and goes on to the next look only
     while undecided, within the schedule and within ``budget_s`` (``start_s`` stands for its preflight; the
     rounds' recorded wall times for the rest). The next gate starts at the round after."""
-    conf = decide.look_confidence(confidence, len(looks))
     gates, p = [], 0
     while len(gates) < n_gates and p + looks[0] <= len(ratios):
         verdict, used, elapsed, taken = "inconclusive", 0, start_s, 0
@@ -326,15 +342,14 @@ def sequential_cut(ratios: list[float], walls: list[float], looks: list[int], bu
             taken += 1
             used = n
             elapsed = start_s + sum(walls[p:p + n])
-            d = decide.decide_rounds(ratios[p:p + n], "lower", threshold, conf)
+            d = decide.decide_rounds(ratios[p:p + n], "lower", threshold,
+                                     decide.look_confidence(confidence, len(looks), li))
             verdict = d.verdict
             if verdict != "inconclusive" or li + 1 == len(looks):
                 break
             per_round = (elapsed - start_s) / n
             if budget_s is not None and elapsed + per_round * (looks[li + 1] - n) > budget_s:
                 break
-        else:
-            pass
         if p + used > len(ratios) or used == 0:
             break
         gates.append({"start": p, "rounds": used, "looks": taken, "verdict": verdict, "wall_s": round(elapsed, 1)})
@@ -342,7 +357,7 @@ def sequential_cut(ratios: list[float], walls: list[float], looks: list[int], bu
     return gates
 
 
-def _tally(gates: list[dict[str, Any]]) -> dict[str, Any]:
+def _tally(gates: list[dict[str, Any]], first: int) -> dict[str, Any]:
     out: dict[str, Any] = {"gates": len(gates), "worse": 0, "better": 0, "same": 0, "inconclusive": 0}
     for g in gates:
         out[g["verdict"]] += 1
@@ -350,7 +365,7 @@ def _tally(gates: list[dict[str, Any]]) -> dict[str, Any]:
         rounds = [g["rounds"] for g in gates]
         walls = [g["wall_s"] for g in gates]
         out.update(rounds_median=statistics.median(rounds), rounds_max=max(rounds),
-                   extended=sum(r > gates[0]["rounds"] or r > min(rounds) for r in rounds),
+                   extended=sum(r > first for r in rounds),
                    wall_s_median=round(statistics.median(walls), 1), wall_s_max=max(walls))
     return out
 
@@ -360,7 +375,9 @@ def analyse(args: argparse.Namespace) -> int:
     looks = decide.look_schedule(args.k, args.max_rounds or decide.DEFAULT_MAX_ROUNDS_FACTOR * args.k)
     report: dict[str, Any] = {"stream": Path(args.stream).name, "skipped_rounds": args.skip, "rounds": len(rounds),
                               "threshold": args.threshold, "work_factor": WORK_FACTOR, "micro": MICRO,
-                              "looks": looks, "look_confidence": decide.look_confidence(stats.CONFIDENCE, len(looks)),
+                              "looks": looks,
+                              "look_confidence": [decide.look_confidence(stats.CONFIDENCE, len(looks), i)
+                                                  for i in range(len(looks))],
                               "budget_s": args.budget_s, "preflight_s": args.preflight_s,
                               "loadavg": {}, "spread": {}, "sequential": {}, "fixed_k": {}}
     loads = [r["loadavg"][0] for r in rounds]
@@ -378,11 +395,27 @@ def analyse(args: argparse.Namespace) -> int:
                 "round_wall_s_median": statistics.median(walls)}
             gates = sequential_cut(ratios, walls, looks, args.budget_s, args.preflight_s, args.gates,
                                    threshold=args.threshold)
-            report["sequential"][f"{metric} {cand}"] = {"tally": _tally(gates), "gates": gates}
+            report["sequential"][f"{metric} {cand}"] = {"tally": _tally(gates, looks[0]), "gates": gates}
             for k in sorted({args.k, *args.also_k}):
                 fixed = sequential_cut(ratios, walls, [k], None, args.preflight_s, args.gates,
                                        threshold=args.threshold)
-                report["fixed_k"][f"{metric} {cand} K={k}"] = _tally(fixed)
+                report["fixed_k"][f"{metric} {cand} K={k}"] = _tally(fixed, k)
+    # The sequential rule's error rates on many more gates than the stream holds: gates drawn from the
+    # recorded ratios (rounds resampled with replacement, seeded), no budget.
+    rng = random.Random(args.seed)
+    report["resampled"] = {"gates": args.resample}
+    for metric in ("time_median",):
+        for cand in ("aa", "slow"):
+            ratios = [r["pairs"][cand]["cand"][metric] / r["pairs"][cand]["base"][metric] for r in rounds]
+            verdicts, used = [], []
+            for _ in range(args.resample):
+                draw = [rng.choice(ratios) for _ in range(looks[-1])]
+                seq = decide.decide_sequential(draw, "lower", args.threshold, looks)
+                verdicts.append(seq.decision.verdict)
+                used.append(seq.rounds_used)
+            tally = {v: verdicts.count(v) for v in ("worse", "better", "same", "inconclusive")}
+            report["resampled"][f"{metric} {cand}"] = {**tally, "rounds_mean": round(statistics.fmean(used), 2),
+                                                       "extended": sum(u > looks[0] for u in used)}
     if args.causes:
         report["causes"] = causes_summary(_load(Path(args.causes)))
     if args.e2e:
@@ -484,9 +517,14 @@ def main() -> int:
     a.add_argument("--gates", type=int, default=50)
     a.add_argument("--skip", type=int, default=0, help="leave out the first N rounds")
     a.add_argument("--threshold", type=float, default=decide.DEFAULT_THRESHOLD)
+    a.add_argument("--resample", type=int, default=2000, help="gates drawn from the recorded ratios")
+    a.add_argument("--seed", type=int, default=0)
     a.add_argument("--causes", help="causes.jsonl to summarise")
     a.add_argument("--e2e", help="e2e.jsonl to include")
     a.add_argument("--json", dest="json_out")
+    c = sub.add_parser("compact", help="the stream with only what analyse reads (for docs/studies)")
+    c.add_argument("stream")
+    c.add_argument("out")
     e = sub.add_parser("e2e", help="time real aibench gate calls for the micro benchmark")
     e.add_argument("--work", required=True)
     e.add_argument("--n", type=int, default=3)
@@ -497,7 +535,7 @@ def main() -> int:
     s.add_argument("--k", type=int, default=10)
     s.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    return {"causes": causes, "collect": collect, "analyse": analyse, "e2e": e2e,
+    return {"causes": causes, "collect": collect, "analyse": analyse, "compact": compact, "e2e": e2e,
             "simulate": simulate}[args.cmd](args)
 
 

@@ -145,9 +145,9 @@ def test_gate_aa_passes_with_exit_0(cli: Cli, tmp_path: Path) -> None:
     assert CONTRACT_PAIR_KEYS <= set(pair) and {"outcome", "rounds", "created_at", "warnings"} <= set(doc)
     assert pair["verdict"] == "same" and pair["benchmark"] == "micro/fake" and pair["metric"] == "time_median"
     assert len(pair["rounds"]) == 10 and pair["direction"] == "lower" and pair["rounds_used"] == 10
-    # Looks after 10, 15, 20, 25, 30 rounds: each at 1 - 0.05/5.
+    # Looks after 10, 15, 20, 25, 30 rounds; decided at the first, at 1 - 0.05/2.
     assert doc["looks"] == [10, 15, 20, 25, 30] and doc["looks_taken"] == 1 and doc["stopped"] == "decided"
-    assert pair["confidence"] == doc["look_confidence"] == pytest.approx(0.99)
+    assert pair["confidence"] == doc["look_confidence"][0] == pytest.approx(0.975)
     firsts = [b["first"] for r in doc["schedule"] for b in r["benchmarks"]]
     assert firsts.count("baseline") == firsts.count("candidate") == 5  # balanced order
     assert "aibench gate: pass (exit 0)" in err
@@ -334,15 +334,18 @@ def test_look_schedule_and_corrected_confidence() -> None:
     assert decide.look_schedule(10, 31, step=10) == [10, 20, 30, 31]
     with pytest.raises(ValueError):
         decide.look_schedule(10, 9)
-    assert decide.look_confidence(0.95, 5) == pytest.approx(0.99)
+    # Half the error rate at the first look, the other half shared by the later ones; one look: all of it.
+    assert decide.look_confidence(0.95, 5, 0) == pytest.approx(0.975)
+    assert [decide.look_confidence(0.95, 5, i) for i in range(1, 5)] == [pytest.approx(0.99375)] * 4
     assert decide.look_confidence(0.95, 1) == 0.95
+    assert sum(1 - decide.look_confidence(0.95, 5, i) for i in range(5)) == pytest.approx(0.05)
 
 
 def test_sequential_decides_at_the_first_look_when_quiet() -> None:
     looks = decide.look_schedule(10, 30)
     seq = decide.decide_sequential(lognormal(30, 1.0, 0.01, seed=11), "lower", 0.05, looks)
     assert seq.decision.verdict == "same" and seq.rounds_used == 10 and seq.looks_taken == 1
-    assert "99% CI" in seq.decision.reason  # tested at 1 - 0.05/5
+    assert "97.5% CI" in seq.decision.reason  # the first look tests at 1 - 0.05/2
     slow = decide.decide_sequential(lognormal(30, 1.1, 0.01, seed=12), "lower", 0.05, looks)
     assert slow.decision.verdict == "worse" and slow.rounds_used == 10
 
@@ -351,7 +354,7 @@ def test_sequential_takes_more_rounds_while_the_interval_straddles() -> None:
     looks = decide.look_schedule(10, 30)
     # Ten rounds in two camps (a noisy start) leave the interval wide; fifteen quiet ones settle it.
     ratios = [0.95, 1.05] * 5 + lognormal(20, 1.0, 0.005, seed=13)
-    first = decide.decide_rounds(ratios[:10], "lower", 0.05, decide.look_confidence(0.95, len(looks)))
+    first = decide.decide_rounds(ratios[:10], "lower", 0.05, decide.look_confidence(0.95, len(looks), 0))
     assert first.verdict == "inconclusive"
     seq = decide.decide_sequential(ratios, "lower", 0.05, looks)
     assert seq.decision.verdict == "same" and seq.rounds_used in (15, 20) and seq.looks_taken >= 2

@@ -166,9 +166,9 @@ def compare(ctx: click.Context, baseline: Path, candidate: Path, metrics: tuple[
               metavar="K", help="Interleaved rounds before the first decision; each round runs every benchmark "
               "once per side.")
 @click.option("--max-rounds", type=click.IntRange(decide.MIN_ROUNDS, 30_000), default=None, metavar="N",
-              help="While a metric is undecided, add rounds (K/2 at a time) up to N; every look is tested at a "
-              "corrected confidence so all looks together keep --confidence. N = K: one look. "
-              "[default: 3 × K]")
+              help="While a metric is undecided, add rounds (K/2 at a time) up to N. The error rate is split "
+              "over the looks (half at the first), so all looks together keep --confidence. N = K: one look "
+              "at --confidence. [default: 3 × K]")
 @click.option("--budget-s", type=click.FloatRange(1.0, 7 * 86400.0), default=decide.DEFAULT_BUDGET_S,
               show_default=True, metavar="S", help="Add no batch of rounds that would end more than S seconds "
               "after the gate started (the first K rounds always run).")

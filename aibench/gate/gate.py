@@ -328,8 +328,8 @@ class Gate:
         self.both_pace: dict[int, bool] = {}  # per benchmark: both sides took turns in an earlier round
         self.paced_rounds = 0
         self.looks = cfg.looks()
-        self.look_conf = decide.look_confidence(cfg.confidence, len(self.looks))
-        self.decided: dict[tuple[str, str, str], decide.Decision] = {}
+        self.look_confs = [decide.look_confidence(cfg.confidence, len(self.looks), i) for i in range(len(self.looks))]
+        self.decided: dict[tuple[str, str, str], tuple[decide.Decision, float]] = {}
         self.looks_taken = 0
         self.stopped = "not started"
 
@@ -446,7 +446,10 @@ class Gate:
         a = self._start(a_side, bench, outs[a_side.name], self.paced)
         # Both started at once only where both sides took turns before: a side that measures on its own must
         # never overlap the other's start-up.
-        b = self._start(b_side, bench, outs[b_side.name], True) if self.both_pace.get(i) else None
+        b = None
+        if self.both_pace.get(i) and self.paced:
+            self.progress("process", f"{label} · {b_side.name} (lockstep)")
+            b = self._start(b_side, bench, outs[b_side.name], True)
         turns = 0
         got: dict[str, list[Result]] = {}
         try:
@@ -506,6 +509,7 @@ class Gate:
 
     def _look(self) -> bool:
         """Decide every metric not decided yet at the corrected confidence; True when all are decided."""
+        conf = self.look_confs[self.looks_taken]
         self.looks_taken += 1
         for key, obs in self.obs.items():
             if key in self.decided:
@@ -513,9 +517,9 @@ class Gate:
             k = self.keys[key]
             d = decide.decide_rounds([o.candidate / o.baseline for o in obs], k.direction,
                                      decide.threshold_for(k.metric, self.cfg.threshold, self.cfg.thresholds),
-                                     self.look_conf, self.cfg.seed, self.cfg.method, self.cfg.trim)
+                                     conf, self.cfg.seed, self.cfg.method, self.cfg.trim)
             if d.verdict != "inconclusive":
-                self.decided[key] = d
+                self.decided[key] = (d, conf)
         return bool(self.obs) and all(key in self.decided for key in self.obs)
 
     def run(self) -> None:
@@ -629,14 +633,18 @@ class Gate:
             k = self.keys[key]
             ratios = [o.candidate / o.baseline for o in obs]
             thr = decide.threshold_for(k.metric, self.cfg.threshold, self.cfg.thresholds)
-            d = self.decided.get(key) or decide.decide_rounds(ratios, k.direction, thr, self.look_conf,
-                                                              self.cfg.seed, self.cfg.method, self.cfg.trim)
+            if key in self.decided:
+                d, conf = self.decided[key]
+            else:  # undecided: on every round gathered, at the level of the last look taken
+                conf = self.look_confs[max(0, self.looks_taken - 1)]
+                d = decide.decide_rounds(ratios, k.direction, thr, conf, self.cfg.seed, self.cfg.method,
+                                         self.cfg.trim)
             used = obs[:d.rounds] if d.rounds else obs
             out.append(Pair(
                 benchmark=k.benchmark, config_hash=k.config_hash, metric=k.metric, unit=k.unit,
                 direction=k.direction, baseline=stats.geomean([o.baseline for o in used]),
                 candidate=stats.geomean([o.candidate for o in used]), ratio=d.ratio, ci=d.ci,
-                verdict=d.verdict, reason=d.reason, threshold=thr, confidence=self.look_conf,
+                verdict=d.verdict, reason=d.reason, threshold=thr, confidence=conf,
                 params=k.params,
                 extra={"rounds_used": d.rounds, "rounds": ratios, "baseline_rounds": [o.baseline for o in obs],
                        "candidate_rounds": [o.candidate for o in obs],
@@ -662,7 +670,7 @@ class Gate:
             outcome=outcome, exit_code=decide.exit_code(outcome, inconclusive, improved),
             rounds=self.rounds_done, rounds_requested=self.cfg.rounds, max_rounds=self.cfg.rounds_max,
             budget_s=self.cfg.budget_s, looks=self.looks, looks_taken=self.looks_taken,
-            look_confidence=self.look_conf, stopped=self.stopped,
+            look_confidence=self.look_confs, stopped=self.stopped,
             paced={"enabled": self.paced, "rounds": self.paced_rounds, "turn_s": self.cfg.turn_s,
                    "protocol": PROTOCOL},
             interrupted=self.interrupted,
@@ -670,9 +678,9 @@ class Gate:
             threshold=self.cfg.threshold, thresholds=dict(self.cfg.thresholds), tail_factor=decide.TAIL_FACTOR,
             inconclusive_policy=inconclusive, improved_policy=improved,
             method=(f"per-round ratio candidate/baseline; geometric mean of the ratios with {self.cfg.trim:g} of "
-                    f"the rounds trimmed at each end and its CI ({self.cfg.method}) at {self.look_conf * 100:.4g}% "
-                    f"per look (looks after {', '.join(map(str, self.looks))} rounds: "
-                    f"{self.cfg.confidence * 100:g}% over all); "
+                    f"the rounds trimmed at each end and its CI ({self.cfg.method}) at "
+                    f"{', '.join(f'{c * 100:.4g}%' for c in self.look_confs)} for the looks after "
+                    f"{', '.join(map(str, self.looks))} rounds ({self.cfg.confidence * 100:g}% over all); "
                     "regression: worse than the threshold and the CI excludes 1; pass: the CI lies within "
                     "±threshold; a metric keeps the verdict of the first look that decides it"),
             ci_method=self.cfg.method,

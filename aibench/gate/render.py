@@ -56,7 +56,7 @@ def table(doc: dict[str, Any], title: str | None = None) -> Table:
     t = Table(title=title, header_style="bold", title_justify="left", box=box.SIMPLE_HEAD)
     t.add_column("benchmark · metric", overflow="fold", min_width=16)
     cols: list[tuple[str, dict[str, Any]]] = [("baseline", {"justify": "right"}), ("candidate", {"justify": "right"}),
-                                             ("ratio", {"justify": "right"}), (f"{doc_conf(doc)} CI", {})]
+                                             ("ratio", {"justify": "right"}), (f"{doc_conf(doc)} CI".strip(), {})]
     if gate:
         cols.append(("rounds", {"justify": "right"}))
     for col, kw in (*cols, ("verdict", {})):
@@ -101,9 +101,12 @@ def rounds_text(doc: dict[str, Any]) -> str:
 
 
 def doc_conf(doc: dict[str, Any]) -> str:
+    """The confidence level of the intervals shown ("95%"); "" when the pairs' levels differ (a gate's
+    metrics decided at different looks): each reason then names its level."""
     confs = {p.get("confidence") for p in doc.get("pairs", []) if p.get("confidence")}
-    c = confs.pop() if len(confs) == 1 else 0.95
-    return f"{c * 100:g}%"
+    if not confs:
+        return "95%"
+    return f"{confs.pop() * 100:.4g}%" if len(confs) == 1 else ""
 
 
 def _md_cell(text: Any) -> str:
@@ -135,15 +138,15 @@ def markdown(doc: dict[str, Any]) -> str:
                      + (f"; {paced} in lockstep" if paced else "")
                      + "); verdicts from the geometric mean of the per-round ratios"
                      + (f" ({trim * 100:g}% trimmed at each end)" if trim else "")
-                     + f" and its {doc_conf(doc)} CI per look ({_md_cell(how)}).")
+                     + f" and its {(doc_conf(doc) + ' CI').strip()} ({_md_cell(how)}).")
     else:
         lines.append("### aibench compare")
         lines.append("")
         lines.append(f"baseline {_md_code(doc['baseline'])} vs candidate {_md_code(doc['candidate'])}")
     lines.append("")
     rounds_col = " rounds |" if gate else ""
-    lines.append(f"| benchmark | metric | baseline | candidate | ratio | {doc_conf(doc)} CI | threshold |{rounds_col}"
-                 " verdict |")
+    ci_head = (doc_conf(doc) + " CI").strip()
+    lines.append(f"| benchmark | metric | baseline | candidate | ratio | {ci_head} | threshold |{rounds_col} verdict |")
     lines.append("|---|---|--:|--:|--:|---|--:|" + ("--:|" if gate else "") + "---|")
     for p in doc["pairs"]:
         cells = [_label(p), f"{p['metric']} {_better(p)}", fmt_value(p.get("baseline"), p.get("unit", "")),
