@@ -5,6 +5,7 @@ Three source trees of aibench are built from this checkout: ``base``, ``aa`` (an
 ``slow`` (a copy whose micro/gemm does 10% more work: m × 1.1 inside its factory — same parameters, same
 config hash, more work, as a code change would).
 
+``drift``   one process timing one call in 0.5 s windows: does the call itself drift within seconds?
 ``causes``  small controlled experiments on the process-to-process spread, interleaved in one run: two
             processes measuring micro/gemm one after the other (what the gate did) or taking turns
             (lockstep), unpinned or both pinned to one CPU; for each, the ratio of several statistics
@@ -19,6 +20,7 @@ config hash, more work, as a code change would).
 ``simulate`` the decision rule on simulated per-round ratios (interval coverage; the sequential rule's
             error rates).
 
+    python scripts/gate_study.py drift --seconds 40 --out /tmp/gate-study/drift.jsonl
     python scripts/gate_study.py causes --work /tmp/gate-study --n 12
     python scripts/gate_study.py collect --work /tmp/gate-study --rounds 700
     python scripts/gate_study.py analyse /tmp/gate-study/stream.jsonl --gates 50 --json study.json
@@ -248,6 +250,42 @@ def causes_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def drift(args: argparse.Namespace) -> int:
+    """One process times micro/gemm 256³ (1 thread) for ``--seconds`` in 0.5 s windows: per window the median
+    wall and thread CPU time per call, the minimum, the steal ticks. Shows whether the call itself drifts."""
+    import torch
+
+    from aibench.measure.timer import KernelTimer, TimerSettings
+
+    torch.set_num_threads(1)
+    a, b = torch.randn(256, 256), torch.randn(256, 256)
+
+    def fn() -> Any:
+        return a @ b
+
+    kt = KernelTimer(fn, TimerSettings())
+    kt.warmup()
+    number = kt.calibrate()
+    t_end = time.monotonic() + args.seconds
+    with open(args.out, "a") as fh:
+        while time.monotonic() < t_end:
+            wall, cpu = [], []
+            s0, t0 = _steal(), time.monotonic()
+            while time.monotonic() - t0 < 0.5:
+                c0, w0 = time.thread_time(), time.perf_counter()
+                for _ in range(number):
+                    fn()
+                wall.append((time.perf_counter() - w0) / number)
+                cpu.append((time.thread_time() - c0) / number)
+            s1 = _steal()
+            row = {"t": round(time.monotonic(), 2), "wall_median": statistics.median(wall), "wall_min": min(wall),
+                   "cpu_median": statistics.median(cpu), "blocks": len(wall), "load": round(os.getloadavg()[0], 2),
+                   "steal_ticks": None if s0 is None or s1 is None else s1 - s0}
+            fh.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+    return 0
+
+
 # -- the stream of gate rounds ----------------------------------------------------------------------------------
 def _figures(results: list[Any]) -> dict[str, Any]:
     (r,) = results
@@ -422,10 +460,81 @@ def analyse(args: argparse.Namespace) -> int:
         report["e2e"] = _load(Path(args.e2e))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=1) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(report))
     print(json.dumps({k: v for k, v in report.items() if k not in ("sequential",)}, indent=1))
     for key, v in report["sequential"].items():
         print(key, v["tally"])
     return 0
+
+
+COND_NAMES = {"seq": "one after the other (what the gate did)",
+              "seq_pin": "one after the other, both pinned to one CPU",
+              "lockstep": "lockstep (20 ms turns), unpinned", "lockstep_pin": "lockstep, both pinned to one CPU"}
+STAT_NAMES = {"wmed": "median wall time", "wmin": "minimum wall time", "cmed": "median thread CPU time"}
+
+
+def markdown(rep: dict[str, Any]) -> str:
+    """The study's tables in markdown (what docs/gate.md shows)."""
+    lines: list[str] = []
+    if rep.get("causes"):
+        lines += ["Where the spread comes from: sd of the log of the per-round ratio (A/A · +10%), by how the two "
+                  "processes ran and by the statistic of each process (in brackets: the range of the A/A ratio):",
+                  "", "| two processes of a round | " + " | ".join(STAT_NAMES.values()) + " | pairs | load average |",
+                  "|---|" + "--:|" * len(STAT_NAMES) + "--:|--:|"]
+        rows = {(c["cand"], c["cond"]): c for c in rep["causes"]}
+        for cond, name in COND_NAMES.items():
+            a, sl = rows.get(("aa", cond)), rows.get(("slow", cond))
+            if not a or not sl:
+                continue
+            cells = [f"{a[k]['sd_log']:.3f} · {sl[k]['sd_log']:.3f} ({a[k]['range'][0]:.2f}-{a[k]['range'][1]:.2f})"
+                     for k in STAT_NAMES]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {a['n']} · {sl['n']} | "
+                         f"{min(a['load'], sl['load']):.1f}-{max(a['load'], sl['load']):.1f} |")
+        lines.append("")
+    n = rep["rounds"]
+    lines += [f"Stream: {n} rounds (each: base against aa and base against slow, in lockstep), load average "
+              f"{rep['loadavg']['min']:.1f}-{rep['loadavg']['max']:.1f} (median {rep['loadavg']['median']:.1f}).", "",
+              "| ratio | geometric mean | sd of log ratio | range | rounds beyond ±5% | wall time per round (median) |",
+              "|---|--:|--:|---|--:|--:|"]
+    for key, sp in rep["spread"].items():
+        lines.append(f"| {key} | {sp['geomean_ratio']:.3f} | {sp['sd_log_ratio']:.3f} | {sp['range'][0]:.3f}-"
+                     f"{sp['range'][1]:.3f} | {sp['share_beyond_5pct'] * 100:.0f}% | "
+                     f"{sp['round_wall_s_median']:.1f} s |")
+    lines += ["", f"Gates cut sequentially from the stream at the gate's defaults (looks after "
+              f"{', '.join(map(str, rep['looks']))} rounds, budget {rep['budget_s']:g} s, "
+              f"{rep['preflight_s']:g} s of preflight counted):", "",
+              "| metric | candidate | gates | pass | regression | improved | inconclusive | rounds: median (max) | "
+              "extended | decision time: median (max) |", "|---|---|--:|--:|--:|--:|--:|---|--:|---|"]
+    for key, v in rep["sequential"].items():
+        metric, cand = key.split()
+        t = v["tally"]
+        lines.append(f"| {metric} | {'A/A' if cand == 'aa' else '+10%'} | {t['gates']} | {t['same']} | "
+                     f"{t['worse']} | {t['better']} | {t['inconclusive']} | {t.get('rounds_median', 0):g} "
+                     f"({t.get('rounds_max', 0)}) | {t.get('extended', 0)} | {t.get('wall_s_median', 0):.0f} s "
+                     f"({t.get('wall_s_max', 0):.0f} s) |")
+    res = rep.get("resampled")
+    if res:
+        lines += ["", f"The sequential rule on {res['gates']} gates drawn from the recorded ratios (rounds resampled "
+                  "with replacement, no budget):", "",
+                  "| candidate | pass | regression | improved | inconclusive | mean rounds | extended |",
+                  "|---|--:|--:|--:|--:|--:|--:|"]
+        for key, t in res.items():
+            if key == "gates":
+                continue
+            lines.append(f"| {'A/A' if key.endswith('aa') else '+10%'} | {t['same']} | {t['worse']} | {t['better']} | "
+                         f"{t['inconclusive']} | {t['rounds_mean']:.1f} | {t['extended']} |")
+    if rep.get("e2e"):
+        lines += ["", "Real `aibench gate` calls at the defaults (micro/gemm, `--max-time 0.5`):", "",
+                  "| candidate | outcome | exit | ratio | CI | rounds | stopped | lockstep rounds | wall time | "
+                  "load average |", "|---|---|--:|--:|---|--:|---|--:|--:|--:|"]
+        for e in rep["e2e"]:
+            ci = f"[{e['ci'][0]:.3f}, {e['ci'][1]:.3f}]" if e.get("ci") else "–"
+            ratio = f"{e['ratio']:.3f}" if e.get("ratio") else "–"
+            lines.append(f"| {'A/A' if e['candidate'] == 'aa' else '+10%'} | {e['outcome']} | {e['exit']} | {ratio} | "
+                         f"{ci} | {e.get('rounds')} | {e.get('stopped')} | {e.get('paced_rounds')} | "
+                         f"{e['wall_s']:.0f} s | {e.get('loadavg_start', 0):.1f} |")
+    return "\n".join(lines) + "\n"
 
 
 def e2e(args: argparse.Namespace) -> int:
@@ -501,6 +610,9 @@ def main() -> int:
     c.add_argument("--n", type=int, default=12, help="iterations (each: every condition, A/A and +10%%)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--conds", nargs="+", default=list(CAUSE_CONDS), choices=CAUSE_CONDS)
+    c = sub.add_parser("drift", help="one process, one call, timed in 0.5 s windows: does the call drift?")
+    c.add_argument("--seconds", type=float, default=40.0)
+    c.add_argument("--out", required=True)
     c = sub.add_parser("collect", help="build the trees and collect (or extend) the stream of gate rounds")
     c.add_argument("--work", required=True)
     c.add_argument("--rounds", type=int, default=700)
@@ -522,6 +634,7 @@ def main() -> int:
     a.add_argument("--causes", help="causes.jsonl to summarise")
     a.add_argument("--e2e", help="e2e.jsonl to include")
     a.add_argument("--json", dest="json_out")
+    a.add_argument("--markdown", help="write the result tables in markdown here")
     c = sub.add_parser("compact", help="the stream with only what analyse reads (for docs/studies)")
     c.add_argument("stream")
     c.add_argument("out")
@@ -535,7 +648,7 @@ def main() -> int:
     s.add_argument("--k", type=int, default=10)
     s.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    return {"causes": causes, "collect": collect, "analyse": analyse, "compact": compact, "e2e": e2e,
+    return {"causes": causes, "drift": drift, "collect": collect, "analyse": analyse, "compact": compact, "e2e": e2e,
             "simulate": simulate}[args.cmd](args)
 
 
