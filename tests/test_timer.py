@@ -245,3 +245,33 @@ def test_pinned_cpu_restores_the_affinity() -> None:
     assert os.sched_getaffinity(0) == before
     with pinned_cpu(None) as got:
         assert got is None and os.sched_getaffinity(0) == before
+
+
+def test_kernel_result_records_faults_and_is_flagged_when_they_dominate() -> None:
+    """Through the kernel runner: an op that maps and touches fresh pages on every call (what glibc's malloc
+    does to a conv's temporaries past its thresholds) is flagged noisy, with its faults per call recorded."""
+    import mmap
+
+    import torch
+
+    from aibench.display import _status
+    from aibench.measure.kernel import Op, _measure
+    from aibench.results.schema import Result
+
+    pages = 64
+
+    def fresh_pages() -> None:
+        buf = mmap.mmap(-1, pages * mmap.PAGESIZE)
+        for off in range(0, pages * mmap.PAGESIZE, mmap.PAGESIZE):
+            buf[off] = 1
+        buf.close()
+
+    result = Result(benchmark={"id": "micro/faults", "kind": "micro", "name": "faults", "source": "tests"},
+                    params={}, config_hash="0" * 16)
+    op = Op(fn=fresh_pages, flops=None, bytes=None, flops_note="n/a", bytes_note="n/a")
+    settings = TimerSettings(warmup_s=0, warmup_iters=1, min_time_s=0.02, max_time_s=0.1, min_rounds=3)
+    _measure(op, torch.device("cpu"), torch.float32, result, settings)
+    pf = result.method["page_faults"]
+    assert pf["counted"] and pf["minor_per_call"] >= pages and pf["fault_cost_s"] > 0
+    assert pf["dominant"] is True and result.noisy is True
+    assert "page faults per call" in _status(result)

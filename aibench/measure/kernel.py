@@ -11,7 +11,7 @@ import ctypes
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -61,7 +61,7 @@ class Op:
 # free memory at the top of the heap beyond a trim threshold is returned to the system: an op whose
 # temporaries cross those thresholds gets fresh, zero-filled pages on every call. Measured here (docs/gate.md,
 # "Page faults and the allocator"): a depthwise conv (micro/conv --groups 64) took ~2,300 minor faults per call
-# and 12-29 ms, against 0 faults and 0.7-1.5 ms with the thresholds fixed. Fixed thresholds make a kernel's
+# and 11-43 ms, against 0 faults and 1.0-1.4 ms with the thresholds fixed. Fixed thresholds make a kernel's
 # time independent of what the process allocated before. The cost: memory freed by the op stays with the
 # process (its peak is unchanged).
 M_TRIM_THRESHOLD = -1
@@ -84,7 +84,7 @@ def _libc_mallopt() -> Callable[[int, int], int] | None:
     return fn  # type: ignore[no-any-return]
 
 
-def fix_allocator(mallopt: Callable[[int, int], int] | None = None, env: dict[str, str] | None = None
+def fix_allocator(mallopt: Callable[[int, int], int] | None = None, env: Mapping[str, str] | None = None
                   ) -> dict[str, Any]:
     """Fix glibc malloc's mmap and trim thresholds in this process (once) and say what was set.
 
