@@ -226,6 +226,10 @@ def _status(r: Result) -> str:
         return f"[red]{r.status}[/red]: {escape(r.error['message']) if r.error else ''}"
     if r.validity is not None and not r.validity.get("valid", True):
         return "[red]INVALID[/red] (see below)"
+    faults = r.method.get("page_faults") if isinstance(r.method, dict) else None
+    if r.noisy and isinstance(faults, dict) and faults.get("dominant"):
+        per = (faults.get("minor_per_call") or 0) + (faults.get("major_per_call") or 0)
+        return f"[yellow]noisy[/yellow] ({per:,.0f} page faults per call)"
     if r.noisy:
         ratios = [s["summary"].get("iqr_over_median") for s in r.samples.values()]
         worst = max((x for x in ratios if x is not None), default=0.0)

@@ -33,6 +33,10 @@ def main() -> int:
     ap.add_argument("--unavailable", action="store_true", help="report the metric as unavailable")
     ap.add_argument("--sleep", type=float, default=0.0)
     ap.add_argument("--pidfile", help="append this process's id here")
+    ap.add_argument("--paced", action="store_true", help="take turns with the other side (aibench.measure.pace)")
+    ap.add_argument("--turns", type=int, default=3, help="turns after which a paced fake wants to stop")
+    ap.add_argument("--die-in-turn", action="store_true", help="crash in the first paced turn")
+    ap.add_argument("--turn-log", help="append 'PID warm|turn' here for every turn granted")
     o = ap.parse_args(own)
     if "--dry-run" in rest:
         if o.refuse:
@@ -48,6 +52,8 @@ def main() -> int:
     if o.fail:
         print("Traceback (most recent call last):\nRuntimeError: the candidate exploded", file=sys.stderr)
         return 70
+    if o.paced:
+        _take_turns(o)
     from aibench.results.schema import Result, metric
     from aibench.results.store import write_result
 
@@ -63,6 +69,33 @@ def main() -> int:
     write_result(result, out)
     print(result.to_json())
     return 0
+
+
+def _take_turns(o: argparse.Namespace) -> None:
+    """Speak the child's side of the gate's lockstep protocol, as a kernel benchmark does."""
+    from aibench.measure.pace import current
+
+    pacer = current()
+    if pacer is None:
+        return
+    order = pacer.hello()
+    if order is None:  # solo
+        return
+    pacer.ready()
+    done = 0
+    while True:
+        what = pacer.next()
+        if what == "stop":
+            return
+        if o.turn_log:
+            with open(o.turn_log, "a") as fh:
+                fh.write(f"{os.getpid()} {what} {order.cpu}\n")
+        if o.die_in_turn:
+            print("Traceback (most recent call last):\nRuntimeError: died in its turn", file=sys.stderr)
+            os._exit(70)
+        if what == "turn":
+            done += 1
+        pacer.done(done >= o.turns)
 
 
 if __name__ == "__main__":
