@@ -202,7 +202,7 @@ def compare(ctx: click.Context, baseline: Path, candidate: Path, metrics: tuple[
               help="While a metric is undecided, add rounds (K/2 at a time) up to N. The error rate is split "
               "over the looks (half at the first), so all looks together keep --confidence. N = K: one look "
               "at --confidence. [default: 3 × K]")
-@click.option("--budget-s", type=click.FloatRange(1.0, 7 * 86400.0), default=decide.DEFAULT_BUDGET_S,
+@click.option("--budget-s", type=FiniteFloat(1.0, 7 * 86400.0), default=decide.DEFAULT_BUDGET_S,
               show_default=True, metavar="S", help="Add no batch of rounds that would end more than S seconds "
               "after the gate started (the first K rounds always run).")
 @click.option("--metric", "metrics", multiple=True, metavar="NAME",
