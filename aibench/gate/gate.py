@@ -183,8 +183,9 @@ class _Child:
             self._r, self._w = from_r, to_w
         try:
             # A session of its own: the child is not hit by the terminal's Ctrl-C; we end it ourselves.
-            self.proc = subprocess.Popen(cmd, stdout=self.stdout, stderr=self.stderr, env=env,
-                                         start_new_session=True, pass_fds=fds)
+            # Bound to this process: it dies with the gate even if the gate is killed (aibench.lifetime).
+            self.proc = subprocess.Popen(lifetime.bound_command(cmd, env), stdout=self.stdout, stderr=self.stderr,
+                                         env=env, start_new_session=True, pass_fds=fds)
         except OSError as exc:
             self.close()
             raise ProcessFailed(f"cannot start {shlex.join(cmd[:1])}: {exc.strerror or exc}") from None
