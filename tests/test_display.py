@@ -31,9 +31,12 @@ def flat(text: str) -> str:
 
 
 def _results() -> list[Result]:
+    def share(value: float, stage: str, direction: str = "lower") -> dict[str, Any]:
+        return metric(value, "fraction", direction, statistic="ratio", of=f"parts.stage.{stage}")
+
     lg = loadgen(4, "2026-01-01T00:00:00.000Z", invalid=True, bench_id=LONG_ID, extra={
-        "share_preprocess": metric(0.12, "fraction", "lower"), "share_dnn": metric(0.8, "fraction", "higher"),
-        "share_postprocess": metric(0.08, "fraction", "lower")})
+        "share_preprocess": share(0.12, "preprocess"), "share_dnn": share(0.8, "dnn", "higher"),
+        "share_postprocess": share(0.08, "postprocess")})
     lg.params.update(compile=False, channels_last=True)
     lg.validity["summary"] = "INVALID: min duration not met; run longer with --duration-s 60"
     m = micro(2, "2026-01-01T00:00:01.000Z")
