@@ -129,6 +129,13 @@ def fmt_breakdown(r: Result) -> str:
     return ("INVALID " if invalid else "") + " · ".join(parts)  # from an INVALID run: never plain numbers
 
 
+def _declared(m: Any) -> str:
+    """What a metric declares it is, in a few words: ``p99 of samples.time``, ``rate (1/median of samples.time)``."""
+    if m.inverse_of:
+        return f"{m.statistic} (1/{m.inverse_of} of {m.of})"
+    return f"{m.statistic} of {m.of}" if m.of else m.statistic
+
+
 def _plain(cell: Any) -> str:
     return cell.plain if isinstance(cell, Text) else Text.from_markup(str(cell)).plain
 
@@ -329,11 +336,11 @@ def benchmark_info(b: Benchmark, console: Console) -> None:
                                              p.help)))
     console.print(params)
     metrics = Table(title="metrics", header_style="bold", title_justify="left")
-    for col in ("name", "unit", "better", "meaning"):
+    for col in ("name", "unit", "better", "is", "meaning"):
         metrics.add_column(col)
     for m in b.metrics:
         star = " (primary)" if m.name == b.primary_metric else ""
-        metrics.add_row(escape(m.name + star), escape(m.unit), m.direction, escape(m.help))
+        metrics.add_row(escape(m.name + star), escape(m.unit), m.direction, escape(_declared(m)), escape(m.help))
     console.print(metrics)
     if b.sets:
         console.print("named sets (--set): " + ", ".join(
