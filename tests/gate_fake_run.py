@@ -27,6 +27,9 @@ def main() -> int:
     ap.add_argument("--metric", default="time_median")
     ap.add_argument("--unit", default="s")
     ap.add_argument("--direction", default="lower")
+    ap.add_argument("--statistic", default="median", help="what the metric declares it is")
+    ap.add_argument("--v1", action="store_true", help="write a result of schema version 1 (an aibench before "
+                    "version 2, which declared nothing), as an older baseline tree does")
     ap.add_argument("--hash", default="0123456789abcdef")
     ap.add_argument("--fail", action="store_true", help="crash like a broken candidate")
     ap.add_argument("--refuse", action="store_true", help="refuse the arguments (as for an unknown parameter)")
@@ -60,12 +63,27 @@ def main() -> int:
     out = Path(rest[rest.index("--out") + 1])
     rng = random.Random(f"{out.name}-{o.value}")
     value = o.value * math.exp(rng.gauss(0.0, o.noise)) if o.noise else o.value
-    entry = (metric(None, o.unit, o.direction, unavailable="no counter on this machine") if o.unavailable
-             else metric(value, o.unit, o.direction))
+    decl = {"statistic": o.statistic, "of": None}
+    entry = (metric(None, o.unit, o.direction, unavailable="no counter on this machine", **decl) if o.unavailable
+             else metric(value, o.unit, o.direction, **decl))
     result = Result(benchmark={"id": "micro/fake", "kind": "micro", "name": "fake", "source": "tests",
                                "description": "a fake benchmark"},
                     params={"m": 1}, config_hash=o.hash, primary_metric=o.metric, metrics={o.metric: entry},
                     finished_at=None, duration_s=0.0)
+    if o.v1:
+        import json
+
+        from aibench.results.store import result_filename, write_text_atomic
+
+        doc = result.to_dict()
+        doc.update(schema_version=1, system=doc.pop("machine"), scenario=doc.pop("load_scenario"))
+        del doc["parts"]
+        for e in doc["metrics"].values():
+            for key in ("statistic", "of", "inverse_of"):
+                e.pop(key, None)
+        write_text_atomic(out / result_filename(result), json.dumps(doc, indent=2))
+        print(json.dumps(doc))
+        return 0
     write_result(result, out)
     print(result.to_json())
     return 0

@@ -95,11 +95,14 @@ def test_thresholds_tail_metrics_and_parsing() -> None:
     for bad in ("5", "abc", "-1%", "0"):
         with pytest.raises(ValueError):
             decide.parse_threshold(bad)
-    assert decide.is_tail_metric("time_p99") and decide.is_tail_metric("latency_p99_9")
-    assert decide.is_tail_metric("latency_max") and not decide.is_tail_metric("time_median")
-    assert decide.threshold_for("latency_p99", 0.05) == pytest.approx(0.10)
-    assert decide.threshold_for("latency_p99", 0.05, {"latency_p99": 0.3}) == pytest.approx(0.3)
-    assert decide.threshold_for("time_median", 0.05) == pytest.approx(0.05)
+    # What a metric is comes from its declared statistic, never its name.
+    assert decide.threshold_for("latency_p99", 0.05, statistic="p99") == pytest.approx(0.10)
+    assert decide.threshold_for("anything", 0.05, statistic="p99_9") == pytest.approx(0.10)
+    assert decide.threshold_for("conv1", 0.05, statistic="max") == pytest.approx(0.10)
+    assert decide.threshold_for("latency_p99", 0.05, {"latency_p99": 0.3}, "p99") == pytest.approx(0.3)
+    assert decide.threshold_for("time_median", 0.05, statistic="median") == pytest.approx(0.05)
+    assert decide.threshold_for("time_p99", 0.05, statistic="value") == pytest.approx(0.05)
+    assert decide.threshold_for("time_p99", 0.05) == pytest.approx(0.05)  # undeclared: not guessed
 
 
 def test_overall_outcome_and_exit_codes() -> None:
@@ -171,6 +174,22 @@ def test_gate_inconclusive_policy(cli: Cli, tmp_path: Path, policy: str, expecte
     code, doc, _ = run_gate(cli, tmp_path, side("--noise", "0.3"), side("--noise", "0.3"), "--rounds", "4",
                             "--inconclusive", policy)
     assert doc["outcome"] == "inconclusive" and code == expected
+
+
+@pytest.mark.usefixtures("fake_env")
+def test_gate_reads_what_a_metric_declares_and_an_older_baseline_writing_v1(cli: Cli, tmp_path: Path) -> None:
+    # A metric named like nothing the gate knows, declared a p99: gated as a tail figure (twice the threshold).
+    part = ("--metric", "conv1_worst", "--statistic", "p99", "--noise", "0.01")
+    code, doc, err = run_gate(cli, tmp_path, side(*part), side(*part), "--rounds", "4")
+    (pair,) = doc["pairs"]
+    assert code == 0 and pair["threshold"] == pytest.approx(0.10), err
+    # A baseline tree from before schema version 2 writes version-1 results: read, converted, gated by the
+    # declaration its metric name gives (latency_p99: a p99).
+    code, doc, err = run_gate(cli, tmp_path, side("--metric", "latency_p99", "--v1", "--noise", "0.01"),
+                              side("--metric", "latency_p99", "--statistic", "p99", "--noise", "0.01"),
+                              "--rounds", "4")
+    (pair,) = doc["pairs"]
+    assert code == 0 and doc["outcome"] == "pass" and pair["threshold"] == pytest.approx(0.10), err
 
 
 @pytest.mark.usefixtures("fake_env")

@@ -252,7 +252,8 @@ def _kernel_result(times: list[float], threads: int) -> Any:
 
     s = summarize(times)
     r = Result(benchmark={"id": "micro/gemm"}, params={}, config_hash="h", primary_metric="time_median",
-               metrics={"time_median": metric(s["median"], "s", "lower")}, noisy=s["noisy"],
+               metrics={"time_median": metric(s["median"], "s", "lower", statistic="median", of="samples.time")},
+               noisy=s["noisy"],
                samples={"time": {"unit": "s", "values": times, "summary": s}}, context={"threads": threads})
     return r
 
@@ -295,8 +296,9 @@ def test_a_figure_without_samples_gives_no_interval_and_says_why(probe: registry
     from aibench.sweep import analysis
 
     def offline(rate: float) -> Result:
-        return Result(benchmark={"id": PROBE_ID}, params={}, config_hash="h", scenario="offline",
-                      primary_metric="samples_per_s", metrics={"samples_per_s": metric(rate, "samples/s", "higher")})
+        return Result(benchmark={"id": PROBE_ID}, params={}, config_hash="h", load_scenario="offline",
+                      primary_metric="samples_per_s",
+                      metrics={"samples_per_s": metric(rate, "samples/s", "higher", statistic="rate", of=None)})
 
     a, b = offline(100.0), offline(180.0)
     for r, v in ((a, 1.0), (b, 2.0)):

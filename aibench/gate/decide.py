@@ -20,11 +20,11 @@ worse when the figure is more than 1.05× worse, better when more than 1.05× be
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from aibench.gate import stats
+from aibench.results.declaration import is_tail
 
 VERDICTS = ("better", "worse", "same", "inconclusive", "refused")
 OUTCOMES = ("pass", "improved", "regression", "inconclusive", "error")
@@ -45,20 +45,15 @@ RUNNER_THRESHOLDS = {"dedicated": 0.05, "shared": 0.10}
 TAIL_FACTOR = 2.0
 MIN_ROUNDS = 3  # fewer paired rounds cannot support an interval worth the name
 
-_TAIL = re.compile(r"(^|_)(p99|p99_9|p999|max)$")
 
-
-def is_tail_metric(name: str) -> bool:
-    """p99, p99.9 and max figures (``time_p99``, ``latency_p99_9``, ``latency_max``, …)."""
-    return bool(_TAIL.search(name))
-
-
-def threshold_for(metric: str, base: float, overrides: Mapping[str, float] | None = None) -> float:
-    """The threshold of one metric: an explicit per-metric override, else ``base`` (× TAIL_FACTOR for tail
-    metrics)."""
+def threshold_for(metric: str, base: float, overrides: Mapping[str, float] | None = None,
+                  statistic: str | None = None) -> float:
+    """The threshold of one metric: an explicit per-metric override (by name), else ``base``, × TAIL_FACTOR
+    when the metric declares a tail statistic (``"statistic"``: p99, p99_9, max; see
+    :mod:`aibench.results.declaration`). The name is never read for what the metric is."""
     if overrides and metric in overrides:
         return overrides[metric]
-    return base * TAIL_FACTOR if is_tail_metric(metric) else base
+    return base * TAIL_FACTOR if is_tail(statistic) else base
 
 
 def parse_threshold(text: str) -> float:

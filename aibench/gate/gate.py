@@ -307,6 +307,7 @@ class Key:
     unit: str
     direction: str
     params: dict[str, Any]
+    statistic: str | None = None  # what the metric declares it is (a tail statistic widens the threshold)
 
 
 class Gate:
@@ -625,7 +626,7 @@ class Gate:
                                         f"candidate {vc})")
                 key = (bid, h, m)
                 self.keys.setdefault(key, Key(bid, h, m, eb.get("unit", ""), eb.get("direction", "lower"),
-                                              dict(rb.params)))
+                                              dict(rb.params), eb.get("statistic")))
                 self.obs.setdefault(key, []).append(Observation(r, vb, vc, first))
 
     def _round_line(self, r: int) -> str:
@@ -644,7 +645,7 @@ class Gate:
         for key, obs in self.obs.items():
             k = self.keys[key]
             ratios = [o.candidate / o.baseline for o in obs]
-            thr = decide.threshold_for(k.metric, self.cfg.threshold, self.cfg.thresholds)
+            thr = decide.threshold_for(k.metric, self.cfg.threshold, self.cfg.thresholds, k.statistic)
             if key in self.decided:
                 d, conf = self.decided[key]
             else:  # undecided: on every round gathered, at the level of the last look taken

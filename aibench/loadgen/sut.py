@@ -21,6 +21,7 @@ import collections
 import queue
 import threading
 import time
+from array import array
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -66,7 +67,8 @@ class InProcessSystem:
         self._pin = getattr(task.device, "type", "cpu") == "cuda"
         self._buffer: Any = None
         self.breakdown = False  # set by the runner; then issue() times each stage
-        self.stage_s = dict.fromkeys(STAGES, 0.0)
+        self.stages = STAGES
+        self.stage_times = {s: array("d") for s in STAGES}  # seconds of each batch per stage (--breakdown)
         self.h2d_bytes = 0  # bytes of input tensors copied host -> device (0 when the device is the host)
         self._to_device = task.to_device if not self._pin else self._counting_to_device
 
@@ -107,7 +109,7 @@ class InProcessSystem:
             self._staged.pop(i, None)
 
     def reset_stage_times(self) -> None:
-        self.stage_s = dict.fromkeys(STAGES, 0.0)
+        self.stage_times = {s: array("d") for s in STAGES}
         self.h2d_bytes = 0
 
     def _counting_to_device(self, x: Any, device: Any) -> Any:
@@ -153,10 +155,10 @@ class InProcessSystem:
         t2 = clock()
         out = t.postprocess(y) if t.postprocess is not None else None
         t3 = clock()
-        st = self.stage_s
-        st["preprocess"] += t1 - t0
-        st["dnn"] += t2 - t1
-        st["postprocess"] += t3 - t2
+        st = self.stage_times
+        st["preprocess"].append(t1 - t0)
+        st["dnn"].append(t2 - t1)
+        st["postprocess"].append(t3 - t2)
         return out
 
 

@@ -25,14 +25,17 @@ if TYPE_CHECKING:
     from aibench.registry import Benchmark
     from aibench.results.schema import Result
 
+TIME = "samples.time"  # the per-call times of the timed blocks
 KERNEL_METRICS = (
-    MetricSpec("time_median", "s", "lower", "median time of one call"),
-    MetricSpec("time_iqr", "s", "lower", "interquartile range of the per-call time"),
-    MetricSpec("time_p90", "s", "lower", "90th percentile of the per-call time"),
-    MetricSpec("time_p99", "s", "lower", "99th percentile of the per-call time"),
-    MetricSpec("time_min", "s", "lower", "fastest per-call time"),
-    MetricSpec("gflops", "GFLOP/s", "higher", "achieved FLOP rate at the median time (where FLOPs are defined)"),
-    MetricSpec("gbps", "GB/s", "higher", "achieved memory traffic at the median time (minimum bytes moved)"),
+    MetricSpec("time_median", "s", "lower", "median time of one call", "median", TIME),
+    MetricSpec("time_iqr", "s", "lower", "interquartile range of the per-call time", "iqr", TIME),
+    MetricSpec("time_p90", "s", "lower", "90th percentile of the per-call time", "p90", TIME),
+    MetricSpec("time_p99", "s", "lower", "99th percentile of the per-call time", "p99", TIME),
+    MetricSpec("time_min", "s", "lower", "fastest per-call time", "min", TIME),
+    MetricSpec("gflops", "GFLOP/s", "higher", "achieved FLOP rate at the median time (where FLOPs are defined)",
+               "rate", TIME, "median"),
+    MetricSpec("gbps", "GB/s", "higher", "achieved memory traffic at the median time (minimum bytes moved)",
+               "rate", TIME, "median"),
     *meters.metric_specs("call", "the timed rounds"),
 )
 
@@ -204,4 +207,4 @@ def _rate(amount: float | None, seconds: float, scale: float, unit: str, note: s
         return metric(None, unit, "higher", unavailable=note)
     if seconds <= 0:
         return metric(None, unit, "higher", unavailable="median time is zero")
-    return metric(amount / seconds / scale, unit, "higher")
+    return metric(amount / seconds / scale, unit, "higher", work=amount / scale)
