@@ -251,8 +251,14 @@ def test_schema_uses_only_keywords_the_validator_implements() -> None:
 
 
 def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Every field's path; of sibling entries that share one shape (metrics, sample lists), the first two
+    only: the schema says the same of each, and jsonschema's time is most of this test's."""
     if isinstance(node, dict):
-        for k, v in node.items():
+        items = list(node.items())
+        shapes = {tuple(v) if isinstance(v, dict) else None for _, v in items}
+        if len(items) > 2 and len(shapes) == 1 and None not in shapes:
+            items = items[:2]
+        for k, v in items:
             yield (*prefix, k)
             yield from _paths(v, (*prefix, k))
     elif isinstance(node, list):
