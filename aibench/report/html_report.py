@@ -34,6 +34,7 @@ from typing import Any
 from aibench import __version__
 from aibench.report import plots
 from aibench.report.load import ReportInputs
+from aibench.report.tco_section import tco_section
 from aibench.report.view import (
     ENERGY_METRICS,
     LATENCY_PERCENTILES,
@@ -707,7 +708,7 @@ def _environment_section(results: Sequence[Result]) -> str:
 # ----------------------------------------------------------------------------------------------- page
 SECTIONS = (("summary", "Results"), ("kernels", "Kernels"), ("batch", "Batch"), ("latency", "Latency"),
             ("parts", "Parts"), ("sweeps", "Sweeps"), ("devices", "Devices"), ("energy", "Energy"),
-            ("comparisons", "Comparisons"), ("failures", "Failures"), ("environment", "Environment"))
+            ("comparisons", "Comparisons"), ("tco", "TCO"), ("failures", "Failures"), ("environment", "Environment"))
 
 
 def render_html(inputs: ReportInputs, title: str = "aibench report") -> str:
@@ -730,6 +731,7 @@ def render_html(inputs: ReportInputs, title: str = "aibench report") -> str:
     body["devices"] = _device_section(results)
     body["energy"] = _energy_section(results)
     body["comparisons"] = _comparison_section(inputs.comparisons)
+    body["tco"] = tco_section(inputs.tco, e, _figure, _table)
     body["failures"] = _failure_section(results)
     body["environment"] = _environment_section(results)
     present = [(k, name) for k, name in SECTIONS if body.get(k)]

@@ -6,6 +6,7 @@ classified by its ``"schema"`` field:
 - ``aibench-result`` (version 1): a measured run, validated against the result schema;
 - ``aibench-sweep`` (contract 1): a sweep record, read for its knee and the status of each point;
 - ``aibench-comparison`` / ``aibench-gate`` (contract 2): comparison pairs, drawn as ratio bars with CIs;
+- ``aibench-tco`` (version 1): an ``aibench tco --json`` file, drawn as TCO vs DNN share per mix;
 - anything else is *foreign*. Inside a folder a foreign, damaged, other-version or unreadable file (a FIFO,
   a device, a dangling link, a file over the size limit) is skipped and counted in one note line; a file
   named explicitly must be readable and of a kind the report knows, or the report stops with one line and
@@ -34,7 +35,7 @@ class ReportInputs(Scan):
 
     @property
     def empty(self) -> bool:
-        return not (self.results or self.sweeps or self.comparisons)
+        return not (self.results or self.sweeps or self.comparisons or self.tco)
 
     def result_file(self, result: Result) -> Path | None:
         return self.files.get(result.run_id)

@@ -36,6 +36,7 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 
 SWEEP_SCHEMA = "aibench-sweep"
 COMPARISON_SCHEMAS = ("aibench-comparison", "aibench-gate")
+TCO_SCHEMA = "aibench-tco"  # `aibench tco --json` (aibench.tco.report), drawn by `aibench report`
 OTHER_SCHEMA_VERSION = 1  # of sweep records and comparison/gate files
 # The files that record measurements: no command ever writes over one (see store.check_outputs).
 RECORD_SCHEMAS = (SCHEMA_NAME, SWEEP_SCHEMA)
@@ -195,8 +196,8 @@ def _check_version(doc: dict[str, Any], path: Path, what: str) -> None:
 
 
 def classify(doc: Any, path: Path) -> tuple[str, Any]:
-    """("result", Result) | ("sweep", dict) | ("comparison", dict); :class:`ResultFileError` otherwise.
-    Sweep and comparison documents get ``"_source"``: the file they came from."""
+    """("result", Result) | ("sweep", dict) | ("comparison", dict) | ("tco", dict); :class:`ResultFileError`
+    otherwise. Sweep, comparison and TCO documents get ``"_source"``: the file they came from."""
     if not isinstance(doc, dict) or not isinstance(doc.get("schema"), str) or \
             not doc["schema"].startswith("aibench-"):
         raise ResultFileError(path, "not an aibench file (no \"schema\": \"aibench-…\")", "foreign")
@@ -219,6 +220,12 @@ def classify(doc: Any, path: Path) -> tuple[str, Any]:
             raise ResultFileError(path, "damaged aibench file: malformed comparison file (pairs must be a list "
                                         "of objects)", "damaged")
         return "comparison", {**doc, "_source": str(path)}
+    if schema == TCO_SCHEMA:
+        _check_version(doc, path, "TCO file")
+        if not isinstance(doc.get("series"), list) or not isinstance(doc.get("shares"), list):
+            raise ResultFileError(path, "damaged aibench file: malformed TCO file (needs lists of shares and "
+                                        "series)", "damaged")
+        return "tco", {**doc, "_source": str(path)}
     raise ResultFileError(path, f"a {schema!r} file, which this aibench does not read", "foreign")
 
 
@@ -231,6 +238,7 @@ class Scan:
     files: dict[str, Path] = field(default_factory=dict)  # run_id -> the file it came from
     sweeps: list[dict[str, Any]] = field(default_factory=list)  # each with "_source": its path
     comparisons: list[dict[str, Any]] = field(default_factory=list)  # each with "_source": its path
+    tco: list[dict[str, Any]] = field(default_factory=list)  # `aibench tco --json` files, with "_source"
     other_versions: list[ResultFileError] = field(default_factory=list)  # results of another schema version
     skipped: list[ResultFileError] = field(default_factory=list)  # unusable files found inside folders
     duplicates: int = 0  # the same run (run_id) found twice, e.g. a copied file
@@ -306,6 +314,8 @@ def scan(paths: Iterable[str | os.PathLike[str]]) -> Scan:
                 out.files[item.run_id] = path
             elif kind == "sweep":
                 out.sweeps.append(item)
+            elif kind == "tco":
+                out.tco.append(item)
             else:
                 out.comparisons.append(item)
     out.results.sort(key=lambda r: (r.id, str(r.started_at)))

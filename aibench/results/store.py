@@ -109,9 +109,10 @@ def load_results(paths: Iterable[str | os.PathLike[str]], skip_foreign: bool = F
     if not skip_foreign:
         if found.skipped or found.other_versions:
             raise (found.skipped or found.other_versions)[0]
-        if found.sweeps or found.comparisons:
-            src = (found.sweeps or found.comparisons)[0]["_source"]
-            raise ResultFileError(src, "not an aibench result file (a sweep record or comparison)", "foreign")
+        if found.sweeps or found.comparisons or found.tco:
+            src = (found.sweeps or found.comparisons or found.tco)[0]["_source"]
+            raise ResultFileError(src, "not an aibench result file (a sweep record, comparison or TCO file)",
+                                  "foreign")
     return found.results
 
 
