@@ -120,7 +120,7 @@ def cpu_quota(cores: float | None) -> Iterator[dict[str, Any] | None]:
         raise UnavailableError(f"--cpu-quota: {found}")
     version, parent = found
     group = parent / f"aibench-partition-{os.getpid()}"
-    quota_us = max(1000, int(round(cores * CFS_PERIOD_US)))
+    quota_us = max(1000, round(cores * CFS_PERIOD_US))
     try:
         group.mkdir(exist_ok=True)
         if version == "v2":
