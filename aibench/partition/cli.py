@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -112,3 +113,106 @@ def profile_rows(result: Any) -> list[dict[str, Any]]:
     return rows
 
 
+
+
+ALL_NETWORKS = ("imc", "dig", "face", "asr", "pos", "chk", "ner", "vgg")
+
+
+def _profile_layers(result: Any) -> list[dict[str, Any]]:
+    """The described layers of a `partition profile` result, each with its measured median."""
+    from aibench.errors import ResultIOError
+
+    part = result.method.get("partition") if isinstance(result.method, dict) else None
+    if not isinstance(part, dict) or not isinstance(part.get("layers"), list) or "layer" not in result.parts:
+        raise ResultIOError(f"{result.id} run {result.run_id[:8]}: not a `partition profile` result (no per-layer "
+                            "description)")
+    return [{**layer, "median_s": result.parts["layer"][layer["name"]]["summary"]["median"]}
+            for layer in part["layers"]]
+
+
+def _side_key(info: dict[str, Any]) -> tuple[Any, ...]:
+    quota = (info.get("quota") or {}).get("cores")
+    return info.get("device"), info.get("threads_effective"), info.get("dtype"), quota
+
+
+@partition.command("fit")
+@side_options
+@click.option("--quick", is_flag=True, help="a small sweep of small layers (seconds; for tests and a first look)")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the sweep and the held-out split")
+@click.option("--exclude", default=",".join(ALL_NETWORKS), show_default=True,
+              help="networks whose layer configurations the sweep must not contain (comma-separated)")
+@click.option("--check", "checks", multiple=True, type=click.Path(),
+              help="a `partition profile` result (file or folder) measured on this side: report the prediction "
+                   "error on its layers (repeatable)")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
+              help="platform profile file to write [default: partition-<side>.json]")
+@click.option("--force", is_flag=True, help="replace an existing platform profile at --out")
+@click.option("--json", "as_json", is_flag=True, help="print the models and errors as JSON")
+def fit_cmd(side: str, device: str | None, threads: int | None, dtype: str | None, cpu_quota: float | None,
+            quick: bool, seed: int, exclude: str, checks: tuple[str, ...], out_file: str | None, force: bool,
+            as_json: bool) -> None:
+    """Fit one prediction model per layer type on this side from a sweep of layer configurations (none equal
+    to a layer of the excluded networks); write a JSON platform profile; report the held-out error per type
+    and, with --check, the error on real networks' layers."""
+    from aibench.errors import UsageError
+    from aibench.partition.models import check_against, run_fit
+    from aibench.partition.sides import side_for
+    from aibench.results.store import load_results, write_text_atomic
+
+    nets = [n.strip() for n in exclude.split(",") if n.strip()]
+    unknown = [n for n in nets if n not in ALL_NETWORKS]
+    if unknown:
+        raise UsageError(f"--exclude: unknown network {unknown[0]!r}; known: {', '.join(ALL_NETWORKS)}")
+    out = Path(out_file or f"partition-{side}.json")
+    if out.exists() and not force:
+        raise UsageError(f"{out} exists: choose another --out, or --force to replace it")
+    checked = load_results(checks, skip_foreign=True) if checks else []  # before minutes of sweeping
+    check_layers = {f"{r.benchmark['name']} ({r.run_id[:8]})": _profile_layers(r) for r in checked}
+    s = side_for(side, device, threads, dtype, cpu_quota)
+    profile = run_fit(s, quick=quick, seed=seed, exclude_networks=nets)
+    notes = []
+    if check_layers:
+        profile["check"] = check_against(profile, check_layers)
+        differ = [r.benchmark["name"] for r in checked
+                  if _side_key(r.method["partition"]["side"]) != _side_key(profile["side"])]
+        if differ:
+            notes.append(f"note: profiled on another side configuration than this fit: {', '.join(differ)}")
+        profile["check"]["notes"] = notes
+    write_text_atomic(out, json.dumps(profile, indent=1, allow_nan=False) + "\n", exclusive=not force,
+                      describe=f"platform profile {str(out)!r}")
+    if as_json:
+        click.echo(json.dumps({"profile": str(out), "side": profile["side"], "models": profile["models"],
+                               "check": profile.get("check")}, indent=2))
+        return
+    from rich.table import Table
+
+    con = _console()
+    table = Table(title=f"{side} side: {s.device}, {profile['side']['threads_effective']} thread(s), {s.dtype}: "
+                        f"{len(profile['points'])} sweep points in {profile['sweep']['duration_s']:.0f} s, "
+                        f"{profile['sweep']['excluded_configs']} dropped as equal to a real layer",
+                  title_justify="left")
+    for col in ("type", "points", "form", "held-out MAPE", "median APE", "linear MAPE", "log MAPE"):
+        table.add_column(col, justify="left" if col in ("type", "form") else "right")
+
+    def pct(x: float | None) -> str:
+        return "–" if x is None else f"{100 * x:.1f}%"
+
+    for kind, m in profile["models"].items():
+        h = m["heldout"]
+        table.add_row(kind, str(m["n"]), m["form"], pct(h["chosen"]["mape"]), pct(h["chosen"]["median_ape"]),
+                      pct(h["by_form"]["linear"]["mape"]), pct(h["by_form"]["log"]["mape"]))
+    con.print(table)
+    if check_layers:
+        t2 = Table(title="on the real networks' layers (layers under 20 µs left out of the percentages)",
+                   title_justify="left")
+        for col in ("type", "layers", "MAPE", "median APE"):
+            t2.add_column(col, justify="left" if col == "type" else "right")
+        for kind, st in profile["check"]["by_type"].items():
+            t2.add_row(kind, str(st["n"]), pct(st["mape"]), pct(st["median_ape"]))
+        con.print(t2)
+        for net, v in profile["check"]["by_network"].items():
+            con.print(f"  {net}: predicted {v['predicted_s'] * 1e3:.2f} ms, measured (sum of layer medians) "
+                      f"{v['measured_s'] * 1e3:.2f} ms, error {pct(v['error'])}")
+        for note in notes:
+            con.print(note)
+    con.print(f"wrote {out}")

@@ -1,0 +1,347 @@
+"""Per-layer-type prediction models (Neurosurgeon §5.1), fitted once per platform from a sweep of layer
+configurations that excludes the layers of the networks being predicted.
+
+**Sweep.** For each layer type (:data:`aibench.partition.layers.LAYER_TYPES`) seeded random configurations
+are drawn log-uniformly over ranges that cover the Tonic networks and VGG (convolutions up to
+``max_work`` multiply-accumulates); any configuration whose type and variables equal a layer of those
+networks is dropped (``excluded`` in the profile counts them). Each is timed alone on the side, like a
+profiled layer (:func:`aibench.partition.profile.time_call`); the median is the point.
+
+**Models.** Two forms per type, over the type's ``work`` figure ``w``:
+
+* ``linear``: ``t = a + b·w``, least squares on relative error (each row divided by its time);
+* ``log``: the throughput grows with the logarithm of the size and then saturates: ``w/t = c + d·ln w``,
+  clipped to the throughputs seen in the sweep (the plateau), ``t = w / (w/t)``.
+
+Every fourth point (after a seeded shuffle) is held out; the form with the lower mean absolute percentage
+error on the held-out points is chosen and refitted on all points. The platform profile records both
+forms' held-out errors, the chosen form, its coefficients and every sweep point (so the fit can be redone).
+
+Predicting from a profile is plain Python (:func:`predict`); fitting uses numpy.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from aibench.errors import ResultIOError, UsageError
+from aibench.partition.layers import LAYER_TYPES, describe, signature
+
+PROFILE_SCHEMA = "aibench-partition-profile"
+PROFILE_VERSION = 1
+FORMS = ("linear", "log")
+HOLDOUT_EVERY = 4
+
+# Configurations per layer type: the default sweep (a few minutes on 2 cores at one thread) and --quick.
+SWEEP_COUNTS = {"conv": 48, "fc": 36, "pool": 20, "lc": 12, "act": 16, "norm": 12, "softmax": 12, "reshape": 8}
+QUICK_COUNTS = {t: 5 for t in LAYER_TYPES}
+MAX_WORK = 2.5e9  # the largest layer of VGG-16 is conv1_2, 1.85e9 MACs
+QUICK_MAX_WORK = 2e7
+
+
+def _logu(rng: random.Random, lo: float, hi: float) -> float:
+    return math.exp(rng.uniform(math.log(lo), math.log(hi)))
+
+
+def _logi(rng: random.Random, lo: int, hi: int) -> int:
+    return max(lo, min(hi, round(_logu(rng, lo, hi))))
+
+
+def draw_config(kind: str, rng: random.Random) -> dict[str, Any]:
+    """One random configuration of a layer of type ``kind`` (plain data: see :func:`build_layer`)."""
+    if kind == "conv":
+        k = rng.choice((1, 3, 3, 5, 7, 11))
+        s = rng.choice([v for v in (1, 1, 2, 4) if v <= k])
+        groups = rng.choice((1, 1, 1, 2))
+        cin = _logi(rng, 1, 512) if groups == 1 else 2 * _logi(rng, 1, 256)
+        cout = _logi(rng, 8, 512) // groups * groups or groups
+        return {"cin": cin, "cout": cout, "hw": _logi(rng, max(k, 5), 227), "k": k, "s": s,
+                "pad": rng.choice((0, k // 2)), "groups": groups}
+    if kind == "fc":
+        return {"rows": rng.choice((1, 1, 1, _logi(rng, 2, 700))), "inputs": _logi(rng, 16, 25_088),
+                "outputs": _logi(rng, 8, 4096)}
+    if kind == "pool":
+        return {"c": _logi(rng, 1, 512), "hw": _logi(rng, 4, 112), "k": rng.choice((2, 3)), "s": 2}
+    if kind == "lc":
+        return {"cin": _logi(rng, 1, 32), "cout": _logi(rng, 4, 32), "hw": _logi(rng, 10, 64),
+                "k": rng.choice((3, 5, 7, 9)), "s": rng.choice((1, 2))}
+    if kind == "act":
+        return {"fn": rng.choice(("relu", "sigmoid", "tanh", "hardtanh")), "neurons": _logi(rng, 100, 4_000_000)}
+    if kind == "norm":
+        return {"c": _logi(rng, 8, 256), "hw": _logi(rng, 6, 56)}
+    if kind == "softmax":
+        return {"fn": rng.choice(("softmax", "argmax")), "rows": rng.choice((1, 1, _logi(rng, 2, 600))),
+                "n": _logi(rng, 10, 10_000)}
+    if kind == "reshape":
+        return {"fn": rng.choice(("flatten", "dropout")), "neurons": _logi(rng, 100, 1_000_000)}
+    raise ValueError(f"no sweep for layer type {kind!r}")
+
+
+def build_layer(kind: str, cfg: Mapping[str, Any]) -> tuple[Any, tuple[int, ...]]:
+    """The module and the input shape (batch included) of a sweep configuration."""
+    from torch import nn
+
+    from aibench.networks.tonic import ArgMax, LocallyConnected2d
+
+    if kind == "conv":
+        return (nn.Conv2d(cfg["cin"], cfg["cout"], cfg["k"], stride=cfg["s"], padding=cfg["pad"],
+                          groups=cfg["groups"]), (1, cfg["cin"], cfg["hw"], cfg["hw"]))
+    if kind == "fc":
+        return nn.Linear(cfg["inputs"], cfg["outputs"]), (cfg["rows"], cfg["inputs"])
+    if kind == "pool":
+        return nn.MaxPool2d(cfg["k"], cfg["s"], ceil_mode=True), (1, cfg["c"], cfg["hw"], cfg["hw"])
+    if kind == "lc":
+        return (LocallyConnected2d(cfg["cin"], cfg["cout"], (cfg["hw"], cfg["hw"]), cfg["k"], cfg["s"]),
+                (1, cfg["cin"], cfg["hw"], cfg["hw"]))
+    if kind == "act":
+        fn = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "hardtanh": nn.Hardtanh}[cfg["fn"]]()
+        return fn, (1, cfg["neurons"])
+    if kind == "norm":
+        return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0), (1, cfg["c"], cfg["hw"], cfg["hw"])
+    if kind == "softmax":
+        return (nn.Softmax(dim=-1) if cfg["fn"] == "softmax" else ArgMax()), (cfg["rows"], cfg["n"])
+    if kind == "reshape":
+        return (nn.Flatten() if cfg["fn"] == "flatten" else nn.Dropout(0.5)), (1, 4, cfg["neurons"] // 4 or 1)
+    raise ValueError(f"no sweep for layer type {kind!r}")
+
+
+def _shape_desc(module: Any, in_shape: tuple[int, ...]) -> dict[str, Any]:
+    import torch
+
+    module = module.to("meta").eval()
+    with torch.inference_mode():
+        y = module(torch.empty(in_shape, device="meta"))
+    return describe(module, in_shape, tuple(y.shape))
+
+
+def real_layer_signatures(names: Iterable[str]) -> set[tuple[Any, ...]]:
+    """The signatures of every layer of the named Tonic networks as the component benchmarks run them by
+    default (one request: DIG's 100 digits, ASR's frames, an NLP sentence's words), shapes only."""
+    import torch
+
+    from aibench import registry
+    from aibench.networks import layers_of, tonic
+
+    sigs: set[tuple[Any, ...]] = set()
+    for name in names:
+        params = registry.get(f"component/{name}").resolve({})
+        rows = params.get("images_per_request") or params.get("frames") or params.get("words") or 1
+        net = tonic.build(name, device="meta")
+        a = torch.empty((rows, *tonic.INPUT_SHAPES[name]), device="meta")
+        with torch.inference_mode():
+            for _, layer in layers_of(net):
+                y = layer(a)
+                sigs.add(signature(describe(layer, tuple(a.shape), tuple(y.shape))))
+                a = y
+    return sigs
+
+
+def sweep(counts: Mapping[str, int], max_work: float, exclude: set[tuple[Any, ...]], seed: int = 0,
+          min_reps: int = 3, min_time_s: float = 0.03, device: str = "cpu", dtype: Any = None,
+          progress: Callable[[str, int, int], None] | None = None) -> tuple[list[dict[str, Any]], int]:
+    """Time ``counts[type]`` configurations of each type; the points and how many drawn configurations
+    were dropped as equal to a real network's layer."""
+    import torch
+
+    from aibench.partition.profile import _sync, time_call
+
+    rng = random.Random(seed)
+    points: list[dict[str, Any]] = []
+    excluded = 0
+    sync = _sync(torch.device(device))
+    for kind, count in counts.items():
+        made, tries = 0, 0
+        while made < count and tries < count * 50:
+            tries += 1
+            cfg = draw_config(kind, rng)
+            module, in_shape = build_layer(kind, cfg)
+            try:
+                desc = _shape_desc(module, in_shape)
+            except (RuntimeError, ValueError):  # an output of size zero: not a layer anyone runs
+                continue
+            if desc["work"] > (max_work if kind in ("conv", "fc", "lc") else max_work / 4) or desc["work"] < 1:
+                continue
+            if signature(desc) in exclude:
+                excluded += 1
+                continue
+            module, in_shape = build_layer(kind, cfg)
+            module = module.to(device=device, dtype=dtype).eval()
+            x = torch.randn(in_shape, device=device, dtype=dtype)
+            if progress is not None:
+                progress(kind, made + 1, count)
+            with torch.inference_mode():
+                times = time_call(lambda m=module, x=x: m(x), sync, min_reps, 50, min_time_s, warmup=1)
+            times.sort()
+            points.append({"type": kind, "config": cfg, "vars": desc["vars"], "work": desc["work"],
+                           "time_s": times[len(times) // 2], "n": len(times)})
+            made += 1
+    return points, excluded
+
+
+# ------------------------------------------------------------------------------------------------ fitting
+
+def _fit_form(form: str, ws: Sequence[float], ts: Sequence[float]) -> dict[str, Any]:
+    import numpy as np
+
+    w, t = np.asarray(ws, float), np.asarray(ts, float)
+    if form == "linear":
+        if len(w) >= 2 and np.ptp(w) > 0:
+            a, b = np.linalg.lstsq(np.stack([1 / t, w / t], axis=1), np.ones_like(t), rcond=None)[0]
+        else:
+            a, b = float(np.median(t)), 0.0
+        if b < 0:  # more work never takes less time: a constant
+            a, b = float(np.median(t)), 0.0
+        if a < 0:  # no negative fixed cost: through the origin
+            a, b = 0.0, float(np.sum(w / t) / np.sum((w / t) ** 2))
+        return {"form": "linear", "coef": [float(a), float(b)]}
+    r = w / t
+    lw = np.log(np.maximum(w, 1.0))
+    if len(w) >= 2 and np.ptp(lw) > 0:
+        c, d = np.linalg.lstsq(np.stack([np.ones_like(lw), lw], axis=1), r, rcond=None)[0]
+    else:
+        c, d = float(np.median(r)), 0.0
+    return {"form": "log", "coef": [float(c), float(d)], "r_range": [float(r.min()), float(r.max())]}
+
+
+def predict_one(model: Mapping[str, Any], work: float) -> float:
+    """Seconds a layer of ``work`` takes under ``model`` (one entry of a profile's ``models``)."""
+    a, b = model["coef"]
+    if model["form"] == "linear":
+        return max(0.0, a + b * work)
+    lo, hi = model["r_range"]
+    r = min(max(a + b * math.log(max(work, 1.0)), lo), hi)
+    return work / r if r > 0 else 0.0
+
+
+def _ape(model: Mapping[str, Any], ws: Sequence[float], ts: Sequence[float]) -> list[float]:
+    return [abs(predict_one(model, w) - t) / t for w, t in zip(ws, ts, strict=True) if t > 0]
+
+
+def _stats(apes: Sequence[float]) -> dict[str, Any]:
+    xs = sorted(apes)
+    if not xs:
+        return {"n": 0, "mape": None, "median_ape": None}
+    return {"n": len(xs), "mape": sum(xs) / len(xs), "median_ape": xs[len(xs) // 2]}
+
+
+def fit(points: Sequence[Mapping[str, Any]], seed: int = 0) -> dict[str, dict[str, Any]]:
+    """One model per layer type present in ``points``: the form with the lower held-out error, refitted
+    on every point; with both forms' held-out errors."""
+    models: dict[str, dict[str, Any]] = {}
+    for kind in LAYER_TYPES:
+        pts = [p for p in points if p["type"] == kind and p["time_s"] > 0]
+        if not pts:
+            continue
+        order = list(range(len(pts)))
+        random.Random(seed).shuffle(order)
+        held = {i for k, i in enumerate(order) if k % HOLDOUT_EVERY == HOLDOUT_EVERY - 1}
+        if len(pts) >= 3 and not held:
+            held = {order[-1]}
+        train = [pts[i] for i in range(len(pts)) if i not in held] or pts
+        test = [pts[i] for i in sorted(held)]
+        errors: dict[str, dict[str, Any]] = {}
+        for form in FORMS:
+            m = _fit_form(form, [p["work"] for p in train], [p["time_s"] for p in train])
+            errors[form] = _stats(_ape(m, [p["work"] for p in test], [p["time_s"] for p in test]))
+        scored = [f for f in FORMS if errors[f]["mape"] is not None]
+        chosen = min(scored, key=lambda f: errors[f]["mape"]) if scored else "linear"
+        model = _fit_form(chosen, [p["work"] for p in pts], [p["time_s"] for p in pts])
+        model.update({"n": len(pts), "work_range": [min(p["work"] for p in pts), max(p["work"] for p in pts)],
+                      "heldout": {"n": len(test), "chosen": errors[chosen], "by_form": errors}})
+        models[kind] = model
+    return models
+
+
+def predict(profile: Mapping[str, Any], layer: Mapping[str, Any]) -> float:
+    """Predicted seconds of one described layer (``{"type", "work"}``) on a platform profile; UsageError
+    (exit 2) when the profile has no model for its type."""
+    model = profile["models"].get(layer["type"])
+    if model is None:
+        raise UsageError(f"layer {layer.get('name', '?')} is of type {layer['type']!r}, for which the platform "
+                         f"profile has no model (it models {', '.join(profile['models'])})")
+    return predict_one(model, layer["work"])
+
+
+def check_against(profile: Mapping[str, Any], network_layers: Mapping[str, Sequence[Mapping[str, Any]]]
+                  ) -> dict[str, Any]:
+    """Prediction error on real networks' layers: ``network_layers`` maps a network to its layers, each with
+    ``type``, ``work`` and the measured ``median_s``. Per type (layers measured under 20 µs left out of the
+    percentages: they are clock noise) and per network (the sum of the layers)."""
+    by_type: dict[str, list[float]] = {}
+    nets: dict[str, Any] = {}
+    for net, layers in network_layers.items():
+        pred_sum = meas_sum = 0.0
+        for layer in layers:
+            if layer["type"] not in profile["models"]:
+                continue
+            p = predict(profile, layer)
+            pred_sum += p
+            meas_sum += layer["median_s"]
+            if layer["median_s"] >= 20e-6:
+                by_type.setdefault(layer["type"], []).append(abs(p - layer["median_s"]) / layer["median_s"])
+        nets[net] = {"predicted_s": pred_sum, "measured_s": meas_sum,
+                     "error": (pred_sum - meas_sum) / meas_sum if meas_sum > 0 else None}
+    return {"by_type": {k: _stats(v) for k, v in by_type.items()}, "by_network": nets}
+
+
+# ------------------------------------------------------------------------------------------ profile files
+
+def make_profile(side_info: Mapping[str, Any], points: Sequence[Mapping[str, Any]], models: Mapping[str, Any],
+                 sweep_info: Mapping[str, Any]) -> dict[str, Any]:
+    from aibench import system
+    from aibench.results.schema import now_iso
+
+    return {"schema": PROFILE_SCHEMA, "schema_version": PROFILE_VERSION, "created_at": now_iso(),
+            "side": dict(side_info), "machine": system.machine(), "load": {"loadavg": system.load_average()},
+            "sweep": dict(sweep_info), "models": dict(models), "points": list(points)}
+
+
+def read_profile(path: str) -> dict[str, Any]:
+    """A platform profile written by ``aibench partition fit``; ResultIOError (exit 4) for a missing,
+    unreadable or foreign file."""
+    from aibench.results.files import read_json
+    from aibench.results.validate import ResultFileError
+
+    try:
+        doc = read_json(path, limits=True)
+    except ResultFileError as exc:
+        raise ResultIOError(f"platform profile {exc.format_message()}") from None
+    if not isinstance(doc, dict) or doc.get("schema") != PROFILE_SCHEMA:
+        raise ResultIOError(f"{path}: not an aibench platform profile (no \"schema\": \"{PROFILE_SCHEMA}\"; "
+                            "write one with `aibench partition fit`)")
+    if doc.get("schema_version") != PROFILE_VERSION:
+        raise ResultIOError(f"{path}: platform profile version {doc.get('schema_version')!r} is not supported "
+                            f"(this aibench reads version {PROFILE_VERSION})")
+    models = doc.get("models")
+    ok = isinstance(models, dict) and all(
+        isinstance(m, dict) and m.get("form") in FORMS and isinstance(m.get("coef"), list) and len(m["coef"]) == 2
+        and all(isinstance(c, int | float) and math.isfinite(c) for c in m["coef"])
+        and (m["form"] == "linear" or (isinstance(m.get("r_range"), list) and len(m["r_range"]) == 2
+                                       and all(isinstance(c, int | float) for c in m["r_range"])))
+        for m in models.values())
+    if not ok or not isinstance(doc.get("side"), dict):
+        raise ResultIOError(f"{path}: damaged platform profile (its models are not what `partition fit` writes)")
+    return doc
+
+
+def run_fit(side: Any, quick: bool = False, seed: int = 0, exclude_networks: Sequence[str] = (),
+            progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Sweep, fit and return the platform profile of ``side`` (:class:`aibench.partition.sides.Side`)."""
+    from aibench.partition.sides import applied, torch_dtype
+
+    counts = QUICK_COUNTS if quick else SWEEP_COUNTS
+    max_work = QUICK_MAX_WORK if quick else MAX_WORK
+    t0 = time.perf_counter()
+    exclude = real_layer_signatures(exclude_networks)
+    with applied(side) as info:
+        points, excluded = sweep(counts, max_work, exclude, seed, device=side.device,
+                                 dtype=torch_dtype(side.dtype), progress=progress)
+    models = fit(points, seed)
+    return make_profile(info, points, models, {
+        "quick": quick, "seed": seed, "counts": dict(counts), "max_work": max_work,
+        "excluded_networks": list(exclude_networks), "excluded_configs": excluded,
+        "holdout": f"every {HOLDOUT_EVERY}th point after a seeded shuffle", "duration_s": time.perf_counter() - t0})
