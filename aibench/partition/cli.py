@@ -216,3 +216,146 @@ def fit_cmd(side: str, device: str | None, threads: int | None, dtype: str | Non
         for note in notes:
             con.print(note)
     con.print(f"wrote {out}")
+
+
+def _measured_times(path: str, ref_id: str, names: list[str]) -> list[float]:
+    """Per-layer measured medians from a `partition profile` result of the same network."""
+    from aibench.errors import UsageError
+    from aibench.results.store import load_result
+
+    result = load_result(path)
+    layers = _profile_layers(result)
+    if result.id != ref_id or [la["name"] for la in layers] != names:
+        raise UsageError(f"{path}: a profile of {result.id} with other layers, not of {ref_id}")
+    return [la["median_s"] for la in layers]
+
+
+@partition.command("choose")
+@click.argument("ref")
+@click.option("--network", "network", default=None,
+              help="a named link derived from the paper's upload times: 3g, lte, wifi")
+@click.option("--bandwidth-mbit", type=float, default=None, help="uplink rate in Mbit/s (instead of --network)")
+@click.option("--download-mbit", type=float, default=None, help="downlink rate in Mbit/s [default: the uplink's]")
+@click.option("--rtt-ms", type=float, default=0.0, show_default=True, help="round-trip time with --bandwidth-mbit")
+@click.option("--target", type=click.Choice(["latency", "energy"]), default="latency", show_default=True)
+@click.option("--server-load", type=float, default=0.0, show_default=True,
+              help="K: jobs as heavy as this one sharing the server (its compute time × (1 + K))")
+@click.option("--device-profile", default="partition-device.json", show_default=True,
+              help="platform profile of the device side (`partition fit --side device`)")
+@click.option("--server-profile", default="partition-server.json", show_default=True,
+              help="platform profile of the server side (`partition fit --side server`)")
+@click.option("--device-power-w", type=float, default=None,
+              help="energy: the device's power while computing, in W (a model input you give: labelled so)")
+@click.option("--radio-power-w", type=float, default=None,
+              help="energy: the radio's power while sending or receiving, in W (a model input you give)")
+@click.option("--measured-device", default=None, type=click.Path(),
+              help="a `partition profile --side device` result of this network: show measured costs beside")
+@click.option("--measured-server", default=None, type=click.Path(),
+              help="a `partition profile --side server` result of this network")
+@click.option("--cut", default=None, help="also show this cut (a layer name, 'input' or j) against the choice")
+@click.option("--batch", type=int, default=1, show_default=True, help="requests in the input")
+@click.option("--json", "as_json", is_flag=True, help="every cut's predicted parts and the choice, as JSON")
+def choose_cmd(ref: str, network: str | None, bandwidth_mbit: float | None, download_mbit: float | None,
+               rtt_ms: float, target: str, server_load: float, device_profile: str, server_profile: str,
+               device_power_w: float | None, radio_power_w: float | None, measured_device: str | None,
+               measured_server: str | None, cut: str | None, batch: int, as_json: bool) -> None:
+    """Price every cut j = 0..N of REF's network from the platform profiles' predictions (0: all on the
+    server, N: all on the device) for a link and server load, and choose the best for --target."""
+    from aibench.errors import UsageError
+    from aibench.partition import decide
+    from aibench.partition.models import predict, read_profile
+    from aibench.partition.profile import describe_network, load_network
+    from aibench.partition.sides import Side
+
+    if (network is None) == (bandwidth_mbit is None):
+        raise UsageError("give a link: --network 3g|lte|wifi, or --bandwidth-mbit R [--rtt-ms T]")
+    link = decide.named_link(network) if network else decide.custom_link(bandwidth_mbit, rtt_ms, download_mbit)
+    if not (server_load >= 0 and server_load < float("inf")):
+        raise UsageError(f"--server-load must be 0 or more, not {server_load}")
+    if batch < 1:
+        raise UsageError(f"--batch must be at least 1, not {batch}")
+    for what, v in (("--device-power-w", device_power_w), ("--radio-power-w", radio_power_w)):
+        if v is not None and not (0 < v < float("inf")):
+            raise UsageError(f"{what} must be a power above 0, not {v}")
+    if target == "energy" and (device_power_w is None or radio_power_w is None):
+        raise UsageError("--target energy needs --device-power-w and --radio-power-w (this aibench reads no "
+                         "per-layer power meter; the figures you give are model inputs, labelled so)")
+    if (measured_device is None) != (measured_server is None):
+        raise UsageError("give both --measured-device and --measured-server, or neither")
+    dev, srv = read_profile(device_profile), read_profile(server_profile)
+    net = load_network(ref, Side("device", "cpu", 1, dev["side"].get("dtype", "float32")), batch)
+    shape = describe_network(net)
+    layers = shape["layers"]
+    names = [la["name"] for la in layers]
+    sizes = [shape["input_bytes"], *[la["out_bytes"] for la in layers]]
+    tm = [predict(dev, la) for la in layers]
+    tc = [predict(srv, la) for la in layers]
+    powers = [device_power_w] * len(layers) if device_power_w is not None else None
+    cuts = decide.price_cuts(names, tm, tc, sizes, link, server_load, powers, radio_power_w)
+    chosen = decide.choose(cuts, target)
+    asked = cuts[decide.cut_index(names, cut)] if cut is not None else None
+    measured = None
+    if measured_device is not None:
+        mm = _measured_times(measured_device, net.bench.id, names)
+        mc = _measured_times(measured_server, net.bench.id, names)  # type: ignore[arg-type]
+        measured = decide.price_cuts(names, mm, mc, sizes, link, server_load, powers, radio_power_w)
+    energy_label = ("model inputs given by the user (not measured): device "
+                    f"{device_power_w} W per layer, radio {radio_power_w} W") if powers is not None else None
+    if as_json:
+        out = decide.as_json(cuts, chosen, {
+            "network": net.bench.id, "target": target, "link": link.as_dict(), "server_load": server_load,
+            "profiles": {"device": device_profile, "server": server_profile}, "energy_inputs": energy_label,
+            "layers": len(layers)})
+        if asked is not None:
+            out["cut"] = asked.as_dict()
+        if measured is not None:
+            best = decide.choose(measured, target)
+            out["measured"] = {"cuts": [c.as_dict() for c in measured], "optimum": {"j": best.j, "layer": best.layer},
+                               "chosen_vs_optimum": _ratio(measured, chosen, best, target)}
+        click.echo(json.dumps(out, indent=2))
+        return
+    from rich.table import Table
+
+    title = (f"{net.bench.id}: {len(layers)} layers, link {link.name} (up {link.up_mbit:.2f} Mbit/s, "
+             f"{link.source}), server load K={server_load:g}, target {target}")
+    table = Table(title=title, title_justify="left")
+    cols = ["j", "cut after", "device ms", "upload ms", "server ms", "download ms", "total ms"]
+    if powers is not None:
+        cols.append("energy mJ")
+    if measured is not None:
+        cols.append("measured total ms" if target == "latency" else "measured energy mJ")
+    for col in cols:
+        table.add_column(col, justify="left" if col == "cut after" else "right")
+    for c in cuts:
+        mark = " ◀" if c.j == chosen.j else ""
+        row = [str(c.j), c.layer + mark, f"{c.device_s * 1e3:.2f}", f"{c.upload_s * 1e3:.2f}",
+               f"{c.server_s * 1e3:.2f}", f"{c.download_s * 1e3:.2f}", f"{c.total_s * 1e3:.2f}"]
+        if powers is not None:
+            row.append(f"{c.energy_j * 1e3:.1f}")  # type: ignore[operator]
+        if measured is not None:
+            m = measured[c.j]
+            row.append(f"{m.total_s * 1e3:.2f}" if target == "latency" else f"{m.energy_j * 1e3:.1f}")  # type: ignore[operator]
+        table.add_row(*row)
+    con = _console()
+    con.print(table)
+    where = ("all on the server" if chosen.j == 0 else "all on the device" if chosen.j == len(layers)
+             else f"after {chosen.layer}")
+    energy = f", {chosen.energy_j * 1e3:.1f} mJ" if chosen.energy_j is not None else ""
+    con.print(f"chosen: j={chosen.j} ({where}), predicted {chosen.total_s * 1e3:.2f} ms{energy}")
+    if asked is not None:
+        con.print(f"cut {asked.j} ({asked.layer}): predicted {asked.total_s * 1e3:.2f} ms")
+    if energy_label:
+        con.print(f"energy: {energy_label}")
+    if measured is not None:
+        best = decide.choose(measured, target)
+        con.print(f"measured (profiled layer medians priced the same way): optimum j={best.j} ({best.layer}); the "
+                  f"predicted choice is {100 * _ratio(measured, chosen, best, target):.1f}% of the optimum's "
+                  f"{'latency' if target == 'latency' else 'energy'} (100% = optimal)")
+
+
+def _ratio(measured: list[Any], chosen: Any, best: Any, target: str) -> float:
+    """The optimum's cost over the chosen cut's, both measured (1.0: the choice is optimal)."""
+    pick = measured[chosen.j]
+    if target == "energy":
+        return best.energy_j / pick.energy_j if pick.energy_j else 1.0
+    return best.total_s / pick.total_s if pick.total_s else 1.0
