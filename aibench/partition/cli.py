@@ -191,7 +191,7 @@ def fit_cmd(side: str, device: str | None, threads: int | None, dtype: str | Non
                         f"{len(profile['points'])} sweep points in {profile['sweep']['duration_s']:.0f} s, "
                         f"{profile['sweep']['excluded_configs']} dropped as equal to a real layer",
                   title_justify="left")
-    for col in ("type", "points", "form", "held-out MAPE", "median APE", "linear MAPE", "log MAPE"):
+    for col in ("type", "points", "form", "held-out MAPE", "median APE", "linear MAPE", "log MAPE", "loglog MAPE"):
         table.add_column(col, justify="left" if col in ("type", "form") else "right")
 
     def pct(x: float | None) -> str:
@@ -200,7 +200,7 @@ def fit_cmd(side: str, device: str | None, threads: int | None, dtype: str | Non
     for kind, m in profile["models"].items():
         h = m["heldout"]
         table.add_row(kind, str(m["n"]), m["form"], pct(h["chosen"]["mape"]), pct(h["chosen"]["median_ape"]),
-                      pct(h["by_form"]["linear"]["mape"]), pct(h["by_form"]["log"]["mape"]))
+                      *(pct(h["by_form"][f]["mape"]) for f in ("linear", "log", "loglog")))
     con.print(table)
     if check_layers:
         t2 = Table(title="on the real networks' layers (layers under 20 µs left out of the percentages)",

@@ -8,7 +8,8 @@ type       the paper's variables                                               `
 conv       input feature maps (C·H·W), (filter size / stride)² × filters       their product / groups (≈ MACs)
 lc         input and output feature-map sizes (locally connected)             output size × C_in·k² (MACs)
 pool       input and output feature-map sizes                                  input + output × k²
-fc         inputs, outputs (× rows: the batch, or an utterance's frames)        rows × inputs × outputs
+fc         inputs, outputs (× rows: the batch, or an utterance's frames)        rows × inputs × outputs (and
+                                                                                inputs × outputs: ``work2``)
 act        neurons (ReLU, sigmoid, tanh, hard tanh)                            neurons
 norm       neurons (local response / batch normalisation)                      neurons
 softmax    neurons (softmax and argmax, treated alike)                         neurons
@@ -87,6 +88,9 @@ def describe(module: Any, in_shape: Sequence[int], out_shape: Sequence[int]) -> 
         rows = n_in // module.in_features
         out["vars"] = {"inputs": module.in_features, "outputs": module.out_features, "rows": rows}
         out["work"] = float(rows * module.in_features * module.out_features)
+        # One row is a matrix-vector product, bound by reading the weights; many rows a matrix product,
+        # bound by arithmetic: the linear model gets the weight count as a second variable.
+        out["work2"] = float(module.in_features * module.out_features)
     else:
         out["vars"] = {"neurons": n_in}
         out["work"] = float(n_in)

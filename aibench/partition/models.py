@@ -7,11 +7,13 @@ are drawn log-uniformly over ranges that cover the Tonic networks and VGG (convo
 networks is dropped (``excluded`` in the profile counts them). Each is timed alone on the side, like a
 profiled layer (:func:`aibench.partition.profile.time_call`); the median is the point.
 
-**Models.** Two forms per type, over the type's ``work`` figure ``w``:
+**Models.** Three forms per type, over the type's ``work`` figure ``w``:
 
 * ``linear``: ``t = a + b·w``, least squares on relative error (each row divided by its time);
 * ``log``: the throughput grows with the logarithm of the size and then saturates: ``w/t = c + d·ln w``,
-  clipped to the throughputs seen in the sweep (the plateau), ``t = w / (w/t)``.
+  clipped to the throughputs seen in the sweep (the plateau), ``t = w / (w/t)``;
+* ``loglog``: a straight line on logarithmic axes, ``ln t = c + d·ln w`` (a power law: also a
+  "logarithmic" fit in the paper's sense, and the one that suits layers whose time is mostly overhead).
 
 Every fourth point (after a seeded shuffle) is held out; the form with the lower mean absolute percentage
 error on the held-out points is chosen and refitted on all points. The platform profile records both
@@ -33,7 +35,7 @@ from aibench.partition.layers import LAYER_TYPES, describe, signature
 
 PROFILE_SCHEMA = "aibench-partition-profile"
 PROFILE_VERSION = 1
-FORMS = ("linear", "log")
+FORMS = ("linear", "log", "loglog")
 HOLDOUT_EVERY = 4
 
 # Configurations per layer type: the default sweep (a few minutes on 2 cores at one thread) and --quick.
@@ -177,27 +179,49 @@ def sweep(counts: Mapping[str, int], max_work: float, exclude: set[tuple[Any, ..
                 times = time_call(lambda m=module, x=x: m(x), sync, min_reps, 50, min_time_s, warmup=1)
             times.sort()
             points.append({"type": kind, "config": cfg, "vars": desc["vars"], "work": desc["work"],
-                           "time_s": times[len(times) // 2], "n": len(times)})
+                           "work2": desc.get("work2"), "time_s": times[len(times) // 2], "n": len(times)})
             made += 1
     return points, excluded
 
 
 # ------------------------------------------------------------------------------------------------ fitting
 
-def _fit_form(form: str, ws: Sequence[float], ts: Sequence[float]) -> dict[str, Any]:
+def _fit_linear(w: Any, t: Any, w2: Any | None) -> list[float]:
+    """``t = a + b·w (+ c·w2)`` on relative error, no coefficient negative (a negative one is dropped and
+    the rest refitted: more work never takes less time)."""
+    import numpy as np
+
+    cols = [np.ones_like(w), w] + ([w2] if w2 is not None else [])
+    active = list(range(len(cols)))
+    while True:
+        coef = np.zeros(len(cols))
+        if active and len(w) >= len(active):
+            design = np.stack([cols[k] / t for k in active], axis=1)
+            sol = np.linalg.lstsq(design, np.ones_like(t), rcond=None)[0]
+            coef[active] = sol
+        else:
+            coef[0] = float(np.median(t))
+        negative = [k for k in active if coef[k] < 0]
+        if not negative:
+            return [float(c) for c in coef]
+        active.remove(min(negative, key=lambda k: coef[k]))
+
+
+def _fit_form(form: str, ws: Sequence[float], ts: Sequence[float],
+              w2s: Sequence[float] | None = None) -> dict[str, Any]:
     import numpy as np
 
     w, t = np.asarray(ws, float), np.asarray(ts, float)
     if form == "linear":
-        if len(w) >= 2 and np.ptp(w) > 0:
-            a, b = np.linalg.lstsq(np.stack([1 / t, w / t], axis=1), np.ones_like(t), rcond=None)[0]
+        w2 = np.asarray(w2s, float) if w2s is not None else None
+        return {"form": "linear", "coef": _fit_linear(w, t, w2)}
+    if form == "loglog":
+        lw, lt = np.log(np.maximum(w, 1.0)), np.log(t)
+        if len(w) >= 2 and np.ptp(lw) > 0:
+            c, d = np.linalg.lstsq(np.stack([np.ones_like(lw), lw], axis=1), lt, rcond=None)[0]
         else:
-            a, b = float(np.median(t)), 0.0
-        if b < 0:  # more work never takes less time: a constant
-            a, b = float(np.median(t)), 0.0
-        if a < 0:  # no negative fixed cost: through the origin
-            a, b = 0.0, float(np.sum(w / t) / np.sum((w / t) ** 2))
-        return {"form": "linear", "coef": [float(a), float(b)]}
+            c, d = float(np.median(lt)), 0.0
+        return {"form": "loglog", "coef": [float(c), float(d)]}
     r = w / t
     lw = np.log(np.maximum(w, 1.0))
     if len(w) >= 2 and np.ptp(lw) > 0:
@@ -207,18 +231,28 @@ def _fit_form(form: str, ws: Sequence[float], ts: Sequence[float]) -> dict[str, 
     return {"form": "log", "coef": [float(c), float(d)], "r_range": [float(r.min()), float(r.max())]}
 
 
-def predict_one(model: Mapping[str, Any], work: float) -> float:
-    """Seconds a layer of ``work`` takes under ``model`` (one entry of a profile's ``models``)."""
-    a, b = model["coef"]
+def predict_one(model: Mapping[str, Any], work: float, work2: float | None = None) -> float:
+    """Seconds a layer of ``work`` (and ``work2``, where its type has one) takes under ``model`` (one entry
+    of a profile's ``models``)."""
     if model["form"] == "linear":
-        return max(0.0, a + b * work)
+        a, b, *c = model["coef"]
+        return max(0.0, a + b * work + (c[0] * (work2 or 0.0) if c else 0.0))
+    a, b = model["coef"]
+    if model["form"] == "loglog":
+        return math.exp(a + b * math.log(max(work, 1.0)))
     lo, hi = model["r_range"]
     r = min(max(a + b * math.log(max(work, 1.0)), lo), hi)
     return work / r if r > 0 else 0.0
 
 
-def _ape(model: Mapping[str, Any], ws: Sequence[float], ts: Sequence[float]) -> list[float]:
-    return [abs(predict_one(model, w) - t) / t for w, t in zip(ws, ts, strict=True) if t > 0]
+def _ape(model: Mapping[str, Any], pts: Sequence[Mapping[str, Any]]) -> list[float]:
+    return [abs(predict_one(model, p["work"], p.get("work2")) - p["time_s"]) / p["time_s"] for p in pts
+            if p["time_s"] > 0]
+
+
+def _fit_points(form: str, pts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    w2 = [p["work2"] for p in pts] if pts and all(p.get("work2") is not None for p in pts) else None
+    return _fit_form(form, [p["work"] for p in pts], [p["time_s"] for p in pts], w2)
 
 
 def _stats(apes: Sequence[float]) -> dict[str, Any]:
@@ -245,11 +279,10 @@ def fit(points: Sequence[Mapping[str, Any]], seed: int = 0) -> dict[str, dict[st
         test = [pts[i] for i in sorted(held)]
         errors: dict[str, dict[str, Any]] = {}
         for form in FORMS:
-            m = _fit_form(form, [p["work"] for p in train], [p["time_s"] for p in train])
-            errors[form] = _stats(_ape(m, [p["work"] for p in test], [p["time_s"] for p in test]))
+            errors[form] = _stats(_ape(_fit_points(form, train), test))
         scored = [f for f in FORMS if errors[f]["mape"] is not None]
         chosen = min(scored, key=lambda f: errors[f]["mape"]) if scored else "linear"
-        model = _fit_form(chosen, [p["work"] for p in pts], [p["time_s"] for p in pts])
+        model = _fit_points(chosen, pts)
         model.update({"n": len(pts), "work_range": [min(p["work"] for p in pts), max(p["work"] for p in pts)],
                       "heldout": {"n": len(test), "chosen": errors[chosen], "by_form": errors}})
         models[kind] = model
@@ -263,7 +296,7 @@ def predict(profile: Mapping[str, Any], layer: Mapping[str, Any]) -> float:
     if model is None:
         raise UsageError(f"layer {layer.get('name', '?')} is of type {layer['type']!r}, for which the platform "
                          f"profile has no model (it models {', '.join(profile['models'])})")
-    return predict_one(model, layer["work"])
+    return predict_one(model, layer["work"], layer.get("work2"))
 
 
 def check_against(profile: Mapping[str, Any], network_layers: Mapping[str, Sequence[Mapping[str, Any]]]
@@ -318,9 +351,10 @@ def read_profile(path: str) -> dict[str, Any]:
                             f"(this aibench reads version {PROFILE_VERSION})")
     models = doc.get("models")
     ok = isinstance(models, dict) and all(
-        isinstance(m, dict) and m.get("form") in FORMS and isinstance(m.get("coef"), list) and len(m["coef"]) == 2
+        isinstance(m, dict) and m.get("form") in FORMS and isinstance(m.get("coef"), list)
+        and len(m["coef"]) in ((2, 3) if m["form"] == "linear" else (2,))
         and all(isinstance(c, int | float) and math.isfinite(c) for c in m["coef"])
-        and (m["form"] == "linear" or (isinstance(m.get("r_range"), list) and len(m["r_range"]) == 2
+        and (m["form"] != "log" or (isinstance(m.get("r_range"), list) and len(m["r_range"]) == 2
                                        and all(isinstance(c, int | float) for c in m["r_range"])))
         for m in models.values())
     if not ok or not isinstance(doc.get("side"), dict):
