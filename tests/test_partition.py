@@ -340,3 +340,71 @@ def test_batch_is_priced_per_layer(tiny_split: Any) -> None:
         assert layer["out_bytes"] == y.numel() * y.element_size()
         assert layer["out_shape"] == list(y.shape) and y.shape[0] == 2
     assert shape["input_bytes"] == net.x.numel() * net.x.element_size() and isinstance(net.x, torch.Tensor)
+
+
+# ---------------------------------------------------------------------------------------------------- link
+
+def test_token_bucket_paces_to_the_rate_on_a_fake_clock() -> None:
+    from aibench.partition.link import TokenBucket
+
+    now = [0.0]
+
+    def sleep(s: float) -> None:
+        now[0] += s * 1.3 + 0.001  # every wake-up late: the credit makes it up
+
+    bucket = TokenBucket(8e6, clock=lambda: now[0], sleep=sleep)  # 1 MB/s
+    sent = 0
+    while sent < 2_000_000:
+        bucket.take(bucket.chunk)
+        sent += bucket.chunk
+    assert now[0] == pytest.approx(sent / 1e6, rel=0.01)
+
+
+def test_shaped_link_rate_within_5_percent() -> None:
+    """Measured against the receiver's acknowledgement; from 1 Mbit/s up to what loopback carries here (at
+    most 1 Gbit/s). A rate is retried once: a loaded machine can stall one transfer."""
+    from aibench.partition.link import measure_rate, raw_rate
+
+    ceiling = raw_rate(16 * 1024 * 1024) / 4
+    rates = [r for r in (1e6, 10e6, 100e6, 1e9) if r <= ceiling] or [1e6]
+    for rate in rates:
+        checks = [measure_rate(rate, seconds=0.15)]
+        if abs(checks[0].error) > 0.05:
+            checks.append(measure_rate(rate, seconds=0.15))
+        assert min(abs(c.error) for c in checks) < 0.05, (rate, [c.error for c in checks])
+
+
+def test_link_round_trip_delay_is_added() -> None:
+    from aibench.partition.link import _timed_transfer
+    from aibench.sut.transport import HEADER_SIZE
+
+    wire, dt = _timed_transfer(100e6, 10_000, rtt_s=0.06)
+    assert dt >= 0.06 and wire == 10_000 + HEADER_SIZE
+
+
+def test_link_bad_input() -> None:
+    import socket
+
+    from aibench.errors import UnavailableError, UsageError
+    from aibench.partition.link import TAG_DATA, TokenBucket, ack_server, connect
+    from aibench.sut.transport import HEADER, MAGIC, Frame, encode_header
+
+    for rate in (0, -1, float("nan")):
+        with pytest.raises(UsageError):
+            TokenBucket(rate)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    with pytest.raises(UnavailableError, match="cannot reach the peer"):
+        connect("127.0.0.1", port, timeout_s=1)
+    # an oversized frame is refused from its header; a truncated one when the stream ends inside it
+    with ack_server(max_bytes=1000) as (host, p, errors):
+        with connect(host, p) as sock:
+            sock.sendall(HEADER.pack(MAGIC, TAG_DATA, 0, 0, 0, 1, 10_000))
+            sock.recv(1)
+    assert "over the limit" in str(errors[0])
+    with ack_server() as (host, p, errors):
+        with connect(host, p) as sock:
+            sock.sendall(encode_header(Frame(TAG_DATA, b"x" * 100, id=1)) + b"x" * 10)
+    assert "ended inside" in str(errors[0])
