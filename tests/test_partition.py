@@ -166,7 +166,7 @@ def test_fit_command_writes_a_profile_and_checks_real_layers(cli: Any, tiny_spli
         m = doc["models"][kind]
         assert m["form"] in ("linear", "log", "loglog") and m["heldout"]["n"] >= 1
         assert set(m["heldout"]["by_form"]) == {"linear", "log", "loglog"}
-    assert {"conv", "fc"} <= set(shown["check"]["by_type"])
+    assert "conv" in shown["check"]["by_type"]  # the tiny fc layers are under 20 µs: left out
     (net,) = shown["check"]["by_network"].values()
     assert net["measured_s"] > 0 and net["predicted_s"] > 0
     # an existing profile is not replaced without --force

@@ -124,13 +124,21 @@ def ack_server(max_bytes: int = DEFAULT_MAX_FRAME, rtt_s: float = 0.0) -> Iterat
     lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     lsock.bind(("127.0.0.1", 0))
     lsock.listen(1)
+    lsock.settimeout(0.05)
     errors: list[Any] = []
+    stop = threading.Event()
 
     def serve() -> None:
-        try:
-            conn, _ = lsock.accept()
-        except OSError:
-            return
+        while True:  # a connection already made is accepted even when the caller is done
+            try:
+                conn, _ = lsock.accept()
+                break
+            except TimeoutError:
+                if stop.is_set():
+                    return
+            except OSError:
+                return
+        conn.settimeout(None)
         with conn, conn.makefile("rb") as src:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             while True:
@@ -150,8 +158,9 @@ def ack_server(max_bytes: int = DEFAULT_MAX_FRAME, rtt_s: float = 0.0) -> Iterat
     try:
         yield "127.0.0.1", lsock.getsockname()[1], errors
     finally:
+        stop.set()
+        thread.join(timeout=10)
         lsock.close()
-        thread.join(timeout=5)
 
 
 @dataclass(frozen=True)
