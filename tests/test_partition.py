@@ -286,7 +286,9 @@ def test_choose_prints_every_cut_and_the_choice(cli: Any, tiny_split: Any, profi
     (["partition", "choose", TINY_SPLIT, "--network", "5g"], 2, "3g, lte, wifi"),
     (["partition", "choose", TINY_SPLIT], 2, "give a link"),
     (["partition", "choose", TINY_SPLIT, "--network", "lte", "--server-load", "-1"], 2, "--server-load"),
-    (["partition", "choose", TINY_SPLIT, "--network", "lte", "--target", "energy"], 2, "--device-power-w"),
+    (["partition", "choose", TINY_SPLIT, "--network", "lte", "--target", "energy"], 2, "--radio-power-w"),
+    (["partition", "choose", TINY_SPLIT, "--network", "lte", "--target", "energy", "--radio-power-w", "1"], 2,
+     "no measured power"),
     (["partition", "choose", TINY_SPLIT, "--network", "lte", "--cut", "pool9"], 2, "no layer 'pool9'"),
     (["partition", "choose", TINY_SPLIT, "--network", "lte", "--cut", "99"], 2, "no cut 99"),
     (["partition", "choose", TINY_SPLIT, "--network", "lte", "--device-profile", "MISSING"], 4, "no such file"),
@@ -408,3 +410,44 @@ def test_link_bad_input() -> None:
         with connect(host, p) as sock:
             sock.sendall(encode_header(Frame(TAG_DATA, b"x" * 100, id=1)) + b"x" * 10)
     assert "ended inside" in str(errors[0])
+
+
+# --------------------------------------------------------------------------------------------------- energy
+
+def test_layer_power_is_metered_where_a_counter_exists(tiny_split: Any, tmp_path: Path) -> None:
+    """A fake powercap tree stands in for RAPL: every layer's power is a measured reading (this VM has none:
+    there the reading says unavailable, with the reason)."""
+    from aibench.partition.profile import profile, side_meter
+    from aibench.partition.sides import side_for
+
+    zone = tmp_path / "powercap" / "intel-rapl:0"
+    zone.mkdir(parents=True)
+    (zone / "name").write_text("package-0\n")
+    (zone / "energy_uj").write_text("1000\n")
+    (zone / "max_energy_range_uj").write_text("262143328850\n")
+    side = side_for("device")
+    result = profile(TINY_SPLIT, side, min_reps=1, max_reps=2, min_time_s=0,
+                     meter=side_meter(side, powercap_root=tmp_path / "powercap"))
+    powers = [la["power"] for la in result.method["partition"]["layers"]]
+    assert all(p["provenance"] == "measured" and p["avg_power_w"] == 0.0 for p in powers)
+    result = profile(TINY_SPLIT, side, min_reps=1, max_reps=2, min_time_s=0,
+                     meter=side_meter(side, powercap_root=tmp_path / "nowhere"))
+    assert all(la["power"]["provenance"] == "unavailable" and la["power"]["reason"] == "no_powercap"
+               for la in result.method["partition"]["layers"])
+
+
+def test_energy_uses_the_measured_power_of_the_device_fit(cli: Any, tiny_split: Any, profiles: tuple[Path, Path]
+                                                          ) -> None:
+    dev, srv = profiles
+    doc = json.loads(dev.read_text())
+    for m in doc["models"].values():
+        m["power"] = {"provenance": "measured", "median_w": 3.0, "n": 4, "note": "RAPL package + DRAM"}
+    dev.write_text(json.dumps(doc))
+    code, out, err = cli("partition", "choose", TINY_SPLIT, "--device-profile", str(dev), "--server-profile",
+                         str(srv), "--network", "wifi", "--target", "energy", "--radio-power-w", "1.5", "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert "measured during the device sweep" in shown["energy_inputs"]
+    assert "radio 1.5 W given by the user" in shown["energy_inputs"]
+    last = shown["cuts"][-1]
+    assert last["energy_j"] == pytest.approx(3.0 * last["device_s"])

@@ -245,7 +245,8 @@ def _measured_times(path: str, ref_id: str, names: list[str]) -> list[float]:
 @click.option("--server-profile", default="partition-server.json", show_default=True,
               help="platform profile of the server side (`partition fit --side server`)")
 @click.option("--device-power-w", type=float, default=None,
-              help="energy: the device's power while computing, in W (a model input you give: labelled so)")
+              help="energy: the device's power while computing, in W (a model input you give: labelled so) "
+                   "[default: the power per layer type measured by the device fit, where it had a meter]")
 @click.option("--radio-power-w", type=float, default=None,
               help="energy: the radio's power while sending or receiving, in W (a model input you give)")
 @click.option("--measured-device", default=None, type=click.Path(),
@@ -263,7 +264,7 @@ def choose_cmd(ref: str, network: str | None, bandwidth_mbit: float | None, down
     server, N: all on the device) for a link and server load, and choose the best for --target."""
     from aibench.errors import UsageError
     from aibench.partition import decide
-    from aibench.partition.models import predict, read_profile
+    from aibench.partition.models import device_power, predict, read_profile
     from aibench.partition.profile import describe_network, load_network
     from aibench.partition.sides import Side
 
@@ -277,9 +278,9 @@ def choose_cmd(ref: str, network: str | None, bandwidth_mbit: float | None, down
     for what, v in (("--device-power-w", device_power_w), ("--radio-power-w", radio_power_w)):
         if v is not None and not (0 < v < float("inf")):
             raise UsageError(f"{what} must be a power above 0, not {v}")
-    if target == "energy" and (device_power_w is None or radio_power_w is None):
-        raise UsageError("--target energy needs --device-power-w and --radio-power-w (this aibench reads no "
-                         "per-layer power meter; the figures you give are model inputs, labelled so)")
+    if target == "energy" and radio_power_w is None:
+        raise UsageError("--target energy needs --radio-power-w (the radio's power while sending or receiving: "
+                         "a model input, labelled so; no radio is metered here)")
     if (measured_device is None) != (measured_server is None):
         raise UsageError("give both --measured-device and --measured-server, or neither")
     dev, srv = read_profile(device_profile), read_profile(server_profile)
@@ -290,7 +291,23 @@ def choose_cmd(ref: str, network: str | None, bandwidth_mbit: float | None, down
     sizes = [shape["input_bytes"], *[la["out_bytes"] for la in layers]]
     tm = [predict(dev, la) for la in layers]
     tc = [predict(srv, la) for la in layers]
-    powers = [device_power_w] * len(layers) if device_power_w is not None else None
+    powers: list[float] | None = None
+    energy_label = None
+    if device_power_w is not None:
+        powers = [device_power_w] * len(layers)
+        energy_label = (f"model inputs given by the user (not measured): device {device_power_w} W per layer, "
+                        f"radio {radio_power_w} W")
+    elif radio_power_w is not None:
+        metered = [device_power(dev, la) for la in layers]
+        if any(w is None for w in metered):
+            missing = sorted({la["type"] for la, w in zip(layers, metered, strict=True) if w is None})
+            why = next(((dev["models"].get(t) or {}).get("power", {}).get("detail") for t in missing), None)
+            raise UsageError(f"--target energy: the device profile has no measured power for {', '.join(missing)} "
+                             f"({why or 'not metered'}); give --device-power-w (a model input)")
+        powers = [w for w in metered if w is not None]
+        energy_label = (f"device power per layer type measured during the device sweep (median of each type's "
+                        f"points: {dev['models'][layers[0]['type']]['power']['note']}); radio {radio_power_w} W "
+                        "given by the user (a model input, not measured)")
     cuts = decide.price_cuts(names, tm, tc, sizes, link, server_load, powers, radio_power_w)
     chosen = decide.choose(cuts, target)
     asked = cuts[decide.cut_index(names, cut)] if cut is not None else None
@@ -299,8 +316,6 @@ def choose_cmd(ref: str, network: str | None, bandwidth_mbit: float | None, down
         mm = _measured_times(measured_device, net.bench.id, names)
         mc = _measured_times(measured_server, net.bench.id, names)  # type: ignore[arg-type]
         measured = decide.price_cuts(names, mm, mc, sizes, link, server_load, powers, radio_power_w)
-    energy_label = ("model inputs given by the user (not measured): device "
-                    f"{device_power_w} W per layer, radio {radio_power_w} W") if powers is not None else None
     if as_json:
         out = decide.as_json(cuts, chosen, {
             "network": net.bench.id, "target": target, "link": link.as_dict(), "server_load": server_load,

@@ -19,6 +19,10 @@ Every fourth point (after a seeded shuffle) is held out; the form with the lower
 error on the held-out points is chosen and refitted on all points. The platform profile records both
 forms' held-out errors, the chosen form, its coefficients and every sweep point (so the fit can be redone).
 
+**Power.** Where the side's device has an energy counter (RAPL for the CPU, NVML for a GPU) each sweep
+point's average power is measured too, and each type's model carries the median (``power``): the device
+power per layer that the energy target needs. Where there is none, ``power`` says why.
+
 Predicting from a profile is plain Python (:func:`predict`); fitting uses numpy.
 """
 
@@ -144,12 +148,14 @@ def real_layer_signatures(names: Iterable[str]) -> set[tuple[Any, ...]]:
 
 def sweep(counts: Mapping[str, int], max_work: float, exclude: set[tuple[Any, ...]], seed: int = 0,
           min_reps: int = 3, min_time_s: float = 0.03, device: str = "cpu", dtype: Any = None,
-          progress: Callable[[str, int, int], None] | None = None) -> tuple[list[dict[str, Any]], int]:
-    """Time ``counts[type]`` configurations of each type; the points and how many drawn configurations
-    were dropped as equal to a real network's layer."""
+          progress: Callable[[str, int, int], None] | None = None, meter: Callable[[str], Any] | None = None
+          ) -> tuple[list[dict[str, Any]], int]:
+    """Time ``counts[type]`` configurations of each type (and their power, with ``meter``: see
+    :func:`aibench.partition.profile.metered`); the points and how many drawn configurations were dropped
+    as equal to a real network's layer."""
     import torch
 
-    from aibench.partition.profile import _sync, time_call
+    from aibench.partition.profile import _sync, metered, time_call
 
     rng = random.Random(seed)
     points: list[dict[str, Any]] = []
@@ -176,10 +182,12 @@ def sweep(counts: Mapping[str, int], max_work: float, exclude: set[tuple[Any, ..
             if progress is not None:
                 progress(kind, made + 1, count)
             with torch.inference_mode():
-                times = time_call(lambda m=module, x=x: m(x), sync, min_reps, 50, min_time_s, warmup=1)
+                times, power = metered(meter, f"{kind} {cfg}", lambda m=module, x=x: time_call(
+                    lambda: m(x), sync, min_reps, 50, min_time_s, warmup=1))
             times.sort()
             points.append({"type": kind, "config": cfg, "vars": desc["vars"], "work": desc["work"],
-                           "work2": desc.get("work2"), "time_s": times[len(times) // 2], "n": len(times)})
+                           "work2": desc.get("work2"), "time_s": times[len(times) // 2], "n": len(times),
+                           "power": power})
             made += 1
     return points, excluded
 
@@ -285,8 +293,32 @@ def fit(points: Sequence[Mapping[str, Any]], seed: int = 0) -> dict[str, dict[st
         model = _fit_points(chosen, pts)
         model.update({"n": len(pts), "work_range": [min(p["work"] for p in pts), max(p["work"] for p in pts)],
                       "heldout": {"n": len(test), "chosen": errors[chosen], "by_form": errors}})
+        model["power"] = power_of(pts)
         models[kind] = model
     return models
+
+
+def power_of(pts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A type's device power while its layers run: the median of the sweep points' measured average power
+    (the paper's power model, g, at its simplest), or why there is none."""
+    watts = sorted(p["power"]["avg_power_w"] for p in pts if isinstance(p.get("power"), Mapping)
+                   and p["power"].get("provenance") in ("measured", "sampled")
+                   and isinstance(p["power"].get("avg_power_w"), int | float))
+    if watts:
+        return {"provenance": "measured", "median_w": watts[len(watts) // 2], "n": len(watts),
+                "note": "whole-device power (RAPL package + DRAM, or NVML) over each sweep point's timed calls"}
+    first = next((p["power"] for p in pts if isinstance(p.get("power"), Mapping)), None)
+    return {"provenance": "unavailable", "reason": (first or {}).get("reason", "not_metered"),
+            "detail": (first or {}).get("detail", "the sweep ran without a meter")}
+
+
+def device_power(profile: Mapping[str, Any], layer: Mapping[str, Any]) -> float | None:
+    """The measured power of ``layer``'s type on a platform profile, or None when it was not measured."""
+    power = (profile["models"].get(layer["type"]) or {}).get("power")
+    if isinstance(power, Mapping) and power.get("provenance") == "measured":
+        value = power.get("median_w")
+        return float(value) if isinstance(value, int | float) else None
+    return None
 
 
 def predict(profile: Mapping[str, Any], layer: Mapping[str, Any]) -> float:
@@ -365,6 +397,7 @@ def read_profile(path: str) -> dict[str, Any]:
 def run_fit(side: Any, quick: bool = False, seed: int = 0, exclude_networks: Sequence[str] = (),
             progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Sweep, fit and return the platform profile of ``side`` (:class:`aibench.partition.sides.Side`)."""
+    from aibench.partition.profile import side_meter
     from aibench.partition.sides import applied, torch_dtype
 
     counts = QUICK_COUNTS if quick else SWEEP_COUNTS
@@ -373,7 +406,7 @@ def run_fit(side: Any, quick: bool = False, seed: int = 0, exclude_networks: Seq
     exclude = real_layer_signatures(exclude_networks)
     with applied(side) as info:
         points, excluded = sweep(counts, max_work, exclude, seed, device=side.device,
-                                 dtype=torch_dtype(side.dtype), progress=progress)
+                                 dtype=torch_dtype(side.dtype), progress=progress, meter=side_meter(side))
     models = fit(points, seed)
     return make_profile(info, points, models, {
         "quick": quick, "seed": seed, "counts": dict(counts), "max_work": max_work,

@@ -10,7 +10,8 @@ The whole network is timed the same way, so the sum of the layers can be checked
 The result is an ordinary aibench result (``aibench report`` shows it): ``parts.layer`` holds each layer's
 distribution (seconds per call); ``samples.time`` the whole network's; ``method.partition`` each layer's
 type, the paper's variables, its output shape and the bytes that would cross a cut after it, and the input
-size (what crosses at cut 0).
+size (what crosses at cut 0), and each layer's power where the side's device has an energy counter (RAPL
+for the CPU, NVML for a GPU), or why not.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ from aibench.partition.sides import Side, applied, torch_dtype
 
 LAYER_NOTE = ("the time of one call of this layer alone, on the activation of the layers before it (host clock; "
               "a CUDA side is synchronised before each read)")
+
+
+POWER_NOTE = ("each layer's power: the energy counters of the side's device (RAPL package + DRAM for the CPU, "
+              "NVML for a GPU) over that layer's timed calls, divided by their duration; whole-device power, so "
+              "other processes' work counts too; 'unavailable' with the reason where no counter can be read")
 
 
 @dataclass
@@ -126,22 +132,42 @@ def time_call(fn: Callable[[], Any], sync: Callable[[], None], min_reps: int, ma
     return times
 
 
+def metered(meter: Callable[[str], Any] | None, what: str, fn: Callable[[], list[float]]
+            ) -> tuple[list[float], dict[str, Any] | None]:
+    """``fn()`` inside a meter window (``meter(what)``: an unopened :class:`aibench.meters.Window`), and the
+    power over it: ``{"provenance": "measured", "avg_power_w", "energy_j", "duration_s", "scope"}`` from the
+    energy counters of the side's device (RAPL package and DRAM for the CPU, NVML for a GPU), or the reading
+    that says why it is unavailable. None without a meter."""
+    if meter is None:
+        return fn(), None
+    w = meter(what)
+    with w:
+        times = fn()
+    total = w.readings()["energy"]["total"]
+    keep = ("provenance", "avg_power_w", "energy_j", "duration_s", "scope", "parts", "reason", "detail")
+    return times, {k: total[k] for k in keep if k in total}
+
+
 def measure_layers(layers: Sequence[tuple[str, Any]], x: Any, min_reps: int = 5, max_reps: int = 200,
-                   min_time_s: float = 0.2, progress: Callable[[str], None] | None = None
-                   ) -> tuple[dict[str, list[float]], list[float]]:
-    """Per-layer seconds per call (in layer order) and the whole chain's."""
+                   min_time_s: float = 0.2, progress: Callable[[str], None] | None = None,
+                   meter: Callable[[str], Any] | None = None
+                   ) -> tuple[dict[str, list[float]], list[float], dict[str, Any]]:
+    """Per-layer seconds per call (in layer order), the whole chain's, and each layer's power over its timed
+    calls where ``meter`` is given (see :func:`metered`)."""
     import torch
 
     sync = _sync(x.device)
     per_layer: dict[str, list[float]] = {}
+    power: dict[str, Any] = {}
     with torch.inference_mode():
         a = x
         for name, layer in layers:
             if progress is not None:
                 progress(name)
             inp = a
-            per_layer[name] = time_call(lambda layer=layer, inp=inp: layer(inp), sync, min_reps, max_reps,
-                                        min_time_s)
+            per_layer[name], power[name] = metered(
+                meter, f"layer {name}",
+                lambda layer=layer, inp=inp: time_call(lambda: layer(inp), sync, min_reps, max_reps, min_time_s))
             a = layer(inp)
 
         def whole() -> Any:
@@ -151,12 +177,21 @@ def measure_layers(layers: Sequence[tuple[str, Any]], x: Any, min_reps: int = 5,
             return y
 
         total = time_call(whole, sync, min_reps, max_reps, min_time_s)
-    return per_layer, total
+    return per_layer, total, power
+
+
+def side_meter(side: Side, **backends: Any) -> Callable[[str], Any]:
+    """Meter windows for ``side``'s device (``backends``: the injectable ones of :func:`aibench.meters.window`,
+    for tests)."""
+    from aibench import meters
+
+    return lambda what: meters.window(side.device, what=what, **backends)
 
 
 def profile(ref: str, side: Side, batch: int = 1, min_reps: int = 5, max_reps: int = 200, min_time_s: float = 0.2,
-            progress: Callable[[str], None] | None = None) -> Any:
-    """Profile every layer of ``ref`` on ``side``; the finished :class:`~aibench.results.schema.Result`."""
+            progress: Callable[[str], None] | None = None, meter: Callable[[str], Any] | None = None) -> Any:
+    """Profile every layer of ``ref`` on ``side``; the finished :class:`~aibench.results.schema.Result`.
+    ``meter`` (default: the side's energy counters, :func:`side_meter`) gives each layer's power."""
     from aibench import system
     from aibench.results.parts import part_entry
     from aibench.results.schema import Result, metric, now_iso
@@ -169,7 +204,8 @@ def profile(ref: str, side: Side, batch: int = 1, min_reps: int = 5, max_reps: i
     with applied(side) as info:
         net = load_network(ref, side, batch)
         shape = describe_network(net)
-        per_layer, total = measure_layers(net.layers, net.x, min_reps, max_reps, min_time_s, progress)
+        per_layer, total, power = measure_layers(net.layers, net.x, min_reps, max_reps, min_time_s, progress,
+                                                 meter if meter is not None else side_meter(side))
     bench = net.bench
     params = {"partition": "profile", "side": side.name, "batch": batch, "device": side.device,
               "dtype": side.dtype, "threads": side.threads, "cpu_quota": side.cpu_quota}
@@ -194,7 +230,9 @@ def profile(ref: str, side: Side, batch: int = 1, min_reps: int = 5, max_reps: i
     for name, med in medians.items():
         result.metrics[f"layer_{name}_median"] = metric(med, "s", "lower", statistic="median",
                                                         of=f"parts.layer.{name}")
-    result.method["partition"] = {"side": info, **shape}
+    for layer in shape["layers"]:
+        layer["power"] = power.get(layer["name"])
+    result.method["partition"] = {"side": info, **shape, "power_note": POWER_NOTE}
     result.load = {"loadavg_start": loadavg_start, "loadavg_end": system.load_average()}
     result.machine = system.fingerprint()
     result.code = system.code_version()
