@@ -451,3 +451,34 @@ def test_energy_uses_the_measured_power_of_the_device_fit(cli: Any, tiny_split: 
     assert "radio 1.5 W given by the user" in shown["energy_inputs"]
     last = shown["cuts"][-1]
     assert last["energy_j"] == pytest.approx(3.0 * last["device_s"])
+
+
+def test_choose_shows_measured_costs_beside(cli: Any, tiny_split: Any, tiny_bench: Any, profiles: tuple[Path, Path],
+                                            tmp_path: Path) -> None:
+    from aibench.results.store import load_results
+
+    dev, srv = profiles
+    for side in ("device", "server"):
+        code, _, err = cli("partition", "profile", TINY_SPLIT, "--side", side, "--device", "cpu",
+                           "--out", str(tmp_path / side), *FAST)
+        assert code == 0, err
+    (d,) = (tmp_path / "device").glob("*.json")
+    (s,) = (tmp_path / "server").glob("*.json")
+    base = ["partition", "choose", TINY_SPLIT, "--device-profile", str(dev), "--server-profile", str(srv),
+            "--network", "wifi"]
+    code, out, err = cli(*base, "--measured-device", str(d), "--measured-server", str(s), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    medians = [e["summary"]["median"] for e in load_results([d])[0].parts["layer"].values()]
+    assert doc["measured"]["cuts"][-1]["device_s"] == pytest.approx(sum(medians))
+    best = min(doc["measured"]["cuts"], key=lambda c: (c["total_s"], c["j"]))
+    assert doc["measured"]["optimum"]["j"] == best["j"] and 0 < doc["measured"]["chosen_vs_optimum"] <= 1
+    # a profile of another network is refused
+    other = tmp_path / "other.json"
+    foreign = json.loads(d.read_text())
+    foreign["benchmark"].update({"id": "component/dig", "name": "dig"})
+    other.write_text(json.dumps(foreign))
+    code, _, err = cli(*base, "--measured-device", str(other), "--measured-server", str(s))
+    assert code == 2 and "not of component/tiny-split" in err
+    code, _, err = cli(*base, "--measured-device", str(d))
+    assert code == 2 and "both" in err
