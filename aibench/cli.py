@@ -93,6 +93,7 @@ def _stdout_console() -> Any:
     "gate": "aibench.gate.cli:gate",
     "serve": "aibench.service.cli:serve",
     "tco": "aibench.tco.cli:tco",
+    "partition": "aibench.partition.cli:partition",
 }, epilog=EXIT_CODES_HELP,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="aibench")

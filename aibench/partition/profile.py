@@ -1,0 +1,250 @@
+"""``aibench partition profile``: every layer of a network timed on one side.
+
+The network comes from the registry: a component benchmark whose task carries its network as ordered named
+layers (:class:`aibench.networks.Layered`; every Tonic network and VGG), built in its ``dnn`` stage with one
+seeded synthetic request (``--batch`` of them) as the input. Each layer is timed alone on the activation the
+layers before it produce (computed once, untimed), after a warm-up, until it has run ``min_reps`` times and
+for at least ``min_time_s`` (at most ``max_reps``); a CUDA side is synchronised before each clock read.
+The whole network is timed the same way, so the sum of the layers can be checked against it.
+
+The result is an ordinary aibench result (``aibench report`` shows it): ``parts.layer`` holds each layer's
+distribution (seconds per call); ``samples.time`` the whole network's; ``method.partition`` each layer's
+type, the paper's variables, its output shape and the bytes that would cross a cut after it, and the input
+size (what crosses at cut 0), and each layer's power where the side's device has an energy counter (RAPL
+for the CPU, NVML for a GPU), or why not.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aibench.errors import UsageError
+from aibench.partition.layers import describe
+from aibench.partition.sides import Side, applied, torch_dtype
+
+LAYER_NOTE = ("the time of one call of this layer alone, on the activation of the layers before it (host clock; "
+              "a CUDA side is synchronised before each read)")
+
+
+POWER_NOTE = ("each layer's power: the energy counters of the side's device (RAPL package + DRAM for the CPU, "
+              "NVML for a GPU) over that layer's timed calls, divided by their duration; whole-device power, so "
+              "other processes' work counts too; 'unavailable' with the reason where no counter can be read")
+
+
+@dataclass
+class Network:
+    """A registered network ready to run: its benchmark, layers, an input and each layer's description."""
+
+    bench: Any
+    params: dict[str, Any]
+    layers: list[tuple[str, Any]]
+    x: Any
+    module: Any
+
+
+def load_network(ref: str, side: Side, batch: int = 1) -> Network:
+    """The network of component benchmark ``ref`` (``component/imc`` or ``imc``) on ``side``'s device and
+    dtype, with one input of ``batch`` requests. UsageError (exit 2) for an unknown benchmark or one whose
+    model is not a chain of named layers."""
+    import torch
+
+    from aibench import registry
+    from aibench.loadgen.task import InferenceTask
+    from aibench.networks import layers_of
+
+    bench = registry.get(ref)
+    if bench.kind != "component":
+        raise UsageError(f"{bench.id}: only component benchmarks (whole networks) can be partitioned")
+    given: dict[str, Any] = {"batch": batch, "num_samples": 1, "data": "synthetic", "stage": "dnn",
+                             "device": side.device, "dtype": side.dtype}
+    names = {p.name for p in bench.params}
+    params = bench.resolve({k: v for k, v in given.items() if k in names})
+    torch.manual_seed(0)
+    task = bench.factory(params, torch.device(side.device), torch_dtype(side.dtype))
+    network = getattr(task, "network", None) if isinstance(task, InferenceTask) else None
+    if network is None:
+        raise UsageError(f"{bench.id}: its model is not a sequence of named layers (its task carries no network), "
+                         "so it cannot be cut")
+    try:
+        layers = layers_of(network)
+    except TypeError as exc:
+        raise UsageError(f"{bench.id}: {exc}") from None
+    x = task.to_device(task.collate([task.load_sample(i % task.num_samples) for i in range(params.get("batch", 1))]),
+                       task.device)
+    if not isinstance(x, torch.Tensor):
+        raise UsageError(f"{bench.id}: its network's input is not one tensor ({type(x).__name__}), so it cannot be "
+                         "cut")
+    return Network(bench=bench, params=params, layers=layers, x=x, module=network)
+
+
+def tensor_bytes(t: Any) -> int:
+    return int(t.numel() * t.element_size())
+
+
+def describe_network(net: Network) -> dict[str, Any]:
+    """Each layer's type, variables, output shape and output bytes, and the input's, from one untimed pass on
+    meta tensors (shapes only, no arithmetic)."""
+    import copy
+    import itertools
+
+    import torch
+    from torch import nn
+
+    from aibench.networks import layers_of
+
+    # A copy whose weights are meta tensors from the start: deep-copying the real weights first would
+    # double the memory (VGG-16: another 528 MB, on the GPU for a CUDA side) only to throw them away.
+    memo: dict[int, Any] = {}
+    for t in itertools.chain(net.module.parameters(), net.module.buffers()):
+        empty = torch.empty_like(t, device="meta")
+        memo[id(t)] = nn.Parameter(empty, requires_grad=False) if isinstance(t, nn.Parameter) else empty
+    meta = copy.deepcopy(net.module, memo)
+
+    a = net.x.to("meta")
+    layers = []
+    with torch.inference_mode():
+        for (name, _), (_, layer) in zip(net.layers, layers_of(meta), strict=True):
+            y = layer(a)
+            layers.append({"name": name, **describe(layer, tuple(a.shape), tuple(y.shape)),
+                           "out_shape": list(y.shape), "out_bytes": tensor_bytes(y)})
+            a = y
+    return {"input_shape": list(net.x.shape), "input_bytes": tensor_bytes(net.x), "layers": layers}
+
+
+def _sync(device: Any) -> Callable[[], None]:
+    import torch
+
+    if getattr(device, "type", str(device)).startswith("cuda"):
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def time_call(fn: Callable[[], Any], sync: Callable[[], None], min_reps: int, max_reps: int, min_time_s: float,
+              warmup: int = 2, clock: Callable[[], float] = time.perf_counter) -> list[float]:
+    """Seconds per call of ``fn``: ``warmup`` untimed calls, then at least ``min_reps`` timed ones and at least
+    ``min_time_s`` of them, at most ``max_reps``."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times: list[float] = []
+    spent = 0.0
+    while len(times) < max_reps and (len(times) < min_reps or spent < min_time_s):
+        t0 = clock()
+        fn()
+        sync()
+        dt = clock() - t0
+        times.append(dt)
+        spent += dt
+    return times
+
+
+def metered(meter: Callable[[str], Any] | None, what: str, fn: Callable[[], list[float]]
+            ) -> tuple[list[float], dict[str, Any] | None]:
+    """``fn()`` inside a meter window (``meter(what)``: an unopened :class:`aibench.meters.Window`), and the
+    power over it: ``{"provenance": "measured", "avg_power_w", "energy_j", "duration_s", "scope"}`` from the
+    energy counters of the side's device (RAPL package and DRAM for the CPU, NVML for a GPU), or the reading
+    that says why it is unavailable. None without a meter."""
+    if meter is None:
+        return fn(), None
+    w = meter(what)
+    with w:
+        times = fn()
+    total = w.readings()["energy"]["total"]
+    keep = ("provenance", "avg_power_w", "energy_j", "duration_s", "scope", "parts", "reason", "detail")
+    return times, {k: total[k] for k in keep if k in total}
+
+
+def measure_layers(layers: Sequence[tuple[str, Any]], x: Any, min_reps: int = 5, max_reps: int = 200,
+                   min_time_s: float = 0.2, progress: Callable[[str], None] | None = None,
+                   meter: Callable[[str], Any] | None = None
+                   ) -> tuple[dict[str, list[float]], list[float], dict[str, Any]]:
+    """Per-layer seconds per call (in layer order), the whole chain's, and each layer's power over its timed
+    calls where ``meter`` is given (see :func:`metered`)."""
+    import torch
+
+    sync = _sync(x.device)
+    per_layer: dict[str, list[float]] = {}
+    power: dict[str, Any] = {}
+    with torch.inference_mode():
+        a = x
+        for name, layer in layers:
+            if progress is not None:
+                progress(name)
+            inp = a
+            per_layer[name], power[name] = metered(
+                meter, f"layer {name}",
+                lambda layer=layer, inp=inp: time_call(lambda: layer(inp), sync, min_reps, max_reps, min_time_s))
+            a = layer(inp)
+
+        def whole() -> Any:
+            y = x
+            for _, layer in layers:
+                y = layer(y)
+            return y
+
+        total = time_call(whole, sync, min_reps, max_reps, min_time_s)
+    return per_layer, total, power
+
+
+def side_meter(side: Side, **backends: Any) -> Callable[[str], Any]:
+    """Meter windows for ``side``'s device (``backends``: the injectable ones of :func:`aibench.meters.window`,
+    for tests)."""
+    from aibench import meters
+
+    return lambda what: meters.window(side.device, what=what, **backends)
+
+
+def profile(ref: str, side: Side, batch: int = 1, min_reps: int = 5, max_reps: int = 200, min_time_s: float = 0.2,
+            progress: Callable[[str], None] | None = None, meter: Callable[[str], Any] | None = None) -> Any:
+    """Profile every layer of ``ref`` on ``side``; the finished :class:`~aibench.results.schema.Result`.
+    ``meter`` (default: the side's energy counters, :func:`side_meter`) gives each layer's power."""
+    from aibench import system
+    from aibench.results.parts import part_entry
+    from aibench.results.schema import Result, metric, now_iso
+    from aibench.results.stats import summarize
+    from aibench.spec import config_hash
+
+    started = now_iso()
+    t0 = time.perf_counter()
+    loadavg_start = system.load_average()
+    with applied(side) as info:
+        net = load_network(ref, side, batch)
+        shape = describe_network(net)
+        per_layer, total, power = measure_layers(net.layers, net.x, min_reps, max_reps, min_time_s, progress,
+                                                 meter if meter is not None else side_meter(side))
+    bench = net.bench
+    params = {"partition": "profile", "side": side.name, "batch": batch, "device": side.device,
+              "dtype": side.dtype, "threads": side.threads, "cpu_quota": side.cpu_quota}
+    config = {"threads": info["threads_effective"], "min_reps": min_reps, "max_reps": max_reps,
+              "min_time_s": min_time_s}
+    medians = {name: summarize(v)["median"] for name, v in per_layer.items()}
+    whole = summarize(total)
+    result = Result(
+        benchmark={"id": bench.id, "kind": bench.kind, "name": bench.name, "source": bench.source,
+                   "description": bench.description},
+        params=params, config=config, config_hash=config_hash(bench.id, params, config),
+        primary_metric="time_median", started_at=started,
+        context={"partition": "profile", "side": side.name})
+    result.parts["layer"] = {name: part_entry(v, "s", "call", LAYER_NOTE) for name, v in per_layer.items()}
+    result.samples["time"] = {"unit": "s", "values": list(total), "summary": whole}
+    result.metrics = {
+        "time_median": metric(whole["median"], "s", "lower", statistic="median", of="samples.time"),
+        "time_p90": metric(whole["p90"], "s", "lower", statistic="p90", of="samples.time"),
+        "layers_sum_median": metric(sum(medians.values()), "s", "lower", statistic="value", of=None),
+        "input_bytes": metric(float(shape["input_bytes"]), "B", "lower", statistic="value", of=None),
+    }
+    for name, med in medians.items():
+        result.metrics[f"layer_{name}_median"] = metric(med, "s", "lower", statistic="median",
+                                                        of=f"parts.layer.{name}")
+    for layer in shape["layers"]:
+        layer["power"] = power.get(layer["name"])
+    result.method["partition"] = {"side": info, **shape, "power_note": POWER_NOTE}
+    result.load = {"loadavg_start": loadavg_start, "loadavg_end": system.load_average()}
+    result.machine = system.fingerprint()
+    result.code = system.code_version()
+    result.duration_s = time.perf_counter() - t0
+    result.finished_at = now_iso()
+    return result
