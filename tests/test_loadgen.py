@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from aibench.errors import UnavailableError, UsageError
 from aibench.loadgen.settings import LoadgenOptions, Sizing, check_memory
@@ -240,13 +239,11 @@ def test_latency_log_is_bounded_and_deterministic() -> None:
     assert a.kept() == b.kept() and len(a.kept()) == 100 and a.seen == 10_000 and a.stride > 1
 
 
-def test_cli_runs_offline_and_writes_logs_beside_result(tiny_bench: Any, tmp_path: Path) -> None:
-    from aibench.cli import cli
-
+def test_cli_runs_offline_and_writes_logs_beside_result(tiny_bench: Any, tmp_path: Path, cli: Any) -> None:
     out = tmp_path / "res"
-    res = CliRunner().invoke(cli, ["run", "component", "tiny-lg", "--scenario", "offline", "--profile", "quick",
-                                   "--duration-s", "0.15", "--batch", "8", "--out", str(out), "--json"])
-    assert res.exit_code == 0, res.output
+    code, stdout, stderr = cli("run", "component", "tiny-lg", "--scenario", "offline", "--profile", "quick",
+                               "--duration-s", "0.15", "--batch", "8", "--out", str(out), "--json")
+    assert code == 0, stdout + stderr
     files = list(out.glob("*.json"))
     assert len(files) == 1
     doc = json.loads(files[0].read_text())
