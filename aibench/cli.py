@@ -269,8 +269,8 @@ def run_cmd(ctx: click.Context, args: tuple[str, ...], set_name: str | None, thr
       aibench run micro --json > micro.json
       aibench run component imc --scenario server --target-qps 200 --latency-bound-ms 50
     """
+    from aibench.harness import RunOptions
     from aibench.measure.timer import TimerSettings
-    from aibench.runner import RunOptions
 
     quiet = ctx.obj["quiet"] if ctx.obj else False
     refs, param_args = _split_args(list(args))
@@ -317,7 +317,7 @@ def run_cmd(ctx: click.Context, args: tuple[str, ...], set_name: str | None, thr
 
 
 def _plan_runs(benches: list[Any], param_args: list[str], set_name: str | None) -> list[Any]:
-    from aibench.runner import plan
+    from aibench.harness import plan
     from aibench.spec import ParamSet, parse_cli_params
 
     # Parse against the union of parameters so an unknown flag is reported once, with suggestions.
@@ -358,8 +358,8 @@ def _check_devices(runs: list[Any]) -> None:
 def _execute(runs: list[Any], opts: Any, out_dir: Path, show_progress: bool) -> tuple[list[Any], list[Path]]:
     """Run each planned configuration and write its result as soon as it is done; on Ctrl-C (or SIGTERM),
     report what was kept and exit 130 (143)."""
+    from aibench.harness import execute
     from aibench.results.store import write_result
-    from aibench.runner import execute
 
     results: list[Any] = []
     paths: list[Path] = []

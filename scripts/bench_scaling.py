@@ -40,9 +40,9 @@ def main() -> int:
     args = ap.parse_args()
 
     from aibench import registry
+    from aibench.harness import PlannedRun, execute, plan
     from aibench.loadgen.settings import LoadgenOptions
     from aibench.results.store import ensure_writable_dir, write_result
-    from aibench.runner import PlannedRun, execute, plan
     from aibench.sweep.pool import WorkerConfig, WorkerPool
     from aibench.sweep.scaleout import RUNNER, PoolRunOptions
 

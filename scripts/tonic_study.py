@@ -40,9 +40,9 @@ def main() -> int:
     args = ap.parse_args()
 
     from aibench import registry
+    from aibench.harness import RunOptions, execute, plan
     from aibench.loadgen.settings import LoadgenOptions
     from aibench.results.store import ensure_writable_dir, write_result
-    from aibench.runner import RunOptions, execute, plan
 
     out = ensure_writable_dir(args.out)
     lg = LoadgenOptions(profile="quick", duration_s=args.duration_s, out_dir=out)

@@ -9,8 +9,8 @@ import jsonschema
 import pytest
 
 from aibench import registry
+from aibench.harness import RunOptions, execute, plan
 from aibench.results.schema import json_schema
-from aibench.runner import RunOptions, execute, plan
 from tests.conftest import TINY_TIMER
 
 KERNEL = [b for b in registry.all_benchmarks() if b.runner == "kernel"]
@@ -89,10 +89,10 @@ def test_config_records_the_effective_thread_count(monkeypatch: pytest.MonkeyPat
     --threads of that count, and default runs with different counts (other machines) do not share one."""
     import torch
 
-    from aibench import runner
+    from aibench import harness
     from aibench.registry import Benchmark, MetricSpec, ParamSet
 
-    monkeypatch.setitem(runner.RUNNERS, "noop-test", lambda *_a: None)
+    monkeypatch.setitem(harness.RUNNERS, "noop-test", lambda *_a: None)
     bench = Benchmark(kind="component", name="threads-probe", description="measures nothing", source="tests",
                       params=ParamSet(()), metrics=(MetricSpec("x", "s", "lower", "x"),), primary_metric="x",
                       runner="noop-test", factory=lambda *_a, **_k: None)

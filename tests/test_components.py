@@ -10,9 +10,9 @@ import jsonschema
 import pytest
 
 from aibench import registry
+from aibench.harness import RunOptions, execute, plan
 from aibench.loadgen.settings import LoadgenOptions
 from aibench.results.schema import json_schema
-from aibench.runner import RunOptions, execute, plan
 
 LOADGEN = [b for b in registry.all_benchmarks() if b.runner == "loadgen"]
 CASES = [(b.id, stage) for b in LOADGEN for stage in (b.params.by_name["stage"].choices

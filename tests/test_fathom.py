@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from aibench import registry
+from aibench.harness import RunOptions, execute, plan
 from aibench.measure.training import TRAINING_METRICS, TrainingTask, training_loop
 from aibench.results.schema import json_schema
-from aibench.runner import RunOptions, execute, plan
 
 TRAINING = [b for b in registry.all_benchmarks() if b.runner == "training"]
 CASES = [(b.id, mode) for b in TRAINING for mode in ("train", "infer")]

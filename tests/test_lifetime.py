@@ -206,13 +206,13 @@ def test_sigterm_raises_terminated_and_handlers_come_back() -> None:
 
 def test_sigterm_in_a_run_writes_the_interrupted_record_and_exits_143(cli, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from aibench import runner
+    from aibench import harness
     from tests.conftest import TINY_FLAGS
 
     def sigterm(*_a: object) -> None:
         signal.raise_signal(signal.SIGTERM)
 
-    monkeypatch.setitem(runner.RUNNERS, "kernel", sigterm)
+    monkeypatch.setitem(harness.RUNNERS, "kernel", sigterm)
     code, _, err = cli("run", "micro/relu", *TINY_FLAGS, "--out", str(tmp_path))
     assert code == 143, err
     assert "terminated (SIGTERM)" in err and "plus 1 interrupted (partial) result" in err
@@ -226,7 +226,7 @@ def test_sigterm_in_a_run_writes_the_interrupted_record_and_exits_143(cli, tmp_p
 def test_interrupted_message_counts_only_this_runs_record(cli, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Files another run writes into the same --out meanwhile are not this run's interrupted results."""
-    from aibench import runner
+    from aibench import harness
     from tests.conftest import TINY_FLAGS
 
     def concurrent_run_then_ctrl_c(*_a: object) -> None:
@@ -234,7 +234,7 @@ def test_interrupted_message_counts_only_this_runs_record(cli, tmp_path: Path,
             (tmp_path / f"other-run-{i}.json").write_text("{}")
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(runner.RUNNERS, "kernel", concurrent_run_then_ctrl_c)
+    monkeypatch.setitem(harness.RUNNERS, "kernel", concurrent_run_then_ctrl_c)
     code, _, err = cli("run", "micro/relu", *TINY_FLAGS, "--out", str(tmp_path))
     assert code == 130
     assert "0 of 1 result(s) were finished" in err and "plus 1 interrupted (partial) result (micro-relu-" in err
@@ -333,7 +333,7 @@ from aibench import registry
 from aibench.loadgen.run import LOADGEN_METRICS
 from aibench.loadgen.settings import LoadgenOptions
 from aibench.loadgen.task import InferenceTask
-from aibench.runner import PlannedRun, RunOptions, execute
+from aibench.harness import PlannedRun, RunOptions, execute
 from aibench.spec import Param
 
 calls = [0]

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from aibench.errors import UnavailableError, UsageError
+from aibench.harness import RunOptions, execute, plan
 from aibench.loadgen.settings import LoadgenOptions, Sizing, check_memory
-from aibench.runner import RunOptions, execute, plan
 
 LATENCY_FIELDS = ("latency_p50", "latency_p90", "latency_p95", "latency_p97", "latency_p99", "latency_p99_9",
                   "latency_min", "latency_max", "latency_mean")

@@ -51,7 +51,7 @@ def test_unknown_name_suggests_close_matches() -> None:
 
 
 def test_deepbench_sets_expand_and_validate() -> None:
-    from aibench.runner import plan
+    from aibench.harness import plan
 
     for ref in ("micro/gemm", "micro/conv"):
         b = registry.get(ref)
@@ -63,7 +63,7 @@ def test_deepbench_sets_expand_and_validate() -> None:
 
 
 def test_set_rows_cannot_be_overridden_silently() -> None:
-    from aibench.runner import plan
+    from aibench.harness import plan
 
     with pytest.raises(UsageError, match="already sets --m"):
         plan(registry.get("micro/gemm"), {"m": "4"}, "deepbench-training")

@@ -42,9 +42,20 @@ Exit codes (one per outcome):
 Several metrics or benchmarks: error > regression > inconclusive > improved > pass."""
 
 
-def _thresholds(base: str | None, runner: str, per_metric: tuple[str, ...]) -> tuple[float, dict[str, float]]:
+def _machine(ctx: click.Context, machine: str, runner_alias: str | None) -> str:
+    """--machine, or its older spelling --runner (hidden, same values); both given must agree."""
+    if runner_alias is None:
+        return machine
+    given = ctx.get_parameter_source("machine") != click.core.ParameterSource.DEFAULT
+    if given and machine != runner_alias:
+        raise UsageError(f"--machine {machine} and --runner {runner_alias} disagree (--runner is the older "
+                         "name of --machine: give one)")
+    return runner_alias
+
+
+def _thresholds(base: str | None, machine: str, per_metric: tuple[str, ...]) -> tuple[float, dict[str, float]]:
     try:
-        thr = decide.parse_threshold(base) if base is not None else decide.RUNNER_THRESHOLDS[runner]
+        thr = decide.parse_threshold(base) if base is not None else decide.MACHINE_THRESHOLDS[machine]
         overrides = {}
         for item in per_metric:
             name, sep, value = item.partition("=")
@@ -209,9 +220,12 @@ def compare(ctx: click.Context, baseline: Path, candidate: Path, metrics: tuple[
               help="Also gate on this metric (repeatable, e.g. time_p99); the primary metric always counts.")
 @click.option("--ignore-metric", "ignore", multiple=True, metavar="NAME",
               help="Never gate on this metric (repeatable), e.g. a primary metric too noisy on shared runners.")
-@click.option("--runner", type=click.Choice(sorted(decide.RUNNER_THRESHOLDS)), default="dedicated",
-              show_default=True, help="Threshold preset: dedicated 5%, shared 10% (CI runners shared with others).")
-@click.option("--threshold", metavar="T", help="Threshold for every metric (5% or 0.05); overrides --runner. "
+@click.option("--machine", type=click.Choice(sorted(decide.MACHINE_THRESHOLDS)), default="dedicated",
+              show_default=True, help="Threshold preset for the machine the gate runs on: dedicated 5%, shared "
+              "10% (a CI runner shared with other jobs).")
+@click.option("--runner", "runner_alias", type=click.Choice(sorted(decide.MACHINE_THRESHOLDS)), hidden=True,
+              help="Older name of --machine (same values).")
+@click.option("--threshold", metavar="T", help="Threshold for every metric (5% or 0.05); overrides --machine. "
               "Tail metrics (p99, p99.9, max) get 2×.")
 @click.option("--metric-threshold", "metric_thresholds", multiple=True, metavar="NAME=T",
               help="Threshold for one metric, e.g. latency_p99=20% (repeatable).")
@@ -240,8 +254,8 @@ def compare(ctx: click.Context, baseline: Path, candidate: Path, metrics: tuple[
 def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str | None,
          candidate_python: str | None, baseline_prefix: str | None, candidate_prefix: str | None,
          baseline_label: str | None, candidate_label: str | None, bench_specs: tuple[str, ...], rounds: int,
-         max_rounds: int | None, budget_s: float, metrics: tuple[str, ...], ignore: tuple[str, ...], runner: str,
-         threshold: str | None,
+         max_rounds: int | None, budget_s: float, metrics: tuple[str, ...], ignore: tuple[str, ...], machine: str,
+         runner_alias: str | None, threshold: str | None,
          metric_thresholds: tuple[str, ...],
          inconclusive: str, improved: str, confidence: float, ci_method: str, trim: float, seed: int | None,
          process_timeout: float, out_dir: Path | None, json_out: str | None, md_out: str | None,
@@ -264,7 +278,7 @@ def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str |
       aibench gate --baseline-python base/.venv/bin/python --candidate-python cand/.venv/bin/python \\
           micro/gemm --m 256 --n 256 --k 256 --max-time 0.5
       aibench gate --baseline 'env PYTHONPATH=/src/main .venv/bin/python' \\
-          --candidate 'env PYTHONPATH=/src/pr .venv/bin/python' --runner shared \\
+          --candidate 'env PYTHONPATH=/src/pr .venv/bin/python' --machine shared \\
           -b 'micro/gemm --m 256 --n 256 --k 256' -b 'component/dig --threads 1 --duration-s 2' \\
           --json gate.json --markdown gate.md --junit gate.xml
     """
@@ -283,7 +297,7 @@ def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str |
         benches.append(BenchSpec.from_words(list(bench_args)))
     if not benches:
         raise UsageError("name a benchmark: 'aibench gate [OPTIONS] KIND/NAME [ARGS]' or -b 'KIND/NAME ARGS'")
-    thr, overrides = _thresholds(threshold, runner, metric_thresholds)
+    thr, overrides = _thresholds(threshold, _machine(ctx, machine, runner_alias), metric_thresholds)
     _check_metrics(benches, metrics, ignore)
     from aibench.results.store import check_outputs
 

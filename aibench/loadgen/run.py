@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aibench import lifetime, meters
-from aibench import system as sysinfo
+from aibench import machine as sysinfo
 from aibench.errors import UnavailableError
 from aibench.loadgen import logparse
 from aibench.loadgen.drive import Calibration, Outcome, calibrate, run_loadgen, run_users
@@ -79,7 +79,7 @@ def options_from(opts: Any) -> LoadgenOptions:
 
 
 def run_loadgen_benchmark(bench: Benchmark, params: dict[str, Any], result: Result, opts: Any) -> None:
-    """The runner registered as ``loadgen`` in :data:`aibench.runner.RUNNERS`."""
+    """The runner registered as ``loadgen`` in :data:`aibench.harness.RUNNERS`."""
     from aibench.measure.device import refusing_unsupported, resolve_device, resolve_dtype
 
     s = options_from(opts).resolve()

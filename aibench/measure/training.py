@@ -22,7 +22,7 @@ step needs; it knows nothing about timing. A :class:`TrainingTask` holds
 
 :func:`training_loop` runs warm-up steps then timed steps of a task, and takes ``model=`` (e.g. a DDP
 wrapper of ``task.model``) and ``optimizer=`` overrides; it returns a :class:`LoopLog` of plain numbers.
-:func:`run_training` is the runner registered as ``training`` in :data:`aibench.runner.RUNNERS`.
+:func:`run_training` is the runner registered as ``training`` in :data:`aibench.harness.RUNNERS`.
 
 Timing. On CPU each step ends with a ``perf_counter`` read (CPU work is synchronous). On CUDA a CUDA event
 is recorded after each step and the intervals are read once the steps are done, so the host never waits

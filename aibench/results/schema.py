@@ -83,7 +83,7 @@ class Result:
     schema: str = SCHEMA_NAME
     schema_version: int = SCHEMA_VERSION
     # What the benchmark declares of its metrics (name -> statistic, of, inverse_of), from its MetricSpec list
-    # (aibench.runner.new_result); not written: every entry carries its own once declared.
+    # (aibench.harness.new_result); not written: every entry carries its own once declared.
     declared: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
 
     @property

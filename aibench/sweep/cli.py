@@ -124,8 +124,8 @@ def sweep(ctx: click.Context, args: tuple[str, ...], values_text: str | None, ma
       aibench sweep m micro gemm --values 256:2048:x2 --n 1024 --k 1024
     """
     from aibench import registry
+    from aibench.harness import RunOptions
     from aibench.measure.timer import TimerSettings
-    from aibench.runner import RunOptions
     from aibench.spec import parse_cli_params
     from aibench.sweep.plan import parse_devices, plan_sweep, resolve_form
 

@@ -326,9 +326,9 @@ def distributed_config(job: dict[str, Any], world_size: int | None = None) -> di
 
 def _failed(point: PointPlan, job: dict[str, Any], why: str, launch: dict[str, Any]) -> Result:
     """A failed result for a launch that produced none (a crashed or killed rank, a refused torchrun)."""
-    from aibench import system
+    from aibench import machine
+    from aibench.harness import new_result
     from aibench.results.schema import now_iso
-    from aibench.runner import new_result
 
     config = {"threads": job["threads"], "distributed": distributed_config(job)}
     r = new_result(point.run.bench, point.run.params, config, point.run.context)
@@ -337,6 +337,6 @@ def _failed(point: PointPlan, job: dict[str, Any], why: str, launch: dict[str, A
     r.method["launch"] = launch
     r.finished_at = now_iso()
     r.duration_s = launch.get("wall_s")
-    r.machine = system.fingerprint()
-    r.code = system.code_version()
+    r.machine = machine.fingerprint()
+    r.code = machine.code_version()
     return r

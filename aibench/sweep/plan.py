@@ -19,8 +19,8 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from aibench.errors import UnavailableError, UsageError
+from aibench.harness import PlannedRun, RunOptions, plan
 from aibench.registry import Benchmark
-from aibench.runner import PlannedRun, RunOptions, plan
 from aibench.sweep.analysis import LATENCY_CHOICES, latency_metric_name
 from aibench.sweep.engine import KneeRequest, PointPlan, SweepPlan
 from aibench.sweep.values import default_counts, parse_values

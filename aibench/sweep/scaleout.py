@@ -2,9 +2,9 @@
 
 The measuring is the ``loadgen`` runner's (:func:`aibench.loadgen.run.drive_system`): one LoadGen in this
 process, the same calibration, scenarios, validity, meters and result fields; only the system under test is
-the pool (:mod:`aibench.sweep.pool`). It runs inside :func:`aibench.runner.execute` (so a failure is recorded
+the pool (:mod:`aibench.sweep.pool`). It runs inside :func:`aibench.harness.execute` (so a failure is recorded
 like any other) under the runner name ``scale-out``, which this module adds to
-:data:`aibench.runner.RUNNERS` when imported. The pool's settings enter the result's ``config`` (and so its
+:data:`aibench.harness.RUNNERS` when imported. The pool's settings enter the result's ``config`` (and so its
 hash): ``config.scale_out = {devices, instances_per_device, workers, worker_threads}``.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from aibench.errors import UsageError
-from aibench.runner import RUNNERS, RunOptions, execute
+from aibench.harness import RUNNERS, RunOptions, execute
 
 if TYPE_CHECKING:
     from aibench.registry import Benchmark

@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _execute(bench: Any, params: dict[str, Any], job: dict[str, Any]) -> Any:
+    from aibench.harness import PlannedRun, RunOptions, execute
     from aibench.measure.timer import TimerSettings
-    from aibench.runner import PlannedRun, RunOptions, execute
 
     opts = RunOptions(threads=int(job["threads"]), seed=int(job["seed"]), timer=TimerSettings(**job["timer"]))
     return execute(PlannedRun(bench, bench.resolve(params), dict(job.get("context") or {})), opts)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aibench import system
+from aibench import machine
 from aibench.errors import AibenchError, UsageError
 from aibench.measure.timer import TimerSettings
 from aibench.registry import Benchmark
@@ -129,7 +129,7 @@ def execute(run: PlannedRun, opts: RunOptions) -> Result:
         # uses anyway measure the same work and share a hash; default runs on machines with different core
         # counts do not.
         result = new_result(bench, run.params, {"threads": thread_info["threads"]}, run.context)
-        result.load["loadavg_start"] = system.load_average()
+        result.load["loadavg_start"] = machine.load_average()
         t0 = time.perf_counter()
         torch.manual_seed(opts.seed)
         try:
@@ -155,9 +155,9 @@ def execute(run: PlannedRun, opts: RunOptions) -> Result:
     result.method["threads"] = thread_info
     result.duration_s = time.perf_counter() - t0
     result.finished_at = now_iso()
-    result.load["loadavg_end"] = system.load_average()
-    result.machine = system.fingerprint()
-    result.code = system.code_version()
+    result.load["loadavg_end"] = machine.load_average()
+    result.machine = machine.fingerprint()
+    result.code = machine.code_version()
     return result
 
 
@@ -172,9 +172,9 @@ def _write_interrupted(result: Result, out_dir: Path, elapsed_s: float, exc: Bas
     result.metrics = {}
     result.duration_s = elapsed_s
     result.finished_at = now_iso()
-    result.load["loadavg_end"] = system.load_average()
-    result.machine = system.fingerprint()
-    result.code = system.code_version()
+    result.load["loadavg_end"] = machine.load_average()
+    result.machine = machine.fingerprint()
+    result.code = machine.code_version()
     return write_result(result, out_dir)
 
 
