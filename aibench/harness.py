@@ -11,11 +11,11 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from aibench import machine
+from aibench import machine, registry
 from aibench.errors import AibenchError, UsageError
 from aibench.measure.timer import TimerSettings
 from aibench.registry import Benchmark
@@ -32,19 +32,41 @@ DEFAULT_THREADS = {"micro": 1}
 @dataclass(frozen=True)
 class RunOptions:
     """Harness settings. The thread count a run uses (``threads``, or torch's own default when None) enters
-    the config hash; the timer settings only say how long."""
+    the config hash; the timer settings only say how long.
+
+    ``runner_options`` holds each runner's own typed options by the key its :class:`~aibench.registry.RunnerSpec`
+    declares (``loadgen``: a LoadgenOptions, ``training``: a TrainingOptions, ``scale_out``: the pool); a
+    runner reads its own with :meth:`options_for`, which gives the type's defaults when none were set."""
 
     threads: int | None = None
     timer: TimerSettings = field(default_factory=TimerSettings)
     seed: int = 0
-    loadgen: Any = None  # aibench.loadgen.settings.LoadgenOptions for runner "loadgen" (None: its defaults)
     # Where an interrupted run's record goes (None: not written here). The LoadGen runner writes its own,
     # with LoadGen's partial logs; this covers the kernel and training runners.
     interrupted_dir: Path | None = None
-    ttq_budget_s: float | None = None  # runner "training" with --ttq: time budget (None: its default, 600 s)
+    runner_options: Mapping[str, Any] = field(default_factory=dict)
 
     def threads_for(self, bench: Benchmark) -> int | None:
         return self.threads if self.threads is not None else DEFAULT_THREADS.get(bench.kind)
+
+    def with_options(self, **by_key: Any) -> RunOptions:
+        """These options with some runner options set (``opts.with_options(loadgen=LoadgenOptions(...))``)."""
+        return replace(self, runner_options={**self.runner_options, **by_key})
+
+    def options_for(self, key: str) -> Any:
+        """The runner options under ``key``, or the defaults of the type a registered runner declares for it
+        (None when no runner declares one)."""
+        if key in self.runner_options:
+            return self.runner_options[key]
+        for spec in registry.all_runners():
+            if spec.options == key and spec.options_type is not None:
+                return registry.load(spec.options_type)()
+        return None
+
+    def options_of(self, bench: Benchmark) -> Any:
+        """The options of the runner that measures ``bench`` (None for a runner without options)."""
+        key = bench.runner_spec.options
+        return self.options_for(key) if key is not None else None
 
 
 @dataclass(frozen=True)
@@ -77,25 +99,20 @@ def plan(bench: Benchmark, given: Mapping[str, Any], set_name: str | None = None
 RunnerFn = Callable[[Benchmark, dict[str, Any], Result, RunOptions], None]
 
 
-def _kernel(bench: Benchmark, params: dict[str, Any], result: Result, opts: RunOptions) -> None:
-    from aibench.measure.kernel import run_kernel
-
-    run_kernel(bench, params, result, opts.timer)
-
-
-def _loadgen(bench: Benchmark, params: dict[str, Any], result: Result, opts: RunOptions) -> None:
-    from aibench.loadgen.run import run_loadgen_benchmark
-
-    run_loadgen_benchmark(bench, params, result, opts)
+def measure_fn(bench: Benchmark) -> RunnerFn:
+    """The measuring function of ``bench``'s runner, imported now (its registration names it lazily)."""
+    fn: RunnerFn = registry.load(bench.runner_spec.measure)
+    return fn
 
 
-def _training(bench: Benchmark, params: dict[str, Any], result: Result, opts: RunOptions) -> None:
-    from aibench.measure.training import run_training
-
-    run_training(bench, params, result, opts)
-
-
-RUNNERS: dict[str, RunnerFn] = {"kernel": _kernel, "loadgen": _loadgen, "training": _training}
+def primary_metric(bench: Benchmark, params: Mapping[str, Any] | None, opts: RunOptions) -> str:
+    """The headline metric of a run of ``bench`` with these parameters and options: its runner's ``primary``
+    hook where it declares one (LoadGen's scenario, --ttq), else the benchmark's own."""
+    spec = bench.runner_spec
+    if spec.primary is None:
+        return bench.primary_metric
+    name: str = registry.load(spec.primary)(bench, dict(params or {}), opts.options_of(bench))
+    return name
 
 
 def new_result(bench: Benchmark, params: dict[str, Any], config: dict[str, Any],
@@ -121,8 +138,7 @@ def execute(run: PlannedRun, opts: RunOptions) -> Result:
     from aibench.measure.device import pinned_threads
 
     bench = run.bench
-    if bench.runner not in RUNNERS:
-        raise UsageError(f"{bench.id}: runner {bench.runner!r} is not available in this aibench")
+    measure = measure_fn(bench)  # an unknown runner is refused before any record exists
     threads = opts.threads_for(bench)
     with pinned_threads(threads) as thread_info:
         # The effective count, not the request: a default run (None) and '--threads N' with N what torch
@@ -133,7 +149,7 @@ def execute(run: PlannedRun, opts: RunOptions) -> Result:
         t0 = time.perf_counter()
         torch.manual_seed(opts.seed)
         try:
-            RUNNERS[bench.runner](bench, run.params, result, opts)
+            measure(bench, run.params, result, opts)
         except AibenchError:
             raise
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (aibench.lifetime.Terminated)

@@ -21,7 +21,7 @@ RATE_FIELDS = ("samples_per_s", "queries_per_s", "samples_per_s_no_overhead", "q
 
 def _run(bench: Any, tmp_path: Path, params: dict[str, Any] | None = None, **lg: Any) -> Any:
     lg.setdefault("duration_s", 0.15)
-    opts = RunOptions(loadgen=LoadgenOptions(out_dir=tmp_path, **lg))
+    opts = RunOptions().with_options(loadgen=LoadgenOptions(out_dir=tmp_path, **lg))
     return execute(plan(bench, params or {})[0], opts)
 
 

@@ -55,7 +55,7 @@ def _probe_factory(params: dict[str, Any], device: Any, dtype: Any) -> Any:
 
 @pytest.fixture
 def probe() -> Iterator[registry.Benchmark]:
-    from aibench.loadgen.run import LOADGEN_METRICS
+    from aibench.loadgen.metrics import LOADGEN_METRICS
 
     registry.discover()
     bench = registry.Benchmark(

@@ -90,8 +90,8 @@ def _quiet(ctx: click.Context) -> bool:
 
 
 def _primary_metric(bench: Any, args: Sequence[str]) -> str:
-    """The primary metric a run of ``bench`` with ``args`` reports: a load-generated benchmark's depends on
-    the scenario (LoadGen's own metric for it), a training benchmark's on --ttq."""
+    """The primary metric a run of ``bench`` with ``args`` reports: its runner's ``primary_from_args`` hook
+    where it declares one (a load-generated benchmark's depends on the scenario, a training one's on --ttq)."""
     def option(name: str) -> str | None:
         for i, word in enumerate(args):
             if word == name:
@@ -100,16 +100,11 @@ def _primary_metric(bench: Any, args: Sequence[str]) -> str:
                 return word.partition("=")[2]
         return None
 
-    if bench.runner == "loadgen":
-        from aibench.loadgen.logparse import PRIMARY
+    from aibench import registry
 
-        scenario = option("--scenario") or ("closed-loop" if option("--users") is not None else "offline")
-        return PRIMARY.get(scenario, bench.primary_metric)
-    if bench.runner == "training":
-        ttq = option("--ttq")
-        if ttq is not None and ttq.lower() not in ("0", "false", "no", "off"):
-            return "time_to_target"
-    return bench.primary_metric
+    hook = bench.runner_spec.primary_from_args
+    name: str = registry.load(hook)(bench, option) if hook is not None else bench.primary_metric
+    return name
 
 
 def _check_metrics(benches: Sequence[Any], metrics: Sequence[str], ignore: Sequence[str]) -> None:

@@ -82,11 +82,12 @@ def build(ctx: click.Context, given: Mapping[str, Any], seed: int, out_dir: Path
 
 
 def check_applicable(runs: list[Any], lg: LoadgenOptions) -> None:
-    """Refuse load-generator options for benchmarks that are not load-generated, and contradictions."""
-    mine = [r for r in runs if r.bench.runner == "loadgen"]
+    """Refuse load-generator options for benchmarks whose runner does not read them (its RunnerSpec's
+    ``options`` is not ``loadgen``), and contradictions."""
+    mine = [r for r in runs if r.bench.runner_spec.options == "loadgen"]
     flags = list(lg.explicit)
     if flags and len(mine) < len(runs):
-        other = next(r.bench.id for r in runs if r.bench.runner != "loadgen")
+        other = next(r.bench.id for r in runs if r.bench.runner_spec.options != "loadgen")
         raise UsageError(f"--{flags[0].replace('_', '-')} applies to load-generated (inference) benchmarks; "
                          f"{other} is not one")
     if mine:

@@ -21,7 +21,6 @@ from aibench.loadgen import logparse
 from aibench.loadgen.drive import Calibration, Outcome, calibrate, run_loadgen, run_users
 from aibench.loadgen.settings import LoadgenOptions, Scenario, size_run
 from aibench.loadgen.sut import InProcessSystem, SystemUnderTest
-from aibench.registry import MetricSpec
 from aibench.results.parts import shares, stage_parts
 from aibench.results.schema import now_iso
 from aibench.results.stats import summarize
@@ -30,39 +29,6 @@ from aibench.spec import config_hash
 if TYPE_CHECKING:
     from aibench.registry import Benchmark
     from aibench.results.schema import Result
-
-LATENCY = "samples.latency"  # the per-sample latencies the adapter kept (LoadGen's percentiles are of all)
-# Metrics a LoadGen-run benchmark reports; component benchmarks can declare these as their metrics. The
-# stage shares are those of the in-process system's stages; a system with other stages reports share_<stage>
-# for each, declared where it is measured (_stage_metrics).
-LOADGEN_METRICS = (
-    MetricSpec("samples_per_s", "samples/s", "higher", "samples per second (Offline: LoadGen's metric; Server: "
-               "completed samples/s)", "rate"),
-    MetricSpec("queries_per_s", "queries/s", "higher", "queries per second, with LoadGen's overhead", "rate"),
-    MetricSpec("samples_per_s_no_overhead", "samples/s", "higher", "samples/s without LoadGen's overhead", "rate"),
-    MetricSpec("queries_per_s_no_overhead", "queries/s", "higher", "queries/s without LoadGen's overhead", "rate"),
-    MetricSpec("latency_early_stopping", "s", "lower", "LoadGen's early-stopping latency estimate "
-               "(SingleStream p90, MultiStream p99)", "early_stopping"),
-    *(MetricSpec(f"latency_{p}", "s", "lower", f"{p} latency per query (LoadGen, full run)", p, LATENCY)
-      for p in ("p50", "p90", "p95", "p97", "p99", "p99_9", "min", "max", "mean")),
-    MetricSpec("gflops", "GFLOP/s", "higher", "achieved network FLOP rate: counted FLOPs per sample × samples/s",
-               "rate"),
-    MetricSpec("peak_target_qps", "queries/s", "higher", "--find-peak: the highest target QPS whose Server run "
-               "was VALID"),
-    MetricSpec("share_preprocess", "fraction", "lower", "share of batch time in pre-processing (--breakdown)",
-               "ratio", "parts.stage.preprocess"),
-    MetricSpec("share_dnn", "fraction", "higher", "share of batch time in the DNN (--breakdown)", "ratio",
-               "parts.stage.dnn"),
-    MetricSpec("share_postprocess", "fraction", "lower", "share of batch time in post-processing (--breakdown)",
-               "ratio", "parts.stage.postprocess"),
-)
-
-# What a component benchmark declares: LoadGen's figures (with the achieved FLOP rate and the application
-# breakdown, --breakdown) and the meters' energy metrics (per sample).
-COMPONENT_METRICS = (
-    *LOADGEN_METRICS,
-    *meters.metric_specs("sample", "the measured LoadGen window"),
-)
 
 FIND_PEAK_MAX_PROBES = 12
 FIND_PEAK_TOLERANCE = 0.05  # stop bisecting once the VALID/INVALID bracket is within 5%
@@ -74,12 +40,11 @@ log = logging.getLogger(__name__)
 
 
 def options_from(opts: Any) -> LoadgenOptions:
-    lg = getattr(opts, "loadgen", None)
-    return lg if isinstance(lg, LoadgenOptions) else LoadgenOptions()
+    return opts.options_for("loadgen")
 
 
 def run_loadgen_benchmark(bench: Benchmark, params: dict[str, Any], result: Result, opts: Any) -> None:
-    """The runner registered as ``loadgen`` in :data:`aibench.harness.RUNNERS`."""
+    """The runner registered as ``loadgen`` (:data:`aibench.loadgen.metrics.LOADGEN`)."""
     from aibench.measure.device import refusing_unsupported, resolve_device, resolve_dtype
 
     s = options_from(opts).resolve()

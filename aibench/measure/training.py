@@ -1,28 +1,12 @@
 """The ``training`` runner: training steps (or forward-only steps) of a workload, timed one by one, with the
 wall time split into init / setup / warm-up / run and, optionally, time to a quality target.
 
-The task API (contract between workloads and anything that drives them, e.g. a DistributedDataParallel
-sweep): a benchmark with ``runner="training"`` has a factory ``factory(params, device=..., seed=...) ->
-TrainingTask``. The factory builds the model, the data (pre-staged on ``device``) and everything else the
-step needs; it knows nothing about timing. A :class:`TrainingTask` holds
-
-- ``model``: the ``nn.Module`` whose parameters are trained;
-- ``forward_loss(model, batch) -> Tensor``: the scalar loss of one batch, computed with the ``model``
-  passed in, never with ``task.model`` directly, so a caller may pass a wrapper (``DDP(task.model)``);
-- ``forward(model, batch)``: the forward-only (inference) work of one batch, same convention;
-- ``next_batch(step) -> batch``: the batch of global step ``step`` (0-based), already on the device. It is
-  called inside the timed step (selecting a batch from staged tensors is part of a training step; for
-  DQN it also acts in the environment and fills the replay buffer, as the original does per step);
-- ``make_optimizer(parameters) -> Optimizer`` and an optional ``grad_hook(model)`` (clipping, gradient
-  noise, ...) run between ``backward()`` and ``optimizer.step()``;
-- ``after_step(step)`` (optional): per-step bookkeeping such as DQN's target-network copy;
-- ``samples_per_batch``; ``epoch_steps`` (steps per pass over a real training set, None without one);
-- ``quality`` (optional :class:`Quality`): an evaluation on held-out data and a target, for time to quality;
-- ``data``, ``info``, ``throughput_only`` (why there is no quality target), ``notes``: recorded as is.
+The task API (contract between workloads and anything that drives them) is
+:mod:`aibench.measure.train_task`, light, which workloads import.
 
 :func:`training_loop` runs warm-up steps then timed steps of a task, and takes ``model=`` (e.g. a DDP
 wrapper of ``task.model``) and ``optimizer=`` overrides; it returns a :class:`LoopLog` of plain numbers.
-:func:`run_training` is the runner registered as ``training`` in :data:`aibench.harness.RUNNERS`.
+:func:`run_training` is the runner registered as ``training`` (:data:`aibench.measure.train_task.TRAINING`).
 
 Timing. On CPU each step ends with a ``perf_counter`` read (CPU work is synchronous). On CUDA a CUDA event
 is recorded after each step and the intervals are read once the steps are done, so the host never waits
@@ -39,112 +23,33 @@ import itertools
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aibench import meters
-from aibench.errors import UnavailableError, UsageError
-from aibench.registry import MetricSpec
+from aibench.errors import UnavailableError
+from aibench.measure.train_task import (
+    DEFAULT_TTQ_BUDGET_S,
+    MODES,
+    TrainingOptions,
+    TrainingTask,
+)
 from aibench.results.schema import metric
 from aibench.results.stats import summarize
 
 if TYPE_CHECKING:
+    from aibench.harness import RunOptions
     from aibench.registry import Benchmark
     from aibench.results.schema import Result
 
-MODES = ("train", "infer")
-# A --ttq run without --max-time trains for at most this long (the CLI's --max-time default, 2 s, is the
-# kernel timer's budget and far too short to train anything).
-DEFAULT_TTQ_BUDGET_S = 600.0
 LOSS_CURVE_MAX_POINTS = 10_000  # beyond this many steps the loss curve is kept as means of blocks of steps
 FIRST_RUN = ("samples_per_s", "step_time_median", "step_time_p99", "loss_final", "time_init", "time_setup",
              "time_run", "epoch_time")
 FIRST_TTQ = ("time_to_target", "steps_to_target", "target_reached", "quality", "samples_per_s", "time_init",
              "time_setup", "energy_to_target")
 
-STEP_TIME = "samples.step_time"  # the timed steps' times
-TRAINING_METRICS = (
-    MetricSpec("samples_per_s", "samples/s", "higher", "samples per second over the timed steps (warm-up "
-               "excluded): samples / sum of step times", "rate", STEP_TIME, "mean"),
-    MetricSpec("step_time_median", "s", "lower", "median time of one timed step", "median", STEP_TIME),
-    MetricSpec("step_time_iqr", "s", "lower", "interquartile range of the step time", "iqr", STEP_TIME),
-    MetricSpec("step_time_p99", "s", "lower", "99th percentile of the step time", "p99", STEP_TIME),
-    MetricSpec("epoch_time", "s", "lower", "mean time of the complete epochs among the timed steps (only where "
-               "the workload has a real data set and the run covered a whole epoch)", "mean"),
-    MetricSpec("loss_final", "loss", "lower", "mean training loss of the last (up to) 10 timed steps "
-               "(warm-up excluded)", "mean"),
-    MetricSpec("time_init", "s", "lower", "init: process start to the runner, plus device initialisation "
-               "(Python, framework, CUDA context): the Minsky paper's INIT"),
-    MetricSpec("time_setup", "s", "lower", "setup: model, optimizer and data built and staged on the device"),
-    MetricSpec("time_warmup", "s", "lower", "the warm-up steps (excluded from the step statistics)"),
-    MetricSpec("time_run", "s", "lower", "run: the timed steps (with --ttq: first step to stop, evaluations "
-               "included)"),
-    MetricSpec("time_wall", "s", "lower", "process start to the end of the run"),
-    MetricSpec("time_to_target", "s", "lower", "--ttq: training time from the first step to the evaluation "
-               "that met the target, evaluations included (MLPerf Training's rule)"),
-    MetricSpec("steps_to_target", "steps", "lower", "--ttq: training steps until the target was met", "count"),
-    MetricSpec("epochs_to_target", "epochs", "lower", "--ttq: steps_to_target / steps per epoch"),
-    MetricSpec("target_reached", "bool", "higher", "--ttq: 1 if the target was met within --max-time, else 0"),
-    MetricSpec("quality", "quality", "higher", "--ttq: the last evaluated quality (its name, unit and "
-               "direction are in context.quality)"),
-    MetricSpec("energy_to_target", "J", "lower", "--ttq: energy of the device(s) from the first step to the "
-               "target (unavailable without an energy counter)"),
-    *meters.metric_specs("sample", "the timed steps"),
-)
-
-
-def training_metrics(quality_unit: str = "quality", quality_direction: str = "higher",
-                     quality_name: str = "") -> tuple[MetricSpec, ...]:
-    """:data:`TRAINING_METRICS` with the ``quality`` metric declared in the workload's own unit and direction
-    (accuracy: a fraction, higher; reconstruction error: lower)."""
-    what = f"--ttq: the last evaluated {quality_name or 'quality'} (name, target and note in context.quality)"
-    return tuple(replace(m, unit=quality_unit, direction=quality_direction, help=what) if m.name == "quality" else m
-                 for m in TRAINING_METRICS)
-
-
 # --- the task API ------------------------------------------------------------------------------------
-
-@dataclass
-class Quality:
-    """A held-out evaluation and the target a time-to-quality run trains to.
-
-    ``evaluate(model) -> float`` is called with the model in eval mode under ``torch.inference_mode`` (the
-    loop switches modes); it must not change the model. ``direction`` says whether higher is better.
-    """
-
-    name: str
-    unit: str
-    direction: str
-    target: float
-    evaluate: Callable[[Any], float]
-    every_steps: int
-    note: str = ""
-
-    def met(self, value: float) -> bool:
-        return value >= self.target if self.direction == "higher" else value <= self.target
-
-
-@dataclass
-class TrainingTask:
-    """One training workload, ready to step. See the module docstring for the contract."""
-
-    model: Any
-    forward_loss: Callable[[Any, Any], Any]
-    forward: Callable[[Any, Any], Any]
-    next_batch: Callable[[int], Any]
-    make_optimizer: Callable[[Iterable[Any]], Any]
-    samples_per_batch: int
-    device: Any
-    grad_hook: Callable[[Any], None] | None = None
-    after_step: Callable[[int], None] | None = None
-    epoch_steps: int | None = None
-    quality: Quality | None = None
-    throughput_only: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
 
 @dataclass
 class LoopLog:
@@ -441,13 +346,7 @@ def deterministic_algorithms(enabled: bool, device: Any) -> Iterator[dict[str, A
 
 # --- the runner --------------------------------------------------------------------------------------
 
-def ttq_budget(opts: Any) -> float | None:
-    """The --ttq time budget from the run options: ``opts.ttq_budget_s`` where set (the CLI sets it from an
-    explicit --max-time), else None (the loop's default)."""
-    return getattr(opts, "ttq_budget_s", None)
-
-
-def run_training(bench: Benchmark, params: dict[str, Any], result: Result, opts: Any) -> None:
+def run_training(bench: Benchmark, params: dict[str, Any], result: Result, opts: RunOptions) -> None:
     """The runner registered as ``training``: fills ``result`` in place."""
     global _INIT_CLAIMED
     from aibench.measure.device import resolve_device
@@ -458,7 +357,8 @@ def run_training(bench: Benchmark, params: dict[str, Any], result: Result, opts:
     _INIT_CLAIMED = True
     mode = params.get("mode", "train")
     ttq = bool(params.get("ttq", False))
-    seed = int(getattr(opts, "seed", 0))
+    seed = opts.seed
+    options: TrainingOptions = opts.options_for("training")
     device = resolve_device(params.get("device", "cpu"))
     device_init_s = _device_init(device)
     steps, warmup = int(params.get("steps", 10)), int(params.get("warmup_steps", 0))
@@ -474,7 +374,7 @@ def run_training(bench: Benchmark, params: dict[str, Any], result: Result, opts:
         what = "every training step from the first (--ttq)" if ttq else "the timed steps (warm-up excluded)"
         window = meters.window(device, what=what)
         log = training_loop(task, steps, mode=mode, warmup_steps=warmup, optimizer=optimizer, window=window,
-                            ttq=ttq, budget_s=ttq_budget(opts))
+                            ttq=ttq, budget_s=options.ttq_budget_s)
     end = time.perf_counter()
     _fill(result, bench, params, task, log, window, ttq)
     phases: dict[str, Any] = {
@@ -660,15 +560,3 @@ def _energy_to_target(result: Result, log: LoopLog) -> None:
         # The window ends at the evaluation that met the target: its energy is the energy to target.
         result.metrics["energy_to_target"] = metric(total["energy_j"], "J", "lower",
                                                     provenance=total.get("provenance"), scope=total.get("scope"))
-
-
-def check_mode(params: dict[str, Any], has_quality: bool, why_not: str | None) -> None:
-    """Parameter combinations a training benchmark refuses before anything runs."""
-    if not params.get("ttq"):
-        return
-    if params.get("mode", "train") != "train":
-        raise UsageError("--ttq trains to a target: it needs --mode train")
-    if not has_quality:
-        raise UsageError(f"--ttq is not offered here: {why_not}")
-    if params.get("data") == "synthetic":
-        raise UsageError("--ttq trains to a target on real data: it cannot be combined with --data synthetic")

@@ -149,9 +149,10 @@ def sweep(ctx: click.Context, args: tuple[str, ...], values_text: str | None, ma
     scenario = lg.scenario or ("closed-loop" if lg.users is not None else "offline")
     if bound is not None and scenario != "server":  # the knee's bound only: LoadGen takes a bound in Server
         lg = replace(lg, latency_bound_ms=None, explicit=tuple(x for x in lg.explicit if x != "latency_bound_ms"))
-    opts = RunOptions(threads=threads, seed=seed, loadgen=lg, timer=TimerSettings(
-        warmup_s=warmup, max_time_s=max_time, min_rounds=min_rounds, target_rel_ci=target_ci))
-    distributed = kind == "gpus" and bench.runner != "loadgen"
+    opts = RunOptions(threads=threads, seed=seed, timer=TimerSettings(
+        warmup_s=warmup, max_time_s=max_time, min_rounds=min_rounds, target_rel_ci=target_ci)).with_options(loadgen=lg)
+    inference = bench.can("inference")
+    distributed = kind == "gpus" and not inference
     if (nnodes > 1 or node_rank or rdzv_endpoint) and not distributed:
         raise UsageError("--nnodes, --node-rank and --rdzv-endpoint apply to distributed benchmarks (training, "
                          "all-reduce) in 'aibench sweep gpus'; inference scales out within one machine")
@@ -164,8 +165,8 @@ def sweep(ctx: click.Context, args: tuple[str, ...], values_text: str | None, ma
                       usable_cpus=_usable_cpus(), devices=devices, instances_text=instances_text,
                       latency_bound_ms=bound, latency_metric=latency_metric, threads_given=threads is not None)
     for p in plan.points:  # each point's own LoadGen options (a swept option differs between them)
-        loadgen_check([p.run], p.opts.loadgen)
-    if kind == "gpus" and bench.runner == "loadgen":
+        loadgen_check([p.run], p.opts.options_for("loadgen"))
+    if kind == "gpus" and inference:
         from aibench.sweep.scaleout import PoolExecutor
 
         executor: Any = PoolExecutor(bench, plan.points[0].extra["slots"], plan.points[0].opts.threads or 1, seed,

@@ -44,9 +44,8 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aibench import lifetime
+from aibench import lifetime, registry
 from aibench.errors import UsageError
-from aibench.sweep.plan import COLLECTIVES
 
 if TYPE_CHECKING:
     from aibench.results.schema import Result
@@ -64,9 +63,9 @@ LAUNCHER_ENV = "AIBENCH_LAUNCHER"  # "aibench" in the ranks of a local launch (t
 
 def job_kind(bench: Any) -> str:
     """``train`` (DDP over a training task) or ``collective``; UsageError for anything else."""
-    if bench.runner == "training":
+    if bench.can("trains"):
         return "train"
-    if bench.id in COLLECTIVES:
+    if bench.can("collective"):
         return "collective"
     raise UsageError(f"'aibench sweep gpus' scales load-generated (inference), training and collective benchmarks; "
                      f"{bench.id} (runner {bench.runner!r}) is none of them")
@@ -92,14 +91,9 @@ def distributed_executor(plan: SweepPlan, nnodes: int = 1, node_rank: int = 0,
         if p.extra.get("instances_per_device", 1) != 1:
             raise UsageError("--instances-per-device applies to inference workers; distributed ranks take one "
                              "device each")
-    if kind == "train":
-        params = plan.points[0].run.params
-        if params.get("mode", "train") != "train":
-            raise UsageError("a distributed sweep trains with DistributedDataParallel: --mode train (inference "
-                             "scales out with load-generated benchmarks)")
-        if params.get("ttq"):
-            raise UsageError("--ttq evaluates on one rank between steps, which DistributedDataParallel cannot "
-                             "follow; sweep throughput (without --ttq)")
+    check = plan.bench.runner_spec.check_distributed
+    if check is not None:  # what the runner's ranks cannot do (a training runner: forward-only, --ttq)
+        registry.load(check)(plan.points[0].run.params)
     return DistributedExecutor(kind, nnodes, node_rank, endpoint)
 
 
