@@ -1,8 +1,10 @@
 """From a benchmark and its parameters to finished :class:`Result` records.
 
-The runner knows no particular workload: it validates parameters, expands named sets, pins threads,
-dispatches to the measuring part named by the benchmark's ``runner`` and stamps each record with the
-machine, code version and load. Everything the CLI does goes through here, so it is callable from Python.
+The harness knows no particular workload nor runner: it validates parameters, expands named sets, pins
+threads, calls the measure function the benchmark's runner registered (:class:`~aibench.registry.RunnerSpec`),
+which returns a :class:`~aibench.results.measurement.Measurement`, and builds and stamps the one record from
+it (:func:`build_result`: config hash computed once; the one writer of interrupted records).
+Everything the CLI does goes through here, so it is callable from Python.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from aibench import machine, registry
 from aibench.errors import AibenchError, UsageError
 from aibench.measure.timer import TimerSettings
 from aibench.registry import Benchmark
+from aibench.results.measurement import Measurement
 from aibench.results.schema import Result, now_iso
 from aibench.spec import config_hash
 
@@ -71,9 +74,13 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class PlannedRun:
+    """One configuration to measure. ``config``: what the launch adds to what is measured (a distributed
+    sweep's world), hashed with the rest by :func:`build_result`."""
+
     bench: Benchmark
     params: dict[str, Any]
     context: dict[str, Any]
+    config: Mapping[str, Any] = field(default_factory=dict)
 
 
 def plan(bench: Benchmark, given: Mapping[str, Any], set_name: str | None = None) -> list[PlannedRun]:
@@ -96,7 +103,8 @@ def plan(bench: Benchmark, given: Mapping[str, Any], set_name: str | None = None
     return runs
 
 
-RunnerFn = Callable[[Benchmark, dict[str, Any], Result, RunOptions], None]
+# A runner's measure function: fills the Measurement it is given and returns it.
+RunnerFn = Callable[[Benchmark, dict[str, Any], Measurement, RunOptions], Measurement | None]
 
 
 def measure_fn(bench: Benchmark) -> RunnerFn:
@@ -115,24 +123,88 @@ def primary_metric(bench: Benchmark, params: Mapping[str, Any] | None, opts: Run
     return name
 
 
-def new_result(bench: Benchmark, params: dict[str, Any], config: dict[str, Any],
-               context: Mapping[str, Any] | None = None) -> Result:
-    return Result(
+def build_result(run: PlannedRun, m: Measurement, *, threads: int | None, seed: int | None = None,
+                 thread_info: Mapping[str, Any] | None = None, duration_s: float | None = None,
+                 load_start: float | None = None, stamp: bool = True) -> Result:
+    """The one place a :class:`Result` is built from a measurement and stamped.
+
+    ``config`` is exactly what enters the hash, computed here once: the thread count the run used (the
+    effective one), the run's planned additions (a distributed launch) and what the runner's settings add
+    (``m.config``). ``stamp``: machine, code version, load and finish time (not for a provisional record
+    whose only use is its file name)."""
+    bench = run.bench
+    config: dict[str, Any] = {"threads": threads, **run.config, **m.config}
+    result = Result(
         benchmark={"id": bench.id, "kind": bench.kind, "name": bench.name, "source": bench.source,
                    "description": bench.description},
-        params=dict(params),
-        config=config,
-        config_hash=config_hash(bench.id, params, config),
-        primary_metric=bench.primary_metric,
-        context=dict(context or {}),
-        declared={m.name: {"unit": m.unit, "direction": m.direction, **m.declaration()} for m in bench.metrics},
-    )
+        params=dict(run.params), config=config, config_hash=config_hash(bench.id, run.params, config),
+        status=m.status, error=m.error, primary_metric=m.primary_metric or bench.primary_metric,
+        metrics=m.metrics, samples=m.samples, parts=m.parts, method=dict(m.method), load_scenario=m.load_scenario,
+        validity=m.validity, noisy=m.noisy, meters=m.meters, context={**run.context, **m.context},
+        started_at=m.started_at, run_id=m.run_id, declared=_declared(bench))
+    if seed is not None:
+        result.method["seed"] = seed
+    if thread_info is not None:
+        result.method["threads"] = dict(thread_info)
+    if not stamp:
+        return result
+    undeclared = result.declare_metrics()
+    if undeclared:
+        log.debug("metrics of %s not declared by the benchmark (declared plain values): %s", bench.id, undeclared)
+    result.duration_s = duration_s
+    result.finished_at = now_iso()
+    if load_start is not None:
+        result.load["loadavg_start"] = load_start
+    result.load["loadavg_end"] = machine.load_average()
+    result.machine = machine.fingerprint()
+    result.code = machine.code_version()
+    return result
+
+
+def _declared(bench: Benchmark) -> dict[str, dict[str, Any]]:
+    return {m.name: {"unit": m.unit, "direction": m.direction, **m.declaration()} for m in bench.metrics}
+
+
+class Recorder:
+    """The harness side of a running measurement: the name its record will have, and the one writer of
+    interrupted records (the kernel and training runners' interruptions, LoadGen's partial runs)."""
+
+    def __init__(self, run: PlannedRun, opts: RunOptions, thread_info: Mapping[str, Any], load_start: float,
+                 t0: float) -> None:
+        self.run, self.opts, self.thread_info = run, opts, thread_info
+        self.load_start, self.t0 = load_start, t0
+
+    def build(self, m: Measurement, stamp: bool = True) -> Result:
+        return build_result(self.run, m, threads=self.thread_info["threads"], seed=self.opts.seed,
+                            thread_info=self.thread_info, duration_s=time.perf_counter() - self.t0,
+                            load_start=self.load_start, stamp=stamp)
+
+    def stem(self, m: Measurement) -> str:
+        from aibench.results.store import result_filename
+
+        return result_filename(self.build(m, stamp=False)).removesuffix(".json")
+
+    def record_interrupted(self, m: Measurement, out_dir: Path, exc: BaseException | None, note: str | None,
+                           keep_figures: bool) -> Path:
+        from aibench import lifetime
+        from aibench.results.store import write_result
+
+        what = lifetime.describe(exc)
+        m.status = "interrupted"
+        m.error = {"type": type(exc).__name__ if exc is not None else
+                   ("Terminated" if what == "SIGTERM" else "KeyboardInterrupt"),
+                   "message": f"interrupted ({what}) before the measurement finished; "
+                              f"{note or 'no figures were kept'}"}
+        if not keep_figures:
+            m.metrics = {}
+        return write_result(self.build(m), out_dir)
 
 
 def execute(run: PlannedRun, opts: RunOptions) -> Result:
     """Measure one planned run. Refusals (AibenchError) propagate before any record exists; any other
     failure is recorded in a ``failed`` result; Ctrl-C (or SIGTERM) propagates, after the run is recorded as
-    ``interrupted`` in ``opts.interrupted_dir`` (the file is the exception's ``record``)."""
+    ``interrupted`` (by the runner where it keeps partial figures, else here in ``opts.interrupted_dir``;
+    the file is the exception's ``record``)."""
     import torch
 
     from aibench.measure.device import pinned_threads
@@ -144,56 +216,23 @@ def execute(run: PlannedRun, opts: RunOptions) -> Result:
         # The effective count, not the request: a default run (None) and '--threads N' with N what torch
         # uses anyway measure the same work and share a hash; default runs on machines with different core
         # counts do not.
-        result = new_result(bench, run.params, {"threads": thread_info["threads"]}, run.context)
-        result.load["loadavg_start"] = machine.load_average()
         t0 = time.perf_counter()
+        recorder = Recorder(run, opts, thread_info, machine.load_average(), t0)
+        m = Measurement(benchmark_id=bench.id, declared=_declared(bench), recorder=recorder)
         torch.manual_seed(opts.seed)
         try:
-            measure(bench, run.params, result, opts)
+            m = measure(bench, run.params, m, opts) or m
         except AibenchError:
             raise
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (aibench.lifetime.Terminated)
-            if result.status != "interrupted" and opts.interrupted_dir is not None:
-                exc.record = _write_interrupted(  # type: ignore[attr-defined]
-                    result, opts.interrupted_dir, time.perf_counter() - t0, exc)
+            if m.status != "interrupted" and opts.interrupted_dir is not None:
+                exc.record = m.record_interrupted(opts.interrupted_dir, exc)  # type: ignore[attr-defined]
             raise
         except Exception as exc:  # recorded, not raised: a set goes on past one failing point
             log.debug("benchmark failed", exc_info=True)
-            result.status = "failed"
-            result.error = {"type": type(exc).__name__, "message": str(exc).strip().splitlines()[0][:2000]
-                            if str(exc).strip() else type(exc).__name__,
-                            "traceback": traceback.format_exc(limit=8)}
-            result.metrics = {}
-    undeclared = result.declare_metrics()
-    if undeclared:
-        log.debug("metrics of %s not declared by the benchmark (declared plain values): %s", bench.id, undeclared)
-    result.method["seed"] = opts.seed
-    result.method["threads"] = thread_info
-    result.duration_s = time.perf_counter() - t0
-    result.finished_at = now_iso()
-    result.load["loadavg_end"] = machine.load_average()
-    result.machine = machine.fingerprint()
-    result.code = machine.code_version()
-    return result
-
-
-def _write_interrupted(result: Result, out_dir: Path, elapsed_s: float, exc: BaseException) -> Path:
-    """Record a run cut short by Ctrl-C or SIGTERM (no figures: a partial measurement is not one)."""
-    from aibench import lifetime
-    from aibench.results.store import write_result
-
-    result.status = "interrupted"
-    result.error = {"type": type(exc).__name__, "message": f"interrupted ({lifetime.describe(exc)}) before the "
-                    "measurement finished; no figures were kept"}
-    result.metrics = {}
-    result.duration_s = elapsed_s
-    result.finished_at = now_iso()
-    result.load["loadavg_end"] = machine.load_average()
-    result.machine = machine.fingerprint()
-    result.code = machine.code_version()
-    return write_result(result, out_dir)
-
-
-def run_all(runs: list[PlannedRun], opts: RunOptions) -> Iterator[Result]:
-    for run in runs:
-        yield execute(run, opts)
+            m.status = "failed"
+            m.error = {"type": type(exc).__name__, "message": str(exc).strip().splitlines()[0][:2000]
+                       if str(exc).strip() else type(exc).__name__,
+                       "traceback": traceback.format_exc(limit=8)}
+            m.metrics = {}
+    return recorder.build(m)

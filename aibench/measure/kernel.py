@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 from aibench import meters
 from aibench.measure import pace
 from aibench.measure.op import Op
-from aibench.measure.timer import HostBlockTimer, KernelTimer, Measurement, TimerSettings
+from aibench.measure.timer import HostBlockTimer, KernelTimer, TimerSettings
+from aibench.measure.timer import Measurement as TimerMeasurement
 from aibench.results.schema import metric
 
 if TYPE_CHECKING:
     from aibench.harness import RunOptions
     from aibench.registry import Benchmark
-    from aibench.results.schema import Result
+    from aibench.results.measurement import Measurement
 
 # glibc's mallopt parameters (malloc.h) and the values the kernel runner fixes. With glibc's defaults an
 # allocation above a *dynamic* mmap threshold (128 KiB at start) is mmap'ed and unmapped when freed, and
@@ -87,8 +88,8 @@ def fix_allocator(mallopt: Callable[[int, int], int] | None = None, env: Mapping
     return record
 
 
-def run_kernel(bench: Benchmark, params: dict[str, Any], result: Result, opts: RunOptions) -> None:
-    """Build the op, probe it once, time it, and fill ``result`` in place."""
+def run_kernel(bench: Benchmark, params: dict[str, Any], result: Measurement, opts: RunOptions) -> Measurement:
+    """Build the op, probe it once, time it: the registered ``kernel`` runner (fills and returns ``result``)."""
     settings = opts.timer
     from aibench.measure.device import refusing_unsupported, resolve_device, resolve_dtype
 
@@ -102,9 +103,10 @@ def run_kernel(bench: Benchmark, params: dict[str, Any], result: Result, opts: R
     finally:
         if op.close is not None:
             op.close()
+    return result
 
 
-def _measure(op: Op, device: Any, dtype: Any, result: Result, settings: TimerSettings) -> None:
+def _measure(op: Op, device: Any, dtype: Any, result: Measurement, settings: TimerSettings) -> None:
     from aibench.measure.device import block_timer_for, refusing_unsupported, synchronizer
 
     with refusing_unsupported(device, dtype):
@@ -150,7 +152,7 @@ def _measure(op: Op, device: Any, dtype: Any, result: Result, settings: TimerSet
 
 
 def _measure_paced(timer: KernelTimer, pacer: pace.Pacer, order: pace.Order, device: Any,
-                   window: Any, result: Result) -> Measurement:
+                   window: Any, result: Measurement) -> TimerMeasurement:
     """Time in the turns the gate grants. With one thread on the CPU the process is pinned to the CPU the
     gate chose (the other side gets the same one) and each block is timed with the thread's CPU clock: the
     time the thread was switched out for another job is not the op's (wall and CPU time agree to within 1%

@@ -41,7 +41,7 @@ from aibench.results.stats import summarize
 if TYPE_CHECKING:
     from aibench.harness import RunOptions
     from aibench.registry import Benchmark
-    from aibench.results.schema import Result
+    from aibench.results.measurement import Measurement
 
 LOSS_CURVE_MAX_POINTS = 10_000  # beyond this many steps the loss curve is kept as means of blocks of steps
 FIRST_RUN = ("samples_per_s", "step_time_median", "step_time_p99", "loss_final", "time_init", "time_setup",
@@ -346,8 +346,8 @@ def deterministic_algorithms(enabled: bool, device: Any) -> Iterator[dict[str, A
 
 # --- the runner --------------------------------------------------------------------------------------
 
-def run_training(bench: Benchmark, params: dict[str, Any], result: Result, opts: RunOptions) -> None:
-    """The runner registered as ``training``: fills ``result`` in place."""
+def run_training(bench: Benchmark, params: dict[str, Any], result: Measurement, opts: RunOptions) -> Measurement:
+    """The runner registered as ``training``: fills and returns ``result``."""
     global _INIT_CLAIMED
     from aibench.measure.device import resolve_device
 
@@ -407,9 +407,10 @@ def run_training(bench: Benchmark, params: dict[str, Any], result: Result, opts:
         result.validity = {"valid": False, "result": "INVALID", "summary": f"INVALID: {why}", "reasons": [why]}
         for entry in result.metrics.values():
             entry["valid"] = False
+    return result
 
 
-def _fill(result: Result, bench: Benchmark, params: dict[str, Any], task: TrainingTask, log: LoopLog,
+def _fill(result: Measurement, bench: Benchmark, params: dict[str, Any], task: TrainingTask, log: LoopLog,
           window: Any, ttq: bool) -> None:
     """Metrics, samples, method and context of a finished loop (the phase times are added by the caller)."""
     train = log.mode == "train"
@@ -509,7 +510,7 @@ def _loss_final(log: LoopLog) -> dict[str, Any]:
     return metric(math.fsum(tail) / len(tail), "loss", "lower", steps=[first, last], note=note)
 
 
-def _loss_curve(result: Result, log: LoopLog) -> None:
+def _loss_curve(result: Measurement, log: LoopLog) -> None:
     """The loss per step (per block of steps beyond LOSS_CURVE_MAX_POINTS), up to the first non-finite."""
     losses = log.losses if log.diverged_at is None else log.losses[:log.diverged_at]
     if not losses:
@@ -549,7 +550,7 @@ def _ttq_metrics(task: TrainingTask, log: LoopLog) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _energy_to_target(result: Result, log: LoopLog) -> None:
+def _energy_to_target(result: Measurement, log: LoopLog) -> None:
     total = (result.meters.get("energy") or {}).get("total") or {}
     if not log.reached:
         result.metrics["energy_to_target"] = metric(None, "J", "lower", unavailable="target not met")

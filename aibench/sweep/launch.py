@@ -41,6 +41,7 @@ import subprocess
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -320,17 +321,11 @@ def distributed_config(job: dict[str, Any], world_size: int | None = None) -> di
 
 def _failed(point: PointPlan, job: dict[str, Any], why: str, launch: dict[str, Any]) -> Result:
     """A failed result for a launch that produced none (a crashed or killed rank, a refused torchrun)."""
-    from aibench import machine
-    from aibench.harness import new_result
-    from aibench.results.schema import now_iso
+    from aibench.harness import build_result
+    from aibench.results.measurement import Measurement
 
-    config = {"threads": job["threads"], "distributed": distributed_config(job)}
-    r = new_result(point.run.bench, point.run.params, config, point.run.context)
-    r.status = "failed"
-    r.error = {"type": "DistributedLaunchError", "message": why, "traceback": "".join(traceback.format_stack(limit=3))}
-    r.method["launch"] = launch
-    r.finished_at = now_iso()
-    r.duration_s = launch.get("wall_s")
-    r.machine = machine.fingerprint()
-    r.code = machine.code_version()
-    return r
+    m = Measurement(benchmark_id=point.run.bench.id, status="failed", method={"launch": launch},
+                    error={"type": "DistributedLaunchError", "message": why,
+                           "traceback": "".join(traceback.format_stack(limit=3))})
+    run = replace(point.run, config={**point.run.config, "distributed": distributed_config(job)})
+    return build_result(run, m, threads=job["threads"], duration_s=launch.get("wall_s"))

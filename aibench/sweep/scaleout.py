@@ -21,6 +21,7 @@ from aibench.registry import RunnerSpec, register_runner
 
 if TYPE_CHECKING:
     from aibench.registry import Benchmark
+    from aibench.results.measurement import Measurement
     from aibench.results.schema import Result
     from aibench.sweep.engine import PointPlan
     from aibench.sweep.pool import WorkerPool
@@ -41,13 +42,12 @@ class PoolRunOptions:
     scale: dict[str, Any] = field(default_factory=dict)  # config.scale_out of the point
 
 
-def run_scale_out(bench: Benchmark, params: dict[str, Any], result: Result, opts: RunOptions) -> None:
+def run_scale_out(bench: Benchmark, params: dict[str, Any], result: Measurement, opts: RunOptions) -> Measurement:
     """The ``scale-out`` runner: :func:`aibench.loadgen.run.run_loadgen_benchmark` with a pool of workers as
     the system under test."""
     from aibench.loadgen import logparse
     from aibench.loadgen.run import drive_system, options_from
     from aibench.results.schema import metric
-    from aibench.spec import config_hash
     from aibench.sweep.pool import PoolSystem
 
     pooled = opts.runner_options.get("scale_out")
@@ -65,7 +65,6 @@ def run_scale_out(bench: Benchmark, params: dict[str, Any], result: Result, opts
     result.load_scenario = s.scenario
     result.config["loadgen"] = s.config()
     result.config["scale_out"] = dict(pooled.scale)
-    result.config_hash = config_hash(bench.id, params, result.config)
     result.method.update(s.method())
     result.method["loadgen_request"] = s.to_dict()
     result.method["runner"] = ("loadgen" if s.scenario != "closed-loop" else "closed-loop users") + \
@@ -115,6 +114,7 @@ def run_scale_out(bench: Benchmark, params: dict[str, Any], result: Result, opts
             if entry is not None and entry.get("value") is None:
                 result.metrics[f"share_{stage}"] = metric(None, "fraction", entry["direction"],
                                                           unavailable="stages are not timed across worker processes")
+    return result
 
 
 def _mps_note() -> dict[str, Any]:
