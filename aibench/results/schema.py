@@ -21,7 +21,6 @@ from aibench.results import declaration
 SCHEMA_NAME = "aibench-result"
 SCHEMA_VERSION = 2
 READ_VERSIONS = (1, 2)  # version 1 is converted on read
-STATUSES = ("ok", "failed", "interrupted")
 
 
 def now_iso() -> str:
