@@ -17,8 +17,8 @@ import pytest
 
 from aibench import registry
 from aibench.harness import RunOptions, execute, plan
+from aibench.measure.train_loop import training_loop
 from aibench.measure.train_task import TRAINING_METRICS, TrainingOptions, TrainingTask
-from aibench.measure.training import training_loop
 from aibench.results.schema import json_schema
 
 TRAINING = [b for b in registry.all_benchmarks() if b.runner == "training"]
@@ -375,7 +375,7 @@ def test_cuda_step_clock_pairs_events_within_segments(monkeypatch: pytest.Monkey
 
     import torch
 
-    from aibench.measure.training import _CudaStepClock
+    from aibench.measure.train_loop import _CudaStepClock
 
     now = itertools.count()
 
