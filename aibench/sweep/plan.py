@@ -157,45 +157,7 @@ def plan_sweep(form: str, bench: Benchmark, given: Mapping[str, Any], opts: RunO
             notes.append(f"{max(values)} threads on {usable_cpus} usable CPU(s): points beyond {usable_cpus} "
                          "oversubscribe the cores (their speedup shows it)")
     else:
-        if devices is None:
-            raise UsageError("a gpus sweep needs its devices (--devices)")
-        instances = parse_values(instances_text, integer=True) if instances_text else [1]
-        if any(k < 1 for k in instances):
-            raise UsageError("--instances-per-device must be >= 1")
-        per_slot = "cpu" if devices[0] == "cpu" else "cuda"
-        if len(instances) > 1:
-            if values_text is not None:
-                raise UsageError("with several --instances-per-device values the sweep varies instances over "
-                                 "all --devices; drop --values")
-            param = "instances_per_device"
-            values = list(instances)
-            kmax = max(instances)
-            slots = [d for d in devices for _ in range(kmax)]
-            for k in values:
-                workers = [di * kmax + j for di in range(len(devices)) for j in range(k)]
-                extra.append({"workers": workers, "devices": list(devices), "instances_per_device": k})
-        else:
-            param = "devices"
-            k = instances[0]
-            values = parse_values(values_text, integer=True) if values_text else default_counts(len(devices))
-            bad = [v for v in values if not 1 <= v <= len(devices)]
-            if bad:
-                raise UsageError(f"--values {bad[0]}: a device count between 1 and {len(devices)} (the --devices "
-                                 "given)")
-            slots = [d for d in devices[:max(values)] for _ in range(k)]
-            for d in values:
-                extra.append({"workers": list(range(d * k)), "devices": list(devices[:d]),
-                              "instances_per_device": k})
-        if len(slots) > MAX_WORKERS:
-            raise UsageError(f"{len(slots)} worker processes is more than {MAX_WORKERS}")
-        if per_slot == "cuda" and "device" not in bench.params:
-            raise UsageError(f"{bench.id} has no --device parameter: it cannot be placed on GPUs")
-        if "device" in fixed:
-            raise UsageError("a gpus sweep places each worker on its device: use --devices instead of --device")
-        if bench.can("collective") and "ranks" in fixed:
-            raise UsageError("in a gpus sweep the ranks are the launch's processes (one per device): drop --ranks")
-        for e in extra:
-            e["slots"] = slots
+        param, values, extra = _gpus_values(bench, fixed, devices, instances_text, values_text)
 
     # Fixed parameters, validated once (the swept value is validated per point below).
     runs: list[tuple[PlannedRun, RunOptions, dict[str, Any]]] = []
@@ -224,31 +186,7 @@ def plan_sweep(form: str, bench: Benchmark, given: Mapping[str, Any], opts: RunO
                                       "workers": len(info["workers"]), "worker_threads": point_opts.threads}}
         runs.append((run, point_opts, info))
 
-    # The knee.
-    knee = None
-    inference = bench.can("inference")
-    batch_latency = inference and "batch" in bench.params and param == "batch"
-    if latency_bound_ms is not None:
-        if not inference:
-            raise UsageError("--latency-bound-ms names a knee for load-generated (inference) benchmarks; "
-                             f"{bench.id} is not one")
-        if not latency_bound_ms > 0:
-            raise UsageError(f"--latency-bound-ms must be positive, got {latency_bound_ms}")
-        scenario = runs[0][1].options_of(bench).resolve().scenario
-        choice = latency_metric or ("batch" if scenario == "offline" else "p99")
-        if choice not in LATENCY_CHOICES:
-            raise UsageError(f"--latency-metric must be one of {', '.join(LATENCY_CHOICES)}; got {choice!r}")
-        if scenario == "offline" and choice != "batch":
-            raise UsageError("in Offline every sample is issued at once, so LoadGen's latency percentiles measure "
-                             "the whole run, not a query: use --latency-metric batch (the default for Offline) "
-                             "or a --scenario with per-query latency (server, single-stream, multi-stream)")
-        if choice == "batch":
-            if "batch" not in bench.params:
-                raise UsageError(f"--latency-metric batch needs a --batch parameter; {bench.id} has none")
-            batch_latency = True
-        knee = KneeRequest(latency_bound_ms=latency_bound_ms, latency_metric=latency_metric_name(choice))
-    elif latency_metric is not None:
-        raise UsageError("--latency-metric goes with --latency-bound-ms (the knee's bound)")
+    knee, batch_latency = _knee(bench, param, runs[0][1], latency_bound_ms, latency_metric)
 
     scaling = None
     if kind in ("threads", "gpus"):
@@ -278,6 +216,84 @@ def plan_sweep(form: str, bench: Benchmark, given: Mapping[str, Any], opts: RunO
             definition[key] = defined
     return SweepPlan(kind=kind, bench=bench, param=param, values=list(values), points=points,
                      definition=definition, knee=knee, scaling=scaling, batch_latency=batch_latency, notes=notes)
+
+
+def _gpus_values(bench: Benchmark, fixed: set[str], devices: list[str] | None, instances_text: str | None,
+                 values_text: str | None) -> tuple[str, list[Any], list[dict[str, Any]]]:
+    """A gpus sweep's swept setting (``devices`` or ``instances_per_device``), its values and each point's
+    workers, devices and worker slots."""
+    extra: list[dict[str, Any]] = []
+    if devices is None:
+        raise UsageError("a gpus sweep needs its devices (--devices)")
+    instances = parse_values(instances_text, integer=True) if instances_text else [1]
+    if any(k < 1 for k in instances):
+        raise UsageError("--instances-per-device must be >= 1")
+    per_slot = "cpu" if devices[0] == "cpu" else "cuda"
+    if len(instances) > 1:
+        if values_text is not None:
+            raise UsageError("with several --instances-per-device values the sweep varies instances over "
+                             "all --devices; drop --values")
+        param = "instances_per_device"
+        values = list(instances)
+        kmax = max(instances)
+        slots = [d for d in devices for _ in range(kmax)]
+        for k in values:
+            workers = [di * kmax + j for di in range(len(devices)) for j in range(k)]
+            extra.append({"workers": workers, "devices": list(devices), "instances_per_device": k})
+    else:
+        param = "devices"
+        k = instances[0]
+        values = parse_values(values_text, integer=True) if values_text else default_counts(len(devices))
+        bad = [v for v in values if not 1 <= v <= len(devices)]
+        if bad:
+            raise UsageError(f"--values {bad[0]}: a device count between 1 and {len(devices)} (the --devices "
+                             "given)")
+        slots = [d for d in devices[:max(values)] for _ in range(k)]
+        for d in values:
+            extra.append({"workers": list(range(d * k)), "devices": list(devices[:d]),
+                          "instances_per_device": k})
+    if len(slots) > MAX_WORKERS:
+        raise UsageError(f"{len(slots)} worker processes is more than {MAX_WORKERS}")
+    if per_slot == "cuda" and "device" not in bench.params:
+        raise UsageError(f"{bench.id} has no --device parameter: it cannot be placed on GPUs")
+    if "device" in fixed:
+        raise UsageError("a gpus sweep places each worker on its device: use --devices instead of --device")
+    if bench.can("collective") and "ranks" in fixed:
+        raise UsageError("in a gpus sweep the ranks are the launch's processes (one per device): drop --ranks")
+    for e in extra:
+        e["slots"] = slots
+    return param, values, extra
+
+
+def _knee(bench: Benchmark, param: str, first_opts: RunOptions, latency_bound_ms: float | None,
+          latency_metric: str | None) -> tuple[KneeRequest | None, bool]:
+    """The knee asked for (--latency-bound-ms, --latency-metric), and whether a point's latency is its batch
+    latency (batch / samples/s)."""
+    knee = None
+    inference = bench.can("inference")
+    batch_latency = inference and "batch" in bench.params and param == "batch"
+    if latency_bound_ms is not None:
+        if not inference:
+            raise UsageError("--latency-bound-ms names a knee for load-generated (inference) benchmarks; "
+                             f"{bench.id} is not one")
+        if not latency_bound_ms > 0:
+            raise UsageError(f"--latency-bound-ms must be positive, got {latency_bound_ms}")
+        scenario = first_opts.options_of(bench).resolve().scenario
+        choice = latency_metric or ("batch" if scenario == "offline" else "p99")
+        if choice not in LATENCY_CHOICES:
+            raise UsageError(f"--latency-metric must be one of {', '.join(LATENCY_CHOICES)}; got {choice!r}")
+        if scenario == "offline" and choice != "batch":
+            raise UsageError("in Offline every sample is issued at once, so LoadGen's latency percentiles measure "
+                             "the whole run, not a query: use --latency-metric batch (the default for Offline) "
+                             "or a --scenario with per-query latency (server, single-stream, multi-stream)")
+        if choice == "batch":
+            if "batch" not in bench.params:
+                raise UsageError(f"--latency-metric batch needs a --batch parameter; {bench.id} has none")
+            batch_latency = True
+        knee = KneeRequest(latency_bound_ms=latency_bound_ms, latency_metric=latency_metric_name(choice))
+    elif latency_metric is not None:
+        raise UsageError("--latency-metric goes with --latency-bound-ms (the knee's bound)")
+    return knee, batch_latency
 
 
 def _options_definition(options: Any, swept: str | bool) -> dict[str, Any] | None:
