@@ -7,6 +7,7 @@ import logging
 import secrets
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import click
 from aibench import lifetime
 from aibench.errors import UsageError
 from aibench.gate import decide
-from aibench.spec import FiniteFloat, Seed
+from aibench.spec import FiniteFloat, Seed, option_bundle
 
 log = logging.getLogger("aibench.gate")
 
@@ -40,6 +41,41 @@ Exit codes (one per outcome):
        existing result or sweep record) · 4 an output file not writable · 70 internal error
   130  interrupted by Ctrl-C (143: by SIGTERM): children killed, the rounds gathered are still written
 Several metrics or benchmarks: error > regression > inconclusive > improved > pass."""
+
+
+@dataclass(frozen=True)
+class SideOptions:
+    """The two environments the gate compares: each a Python interpreter or a command prefix, and a label."""
+
+    baseline_python: str | None
+    candidate_python: str | None
+    baseline_prefix: str | None
+    candidate_prefix: str | None
+    baseline_label: str | None
+    candidate_label: str | None
+
+    def specs(self) -> tuple[Any, Any]:
+        """(baseline, candidate) as SideSpecs; UsageError unless each side is given exactly one way."""
+        from aibench.gate.gate import SideSpec
+
+        out = []
+        for name, py, prefix, label in (
+                ("baseline", self.baseline_python, self.baseline_prefix, self.baseline_label),
+                ("candidate", self.candidate_python, self.candidate_prefix, self.candidate_label)):
+            if (py is None) == (prefix is None):
+                raise UsageError(f"give exactly one of --{name}-python PATH or --{name} 'CMD PREFIX'")
+            out.append(SideSpec.from_python(name, py, label) if py is not None
+                       else SideSpec.from_prefix(name, prefix or "", label))
+        return out[0], out[1]
+
+
+@dataclass(frozen=True)
+class GateOutputs:
+    """Where the gate's record goes besides the table: JSON, markdown, JUnit XML."""
+
+    json_out: str | None
+    md_out: str | None
+    junit_out: str | None
 
 
 def _machine(ctx: click.Context, machine: str, runner_alias: str | None) -> str:
@@ -192,13 +228,15 @@ def compare(ctx: click.Context, baseline: Path, candidate: Path, metrics: tuple[
                context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False,
                                  "help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.argument("bench_args", nargs=-1, type=click.UNPROCESSED, metavar="[BENCHMARK [RUN ARGS]...]")
-@click.option("--baseline-python", metavar="PATH", help="Python interpreter of the baseline environment.")
-@click.option("--candidate-python", metavar="PATH", help="Python interpreter of the candidate environment.")
-@click.option("--baseline", "baseline_prefix", metavar="'CMD'",
-              help="Command prefix that runs the baseline's Python, e.g. 'env PYTHONPATH=/src/base /venv/bin/python'.")
-@click.option("--candidate", "candidate_prefix", metavar="'CMD'", help="Same for the candidate.")
-@click.option("--baseline-label", metavar="TEXT", help="Name shown for the baseline (default: its command).")
-@click.option("--candidate-label", metavar="TEXT", help="Name shown for the candidate.")
+@option_bundle(
+    "sides", SideOptions,
+    click.option("--baseline-python", metavar="PATH", help="Python interpreter of the baseline environment."),
+    click.option("--candidate-python", metavar="PATH", help="Python interpreter of the candidate environment."),
+    click.option("--baseline", "baseline_prefix", metavar="'CMD'", help="Command prefix that runs the "
+                 "baseline's Python, e.g. 'env PYTHONPATH=/src/base /venv/bin/python'."),
+    click.option("--candidate", "candidate_prefix", metavar="'CMD'", help="Same for the candidate."),
+    click.option("--baseline-label", metavar="TEXT", help="Name shown for the baseline (default: its command)."),
+    click.option("--candidate-label", metavar="TEXT", help="Name shown for the candidate."))
 @click.option("-b", "--benchmark", "bench_specs", multiple=True, metavar="'KIND/NAME [ARGS]'",
               help="A benchmark and its 'aibench run' arguments as one string (repeatable).")
 @click.option("--rounds", type=click.IntRange(decide.MIN_ROUNDS, 10_000), default=10, show_default=True,
@@ -242,19 +280,18 @@ def compare(ctx: click.Context, baseline: Path, candidate: Path, metrics: tuple[
               metavar="S", help="Kill a benchmark process that runs longer (outcome: error).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="Keep every process's result files here [default: a temporary folder, removed].")
-@click.option("--json", "json_out", metavar="FILE|-", help="Write the gate's record as JSON ('-': stdout).")
-@click.option("--markdown", "md_out", metavar="FILE|-", help="Write a markdown summary (for a PR comment).")
-@click.option("--junit", "junit_out", metavar="FILE", help="Write JUnit XML (one test case per metric).")
+@option_bundle(
+    "outputs", GateOutputs,
+    click.option("--json", "json_out", metavar="FILE|-", help="Write the gate's record as JSON ('-': stdout)."),
+    click.option("--markdown", "md_out", metavar="FILE|-", help="Write a markdown summary (for a PR comment)."),
+    click.option("--junit", "junit_out", metavar="FILE", help="Write JUnit XML (one test case per metric)."))
 @click.pass_context
-def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str | None,
-         candidate_python: str | None, baseline_prefix: str | None, candidate_prefix: str | None,
-         baseline_label: str | None, candidate_label: str | None, bench_specs: tuple[str, ...], rounds: int,
+def gate(ctx: click.Context, bench_args: tuple[str, ...], sides: SideOptions, bench_specs: tuple[str, ...], rounds: int,
          max_rounds: int | None, budget_s: float, metrics: tuple[str, ...], ignore: tuple[str, ...], machine: str,
          runner_alias: str | None, threshold: str | None,
          metric_thresholds: tuple[str, ...],
          inconclusive: str, improved: str, confidence: float, ci_method: str, trim: float, seed: int | None,
-         process_timeout: float, out_dir: Path | None, json_out: str | None, md_out: str | None,
-         junit_out: str | None) -> None:
+         process_timeout: float, out_dir: Path | None, outputs: GateOutputs) -> None:
     """The CI performance decision: run benchmarks for a baseline and a candidate environment
     interleaved in this job, and decide pass / improved / regression / inconclusive.
 
@@ -277,16 +314,11 @@ def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str |
           -b 'micro/gemm --m 256 --n 256 --k 256' -b 'component/dig --threads 1 --duration-s 2' \\
           --json gate.json --markdown gate.md --junit gate.xml
     """
-    from aibench.gate.gate import BenchSpec, GateConfig, SideSpec, run_gate
+    from aibench.gate.gate import BenchSpec, GateConfig, run_gate
     from aibench.gate.render import table
 
-    sides = []
-    for name, py, prefix, label in (("baseline", baseline_python, baseline_prefix, baseline_label),
-                                    ("candidate", candidate_python, candidate_prefix, candidate_label)):
-        if (py is None) == (prefix is None):
-            raise UsageError(f"give exactly one of --{name}-python PATH or --{name} 'CMD PREFIX'")
-        sides.append(SideSpec.from_python(name, py, label) if py is not None
-                     else SideSpec.from_prefix(name, prefix or "", label))
+    baseline, candidate = sides.specs()
+    json_out = outputs.json_out
     benches = [BenchSpec.parse(s) for s in bench_specs]
     if bench_args:
         benches.append(BenchSpec.from_words(list(bench_args)))
@@ -297,7 +329,7 @@ def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str |
     from aibench.results.store import check_outputs
 
     # Before the rounds, which may take long: an output never replaces a result or anything but a regular file.
-    targets = check_outputs({"--json": json_out, "--markdown": md_out, "--junit": junit_out},
+    targets = check_outputs({"--json": json_out, "--markdown": outputs.md_out, "--junit": outputs.junit_out},
                             stdout_ok=("--json", "--markdown"))
     if seed is None:
         seed = secrets.randbelow(2**31)
@@ -307,7 +339,7 @@ def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str |
         ensure_writable_dir(out_dir)
     if max_rounds is not None and max_rounds < rounds:
         raise UsageError(f"--max-rounds {max_rounds} must be at least --rounds {rounds}")
-    cfg = GateConfig(baseline=sides[0], candidate=sides[1], benches=benches, rounds=rounds, metrics=metrics,
+    cfg = GateConfig(baseline=baseline, candidate=candidate, benches=benches, rounds=rounds, metrics=metrics,
                      max_rounds=max_rounds, budget_s=budget_s,
                      ignore=ignore,
                      threshold=thr, thresholds=overrides, seed=seed, timeout_s=process_timeout, out_dir=out_dir,
