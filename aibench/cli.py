@@ -166,7 +166,8 @@ def info_cmd(ref: tuple[str, ...], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({
             "id": b.id, "kind": b.kind, "name": b.name, "description": b.description, "source": b.source,
-            "aliases": list(b.aliases), "runner": b.runner, "primary_metric": b.primary_metric,
+            "aliases": list(b.aliases), "runner": b.runner, "measured_by": b.runner_spec.describe,
+            "capabilities": sorted(b.capabilities | b.runner_spec.capabilities), "primary_metric": b.primary_metric,
             "params": [p.to_json() for p in b.params],
             "metrics": [{"name": m.name, "unit": m.unit, "direction": m.direction, "help": m.help,
                          **m.declaration()} for m in b.metrics],
@@ -271,8 +272,9 @@ def run_cmd(ctx: click.Context, args: tuple[str, ...], set_name: str | None, thr
       aibench run micro --json > micro.json
       aibench run component imc --scenario server --target-qps 200 --latency-bound-ms 50
     """
+    from aibench.harness import RunOptions
     from aibench.measure.timer import TimerSettings
-    from aibench.runner import RunOptions
+    from aibench.measure.train_task import TrainingOptions
 
     quiet = ctx.obj["quiet"] if ctx.obj else False
     refs, param_args = _split_args(list(args))
@@ -280,10 +282,10 @@ def run_cmd(ctx: click.Context, args: tuple[str, ...], set_name: str | None, thr
     runs = _plan_runs(benches, param_args, set_name)
     lg = loadgen_build(ctx, lg_given, seed, out_dir)
     loadgen_check(runs, lg)
-    opts = RunOptions(threads=threads, seed=seed, loadgen=lg, timer=TimerSettings(
+    ttq_budget = max_time if ctx.get_parameter_source("max_time") != ParameterSource.DEFAULT else None
+    opts = RunOptions(threads=threads, seed=seed, timer=TimerSettings(
         warmup_s=warmup, max_time_s=max_time, min_rounds=min_rounds, target_rel_ci=target_ci),
-        ttq_budget_s=max_time if ctx.get_parameter_source("max_time") != ParameterSource.DEFAULT else None,
-        interrupted_dir=out_dir)
+        interrupted_dir=out_dir).with_options(loadgen=lg, training=TrainingOptions(ttq_budget_s=ttq_budget))
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0)
     if threads is not None and usable and threads > usable and not quiet:
         click.echo(f"warning: --threads {threads} is more than the {usable} CPU(s) this process may use: the "
@@ -319,7 +321,7 @@ def run_cmd(ctx: click.Context, args: tuple[str, ...], set_name: str | None, thr
 
 
 def _plan_runs(benches: list[Any], param_args: list[str], set_name: str | None) -> list[Any]:
-    from aibench.runner import plan
+    from aibench.harness import plan
     from aibench.spec import ParamSet, parse_cli_params
 
     # Parse against the union of parameters so an unknown flag is reported once, with suggestions.
@@ -360,8 +362,8 @@ def _check_devices(runs: list[Any]) -> None:
 def _execute(runs: list[Any], opts: Any, out_dir: Path, show_progress: bool) -> tuple[list[Any], list[Path]]:
     """Run each planned configuration and write its result as soon as it is done; on Ctrl-C (or SIGTERM),
     report what was kept and exit 130 (143)."""
+    from aibench.harness import execute
     from aibench.results.store import write_result
-    from aibench.runner import execute
 
     results: list[Any] = []
     paths: list[Path] = []

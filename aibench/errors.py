@@ -1,12 +1,15 @@
 """The errors aibench raises on bad input or an unfit machine, and the exit codes they map to.
 
-Every error a user can cause is one of these: the CLI prints its message on one line and exits with its
-code, never a traceback. The codes are part of the interface (README, "Exit codes").
+Every error a user can cause is one of these: the CLI (``aibench.cli.main``) prints its message on one line
+and exits with its code, never a traceback. The codes are part of the interface (README, "Exit codes").
+Plain exceptions, not ``click.ClickException``: the library (results/, report/, gate/, measure/) raises
+them without depending on the command-line toolkit; only the CLI maps them to output and an exit code.
 """
 
 from __future__ import annotations
 
-import click
+import sys
+from typing import IO
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the run happened but a benchmark failed; its result file records the error
@@ -20,13 +23,26 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); finished results are kept, the 
 EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM): handled exactly as Ctrl-C (aibench.lifetime)
 
 
-class AibenchError(click.ClickException):
-    """Base of every expected error; ``exit_code`` says which kind."""
+class AibenchError(Exception):
+    """Base of every expected error; ``exit_code`` says which kind, ``message`` what went wrong."""
 
     exit_code = EXIT_INTERNAL
 
-    def show(self, file=None) -> None:  # one line, no "Error:" boilerplate beyond a prefix
-        click.echo(f"aibench: error: {self.format_message()}", err=True, file=file)
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def format_message(self) -> str:
+        return self.message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def show(self, file: IO[str] | None = None) -> None:
+        """The one line the CLI prints for this error."""
+        stream = file if file is not None else sys.stderr
+        stream.write(f"aibench: error: {self.message}\n")
+        stream.flush()
 
 
 class UsageError(AibenchError):

@@ -1,4 +1,6 @@
-"""The benchmark registry: benchmarks register themselves in the file that defines them (timm-style).
+"""The benchmark and runner registries: benchmarks register themselves in the file that defines them
+(timm-style); runners (how a benchmark is measured) register a :class:`RunnerSpec` in a light module of
+their own, the one their benchmarks import for the contract type and metric list.
 
 Workload modules under :mod:`aibench.workloads` (and any installed plugin that declares the
 ``aibench.workloads`` entry-point group) are imported on first use. They must not import torch at module
@@ -56,6 +58,74 @@ class MetricSpec:
 
 
 @dataclass(frozen=True)
+class RunnerSpec:
+    """How a benchmark is measured: declared as data, so nothing generic asks a runner's name.
+
+    - ``contract``: "module:Class" of what the benchmark's factory returns (Op, InferenceTask, TrainingTask).
+    - ``measure``: "module:function" called as ``measure(bench, params, result, opts)``; imported only when a
+      benchmark of this runner is measured, so ``aibench list`` and ``info`` stay light.
+    - ``capabilities``: what generic code asks (``inference``: load-generated, knees and worker-process
+      scale-out; ``trains``: DistributedDataParallel ranks; ``collective``: the ranks of a launch). A benchmark
+      may add its own (:attr:`Benchmark.capabilities`).
+    - ``metrics``: the metrics it can produce (benchmarks declare these or a subset).
+    - ``options``: the key of its typed options in :attr:`aibench.harness.RunOptions.runner_options`, and
+      ``options_type`` "module:Class" of that object (constructed with no arguments for its defaults). Its
+      command-line bundle is ``cli_options`` ("module:decorator").
+    - ``primary``: "module:function(bench, options) -> metric name": the run's primary metric when its
+      options change it (LoadGen's scenario, --ttq); ``primary_from_args`` the same from a command line
+      (``aibench gate``, which only sees words). ``sweepable``: numeric options a sweep may vary.
+    - ``check_distributed``: "module:function(params)" refusing what DistributedDataParallel ranks cannot do.
+    """
+
+    name: str
+    contract: str
+    measure: str
+    capabilities: frozenset[str] = frozenset()
+    metrics: tuple[MetricSpec, ...] = ()
+    options: str | None = None
+    options_type: str | None = None
+    cli_options: str | None = None
+    primary: str | None = None
+    primary_from_args: str | None = None
+    sweepable: Mapping[str, type] = field(default_factory=dict)
+    check_distributed: str | None = None
+    describe: str = ""
+
+
+def load(dotted: str) -> Any:
+    """The object named by "module:attribute" (imported now)."""
+    module, _, attr = dotted.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+_RUNNERS: dict[str, RunnerSpec] = {}
+
+
+def register_runner(spec: RunnerSpec) -> RunnerSpec:
+    """Add a runner. Registering the same spec again (a module imported twice) is a no-op; another spec
+    under a registered name is an error."""
+    known = _RUNNERS.get(spec.name)
+    if known is not None and known != spec:
+        raise ValueError(f"runner {spec.name} registered twice")
+    _RUNNERS[spec.name] = spec
+    return spec
+
+
+def runner(name: str) -> RunnerSpec:
+    """The registered runner ``name`` (UsageError naming the known ones when there is none)."""
+    if name not in _RUNNERS:
+        discover()
+    if name not in _RUNNERS:
+        raise UsageError(f"runner {name!r} is not available in this aibench (known: {', '.join(sorted(_RUNNERS))})")
+    return _RUNNERS[name]
+
+
+def all_runners() -> list[RunnerSpec]:
+    discover()
+    return sorted(_RUNNERS.values(), key=lambda r: r.name)
+
+
+@dataclass(frozen=True)
 class Benchmark:
     """A registered benchmark: what it is, what it takes and reports, and how to build it.
 
@@ -78,6 +148,7 @@ class Benchmark:
     tiny: Mapping[str, Any] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
     check: Callable[[dict[str, Any]], None] | None = None
+    capabilities: frozenset[str] = frozenset()  # added to its runner's (e.g. "collective" for an all-reduce)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -90,6 +161,14 @@ class Benchmark:
     @property
     def id(self) -> str:
         return f"{self.kind}/{self.name}"
+
+    @property
+    def runner_spec(self) -> RunnerSpec:
+        return runner(self.runner)
+
+    def can(self, capability: str) -> bool:
+        """Whether this benchmark (or its runner) declares ``capability``."""
+        return capability in self.capabilities or capability in self.runner_spec.capabilities
 
     def metric(self, name: str) -> MetricSpec:
         for m in self.metrics:

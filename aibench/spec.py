@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -274,3 +274,27 @@ def config_hash(benchmark_id: str, params: Mapping[str, Any], extra: Mapping[str
     change the measured work (e.g. thread count). Equal hashes mean comparable results."""
     payload = {"benchmark": benchmark_id, "params": dict(params), "extra": dict(extra or {})}
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:16]
+
+
+def option_bundle(dest: str, cls: type, *options: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Click options that arrive as one typed object: the command receives ``dest=cls(**those options)``
+    instead of one keyword argument per option (the dataclass ``cls`` names its fields as the options'
+    destinations). The options keep their place in ``--help``."""
+    import dataclasses
+    import functools
+
+    names = [f.name for f in dataclasses.fields(cls)]
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            kwargs[dest] = cls(**{n: kwargs.pop(n) for n in names})
+            return fn(*args, **kwargs)
+
+        out: Any = wrapper
+        for opt in reversed(options):
+            out = opt(out)
+        return out  # type: ignore[no-any-return]
+
+    return deco
+

@@ -40,9 +40,9 @@ def main() -> int:
     args = ap.parse_args()
 
     from aibench import registry
+    from aibench.harness import PlannedRun, RunOptions, execute, plan
     from aibench.loadgen.settings import LoadgenOptions
     from aibench.results.store import ensure_writable_dir, write_result
-    from aibench.runner import PlannedRun, execute, plan
     from aibench.sweep.pool import WorkerConfig, WorkerPool
     from aibench.sweep.scaleout import RUNNER, PoolRunOptions
 
@@ -63,9 +63,9 @@ def main() -> int:
         for k in range(args.rounds):
             figures = {}
             for n in ((1, 2) if k % 2 == 0 else (2, 1)):
-                opts = PoolRunOptions(threads=1, loadgen=lg, pool=pool, workers=tuple(range(n)),
-                                      scale={"devices": ["cpu"] * n, "instances_per_device": 1, "workers": n,
-                                             "worker_threads": 1})
+                opts = RunOptions(threads=1).with_options(loadgen=lg, scale_out=PoolRunOptions(
+                    pool=pool, workers=tuple(range(n)),
+                    scale={"devices": ["cpu"] * n, "instances_per_device": 1, "workers": n, "worker_threads": 1}))
                 r = execute(PlannedRun(replace(bench, runner=RUNNER), params,
                                        {"study": "scripts/bench_scaling.py", "round": k}), opts)
                 write_result(r, out)

@@ -2,7 +2,7 @@
 optimizer, batches and threads), interleaved in one process, several rounds, median of per-round ratios.
 
 Target (issue 5): aibench >= 97% of the bare loop. The aibench side is the whole runner path a user gets
-(``aibench.runner.execute``: meters window, per-step clock, loss kept per step); the bare side builds the
+(``aibench.harness.execute``: meters window, per-step clock, loss kept per step); the bare side builds the
 same task with the benchmark's own factory and seed and runs ``zero_grad / forward_loss / backward /
 (gradient hook) / step`` with one clock read before and after the timed steps. Both warm up the same number
 of steps; the order alternates between rounds.
@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from aibench import registry
-from aibench.runner import RunOptions, execute, plan
+from aibench.harness import RunOptions, execute, plan
 
 DEFAULT = "component/fathom-lenet,component/fathom-autoenc,component/fathom-memnet"
 

@@ -4,7 +4,7 @@
 #
 #   scripts/ci_gate.sh BASE_REV CAND_REV [aibench gate options and benchmarks...]
 #
-#   scripts/ci_gate.sh origin/main HEAD --runner shared \
+#   scripts/ci_gate.sh origin/main HEAD --machine shared \
 #       -b 'micro/gemm --m 256 --n 256 --k 256 --max-time 0.5' --json gate.json --markdown gate.md
 #
 # How the environments are built (AIBENCH_GATE_MODE):

@@ -40,9 +40,9 @@ def main() -> int:
     args = ap.parse_args()
 
     from aibench import registry
+    from aibench.harness import RunOptions, execute, plan
     from aibench.loadgen.settings import LoadgenOptions
     from aibench.results.store import ensure_writable_dir, write_result
-    from aibench.runner import RunOptions, execute, plan
 
     out = ensure_writable_dir(args.out)
     lg = LoadgenOptions(profile="quick", duration_s=args.duration_s, out_dir=out)
@@ -53,7 +53,7 @@ def main() -> int:
         points = []
         for batch in SWEEP[app]:
             (run,) = plan(bench, {"batch": batch, "stage": "dnn", "data": "synthetic"})
-            r = execute(run, RunOptions(threads=args.threads, loadgen=lg))
+            r = execute(run, RunOptions(threads=args.threads).with_options(loadgen=lg))
             write_result(r, out)
             rate = r.metrics["samples_per_s"]["value"] if r.status == "ok" else None
             points.append({"batch": batch, "samples_per_s": rate,
@@ -65,7 +65,7 @@ def main() -> int:
         best = max(points, key=lambda p: p["samples_per_s"] or 0)
         gain = best["samples_per_s"] / points[0]["samples_per_s"] if rates and points[0]["samples_per_s"] else None
         (run,) = plan(bench, {"stage": "app"})
-        r = execute(run, RunOptions(threads=args.threads, loadgen=lg_breakdown))
+        r = execute(run, RunOptions(threads=args.threads).with_options(loadgen=lg_breakdown))
         write_result(r, out)
         shares = {s: r.metrics.get(f"share_{s}", {}).get("value") for s in ("preprocess", "dnn", "postprocess")}
         figures[app] = {"sweep": points, "best_batch": best["batch"], "gain_best_vs_batch1": gain,

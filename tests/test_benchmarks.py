@@ -9,8 +9,8 @@ import jsonschema
 import pytest
 
 from aibench import registry
+from aibench.harness import RunOptions, execute, plan
 from aibench.results.schema import json_schema
-from aibench.runner import RunOptions, execute, plan
 from tests.conftest import TINY_TIMER
 
 KERNEL = [b for b in registry.all_benchmarks() if b.runner == "kernel"]
@@ -84,15 +84,20 @@ def test_failure_inside_a_benchmark_is_recorded(monkeypatch: pytest.MonkeyPatch)
     jsonschema.validate(result.to_dict(), json_schema())
 
 
+def measure_nothing(*_a: object) -> None:
+    """A runner's measure function that measures nothing (the harness around it is what is tested)."""
+
+
 def test_config_records_the_effective_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
     """A default run records the thread count torch uses, not null: it shares its config hash with an explicit
     --threads of that count, and default runs with different counts (other machines) do not share one."""
     import torch
 
-    from aibench import runner
-    from aibench.registry import Benchmark, MetricSpec, ParamSet
+    from aibench import registry as reg
+    from aibench.registry import Benchmark, MetricSpec, ParamSet, RunnerSpec
 
-    monkeypatch.setitem(runner.RUNNERS, "noop-test", lambda *_a: None)
+    noop = RunnerSpec("noop-test", "builtins:object", "tests.test_benchmarks:measure_nothing")
+    monkeypatch.setitem(reg._RUNNERS, "noop-test", noop)
     bench = Benchmark(kind="component", name="threads-probe", description="measures nothing", source="tests",
                       params=ParamSet(()), metrics=(MetricSpec("x", "s", "lower", "x"),), primary_metric="x",
                       runner="noop-test", factory=lambda *_a, **_k: None)

@@ -158,9 +158,9 @@ def test_a_failing_benchmark_is_recorded_and_exits_1(cli, tmp_path: Path, monkey
 
 
 def test_interrupt_keeps_finished_results(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from aibench import runner
+    from aibench import harness
 
-    real = runner.execute
+    real = harness.execute
     calls = []
 
     def interrupt_second(run, opts):
@@ -169,7 +169,7 @@ def test_interrupt_keeps_finished_results(cli, tmp_path: Path, monkeypatch: pyte
             raise KeyboardInterrupt
         return real(run, opts)
 
-    monkeypatch.setattr(runner, "execute", interrupt_second)
+    monkeypatch.setattr(harness, "execute", interrupt_second)
     code, _, err = cli("run", "micro/*pool", "--batch", "1", *TINY_FLAGS, "--out", str(tmp_path))
     assert code == 130 and "1 of 2 result(s) were finished and kept" in err
     assert len(list(tmp_path.glob("*.json"))) == 1
@@ -178,12 +178,11 @@ def test_interrupt_keeps_finished_results(cli, tmp_path: Path, monkeypatch: pyte
 def test_interrupted_run_is_recorded(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C inside a kernel or training run leaves a record with status interrupted (LoadGen runs write
     their own, with LoadGen's partial logs)."""
-    from aibench import runner
 
     def ctrl_c(*_a: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(runner.RUNNERS, "kernel", ctrl_c)
+    monkeypatch.setattr("aibench.measure.kernel.run_kernel", ctrl_c)
     code, _, _ = cli("run", "micro/relu", *TINY_FLAGS, "--out", str(tmp_path))
     assert code == 130
     (f,) = tmp_path.glob("*.json")

@@ -10,9 +10,9 @@ import jsonschema
 import pytest
 
 from aibench import registry
+from aibench.harness import RunOptions, execute, plan
 from aibench.loadgen.settings import LoadgenOptions
 from aibench.results.schema import json_schema
-from aibench.runner import RunOptions, execute, plan
 
 LOADGEN = [b for b in registry.all_benchmarks() if b.runner == "loadgen"]
 CASES = [(b.id, stage) for b in LOADGEN for stage in (b.params.by_name["stage"].choices
@@ -25,7 +25,7 @@ def test_component_tiny_run_under_loadgen(bench_id: str, stage: str | None, tmp_
     given = dict(bench.tiny) | ({"stage": stage} if stage else {})
     (run,) = plan(bench, given)
     lg = LoadgenOptions(profile="quick", duration_s=0.05, min_queries=1, out_dir=tmp_path, breakdown=True)
-    result = execute(run, RunOptions(loadgen=lg))
+    result = execute(run, RunOptions().with_options(loadgen=lg))
     assert result.status == "ok", result.error
     jsonschema.validate(result.to_dict(), json_schema())
     assert result.load_scenario == "offline" and result.validity is not None
@@ -59,7 +59,7 @@ def test_shares_are_unavailable_without_breakdown(tmp_path: Path) -> None:
     bench = registry.get("component/pos")
     (run,) = plan(bench, dict(bench.tiny))
     lg = LoadgenOptions(profile="quick", duration_s=0.05, min_queries=1, out_dir=tmp_path)
-    result = execute(run, RunOptions(loadgen=lg))
+    result = execute(run, RunOptions().with_options(loadgen=lg))
     assert result.metrics["share_dnn"]["value"] is None and result.parts == {}
     assert "--breakdown" in result.metrics["share_dnn"]["unavailable"]
 
@@ -84,6 +84,6 @@ def test_host_to_device_bytes_are_counted_when_inputs_are_copied(tmp_path: Path)
 
     (run,) = plan(bench, dict(bench.tiny))
     lg = LoadgenOptions(profile="quick", duration_s=0.05, min_queries=1, out_dir=tmp_path)
-    result = execute(run, RunOptions(loadgen=lg))
+    result = execute(run, RunOptions().with_options(loadgen=lg))
     h2d = result.meters["memory"]["host_to_device"]
     assert h2d["bytes_total"] == 0 and "nothing is copied" in h2d["note"]

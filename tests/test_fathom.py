@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from aibench import registry
-from aibench.measure.training import TRAINING_METRICS, TrainingTask, training_loop
+from aibench.harness import RunOptions, execute, plan
+from aibench.measure.train_loop import training_loop
+from aibench.measure.train_task import TRAINING_METRICS, TrainingOptions, TrainingTask
 from aibench.results.schema import json_schema
-from aibench.runner import RunOptions, execute, plan
 
 TRAINING = [b for b in registry.all_benchmarks() if b.runner == "training"]
 CASES = [(b.id, mode) for b in TRAINING for mode in ("train", "infer")]
@@ -39,7 +40,7 @@ needs_digits = pytest.mark.skipif(not _has_sklearn(), reason="real digits need s
 def _run(bench_id: str, seed: int = 0, budget: float | None = None, **given: Any) -> Any:
     bench = registry.get(bench_id)
     (run,) = plan(bench, {**bench.tiny, **given})
-    return execute(run, RunOptions(seed=seed, threads=1, ttq_budget_s=budget))
+    return execute(run, RunOptions(seed=seed, threads=1).with_options(training=TrainingOptions(ttq_budget_s=budget)))
 
 
 def test_the_eight_fathom_workloads_and_the_reference_are_registered() -> None:
@@ -94,7 +95,7 @@ def test_lenet_reaches_its_target_on_real_digits() -> None:
     """The MLPerf-style headline: time to the stated test accuracy, on real (not synthetic) digits."""
     bench = registry.get("component/fathom-lenet")
     (run,) = plan(bench, {"ttq": True})
-    result = execute(run, RunOptions(threads=1, ttq_budget_s=120))
+    result = execute(run, RunOptions(threads=1).with_options(training=TrainingOptions(ttq_budget_s=120)))
     assert result.status == "ok", result.error
     jsonschema.validate(result.to_dict(), json_schema())
     m = result.metrics
@@ -116,7 +117,7 @@ def test_lenet_reaches_its_target_on_real_digits() -> None:
 def test_vae_and_memory_network_reach_their_targets(bench_id: str) -> None:
     bench = registry.get(bench_id)
     (run,) = plan(bench, {"ttq": True})
-    result = execute(run, RunOptions(threads=1, ttq_budget_s=60))
+    result = execute(run, RunOptions(threads=1).with_options(training=TrainingOptions(ttq_budget_s=60)))
     assert result.metrics["target_reached"]["value"] == 1.0, result.context["ttq"]["evaluations"][-3:]
     q = result.context["quality"]
     value = result.metrics["quality"]["value"]
@@ -374,7 +375,7 @@ def test_cuda_step_clock_pairs_events_within_segments(monkeypatch: pytest.Monkey
 
     import torch
 
-    from aibench.measure.training import _CudaStepClock
+    from aibench.measure.train_loop import _CudaStepClock
 
     now = itertools.count()
 

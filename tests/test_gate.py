@@ -15,6 +15,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -477,3 +478,29 @@ def test_gate_pacing_can_be_switched_off(cli: Cli, tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("AIBENCH_GATE_PACE", "0")
     code, doc, _ = run_gate(cli, tmp_path, side("--paced"), side("--paced"), "--rounds", "4", "--max-rounds", "4")
     assert code == 0 and doc["paced"] == {"enabled": False, "rounds": 0, "turn_s": 0.02, "protocol": 1}
+
+
+@pytest.mark.parametrize("flags, threshold", [([], 0.05), (["--machine", "shared"], 0.10),
+                                              (["--runner", "shared"], 0.10),
+                                              (["--machine", "shared", "--runner", "shared"], 0.10)])
+def test_gate_machine_setting_and_its_older_spelling(cli: Cli, monkeypatch: pytest.MonkeyPatch,
+                                                     flags: list[str], threshold: float) -> None:
+    """--machine shared|dedicated is the threshold preset; --runner (hidden) is its older name, same values."""
+    seen: list[Any] = []
+
+    def fake_run_gate(cfg: Any, *_a: Any) -> Any:
+        seen.append(cfg)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("aibench.gate.gate.run_gate", fake_run_gate)
+    cli("gate", "--baseline-python", sys.executable, "--candidate-python", sys.executable, *flags,
+        "micro/gemm", "--m", "8")
+    assert seen and seen[0].threshold == pytest.approx(threshold)
+
+
+def test_gate_machine_and_runner_must_agree_and_runner_is_hidden(cli: Cli) -> None:
+    code, _out, err = cli("gate", "--baseline-python", sys.executable, "--candidate-python", sys.executable,
+                          "--machine", "shared", "--runner", "dedicated", "micro/gemm", "--m", "8")
+    assert code == 2 and "disagree" in err
+    code, out, _err = cli("gate", "--help")
+    assert code == 0 and "--machine" in out and "--runner" not in out

@@ -206,13 +206,12 @@ def test_sigterm_raises_terminated_and_handlers_come_back() -> None:
 
 def test_sigterm_in_a_run_writes_the_interrupted_record_and_exits_143(cli, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from aibench import runner
     from tests.conftest import TINY_FLAGS
 
     def sigterm(*_a: object) -> None:
         signal.raise_signal(signal.SIGTERM)
 
-    monkeypatch.setitem(runner.RUNNERS, "kernel", sigterm)
+    monkeypatch.setattr("aibench.measure.kernel.run_kernel", sigterm)
     code, _, err = cli("run", "micro/relu", *TINY_FLAGS, "--out", str(tmp_path))
     assert code == 143, err
     assert "terminated (SIGTERM)" in err and "plus 1 interrupted (partial) result" in err
@@ -226,7 +225,6 @@ def test_sigterm_in_a_run_writes_the_interrupted_record_and_exits_143(cli, tmp_p
 def test_interrupted_message_counts_only_this_runs_record(cli, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Files another run writes into the same --out meanwhile are not this run's interrupted results."""
-    from aibench import runner
     from tests.conftest import TINY_FLAGS
 
     def concurrent_run_then_ctrl_c(*_a: object) -> None:
@@ -234,7 +232,7 @@ def test_interrupted_message_counts_only_this_runs_record(cli, tmp_path: Path,
             (tmp_path / f"other-run-{i}.json").write_text("{}")
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(runner.RUNNERS, "kernel", concurrent_run_then_ctrl_c)
+    monkeypatch.setattr("aibench.measure.kernel.run_kernel", concurrent_run_then_ctrl_c)
     code, _, err = cli("run", "micro/relu", *TINY_FLAGS, "--out", str(tmp_path))
     assert code == 130
     assert "0 of 1 result(s) were finished" in err and "plus 1 interrupted (partial) result (micro-relu-" in err
@@ -330,10 +328,10 @@ LIBRARY_RUN = """
 import _thread, sys, time
 import torch
 from aibench import registry
-from aibench.loadgen.run import LOADGEN_METRICS
+from aibench.loadgen.metrics import LOADGEN_METRICS
 from aibench.loadgen.settings import LoadgenOptions
 from aibench.loadgen.task import InferenceTask
-from aibench.runner import PlannedRun, RunOptions, execute
+from aibench.harness import PlannedRun, RunOptions, execute
 from aibench.spec import Param
 
 calls = [0]
@@ -357,7 +355,7 @@ bench = registry.Benchmark(kind="component", name="lib-lg", description="d", sou
                            metrics=LOADGEN_METRICS, primary_metric="samples_per_s")
 lg = LoadgenOptions(scenario="server", target_qps=20.0, duration_s=60.0, out_dir=sys.argv[1])
 try:
-    execute(PlannedRun(bench, bench.resolve({}), {}), RunOptions(loadgen=lg))
+    execute(PlannedRun(bench, bench.resolve({}), {}), RunOptions().with_options(loadgen=lg))
 except KeyboardInterrupt:
     print("interrupted", flush=True)
 """
@@ -469,7 +467,7 @@ def test_torchrun_and_its_workers_die_with_aibench(tmp_path: Path) -> None:
 STUCK_BENCH = """
 import time
 from aibench import registry
-from aibench.loadgen.run import LOADGEN_METRICS
+from aibench.loadgen.metrics import LOADGEN_METRICS
 
 
 def factory(params, device, dtype):

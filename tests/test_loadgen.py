@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from aibench.errors import UnavailableError, UsageError
+from aibench.harness import RunOptions, execute, plan
 from aibench.loadgen.settings import LoadgenOptions, Sizing, check_memory
-from aibench.runner import RunOptions, execute, plan
 
 LATENCY_FIELDS = ("latency_p50", "latency_p90", "latency_p95", "latency_p97", "latency_p99", "latency_p99_9",
                   "latency_min", "latency_max", "latency_mean")
@@ -22,7 +21,7 @@ RATE_FIELDS = ("samples_per_s", "queries_per_s", "samples_per_s_no_overhead", "q
 
 def _run(bench: Any, tmp_path: Path, params: dict[str, Any] | None = None, **lg: Any) -> Any:
     lg.setdefault("duration_s", 0.15)
-    opts = RunOptions(loadgen=LoadgenOptions(out_dir=tmp_path, **lg))
+    opts = RunOptions().with_options(loadgen=LoadgenOptions(out_dir=tmp_path, **lg))
     return execute(plan(bench, params or {})[0], opts)
 
 
@@ -240,13 +239,11 @@ def test_latency_log_is_bounded_and_deterministic() -> None:
     assert a.kept() == b.kept() and len(a.kept()) == 100 and a.seen == 10_000 and a.stride > 1
 
 
-def test_cli_runs_offline_and_writes_logs_beside_result(tiny_bench: Any, tmp_path: Path) -> None:
-    from aibench.cli import cli
-
+def test_cli_runs_offline_and_writes_logs_beside_result(tiny_bench: Any, tmp_path: Path, cli: Any) -> None:
     out = tmp_path / "res"
-    res = CliRunner().invoke(cli, ["run", "component", "tiny-lg", "--scenario", "offline", "--profile", "quick",
-                                   "--duration-s", "0.15", "--batch", "8", "--out", str(out), "--json"])
-    assert res.exit_code == 0, res.output
+    code, stdout, stderr = cli("run", "component", "tiny-lg", "--scenario", "offline", "--profile", "quick",
+                               "--duration-s", "0.15", "--batch", "8", "--out", str(out), "--json")
+    assert code == 0, stdout + stderr
     files = list(out.glob("*.json"))
     assert len(files) == 1
     doc = json.loads(files[0].read_text())

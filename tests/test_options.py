@@ -26,7 +26,7 @@ def nothing_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_a: Any, **_k: Any) -> Any:
         raise AssertionError("a measurement started although an option was bad")
 
-    monkeypatch.setattr("aibench.runner.execute", refuse)
+    monkeypatch.setattr("aibench.harness.execute", refuse)
     monkeypatch.setattr("aibench.gate.gate.run_gate", refuse)
 
 

@@ -51,7 +51,7 @@ def test_unknown_name_suggests_close_matches() -> None:
 
 
 def test_deepbench_sets_expand_and_validate() -> None:
-    from aibench.runner import plan
+    from aibench.harness import plan
 
     for ref in ("micro/gemm", "micro/conv"):
         b = registry.get(ref)
@@ -63,9 +63,32 @@ def test_deepbench_sets_expand_and_validate() -> None:
 
 
 def test_set_rows_cannot_be_overridden_silently() -> None:
-    from aibench.runner import plan
+    from aibench.harness import plan
 
     with pytest.raises(UsageError, match="already sets --m"):
         plan(registry.get("micro/gemm"), {"m": "4"}, "deepbench-training")
     with pytest.raises(UsageError, match="has no set"):
         plan(registry.get("micro/gemm"), {}, "deepbench-nope")
+
+
+def test_runners_declare_what_generic_code_asks() -> None:
+    """Sweep and gate ask capabilities and hooks of the runner spec, never a runner's or benchmark's name."""
+    from aibench.registry import all_runners, get
+
+    names = {r.name for r in all_runners()}
+    assert {"kernel", "loadgen", "training"} <= names
+    assert get("micro/allreduce").can("collective") and not get("micro/gemm").can("collective")
+    assert get("component/imc").can("inference") and not get("component/imc").can("trains")
+    lenet = get("component/fathom-lenet")
+    assert lenet.can("trains") and lenet.runner_spec.check_distributed is not None
+    for spec in all_runners():
+        assert ":" in spec.measure and ":" in spec.contract and spec.metrics
+    from aibench.harness import RunOptions, primary_metric
+    from aibench.loadgen.settings import LoadgenOptions
+
+    imc = get("component/imc")
+    single = RunOptions().with_options(loadgen=LoadgenOptions(scenario="single-stream"))
+    assert primary_metric(imc, {}, RunOptions()) == "samples_per_s"
+    assert primary_metric(imc, {}, single) == "latency_early_stopping"
+    assert primary_metric(lenet, {"ttq": True}, RunOptions()) == "time_to_target"
+    assert primary_metric(get("micro/gemm"), {}, RunOptions()) == get("micro/gemm").primary_metric

@@ -72,8 +72,8 @@ def test_two_cpu_worker_processes_under_one_loadgen(cli, tmp_path: Path) -> None
 
 
 def test_a_worker_that_dies_fails_the_run_promptly(tmp_path: Path) -> None:
+    from aibench.harness import PlannedRun, RunOptions, execute
     from aibench.loadgen.settings import LoadgenOptions
-    from aibench.runner import PlannedRun, execute
     from aibench.sweep.pool import WorkerConfig, WorkerPool
     from aibench.sweep.scaleout import RUNNER, PoolRunOptions
 
@@ -82,8 +82,9 @@ def test_a_worker_that_dies_fails_the_run_promptly(tmp_path: Path) -> None:
     pool = WorkerPool([WorkerConfig(i, "cpu", 1, bench.id, params) for i in range(2)]).start()
     try:
         victim = pool.workers[1].process.pid
-        opts = PoolRunOptions(threads=1, loadgen=LoadgenOptions(duration_s=60.0, out_dir=tmp_path), pool=pool,
-                              workers=(0, 1), scale={"devices": ["cpu", "cpu"], "workers": 2})
+        opts = RunOptions(threads=1).with_options(
+            loadgen=LoadgenOptions(duration_s=60.0, out_dir=tmp_path),
+            scale_out=PoolRunOptions(pool=pool, workers=(0, 1), scale={"devices": ["cpu", "cpu"], "workers": 2}))
         def kill_once_loadgen_runs() -> None:  # its log folder appears when the test starts
             deadline = time.monotonic() + 120
             while not list(tmp_path.glob("*.loadgen")) and time.monotonic() < deadline:

@@ -55,7 +55,7 @@ def _probe_factory(params: dict[str, Any], device: Any, dtype: Any) -> Any:
 
 @pytest.fixture
 def probe() -> Iterator[registry.Benchmark]:
-    from aibench.loadgen.run import LOADGEN_METRICS
+    from aibench.loadgen.metrics import LOADGEN_METRICS
 
     registry.discover()
     bench = registry.Benchmark(
@@ -326,11 +326,11 @@ def test_a_figure_without_samples_gives_no_interval_and_says_why(probe: registry
 def test_a_sweep_already_running_is_not_measured_twice(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two 'sweep --resume' of one sweep used to measure every point twice: the second is now refused (exit 2),
     naming the sweep that runs, while the first goes on."""
-    from aibench import runner
+    from aibench import harness
 
     args = ["sweep", "m", "micro/gemm", "--values", "8,16", "--n", "8", "--k", "8", *TINY_FLAGS,
             "--out", str(tmp_path)]
-    real = runner.execute
+    real = harness.execute
     calls: list[int] = []
     nested: list[tuple[int, str]] = []
 
@@ -341,7 +341,7 @@ def test_a_sweep_already_running_is_not_measured_twice(cli, tmp_path: Path, monk
             nested.append((code, err))
         return real(run, opts)
 
-    monkeypatch.setattr(runner, "execute", execute)
+    monkeypatch.setattr(harness, "execute", execute)
     code, _out, err = cli(*args, "--resume")
     assert code == 0, err
     ((n_code, n_err),) = nested

@@ -255,7 +255,8 @@ def test_kernel_result_records_faults_and_is_flagged_when_they_dominate() -> Non
     import torch
 
     from aibench.display import _status
-    from aibench.measure.kernel import Op, _measure
+    from aibench.measure.kernel import _measure
+    from aibench.measure.op import Op
     from aibench.results.schema import Result
 
     pages = 64

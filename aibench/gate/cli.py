@@ -7,6 +7,7 @@ import logging
 import secrets
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import click
 from aibench import lifetime
 from aibench.errors import UsageError
 from aibench.gate import decide
-from aibench.spec import FiniteFloat, Seed
+from aibench.spec import FiniteFloat, Seed, option_bundle
 
 log = logging.getLogger("aibench.gate")
 
@@ -42,9 +43,55 @@ Exit codes (one per outcome):
 Several metrics or benchmarks: error > regression > inconclusive > improved > pass."""
 
 
-def _thresholds(base: str | None, runner: str, per_metric: tuple[str, ...]) -> tuple[float, dict[str, float]]:
+@dataclass(frozen=True)
+class SideOptions:
+    """The two environments the gate compares: each a Python interpreter or a command prefix, and a label."""
+
+    baseline_python: str | None
+    candidate_python: str | None
+    baseline_prefix: str | None
+    candidate_prefix: str | None
+    baseline_label: str | None
+    candidate_label: str | None
+
+    def specs(self) -> tuple[Any, Any]:
+        """(baseline, candidate) as SideSpecs; UsageError unless each side is given exactly one way."""
+        from aibench.gate.gate import SideSpec
+
+        out = []
+        for name, py, prefix, label in (
+                ("baseline", self.baseline_python, self.baseline_prefix, self.baseline_label),
+                ("candidate", self.candidate_python, self.candidate_prefix, self.candidate_label)):
+            if (py is None) == (prefix is None):
+                raise UsageError(f"give exactly one of --{name}-python PATH or --{name} 'CMD PREFIX'")
+            out.append(SideSpec.from_python(name, py, label) if py is not None
+                       else SideSpec.from_prefix(name, prefix or "", label))
+        return out[0], out[1]
+
+
+@dataclass(frozen=True)
+class GateOutputs:
+    """Where the gate's record goes besides the table: JSON, markdown, JUnit XML."""
+
+    json_out: str | None
+    md_out: str | None
+    junit_out: str | None
+
+
+def _machine(ctx: click.Context, machine: str, runner_alias: str | None) -> str:
+    """--machine, or its older spelling --runner (hidden, same values); both given must agree."""
+    if runner_alias is None:
+        return machine
+    given = ctx.get_parameter_source("machine") != click.core.ParameterSource.DEFAULT
+    if given and machine != runner_alias:
+        raise UsageError(f"--machine {machine} and --runner {runner_alias} disagree (--runner is the older "
+                         "name of --machine: give one)")
+    return runner_alias
+
+
+def _thresholds(base: str | None, machine: str, per_metric: tuple[str, ...]) -> tuple[float, dict[str, float]]:
     try:
-        thr = decide.parse_threshold(base) if base is not None else decide.RUNNER_THRESHOLDS[runner]
+        thr = decide.parse_threshold(base) if base is not None else decide.MACHINE_THRESHOLDS[machine]
         overrides = {}
         for item in per_metric:
             name, sep, value = item.partition("=")
@@ -79,8 +126,8 @@ def _quiet(ctx: click.Context) -> bool:
 
 
 def _primary_metric(bench: Any, args: Sequence[str]) -> str:
-    """The primary metric a run of ``bench`` with ``args`` reports: a load-generated benchmark's depends on
-    the scenario (LoadGen's own metric for it), a training benchmark's on --ttq."""
+    """The primary metric a run of ``bench`` with ``args`` reports: its runner's ``primary_from_args`` hook
+    where it declares one (a load-generated benchmark's depends on the scenario, a training one's on --ttq)."""
     def option(name: str) -> str | None:
         for i, word in enumerate(args):
             if word == name:
@@ -89,16 +136,11 @@ def _primary_metric(bench: Any, args: Sequence[str]) -> str:
                 return word.partition("=")[2]
         return None
 
-    if bench.runner == "loadgen":
-        from aibench.loadgen.logparse import PRIMARY
+    from aibench import registry
 
-        scenario = option("--scenario") or ("closed-loop" if option("--users") is not None else "offline")
-        return PRIMARY.get(scenario, bench.primary_metric)
-    if bench.runner == "training":
-        ttq = option("--ttq")
-        if ttq is not None and ttq.lower() not in ("0", "false", "no", "off"):
-            return "time_to_target"
-    return bench.primary_metric
+    hook = bench.runner_spec.primary_from_args
+    name: str = registry.load(hook)(bench, option) if hook is not None else bench.primary_metric
+    return name
 
 
 def _check_metrics(benches: Sequence[Any], metrics: Sequence[str], ignore: Sequence[str]) -> None:
@@ -186,13 +228,15 @@ def compare(ctx: click.Context, baseline: Path, candidate: Path, metrics: tuple[
                context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False,
                                  "help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.argument("bench_args", nargs=-1, type=click.UNPROCESSED, metavar="[BENCHMARK [RUN ARGS]...]")
-@click.option("--baseline-python", metavar="PATH", help="Python interpreter of the baseline environment.")
-@click.option("--candidate-python", metavar="PATH", help="Python interpreter of the candidate environment.")
-@click.option("--baseline", "baseline_prefix", metavar="'CMD'",
-              help="Command prefix that runs the baseline's Python, e.g. 'env PYTHONPATH=/src/base /venv/bin/python'.")
-@click.option("--candidate", "candidate_prefix", metavar="'CMD'", help="Same for the candidate.")
-@click.option("--baseline-label", metavar="TEXT", help="Name shown for the baseline (default: its command).")
-@click.option("--candidate-label", metavar="TEXT", help="Name shown for the candidate.")
+@option_bundle(
+    "sides", SideOptions,
+    click.option("--baseline-python", metavar="PATH", help="Python interpreter of the baseline environment."),
+    click.option("--candidate-python", metavar="PATH", help="Python interpreter of the candidate environment."),
+    click.option("--baseline", "baseline_prefix", metavar="'CMD'", help="Command prefix that runs the "
+                 "baseline's Python, e.g. 'env PYTHONPATH=/src/base /venv/bin/python'."),
+    click.option("--candidate", "candidate_prefix", metavar="'CMD'", help="Same for the candidate."),
+    click.option("--baseline-label", metavar="TEXT", help="Name shown for the baseline (default: its command)."),
+    click.option("--candidate-label", metavar="TEXT", help="Name shown for the candidate."))
 @click.option("-b", "--benchmark", "bench_specs", multiple=True, metavar="'KIND/NAME [ARGS]'",
               help="A benchmark and its 'aibench run' arguments as one string (repeatable).")
 @click.option("--rounds", type=click.IntRange(decide.MIN_ROUNDS, 10_000), default=10, show_default=True,
@@ -209,9 +253,12 @@ def compare(ctx: click.Context, baseline: Path, candidate: Path, metrics: tuple[
               help="Also gate on this metric (repeatable, e.g. time_p99); the primary metric always counts.")
 @click.option("--ignore-metric", "ignore", multiple=True, metavar="NAME",
               help="Never gate on this metric (repeatable), e.g. a primary metric too noisy on shared runners.")
-@click.option("--runner", type=click.Choice(sorted(decide.RUNNER_THRESHOLDS)), default="dedicated",
-              show_default=True, help="Threshold preset: dedicated 5%, shared 10% (CI runners shared with others).")
-@click.option("--threshold", metavar="T", help="Threshold for every metric (5% or 0.05); overrides --runner. "
+@click.option("--machine", type=click.Choice(sorted(decide.MACHINE_THRESHOLDS)), default="dedicated",
+              show_default=True, help="Threshold preset for the machine the gate runs on: dedicated 5%, shared "
+              "10% (a CI runner shared with other jobs).")
+@click.option("--runner", "runner_alias", type=click.Choice(sorted(decide.MACHINE_THRESHOLDS)), hidden=True,
+              help="Older name of --machine (same values).")
+@click.option("--threshold", metavar="T", help="Threshold for every metric (5% or 0.05); overrides --machine. "
               "Tail metrics (p99, p99.9, max) get 2×.")
 @click.option("--metric-threshold", "metric_thresholds", multiple=True, metavar="NAME=T",
               help="Threshold for one metric, e.g. latency_p99=20% (repeatable).")
@@ -233,19 +280,18 @@ def compare(ctx: click.Context, baseline: Path, candidate: Path, metrics: tuple[
               metavar="S", help="Kill a benchmark process that runs longer (outcome: error).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="Keep every process's result files here [default: a temporary folder, removed].")
-@click.option("--json", "json_out", metavar="FILE|-", help="Write the gate's record as JSON ('-': stdout).")
-@click.option("--markdown", "md_out", metavar="FILE|-", help="Write a markdown summary (for a PR comment).")
-@click.option("--junit", "junit_out", metavar="FILE", help="Write JUnit XML (one test case per metric).")
+@option_bundle(
+    "outputs", GateOutputs,
+    click.option("--json", "json_out", metavar="FILE|-", help="Write the gate's record as JSON ('-': stdout)."),
+    click.option("--markdown", "md_out", metavar="FILE|-", help="Write a markdown summary (for a PR comment)."),
+    click.option("--junit", "junit_out", metavar="FILE", help="Write JUnit XML (one test case per metric)."))
 @click.pass_context
-def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str | None,
-         candidate_python: str | None, baseline_prefix: str | None, candidate_prefix: str | None,
-         baseline_label: str | None, candidate_label: str | None, bench_specs: tuple[str, ...], rounds: int,
-         max_rounds: int | None, budget_s: float, metrics: tuple[str, ...], ignore: tuple[str, ...], runner: str,
-         threshold: str | None,
+def gate(ctx: click.Context, bench_args: tuple[str, ...], sides: SideOptions, bench_specs: tuple[str, ...], rounds: int,
+         max_rounds: int | None, budget_s: float, metrics: tuple[str, ...], ignore: tuple[str, ...], machine: str,
+         runner_alias: str | None, threshold: str | None,
          metric_thresholds: tuple[str, ...],
          inconclusive: str, improved: str, confidence: float, ci_method: str, trim: float, seed: int | None,
-         process_timeout: float, out_dir: Path | None, json_out: str | None, md_out: str | None,
-         junit_out: str | None) -> None:
+         process_timeout: float, out_dir: Path | None, outputs: GateOutputs) -> None:
     """The CI performance decision: run benchmarks for a baseline and a candidate environment
     interleaved in this job, and decide pass / improved / regression / inconclusive.
 
@@ -264,31 +310,26 @@ def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str |
       aibench gate --baseline-python base/.venv/bin/python --candidate-python cand/.venv/bin/python \\
           micro/gemm --m 256 --n 256 --k 256 --max-time 0.5
       aibench gate --baseline 'env PYTHONPATH=/src/main .venv/bin/python' \\
-          --candidate 'env PYTHONPATH=/src/pr .venv/bin/python' --runner shared \\
+          --candidate 'env PYTHONPATH=/src/pr .venv/bin/python' --machine shared \\
           -b 'micro/gemm --m 256 --n 256 --k 256' -b 'component/dig --threads 1 --duration-s 2' \\
           --json gate.json --markdown gate.md --junit gate.xml
     """
-    from aibench.gate.gate import BenchSpec, GateConfig, SideSpec, run_gate
+    from aibench.gate.gate import BenchSpec, GateConfig, run_gate
     from aibench.gate.render import table
 
-    sides = []
-    for name, py, prefix, label in (("baseline", baseline_python, baseline_prefix, baseline_label),
-                                    ("candidate", candidate_python, candidate_prefix, candidate_label)):
-        if (py is None) == (prefix is None):
-            raise UsageError(f"give exactly one of --{name}-python PATH or --{name} 'CMD PREFIX'")
-        sides.append(SideSpec.from_python(name, py, label) if py is not None
-                     else SideSpec.from_prefix(name, prefix or "", label))
+    baseline, candidate = sides.specs()
+    json_out = outputs.json_out
     benches = [BenchSpec.parse(s) for s in bench_specs]
     if bench_args:
         benches.append(BenchSpec.from_words(list(bench_args)))
     if not benches:
         raise UsageError("name a benchmark: 'aibench gate [OPTIONS] KIND/NAME [ARGS]' or -b 'KIND/NAME ARGS'")
-    thr, overrides = _thresholds(threshold, runner, metric_thresholds)
+    thr, overrides = _thresholds(threshold, _machine(ctx, machine, runner_alias), metric_thresholds)
     _check_metrics(benches, metrics, ignore)
     from aibench.results.store import check_outputs
 
     # Before the rounds, which may take long: an output never replaces a result or anything but a regular file.
-    targets = check_outputs({"--json": json_out, "--markdown": md_out, "--junit": junit_out},
+    targets = check_outputs({"--json": json_out, "--markdown": outputs.md_out, "--junit": outputs.junit_out},
                             stdout_ok=("--json", "--markdown"))
     if seed is None:
         seed = secrets.randbelow(2**31)
@@ -298,7 +339,7 @@ def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str |
         ensure_writable_dir(out_dir)
     if max_rounds is not None and max_rounds < rounds:
         raise UsageError(f"--max-rounds {max_rounds} must be at least --rounds {rounds}")
-    cfg = GateConfig(baseline=sides[0], candidate=sides[1], benches=benches, rounds=rounds, metrics=metrics,
+    cfg = GateConfig(baseline=baseline, candidate=candidate, benches=benches, rounds=rounds, metrics=metrics,
                      max_rounds=max_rounds, budget_s=budget_s,
                      ignore=ignore,
                      threshold=thr, thresholds=overrides, seed=seed, timeout_s=process_timeout, out_dir=out_dir,

@@ -40,7 +40,8 @@ EXIT_ERROR = 12
 EXIT_IMPROVED = 13
 
 DEFAULT_THRESHOLD = 0.05  # dedicated hardware
-RUNNER_THRESHOLDS = {"dedicated": 0.05, "shared": 0.10}
+# Threshold per machine setting: a dedicated machine, or one shared with other jobs (a CI runner).
+MACHINE_THRESHOLDS = {"dedicated": 0.05, "shared": 0.10}
 # Tail figures (p99, p99.9, max) move more from run to run than medians: their threshold is wider.
 TAIL_FACTOR = 2.0
 MIN_ROUNDS = 3  # fewer paired rounds cannot support an interval worth the name

@@ -56,9 +56,6 @@ _OPTIONS = (
                  help="Time each stage of every batch (pre-processing, DNN, post-processing) and report "
                       "their shares (share_preprocess, share_dnn, share_postprocess)."),
 )
-NAMES = ("scenario", "profile", "duration_s", "min_queries", "target_qps", "latency_bound_ms",
-         "latency_percentile", "expected_qps", "samples_per_query", "max_wait_us", "spin_us", "find_peak",
-         "find_peak_budget_s", "users", "think_time_ms", "breakdown")
 
 
 def loadgen_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -66,11 +63,6 @@ def loadgen_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for opt in reversed(_OPTIONS):
         fn = opt(fn)
     return fn
-
-
-def pop_options(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Take the load-generator options out of a command's keyword arguments."""
-    return {k: kwargs.pop(k) for k in NAMES if k in kwargs}
 
 
 def build(ctx: click.Context, given: Mapping[str, Any], seed: int, out_dir: Path) -> LoadgenOptions:
@@ -82,11 +74,12 @@ def build(ctx: click.Context, given: Mapping[str, Any], seed: int, out_dir: Path
 
 
 def check_applicable(runs: list[Any], lg: LoadgenOptions) -> None:
-    """Refuse load-generator options for benchmarks that are not load-generated, and contradictions."""
-    mine = [r for r in runs if r.bench.runner == "loadgen"]
+    """Refuse load-generator options for benchmarks whose runner does not read them (its RunnerSpec's
+    ``options`` is not ``loadgen``), and contradictions."""
+    mine = [r for r in runs if r.bench.runner_spec.options == "loadgen"]
     flags = list(lg.explicit)
     if flags and len(mine) < len(runs):
-        other = next(r.bench.id for r in runs if r.bench.runner != "loadgen")
+        other = next(r.bench.id for r in runs if r.bench.runner_spec.options != "loadgen")
         raise UsageError(f"--{flags[0].replace('_', '-')} applies to load-generated (inference) benchmarks; "
                          f"{other} is not one")
     if mine:

@@ -15,54 +15,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aibench import lifetime, meters
-from aibench import system as sysinfo
 from aibench.errors import UnavailableError
 from aibench.loadgen import logparse
 from aibench.loadgen.drive import Calibration, Outcome, calibrate, run_loadgen, run_users
 from aibench.loadgen.settings import LoadgenOptions, Scenario, size_run
 from aibench.loadgen.sut import InProcessSystem, SystemUnderTest
-from aibench.registry import MetricSpec
 from aibench.results.parts import shares, stage_parts
-from aibench.results.schema import now_iso
 from aibench.results.stats import summarize
-from aibench.spec import config_hash
 
 if TYPE_CHECKING:
     from aibench.registry import Benchmark
+    from aibench.results.measurement import Measurement
     from aibench.results.schema import Result
-
-LATENCY = "samples.latency"  # the per-sample latencies the adapter kept (LoadGen's percentiles are of all)
-# Metrics a LoadGen-run benchmark reports; component benchmarks can declare these as their metrics. The
-# stage shares are those of the in-process system's stages; a system with other stages reports share_<stage>
-# for each, declared where it is measured (_stage_metrics).
-LOADGEN_METRICS = (
-    MetricSpec("samples_per_s", "samples/s", "higher", "samples per second (Offline: LoadGen's metric; Server: "
-               "completed samples/s)", "rate"),
-    MetricSpec("queries_per_s", "queries/s", "higher", "queries per second, with LoadGen's overhead", "rate"),
-    MetricSpec("samples_per_s_no_overhead", "samples/s", "higher", "samples/s without LoadGen's overhead", "rate"),
-    MetricSpec("queries_per_s_no_overhead", "queries/s", "higher", "queries/s without LoadGen's overhead", "rate"),
-    MetricSpec("latency_early_stopping", "s", "lower", "LoadGen's early-stopping latency estimate "
-               "(SingleStream p90, MultiStream p99)", "early_stopping"),
-    *(MetricSpec(f"latency_{p}", "s", "lower", f"{p} latency per query (LoadGen, full run)", p, LATENCY)
-      for p in ("p50", "p90", "p95", "p97", "p99", "p99_9", "min", "max", "mean")),
-    MetricSpec("gflops", "GFLOP/s", "higher", "achieved network FLOP rate: counted FLOPs per sample × samples/s",
-               "rate"),
-    MetricSpec("peak_target_qps", "queries/s", "higher", "--find-peak: the highest target QPS whose Server run "
-               "was VALID"),
-    MetricSpec("share_preprocess", "fraction", "lower", "share of batch time in pre-processing (--breakdown)",
-               "ratio", "parts.stage.preprocess"),
-    MetricSpec("share_dnn", "fraction", "higher", "share of batch time in the DNN (--breakdown)", "ratio",
-               "parts.stage.dnn"),
-    MetricSpec("share_postprocess", "fraction", "lower", "share of batch time in post-processing (--breakdown)",
-               "ratio", "parts.stage.postprocess"),
-)
-
-# What a component benchmark declares: LoadGen's figures (with the achieved FLOP rate and the application
-# breakdown, --breakdown) and the meters' energy metrics (per sample).
-COMPONENT_METRICS = (
-    *LOADGEN_METRICS,
-    *meters.metric_specs("sample", "the measured LoadGen window"),
-)
 
 FIND_PEAK_MAX_PROBES = 12
 FIND_PEAK_TOLERANCE = 0.05  # stop bisecting once the VALID/INVALID bracket is within 5%
@@ -74,19 +38,17 @@ log = logging.getLogger(__name__)
 
 
 def options_from(opts: Any) -> LoadgenOptions:
-    lg = getattr(opts, "loadgen", None)
-    return lg if isinstance(lg, LoadgenOptions) else LoadgenOptions()
+    return opts.options_for("loadgen")
 
 
-def run_loadgen_benchmark(bench: Benchmark, params: dict[str, Any], result: Result, opts: Any) -> None:
-    """The runner registered as ``loadgen`` in :data:`aibench.runner.RUNNERS`."""
+def run_loadgen_benchmark(bench: Benchmark, params: dict[str, Any], result: Measurement, opts: Any) -> Measurement:
+    """The runner registered as ``loadgen`` (:data:`aibench.loadgen.metrics.LOADGEN`)."""
     from aibench.measure.device import refusing_unsupported, resolve_device, resolve_dtype
 
     s = options_from(opts).resolve()
     batch = int(params.get("batch", 1) or 1)
     result.load_scenario = s.scenario
     result.config["loadgen"] = s.config()
-    result.config_hash = config_hash(bench.id, params, result.config)
     result.method.update(s.method())
     result.method["loadgen_request"] = s.to_dict()
     result.method["runner"] = "loadgen" if s.scenario != "closed-loop" else "closed-loop users"
@@ -103,6 +65,7 @@ def run_loadgen_benchmark(bench: Benchmark, params: dict[str, Any], result: Resu
     result.context["task"] = {"num_samples": task.num_samples, "stage": task.stage, "data": task.data,
                               "flops_per_sample": task.flops_per_sample, "flops_note": task.flops_note}
     drive_system(system, s, batch, result, seed=getattr(opts, "seed", 0), device=device)
+    return result
 
 
 def drive_system(system: SystemUnderTest, s: Scenario, batch: int, result: Result, seed: int = 0,
@@ -283,10 +246,8 @@ def _stage_metrics(result: Result, stages: Sequence[str], why_not: str) -> None:
             result.metrics[name] = metric(None, "fraction", direction, unavailable=why_not, **decl)
 
 
-def _stem(result: Result) -> str:
-    from aibench.results.store import result_filename
-
-    return result_filename(result).removesuffix(".json")
+def _stem(result: Measurement) -> str:
+    return result.stem()
 
 
 def _fill(result: Result, out: Outcome, s: Scenario) -> None:
@@ -407,29 +368,8 @@ def _probe_line(n: int, probe: dict[str, Any], out: Outcome) -> str:
             f"{' (' + figures + ')' if figures else ''}, {probe['wall_s']:.1f} s")
 
 
-def _write_interrupted(result: Result, out_dir: Path, exc: BaseException | None = None) -> Path:
-    """Record an interrupted run before Ctrl-C (or SIGTERM) propagates (the CLI then exits 130, or 143)."""
-    from aibench.results.store import write_result
-
-    result.status = "interrupted"
-    result.error = {"type": "Terminated" if lifetime.describe(exc) == "SIGTERM" else "KeyboardInterrupt",
-                    "message": f"interrupted ({lifetime.describe(exc)}); LoadGen's partial logs are kept in "
-                               "method.loadgen_logs"}
-    result.finished_at = now_iso()
-    result.duration_s = _elapsed(result)
-    result.machine = sysinfo.fingerprint()
-    result.code = sysinfo.code_version()
-    result.load["loadavg_end"] = sysinfo.load_average()
-    return write_result(result, out_dir)
-
-
-def _elapsed(result: Result) -> float | None:
-    from datetime import datetime
-
-    try:
-        start = datetime.fromisoformat(result.started_at.replace("Z", "+00:00"))
-        end = datetime.fromisoformat((result.finished_at or now_iso()).replace("Z", "+00:00"))
-        return (end - start).total_seconds()
-    except ValueError:
-        return None
-
+def _write_interrupted(result: Measurement, out_dir: Path, exc: BaseException | None = None) -> Path | None:
+    """Record an interrupted run before Ctrl-C (or SIGTERM) propagates (the CLI then exits 130, or 143), by
+    the harness's one writer of interrupted records; LoadGen's partial figures stay, marked INVALID."""
+    return result.record_interrupted(out_dir, exc, note="LoadGen's partial logs are kept in method.loadgen_logs",
+                                     keep_figures=True)

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aibench.errors import AibenchError, UnavailableError, UsageError
+from aibench.measure.op import DTYPES
 from aibench.measure.timer import BlockTimer, HostBlockTimer
 
-DTYPES = ("float32", "float64", "float16", "bfloat16")
 DEVICE_PATTERN = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
 
 

@@ -1,8 +1,7 @@
 """The ``kernel`` runner: measures one operator built by a micro benchmark's factory.
 
-Contract for a micro benchmark's factory: ``factory(params, device, dtype) -> Op``. The factory allocates
-inputs (untimed) and returns a closure that performs exactly the operation to time, plus the FLOP and
-byte counts of one call where they are defined.
+The contract (:class:`~aibench.measure.op.Op`, the metrics, the registration) is :mod:`aibench.measure.op`,
+which workloads import; this module is imported only when a kernel benchmark is measured.
 """
 
 from __future__ import annotations
@@ -12,52 +11,19 @@ import os
 import platform
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aibench import meters
 from aibench.measure import pace
-from aibench.measure.timer import HostBlockTimer, KernelTimer, Measurement, TimerSettings
-from aibench.registry import MetricSpec
+from aibench.measure.op import Op
+from aibench.measure.timer import HostBlockTimer, KernelTimer, TimerSettings
+from aibench.measure.timer import Measurement as TimerMeasurement
 from aibench.results.schema import metric
 
 if TYPE_CHECKING:
+    from aibench.harness import RunOptions
     from aibench.registry import Benchmark
-    from aibench.results.schema import Result
-
-TIME = "samples.time"  # the per-call times of the timed blocks
-KERNEL_METRICS = (
-    MetricSpec("time_median", "s", "lower", "median time of one call", "median", TIME),
-    MetricSpec("time_iqr", "s", "lower", "interquartile range of the per-call time", "iqr", TIME),
-    MetricSpec("time_p90", "s", "lower", "90th percentile of the per-call time", "p90", TIME),
-    MetricSpec("time_p99", "s", "lower", "99th percentile of the per-call time", "p99", TIME),
-    MetricSpec("time_min", "s", "lower", "fastest per-call time", "min", TIME),
-    MetricSpec("gflops", "GFLOP/s", "higher", "achieved FLOP rate at the median time (where FLOPs are defined)",
-               "rate", TIME, "median"),
-    MetricSpec("gbps", "GB/s", "higher", "achieved memory traffic at the median time (minimum bytes moved)",
-               "rate", TIME, "median"),
-    *meters.metric_specs("call", "the timed rounds"),
-)
-
-
-@dataclass
-class Op:
-    """One operation to time. ``flops``/``bytes`` are per call; None means not defined for this op,
-    and ``flops_note``/``bytes_note`` then say why (they otherwise give the formula used)."""
-
-    fn: Callable[[], Any]
-    flops: float | None
-    bytes: float | None
-    flops_note: str
-    bytes_note: str
-    shapes: dict[str, Any] = field(default_factory=dict)
-    # For an op that is not one call in this process (a collective over several ranks): its own block timer,
-    # metrics derived from the per-call summary, context to record, and what to release after measuring.
-    block_timer: Any = None
-    extra_metrics: Callable[[dict[str, Any]], dict[str, dict[str, Any]]] | None = None
-    context: dict[str, Any] = field(default_factory=dict)
-    close: Callable[[], None] | None = None
-
+    from aibench.results.measurement import Measurement
 
 # glibc's mallopt parameters (malloc.h) and the values the kernel runner fixes. With glibc's defaults an
 # allocation above a *dynamic* mmap threshold (128 KiB at start) is mmap'ed and unmapped when freed, and
@@ -122,8 +88,9 @@ def fix_allocator(mallopt: Callable[[int, int], int] | None = None, env: Mapping
     return record
 
 
-def run_kernel(bench: Benchmark, params: dict[str, Any], result: Result, settings: TimerSettings) -> None:
-    """Build the op, probe it once, time it, and fill ``result`` in place."""
+def run_kernel(bench: Benchmark, params: dict[str, Any], result: Measurement, opts: RunOptions) -> Measurement:
+    """Build the op, probe it once, time it: the registered ``kernel`` runner (fills and returns ``result``)."""
+    settings = opts.timer
     from aibench.measure.device import refusing_unsupported, resolve_device, resolve_dtype
 
     result.method["allocator"] = fix_allocator()  # before the op allocates anything
@@ -136,9 +103,10 @@ def run_kernel(bench: Benchmark, params: dict[str, Any], result: Result, setting
     finally:
         if op.close is not None:
             op.close()
+    return result
 
 
-def _measure(op: Op, device: Any, dtype: Any, result: Result, settings: TimerSettings) -> None:
+def _measure(op: Op, device: Any, dtype: Any, result: Measurement, settings: TimerSettings) -> None:
     from aibench.measure.device import block_timer_for, refusing_unsupported, synchronizer
 
     with refusing_unsupported(device, dtype):
@@ -184,7 +152,7 @@ def _measure(op: Op, device: Any, dtype: Any, result: Result, settings: TimerSet
 
 
 def _measure_paced(timer: KernelTimer, pacer: pace.Pacer, order: pace.Order, device: Any,
-                   window: Any, result: Result) -> Measurement:
+                   window: Any, result: Measurement) -> TimerMeasurement:
     """Time in the turns the gate grants. With one thread on the CPU the process is pinned to the CPU the
     gate chose (the other side gets the same one) and each block is timed with the thread's CPU clock: the
     time the thread was switched out for another job is not the op's (wall and CPU time agree to within 1%

@@ -27,7 +27,6 @@ from aibench.report.view import (
     sweep_of,
     threads_of,
     validity_text,
-    write_atomic,
 )
 from aibench.results.schema import Result
 
@@ -92,10 +91,3 @@ def results_frame(inputs: ReportInputs) -> Any:
 
 def render_csv(inputs: ReportInputs) -> str:
     return results_frame(inputs).to_csv(index=False, lineterminator="\n")
-
-
-def write_csv(inputs: ReportInputs, path: Path) -> int:
-    """Write the CSV atomically; returns the number of rows."""
-    frame = results_frame(inputs)
-    write_atomic(path, frame.to_csv(index=False, lineterminator="\n"))
-    return len(frame)

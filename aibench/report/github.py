@@ -19,9 +19,7 @@ when not given, the direction the selected metrics share (mixed directions are r
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from aibench.errors import UsageError
@@ -36,7 +34,6 @@ from aibench.report.view import (
     num,
     num_pair,
     threads_of,
-    write_atomic,
 )
 from aibench.results.declaration import kept
 from aibench.results.schema import Result
@@ -147,11 +144,3 @@ def github_entries(inputs: ReportInputs, direction: str | None = None,
     if replaced:
         notes.append(f"{replaced} older run(s) of an exported configuration left out (the latest is exported)")
     return direction, list(entries.values()), notes
-
-
-def write_github(inputs: ReportInputs, path: Path, direction: str | None = None,
-                 metrics: Sequence[str] = ()) -> tuple[str, int, list[str]]:
-    """Write the export atomically; returns (the action's tool name, entries, notes)."""
-    direction, entries, notes = github_entries(inputs, direction, metrics)
-    write_atomic(path, json.dumps(entries, indent=2, ensure_ascii=False) + "\n")
-    return TOOLS[direction], len(entries), notes

@@ -754,12 +754,3 @@ def render_html(inputs: ReportInputs, title: str = "aibench report") -> str:
             + header + "\n" + "\n".join(body[k] for k, _ in present)
             + '\n<footer class="muted"><p>Figures of INVALID LoadGen runs are marked INVALID; unmeasured figures say '
             "why. Every figure is in the result files named above.</p></footer></body></html>\n")
-
-
-def write_html(inputs: ReportInputs, path: Any, title: str = "aibench report") -> int:
-    """Write the page atomically; returns its size in bytes."""
-    from aibench.report.view import write_atomic
-
-    text = render_html(inputs, title)
-    write_atomic(path, text)
-    return len(text.encode("utf-8"))

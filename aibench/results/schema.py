@@ -21,7 +21,6 @@ from aibench.results import declaration
 SCHEMA_NAME = "aibench-result"
 SCHEMA_VERSION = 2
 READ_VERSIONS = (1, 2)  # version 1 is converted on read
-STATUSES = ("ok", "failed", "interrupted")
 
 
 def now_iso() -> str:
@@ -83,7 +82,7 @@ class Result:
     schema: str = SCHEMA_NAME
     schema_version: int = SCHEMA_VERSION
     # What the benchmark declares of its metrics (name -> statistic, of, inverse_of), from its MetricSpec list
-    # (aibench.runner.new_result); not written: every entry carries its own once declared.
+    # (aibench.harness.build_result); not written: every entry carries its own once declared.
     declared: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -96,6 +95,12 @@ class Result:
         is written, so no file holds an undeclared figure. Returns the names nobody declared (they are
         declared a plain value: :data:`aibench.results.declaration.UNDECLARED`)."""
         return declaration.declare(self.metrics, self.declared if declared is None else declared)
+
+    def stem(self) -> str:
+        """Its file name without ``.json`` (:func:`aibench.results.store.result_filename`)."""
+        from aibench.results.store import result_filename
+
+        return result_filename(self).removesuffix(".json")
 
     def to_dict(self) -> dict[str, Any]:
         self.declare_metrics()

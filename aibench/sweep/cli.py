@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,25 @@ from aibench.errors import EXIT_FAILED, UsageError
 from aibench.loadgen.options import build as loadgen_build
 from aibench.loadgen.options import check_applicable as loadgen_check
 from aibench.loadgen.options import loadgen_options
+from aibench.spec import option_bundle
 from aibench.sweep.analysis import LATENCY_CHOICES
 
 # The run command's options that mean the same here (the objects themselves are shared, not copied).
 SHARED_RUN_OPTIONS = ("threads", "max_time", "warmup", "min_rounds", "target_ci", "seed", "out_dir", "dry_run")
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """Where the ranks of a distributed gpus sweep run: machines, this one's rank, node 0's rendezvous."""
+
+    nnodes: int
+    node_rank: int
+    rdzv_endpoint: str | None
+
+    @property
+    def multi_node(self) -> bool:
+        """Any of the options given (they only make sense for a distributed sweep)."""
+        return self.nnodes > 1 or bool(self.node_rank) or bool(self.rdzv_endpoint)
 
 
 def _run_options(fn: Any) -> Any:
@@ -80,21 +95,23 @@ class SweepCommand(click.Command):
                    "tables go to stderr.")
 @click.option("--resume", is_flag=True,
               help="Continue the latest sweep with the same definition in --out: points already done are kept.")
-@click.option("--nnodes", type=click.IntRange(1, 4096), default=1, show_default=True,
-              help="gpus, distributed benchmarks (training, all-reduce): machines taking part (torchrun).")
-@click.option("--node-rank", type=click.IntRange(0, 4095), default=0, show_default=True,
-              help="gpus, distributed: this machine's rank (0 writes the results).")
-@click.option("--rdzv-endpoint", metavar="HOST:PORT", default=None,
-              help="gpus, distributed: node 0's address and a port for torchrun's static rendezvous (its store "
-                   "listens there on every interface) [default with --nnodes 1: no torchrun; aibench hosts the "
-                   "store on 127.0.0.1, a free port].")
+@option_bundle(
+    "launch", LaunchOptions,
+    click.option("--nnodes", type=click.IntRange(1, 4096), default=1, show_default=True,
+                 help="gpus, distributed benchmarks (training, all-reduce): machines taking part (torchrun)."),
+    click.option("--node-rank", type=click.IntRange(0, 4095), default=0, show_default=True,
+                 help="gpus, distributed: this machine's rank (0 writes the results)."),
+    click.option("--rdzv-endpoint", metavar="HOST:PORT", default=None,
+                 help="gpus, distributed: node 0's address and a port for torchrun's static rendezvous (its store "
+                      "listens there on every interface) [default with --nnodes 1: no torchrun; aibench hosts the "
+                      "store on 127.0.0.1, a free port]."))
 @_run_options
 @loadgen_options
 @click.pass_context
 def sweep(ctx: click.Context, args: tuple[str, ...], values_text: str | None, max_threads: int | None,
           devices_text: str | None, instances_text: str | None, latency_metric: str | None, as_json: bool,
           resume: bool,
-          nnodes: int, node_rank: int, rdzv_endpoint: str | None, threads: int | None, max_time: float,
+          launch: LaunchOptions, threads: int | None, max_time: float,
           warmup: float, min_rounds: int, target_ci: float, seed: int, out_dir: Path, dry_run: bool,
           **lg_given: Any) -> None:
     """Measure a benchmark at every point of a sweep: one result file per point, a sweep record
@@ -124,8 +141,8 @@ def sweep(ctx: click.Context, args: tuple[str, ...], values_text: str | None, ma
       aibench sweep m micro gemm --values 256:2048:x2 --n 1024 --k 1024
     """
     from aibench import registry
+    from aibench.harness import RunOptions
     from aibench.measure.timer import TimerSettings
-    from aibench.runner import RunOptions
     from aibench.spec import parse_cli_params
     from aibench.sweep.plan import parse_devices, plan_sweep, resolve_form
 
@@ -149,10 +166,11 @@ def sweep(ctx: click.Context, args: tuple[str, ...], values_text: str | None, ma
     scenario = lg.scenario or ("closed-loop" if lg.users is not None else "offline")
     if bound is not None and scenario != "server":  # the knee's bound only: LoadGen takes a bound in Server
         lg = replace(lg, latency_bound_ms=None, explicit=tuple(x for x in lg.explicit if x != "latency_bound_ms"))
-    opts = RunOptions(threads=threads, seed=seed, loadgen=lg, timer=TimerSettings(
-        warmup_s=warmup, max_time_s=max_time, min_rounds=min_rounds, target_rel_ci=target_ci))
-    distributed = kind == "gpus" and bench.runner != "loadgen"
-    if (nnodes > 1 or node_rank or rdzv_endpoint) and not distributed:
+    opts = RunOptions(threads=threads, seed=seed, timer=TimerSettings(
+        warmup_s=warmup, max_time_s=max_time, min_rounds=min_rounds, target_rel_ci=target_ci)).with_options(loadgen=lg)
+    inference = bench.can("inference")
+    distributed = kind == "gpus" and not inference
+    if launch.multi_node and not distributed:
         raise UsageError("--nnodes, --node-rank and --rdzv-endpoint apply to distributed benchmarks (training, "
                          "all-reduce) in 'aibench sweep gpus'; inference scales out within one machine")
     devices = None
@@ -164,8 +182,8 @@ def sweep(ctx: click.Context, args: tuple[str, ...], values_text: str | None, ma
                       usable_cpus=_usable_cpus(), devices=devices, instances_text=instances_text,
                       latency_bound_ms=bound, latency_metric=latency_metric, threads_given=threads is not None)
     for p in plan.points:  # each point's own LoadGen options (a swept option differs between them)
-        loadgen_check([p.run], p.opts.loadgen)
-    if kind == "gpus" and bench.runner == "loadgen":
+        loadgen_check([p.run], p.opts.options_for("loadgen"))
+    if kind == "gpus" and inference:
         from aibench.sweep.scaleout import PoolExecutor
 
         executor: Any = PoolExecutor(bench, plan.points[0].extra["slots"], plan.points[0].opts.threads or 1, seed,
@@ -173,7 +191,8 @@ def sweep(ctx: click.Context, args: tuple[str, ...], values_text: str | None, ma
     elif kind == "gpus":
         from aibench.sweep.launch import distributed_executor
 
-        executor = distributed_executor(plan, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
+        executor = distributed_executor(plan, nnodes=launch.nnodes, node_rank=launch.node_rank,
+                                        rdzv_endpoint=launch.rdzv_endpoint)
     else:
         from aibench.sweep.engine import InProcessExecutor
 

@@ -20,9 +20,9 @@ from typing import Any, Protocol
 
 from aibench import lifetime
 from aibench.errors import AibenchError, ResultIOError, UsageError
+from aibench.harness import PlannedRun, RunOptions
 from aibench.registry import Benchmark
 from aibench.results.schema import Result, now_iso
-from aibench.runner import PlannedRun, RunOptions
 from aibench.sweep import analysis
 from aibench.sweep.record import Point, SweepRecord, definition_hash, find_resumable, new_id, write_record
 
@@ -78,10 +78,10 @@ class Executor(Protocol):
 
 
 class InProcessExecutor:
-    """Points measured in this process by :func:`aibench.runner.execute` (parameter and thread sweeps)."""
+    """Points measured in this process by :func:`aibench.harness.execute` (parameter and thread sweeps)."""
 
     def run(self, point: PointPlan) -> Result:
-        from aibench.runner import execute
+        from aibench.harness import execute
 
         return execute(point.run, point.opts)
 

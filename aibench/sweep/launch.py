@@ -41,12 +41,12 @@ import subprocess
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aibench import lifetime
+from aibench import lifetime, registry
 from aibench.errors import UsageError
-from aibench.sweep.plan import COLLECTIVES
 
 if TYPE_CHECKING:
     from aibench.results.schema import Result
@@ -64,9 +64,9 @@ LAUNCHER_ENV = "AIBENCH_LAUNCHER"  # "aibench" in the ranks of a local launch (t
 
 def job_kind(bench: Any) -> str:
     """``train`` (DDP over a training task) or ``collective``; UsageError for anything else."""
-    if bench.runner == "training":
+    if bench.can("trains"):
         return "train"
-    if bench.id in COLLECTIVES:
+    if bench.can("collective"):
         return "collective"
     raise UsageError(f"'aibench sweep gpus' scales load-generated (inference), training and collective benchmarks; "
                      f"{bench.id} (runner {bench.runner!r}) is none of them")
@@ -92,14 +92,9 @@ def distributed_executor(plan: SweepPlan, nnodes: int = 1, node_rank: int = 0,
         if p.extra.get("instances_per_device", 1) != 1:
             raise UsageError("--instances-per-device applies to inference workers; distributed ranks take one "
                              "device each")
-    if kind == "train":
-        params = plan.points[0].run.params
-        if params.get("mode", "train") != "train":
-            raise UsageError("a distributed sweep trains with DistributedDataParallel: --mode train (inference "
-                             "scales out with load-generated benchmarks)")
-        if params.get("ttq"):
-            raise UsageError("--ttq evaluates on one rank between steps, which DistributedDataParallel cannot "
-                             "follow; sweep throughput (without --ttq)")
+    check = plan.bench.runner_spec.check_distributed
+    if check is not None:  # what the runner's ranks cannot do (a training runner: forward-only, --ttq)
+        registry.load(check)(plan.points[0].run.params)
     return DistributedExecutor(kind, nnodes, node_rank, endpoint)
 
 
@@ -326,17 +321,11 @@ def distributed_config(job: dict[str, Any], world_size: int | None = None) -> di
 
 def _failed(point: PointPlan, job: dict[str, Any], why: str, launch: dict[str, Any]) -> Result:
     """A failed result for a launch that produced none (a crashed or killed rank, a refused torchrun)."""
-    from aibench import system
-    from aibench.results.schema import now_iso
-    from aibench.runner import new_result
+    from aibench.harness import build_result
+    from aibench.results.measurement import Measurement
 
-    config = {"threads": job["threads"], "distributed": distributed_config(job)}
-    r = new_result(point.run.bench, point.run.params, config, point.run.context)
-    r.status = "failed"
-    r.error = {"type": "DistributedLaunchError", "message": why, "traceback": "".join(traceback.format_stack(limit=3))}
-    r.method["launch"] = launch
-    r.finished_at = now_iso()
-    r.duration_s = launch.get("wall_s")
-    r.machine = system.fingerprint()
-    r.code = system.code_version()
-    return r
+    m = Measurement(benchmark_id=point.run.bench.id, status="failed", method={"launch": launch},
+                    error={"type": "DistributedLaunchError", "message": why,
+                           "traceback": "".join(traceback.format_stack(limit=3))})
+    run = replace(point.run, config={**point.run.config, "distributed": distributed_config(job)})
+    return build_result(run, m, threads=job["threads"], duration_s=launch.get("wall_s"))

@@ -19,27 +19,20 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from aibench.errors import UnavailableError, UsageError
+from aibench.harness import PlannedRun, RunOptions, plan
 from aibench.registry import Benchmark
-from aibench.runner import PlannedRun, RunOptions, plan
 from aibench.sweep.analysis import LATENCY_CHOICES, latency_metric_name
 from aibench.sweep.engine import KneeRequest, PointPlan, SweepPlan
 from aibench.sweep.values import default_counts, parse_values
 
-COLLECTIVES = ("micro/allreduce",)  # benchmarks that run as the ranks of a torchrun launch (with training ones)
-
 SCALING_WORDS = ("threads", "gpus")
-# Numeric LoadGen options a sweep may vary, with their types (the options a user can give on `run`).
-LOADGEN_SWEEPABLE: dict[str, type] = {
-    "target_qps": float, "expected_qps": float, "samples_per_query": int, "max_wait_us": float,
-    "spin_us": float, "users": int, "think_time_ms": float, "latency_percentile": float, "duration_s": float,
-    "min_queries": int,
-}
 MAX_WORKERS = 256
 
 
 def resolve_form(word: str, bench: Benchmark) -> tuple[str, str, str]:
     """(kind, param, target) for the sweep's first word. ``target`` says where a point's value goes:
-    ``bench`` (a benchmark parameter), ``loadgen`` (a LoadGen option), ``threads`` or ``gpus``."""
+    ``bench`` (a benchmark parameter), ``options`` (an option of its runner, e.g. LoadGen's), ``threads`` or
+    ``gpus``."""
     if word.startswith("param:"):
         name = word[len("param:"):].lstrip("-").replace("-", "_")
         return "param", bench.params.lookup(name).name, "bench"
@@ -48,13 +41,14 @@ def resolve_form(word: str, bench: Benchmark) -> tuple[str, str, str]:
     name = word.lstrip("-").replace("-", "_")
     if name in bench.params:
         return "param", name, "bench"
-    if bench.runner == "loadgen" and name in LOADGEN_SWEEPABLE:
-        return "param", name, "loadgen"
-    options = [p.name for p in bench.params] + (list(LOADGEN_SWEEPABLE) if bench.runner == "loadgen" else [])
+    sweepable = bench.runner_spec.sweepable
+    if name in sweepable:
+        return "param", name, "options"
+    options = [p.name for p in bench.params] + list(sweepable)
     close = difflib.get_close_matches(name, options + list(SCALING_WORDS), n=3, cutoff=0.5)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise UsageError(f"cannot sweep {word!r}: it is not threads, gpus, a parameter of {bench.id}"
-                     f"{' or a LoadGen option' if bench.runner == 'loadgen' else ''}{hint}")
+                     f"{f' or an option of its {bench.runner} runner' if sweepable else ''}{hint}")
 
 
 def parse_devices(text: str | None, cuda_count: int) -> list[str]:
@@ -100,13 +94,11 @@ def _int(text: str, what: str) -> int:
         raise UsageError(f"{what}: {text!r} is not an integer") from None
 
 
-def scaling_basis(bench: Benchmark, opts: RunOptions) -> dict[str, Any]:
+def scaling_basis(bench: Benchmark, opts: RunOptions, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The metric speedup is computed on (the run's primary metric) and which way is better."""
-    name = bench.primary_metric
-    if bench.runner == "loadgen" and opts.loadgen is not None:
-        from aibench.loadgen.logparse import PRIMARY
+    from aibench.harness import primary_metric
 
-        name = PRIMARY[opts.loadgen.resolve().scenario]
+    name = primary_metric(bench, params, opts)
     try:
         direction = bench.metric(name).direction
     except KeyError:
@@ -120,7 +112,7 @@ def plan_sweep(form: str, bench: Benchmark, given: Mapping[str, Any], opts: RunO
                latency_bound_ms: float | None = None, latency_metric: str | None = None,
                threads_given: bool = False) -> SweepPlan:
     """Every point of the sweep, validated. ``given`` are the fixed benchmark parameters; ``opts`` the run
-    options (``opts.loadgen`` a LoadgenOptions for load-generated benchmarks); ``devices`` the device slots
+    options (with the runner's own, e.g. LoadGen's, in ``opts.runner_options``); ``devices`` the device slots
     of a ``gpus`` sweep (from :func:`parse_devices`)."""
     kind, param, target = resolve_form(form, bench)
     given = dict(given)
@@ -128,8 +120,9 @@ def plan_sweep(form: str, bench: Benchmark, given: Mapping[str, Any], opts: RunO
     notes: list[str] = []
     if target == "bench" and param in fixed:
         raise UsageError(f"--{param.replace('_', '-')} is what this sweep varies: give its values with --values")
-    lg = opts.loadgen
-    if target == "loadgen" and lg is not None and param in lg.explicit:
+    key = bench.runner_spec.options
+    ropts = opts.options_of(bench)
+    if target == "options" and ropts is not None and param in ropts.explicit:
         raise UsageError(f"--{param.replace('_', '-')} is what this sweep varies: give its values with --values")
     if kind == "threads" and threads_given:
         raise UsageError("a thread sweep sets --threads itself: use --max N or --values")
@@ -145,7 +138,7 @@ def plan_sweep(form: str, bench: Benchmark, given: Mapping[str, Any], opts: RunO
     extra: list[dict[str, Any]] = []
     if kind == "param":
         integer = (bench.params.by_name[param].type is int) if target == "bench" else \
-            LOADGEN_SWEEPABLE[param] is int
+            bench.runner_spec.sweepable[param] is int
         if target == "bench" and bench.params.by_name[param].type not in (int, float):
             raise UsageError(f"--{param.replace('_', '-')} is a {bench.params.by_name[param].type_name} parameter: "
                              "a sweep varies a number")
@@ -164,45 +157,7 @@ def plan_sweep(form: str, bench: Benchmark, given: Mapping[str, Any], opts: RunO
             notes.append(f"{max(values)} threads on {usable_cpus} usable CPU(s): points beyond {usable_cpus} "
                          "oversubscribe the cores (their speedup shows it)")
     else:
-        if devices is None:
-            raise UsageError("a gpus sweep needs its devices (--devices)")
-        instances = parse_values(instances_text, integer=True) if instances_text else [1]
-        if any(k < 1 for k in instances):
-            raise UsageError("--instances-per-device must be >= 1")
-        per_slot = "cpu" if devices[0] == "cpu" else "cuda"
-        if len(instances) > 1:
-            if values_text is not None:
-                raise UsageError("with several --instances-per-device values the sweep varies instances over "
-                                 "all --devices; drop --values")
-            param = "instances_per_device"
-            values = list(instances)
-            kmax = max(instances)
-            slots = [d for d in devices for _ in range(kmax)]
-            for k in values:
-                workers = [di * kmax + j for di in range(len(devices)) for j in range(k)]
-                extra.append({"workers": workers, "devices": list(devices), "instances_per_device": k})
-        else:
-            param = "devices"
-            k = instances[0]
-            values = parse_values(values_text, integer=True) if values_text else default_counts(len(devices))
-            bad = [v for v in values if not 1 <= v <= len(devices)]
-            if bad:
-                raise UsageError(f"--values {bad[0]}: a device count between 1 and {len(devices)} (the --devices "
-                                 "given)")
-            slots = [d for d in devices[:max(values)] for _ in range(k)]
-            for d in values:
-                extra.append({"workers": list(range(d * k)), "devices": list(devices[:d]),
-                              "instances_per_device": k})
-        if len(slots) > MAX_WORKERS:
-            raise UsageError(f"{len(slots)} worker processes is more than {MAX_WORKERS}")
-        if per_slot == "cuda" and "device" not in bench.params:
-            raise UsageError(f"{bench.id} has no --device parameter: it cannot be placed on GPUs")
-        if "device" in fixed:
-            raise UsageError("a gpus sweep places each worker on its device: use --devices instead of --device")
-        if bench.id in COLLECTIVES and "ranks" in fixed:
-            raise UsageError("in a gpus sweep the ranks are the launch's processes (one per device): drop --ranks")
-        for e in extra:
-            e["slots"] = slots
+        param, values, extra = _gpus_values(bench, fixed, devices, instances_text, values_text)
 
     # Fixed parameters, validated once (the swept value is validated per point below).
     runs: list[tuple[PlannedRun, RunOptions, dict[str, Any]]] = []
@@ -211,10 +166,10 @@ def plan_sweep(form: str, bench: Benchmark, given: Mapping[str, Any], opts: RunO
         point_opts = opts
         if target == "bench":
             point_given[param] = v
-        elif target == "loadgen":
-            assert lg is not None
-            point_opts = replace(opts, loadgen=replace(lg, **{param: v}, explicit=(*lg.explicit, param)))
-            point_opts.loadgen.resolve()
+        elif target == "options":
+            assert key is not None and ropts is not None
+            point_opts = opts.with_options(**{key: replace(ropts, **{param: v}, explicit=(*ropts.explicit, param))})
+            point_opts.options_for(key).resolve()
         elif target == "threads":
             point_opts = replace(opts, threads=int(v))
         else:
@@ -231,16 +186,99 @@ def plan_sweep(form: str, bench: Benchmark, given: Mapping[str, Any], opts: RunO
                                       "workers": len(info["workers"]), "worker_threads": point_opts.threads}}
         runs.append((run, point_opts, info))
 
-    # The knee.
+    knee, batch_latency = _knee(bench, param, runs[0][1], latency_bound_ms, latency_metric)
+
+    scaling = None
+    if kind in ("threads", "gpus"):
+        basis = scaling_basis(bench, runs[0][1], runs[0][0].params)
+        unit = {"threads": "threads", "devices": "devices", "instances_per_device": "instances"}[param]
+        scaling = {**basis, "unit": unit}
+        if kind == "gpus" and bench.can("collective"):
+            scaling["unavailable"] = ("an all-reduce does not speed up with more ranks (its cost grows with them): "
+                                      "compare busbw across points, nccl-tests' figure that does not depend on "
+                                      "the rank count")
+
+    points = [PointPlan(index=i, value=v, run=run, opts=o, extra=info)
+              for i, (v, (run, o, info)) in enumerate(zip(values, runs, strict=True))]
+    swept_out = {param} if target == "bench" else set()
+    first = points[0].run.params
+    definition = {
+        "kind": kind, "benchmark": bench.id, "param": param, "values": list(values),
+        "params": {k: first[k] for k in sorted(first) if k not in swept_out},
+        "threads": None if kind == "threads" else points[0].opts.threads,
+        "loadgen": None,  # kept (a sweep's definition hash decides --resume): the runner's options go under its key
+        "devices": points[0].extra.get("slots") if kind == "gpus" else None,
+        "knee": asdict(knee) if knee else None,
+    }
+    if key is not None:
+        defined = _options_definition(points[0].opts.options_for(key), target == "options" and param)
+        if defined:
+            definition[key] = defined
+    return SweepPlan(kind=kind, bench=bench, param=param, values=list(values), points=points,
+                     definition=definition, knee=knee, scaling=scaling, batch_latency=batch_latency, notes=notes)
+
+
+def _gpus_values(bench: Benchmark, fixed: set[str], devices: list[str] | None, instances_text: str | None,
+                 values_text: str | None) -> tuple[str, list[Any], list[dict[str, Any]]]:
+    """A gpus sweep's swept setting (``devices`` or ``instances_per_device``), its values and each point's
+    workers, devices and worker slots."""
+    extra: list[dict[str, Any]] = []
+    if devices is None:
+        raise UsageError("a gpus sweep needs its devices (--devices)")
+    instances = parse_values(instances_text, integer=True) if instances_text else [1]
+    if any(k < 1 for k in instances):
+        raise UsageError("--instances-per-device must be >= 1")
+    per_slot = "cpu" if devices[0] == "cpu" else "cuda"
+    if len(instances) > 1:
+        if values_text is not None:
+            raise UsageError("with several --instances-per-device values the sweep varies instances over "
+                             "all --devices; drop --values")
+        param = "instances_per_device"
+        values = list(instances)
+        kmax = max(instances)
+        slots = [d for d in devices for _ in range(kmax)]
+        for k in values:
+            workers = [di * kmax + j for di in range(len(devices)) for j in range(k)]
+            extra.append({"workers": workers, "devices": list(devices), "instances_per_device": k})
+    else:
+        param = "devices"
+        k = instances[0]
+        values = parse_values(values_text, integer=True) if values_text else default_counts(len(devices))
+        bad = [v for v in values if not 1 <= v <= len(devices)]
+        if bad:
+            raise UsageError(f"--values {bad[0]}: a device count between 1 and {len(devices)} (the --devices "
+                             "given)")
+        slots = [d for d in devices[:max(values)] for _ in range(k)]
+        for d in values:
+            extra.append({"workers": list(range(d * k)), "devices": list(devices[:d]),
+                          "instances_per_device": k})
+    if len(slots) > MAX_WORKERS:
+        raise UsageError(f"{len(slots)} worker processes is more than {MAX_WORKERS}")
+    if per_slot == "cuda" and "device" not in bench.params:
+        raise UsageError(f"{bench.id} has no --device parameter: it cannot be placed on GPUs")
+    if "device" in fixed:
+        raise UsageError("a gpus sweep places each worker on its device: use --devices instead of --device")
+    if bench.can("collective") and "ranks" in fixed:
+        raise UsageError("in a gpus sweep the ranks are the launch's processes (one per device): drop --ranks")
+    for e in extra:
+        e["slots"] = slots
+    return param, values, extra
+
+
+def _knee(bench: Benchmark, param: str, first_opts: RunOptions, latency_bound_ms: float | None,
+          latency_metric: str | None) -> tuple[KneeRequest | None, bool]:
+    """The knee asked for (--latency-bound-ms, --latency-metric), and whether a point's latency is its batch
+    latency (batch / samples/s)."""
     knee = None
-    batch_latency = bench.runner == "loadgen" and "batch" in bench.params and param == "batch"
+    inference = bench.can("inference")
+    batch_latency = inference and "batch" in bench.params and param == "batch"
     if latency_bound_ms is not None:
-        if bench.runner not in ("loadgen", "scale-out"):
+        if not inference:
             raise UsageError("--latency-bound-ms names a knee for load-generated (inference) benchmarks; "
                              f"{bench.id} is not one")
         if not latency_bound_ms > 0:
             raise UsageError(f"--latency-bound-ms must be positive, got {latency_bound_ms}")
-        scenario = runs[0][1].loadgen.resolve().scenario if runs[0][1].loadgen is not None else "offline"
+        scenario = first_opts.options_of(bench).resolve().scenario
         choice = latency_metric or ("batch" if scenario == "offline" else "p99")
         if choice not in LATENCY_CHOICES:
             raise UsageError(f"--latency-metric must be one of {', '.join(LATENCY_CHOICES)}; got {choice!r}")
@@ -255,39 +293,13 @@ def plan_sweep(form: str, bench: Benchmark, given: Mapping[str, Any], opts: RunO
         knee = KneeRequest(latency_bound_ms=latency_bound_ms, latency_metric=latency_metric_name(choice))
     elif latency_metric is not None:
         raise UsageError("--latency-metric goes with --latency-bound-ms (the knee's bound)")
-
-    scaling = None
-    if kind in ("threads", "gpus"):
-        basis = scaling_basis(bench, runs[0][1])
-        unit = {"threads": "threads", "devices": "devices", "instances_per_device": "instances"}[param]
-        scaling = {**basis, "unit": unit}
-        if kind == "gpus" and bench.id in COLLECTIVES:
-            scaling["unavailable"] = ("an all-reduce does not speed up with more ranks (its cost grows with them): "
-                                      "compare busbw across points, nccl-tests' figure that does not depend on "
-                                      "the rank count")
-
-    points = [PointPlan(index=i, value=v, run=run, opts=o, extra=info)
-              for i, (v, (run, o, info)) in enumerate(zip(values, runs, strict=True))]
-    swept_out = {param} if target == "bench" else set()
-    first = points[0].run.params
-    definition = {
-        "kind": kind, "benchmark": bench.id, "param": param, "values": list(values),
-        "params": {k: first[k] for k in sorted(first) if k not in swept_out},
-        "threads": None if kind == "threads" else points[0].opts.threads,
-        "loadgen": _loadgen_definition(points[0].opts, target == "loadgen" and param) if bench.runner == "loadgen"
-        else None,
-        "devices": points[0].extra.get("slots") if kind == "gpus" else None,
-        "knee": asdict(knee) if knee else None,
-    }
-    return SweepPlan(kind=kind, bench=bench, param=param, values=list(values), points=points,
-                     definition=definition, knee=knee, scaling=scaling, batch_latency=batch_latency, notes=notes)
+    return knee, batch_latency
 
 
-def _loadgen_definition(opts: RunOptions, swept: str | bool) -> dict[str, Any] | None:
-    lg = opts.loadgen
-    if lg is None:
+def _options_definition(options: Any, swept: str | bool) -> dict[str, Any] | None:
+    """What the runner's options contribute to the sweep's definition (the swept option left out)."""
+    if options is None:
         return None
-    s = lg.resolve()
-    out = s.config()
+    out: dict[str, Any] = options.resolve().config()
     out.pop(swept, None) if isinstance(swept, str) else None
     return out

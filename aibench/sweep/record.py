@@ -31,7 +31,6 @@ from aibench.results.store import write_text_atomic
 SCHEMA_NAME = "aibench-sweep"
 SCHEMA_VERSION = 1
 KINDS = ("param", "threads", "gpus")
-POINT_STATUSES = ("pending", "ok", "failed", "refused", "interrupted")
 PREFIX = "sweep-"
 
 

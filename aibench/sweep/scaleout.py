@@ -2,10 +2,11 @@
 
 The measuring is the ``loadgen`` runner's (:func:`aibench.loadgen.run.drive_system`): one LoadGen in this
 process, the same calibration, scenarios, validity, meters and result fields; only the system under test is
-the pool (:mod:`aibench.sweep.pool`). It runs inside :func:`aibench.runner.execute` (so a failure is recorded
-like any other) under the runner name ``scale-out``, which this module adds to
-:data:`aibench.runner.RUNNERS` when imported. The pool's settings enter the result's ``config`` (and so its
-hash): ``config.scale_out = {devices, instances_per_device, workers, worker_threads}``.
+the pool (:mod:`aibench.sweep.pool`). It runs inside :func:`aibench.harness.execute` (so a failure is recorded
+like any other) under the runner ``scale-out``, which this module registers (:data:`SCALE_OUT`) as every
+runner registers itself; its options are LoadGen's (``runner_options["loadgen"]``) and the pool
+(``runner_options["scale_out"]``, a :class:`PoolRunOptions`). The pool's settings enter the result's
+``config`` (and so its hash): ``config.scale_out = {devices, instances_per_device, workers, worker_threads}``.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from aibench.errors import UsageError
-from aibench.runner import RUNNERS, RunOptions, execute
+from aibench.harness import RunOptions, execute
+from aibench.loadgen.metrics import COMPONENT_METRICS, INFERENCE_CONTRACT
+from aibench.registry import RunnerSpec, register_runner
 
 if TYPE_CHECKING:
     from aibench.registry import Benchmark
+    from aibench.results.measurement import Measurement
     from aibench.results.schema import Result
     from aibench.sweep.engine import PointPlan
     from aibench.sweep.pool import WorkerPool
@@ -29,38 +33,38 @@ METERS_NOTE = ("meters cover this (the load-generating) process: its memory and 
 
 
 @dataclass(frozen=True)
-class PoolRunOptions(RunOptions):
-    """RunOptions plus the pool a ``scale-out`` point runs on and which of its workers it uses."""
+class PoolRunOptions:
+    """The ``scale-out`` runner's options (``RunOptions.runner_options["scale_out"]``): the pool a point runs
+    on and which of its workers it uses."""
 
     pool: Any = None
     workers: tuple[int, ...] = ()
     scale: dict[str, Any] = field(default_factory=dict)  # config.scale_out of the point
 
 
-def run_scale_out(bench: Benchmark, params: dict[str, Any], result: Result, opts: Any) -> None:
+def run_scale_out(bench: Benchmark, params: dict[str, Any], result: Measurement, opts: RunOptions) -> Measurement:
     """The ``scale-out`` runner: :func:`aibench.loadgen.run.run_loadgen_benchmark` with a pool of workers as
     the system under test."""
     from aibench.loadgen import logparse
     from aibench.loadgen.run import drive_system, options_from
     from aibench.results.schema import metric
-    from aibench.spec import config_hash
     from aibench.sweep.pool import PoolSystem
 
-    if not isinstance(opts, PoolRunOptions) or opts.pool is None:
+    pooled = opts.runner_options.get("scale_out")
+    if not isinstance(pooled, PoolRunOptions) or pooled.pool is None:
         raise UsageError(f"{bench.id}: the scale-out runner needs a worker pool (aibench sweep gpus)")
     s = options_from(opts).resolve()
     if s.breakdown:
         raise UsageError("--breakdown times stages inside one process; it is not available across worker processes")
-    pool: WorkerPool = opts.pool
+    pool: WorkerPool = pooled.pool
     if not pool.healthy():
         pool.close()
         pool.start()
     batch = int(params.get("batch", 1) or 1)
-    workers = list(opts.workers)
+    workers = list(pooled.workers)
     result.load_scenario = s.scenario
     result.config["loadgen"] = s.config()
-    result.config["scale_out"] = dict(opts.scale)
-    result.config_hash = config_hash(bench.id, params, result.config)
+    result.config["scale_out"] = dict(pooled.scale)
     result.method.update(s.method())
     result.method["loadgen_request"] = s.to_dict()
     result.method["runner"] = ("loadgen" if s.scenario != "closed-loop" else "closed-loop users") + \
@@ -110,6 +114,7 @@ def run_scale_out(bench: Benchmark, params: dict[str, Any], result: Result, opts
             if entry is not None and entry.get("value") is None:
                 result.metrics[f"share_{stage}"] = metric(None, "fraction", entry["direction"],
                                                           unavailable="stages are not timed across worker processes")
+    return result
 
 
 def _mps_note() -> dict[str, Any]:
@@ -122,7 +127,11 @@ def _mps_note() -> dict[str, Any]:
             "note": "instances on one GPU run kernels concurrently only under MPS; otherwise they time-share it"}
 
 
-RUNNERS.setdefault(RUNNER, run_scale_out)
+SCALE_OUT = register_runner(RunnerSpec(
+    name=RUNNER, contract=INFERENCE_CONTRACT, measure="aibench.sweep.scaleout:run_scale_out",
+    capabilities=frozenset({"inference"}), metrics=COMPONENT_METRICS, options="loadgen",
+    options_type="aibench.loadgen.settings:LoadgenOptions", primary="aibench.loadgen.metrics:primary",
+    describe="LoadGen over a pool of worker processes (aibench sweep gpus)"))
 
 
 class PoolExecutor:
@@ -149,9 +158,8 @@ class PoolExecutor:
         return self.pool
 
     def run(self, point: PointPlan) -> Result:
-        opts = PoolRunOptions(**{f: getattr(point.opts, f) for f in RunOptions.__dataclass_fields__},
-                              pool=self._pool(), workers=tuple(point.extra["workers"]),
-                              scale=point.extra["scale"])
+        opts = point.opts.with_options(scale_out=PoolRunOptions(
+            pool=self._pool(), workers=tuple(point.extra["workers"]), scale=point.extra["scale"]))
         run = replace(point.run, bench=replace(point.run.bench, runner=RUNNER))
         return execute(run, opts)
 

@@ -85,40 +85,36 @@ def main(argv: list[str] | None = None) -> int:
                 coll.follow(spec, local)
                 return 0
             try:
-                result = _execute(bench, params, job)
+                result = _execute(bench, params, job, world)
             finally:
                 coll.release_followers(job["device_type"])
         else:
-            result = _execute(_ddp(bench, rank, world), params, job)
+            result = _execute(_ddp(bench, rank, world), params, job, world)
             if rank != 0:
                 return 0
             _aggregate(result, world)
-        from aibench.sweep.launch import distributed_config
-
-        result.config["distributed"] = distributed_config(job, world)
-        from aibench.spec import config_hash
-
-        result.config_hash = config_hash(result.id, result.params, result.config)
         result.context["distributed"] = {
             "world_size": world, "rank": rank, "local_rank": local, "backend": backend,
             "master": f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}",
             "group_rank": os.environ.get("GROUP_RANK"), "local_world_size": os.environ.get("LOCAL_WORLD_SIZE"),
             "launcher": "aibench (one machine)" if own_launch else "torchrun (torch.distributed.run)"}
-        out = Path(job["result_path"])
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(result.to_json(), encoding="utf-8")
-        os.replace(tmp, out)
+        from aibench.results.store import write_text_atomic
+
+        write_text_atomic(job["result_path"], result.to_json())
         return 0
     finally:
         dist.destroy_process_group()
 
 
-def _execute(bench: Any, params: dict[str, Any], job: dict[str, Any]) -> Any:
+def _execute(bench: Any, params: dict[str, Any], job: dict[str, Any], world: int) -> Any:
+    """This rank's measurement; the launch's world enters the record's config (and hash) with the rest."""
+    from aibench.harness import PlannedRun, RunOptions, execute
     from aibench.measure.timer import TimerSettings
-    from aibench.runner import PlannedRun, RunOptions, execute
+    from aibench.sweep.launch import distributed_config
 
     opts = RunOptions(threads=int(job["threads"]), seed=int(job["seed"]), timer=TimerSettings(**job["timer"]))
-    return execute(PlannedRun(bench, bench.resolve(params), dict(job.get("context") or {})), opts)
+    return execute(PlannedRun(bench, bench.resolve(params), dict(job.get("context") or {}),
+                              config={"distributed": distributed_config(job, world)}), opts)
 
 
 def _ddp(bench: Any, rank: int, world: int) -> Any:

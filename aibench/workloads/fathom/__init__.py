@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from aibench.measure.training import MODES, TRAINING_METRICS, check_mode, training_metrics
+from aibench.measure.train_task import MODES, TRAINING_METRICS, check_mode, training_metrics
 from aibench.registry import benchmark
 from aibench.spec import Param
 from aibench.workloads.micro.passes import device_params

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from aibench.errors import UnavailableError
-from aibench.measure.training import Quality, TrainingTask
+from aibench.measure.train_task import Quality, TrainingTask
 from aibench.networks import fathom as M
 from aibench.workloads.micro.passes import require_memory
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aibench.measure.kernel import KERNEL_METRICS, TIME, Op
+from aibench.measure.op import KERNEL_METRICS, TIME, Op
 from aibench.registry import MetricSpec, benchmark
 from aibench.results.schema import metric
 from aibench.spec import Param
@@ -36,6 +36,7 @@ def _deepbench_all_reduce() -> list[dict[str, Any]]:
 
 @benchmark(
     name="allreduce",
+    capabilities=frozenset({"collective"}),  # runs as the ranks of a launch (aibench sweep gpus)
     description="All-reduce (sum, in place) of count elements across ranks over torch.distributed",
     source="DeepBench all-reduce (sizes); nccl-tests (bandwidth definitions)",
     params=[

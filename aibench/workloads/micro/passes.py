@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from aibench.errors import UnavailableError
-from aibench.measure.device import DTYPES
-from aibench.measure.kernel import KERNEL_METRICS, Op
+from aibench.measure.op import DTYPES, KERNEL_METRICS, Op
 from aibench.spec import Param
 
 PASSES = ("fwd", "bwd", "fwdbwd")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aibench.loadgen.run import COMPONENT_METRICS
+from aibench.loadgen.metrics import COMPONENT_METRICS
 from aibench.registry import benchmark
 from aibench.spec import Param
 from aibench.workloads.micro.passes import device_params
