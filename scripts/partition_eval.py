@@ -38,7 +38,7 @@ def main() -> int:
                     help="measure nothing: price again from the platform profiles and results in --out")
     args = ap.parse_args()
 
-    from aibench import system
+    from aibench import machine
     from aibench.partition import decide
     from aibench.partition.models import predict
 
@@ -88,7 +88,7 @@ def main() -> int:
                              "pct_of_optimum": best.total_s / meas[chosen.j].total_s,
                              "speedup_over_server": meas[0].total_s / best.total_s,
                              "chosen_speedup_over_server": meas[0].total_s / meas[chosen.j].total_s})
-    (args.out / "eval.json").write_text(json.dumps({"rows": rows, "machine": system.machine(),
+    (args.out / "eval.json").write_text(json.dumps({"rows": rows, "machine": machine.machine(),
                                                     "loadavg_end": os.getloadavg()}, indent=1) + "\n")
     print("| device | net | link | chosen (j layer) | measured optimum | optimal | % of optimum | "
           "optimum's speed-up over all-on-server |")
@@ -108,7 +108,7 @@ def main() -> int:
 
 def measure(args: argparse.Namespace, nets: list[str]) -> None:
     """Fit every side and profile every network on it; files into ``args.out``."""
-    from aibench import system
+    from aibench import machine
     from aibench.errors import AibenchError
     from aibench.partition.models import run_fit
     from aibench.partition.profile import profile
@@ -126,7 +126,7 @@ def measure(args: argparse.Namespace, nets: list[str]) -> None:
             sides[f"device-q{args.device_quota:g}"] = side_for("device", cpu_quota=args.device_quota)
         except AibenchError as exc:
             print(f"second device configuration skipped: {exc.format_message()}", file=sys.stderr)
-    print(f"cpu: {system.machine().get('cpu_model')} · loadavg {os.getloadavg()}", file=sys.stderr)
+    print(f"cpu: {machine.machine().get('cpu_model')} · loadavg {os.getloadavg()}", file=sys.stderr)
     for label, side in sides.items():
         t0 = time.perf_counter()
         fit = run_fit(side, quick=args.quick, exclude_networks=nets)

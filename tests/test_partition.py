@@ -48,7 +48,7 @@ def _tiny_factory(params: dict[str, Any], device: Any, dtype: Any) -> Any:
 
 @pytest.fixture
 def tiny_split() -> Iterator[registry.Benchmark]:
-    from aibench.loadgen.run import LOADGEN_METRICS
+    from aibench.loadgen.metrics import LOADGEN_METRICS
 
     registry.discover()
     bench = registry.Benchmark(

@@ -357,11 +357,11 @@ def check_against(profile: Mapping[str, Any], network_layers: Mapping[str, Seque
 
 def make_profile(side_info: Mapping[str, Any], points: Sequence[Mapping[str, Any]], models: Mapping[str, Any],
                  sweep_info: Mapping[str, Any]) -> dict[str, Any]:
-    from aibench import system
+    from aibench import machine
     from aibench.results.schema import now_iso
 
     return {"schema": PROFILE_SCHEMA, "schema_version": PROFILE_VERSION, "created_at": now_iso(),
-            "side": dict(side_info), "machine": system.machine(), "load": {"loadavg": system.load_average()},
+            "side": dict(side_info), "machine": machine.machine(), "load": {"loadavg": machine.load_average()},
             "sweep": dict(sweep_info), "models": dict(models), "points": list(points)}
 
 

@@ -201,50 +201,39 @@ def profile(ref: str, side: Side, batch: int = 1, min_reps: int = 5, max_reps: i
             progress: Callable[[str], None] | None = None, meter: Callable[[str], Any] | None = None) -> Any:
     """Profile every layer of ``ref`` on ``side``; the finished :class:`~aibench.results.schema.Result`.
     ``meter`` (default: the side's energy counters, :func:`side_meter`) gives each layer's power."""
-    from aibench import system
+    from aibench import machine
+    from aibench.harness import PlannedRun, build_result
+    from aibench.results.measurement import Measurement
     from aibench.results.parts import part_entry
-    from aibench.results.schema import Result, metric, now_iso
+    from aibench.results.schema import metric
     from aibench.results.stats import summarize
-    from aibench.spec import config_hash
 
-    started = now_iso()
     t0 = time.perf_counter()
-    loadavg_start = system.load_average()
+    loadavg_start = machine.load_average()
+    m = Measurement(primary_metric="time_median", context={"partition": "profile", "side": side.name},
+                    config={"min_reps": min_reps, "max_reps": max_reps, "min_time_s": min_time_s})
     with applied(side) as info:
         net = load_network(ref, side, batch)
+        m.benchmark_id = net.bench.id
         shape = describe_network(net)
         per_layer, total, power = measure_layers(net.layers, net.x, min_reps, max_reps, min_time_s, progress,
                                                  meter if meter is not None else side_meter(side))
-    bench = net.bench
     params = {"partition": "profile", "side": side.name, "batch": batch, "device": side.device,
               "dtype": side.dtype, "threads": side.threads, "cpu_quota": side.cpu_quota}
-    config = {"threads": info["threads_effective"], "min_reps": min_reps, "max_reps": max_reps,
-              "min_time_s": min_time_s}
     medians = {name: summarize(v)["median"] for name, v in per_layer.items()}
     whole = summarize(total)
-    result = Result(
-        benchmark={"id": bench.id, "kind": bench.kind, "name": bench.name, "source": bench.source,
-                   "description": bench.description},
-        params=params, config=config, config_hash=config_hash(bench.id, params, config),
-        primary_metric="time_median", started_at=started,
-        context={"partition": "profile", "side": side.name})
-    result.parts["layer"] = {name: part_entry(v, "s", "call", LAYER_NOTE) for name, v in per_layer.items()}
-    result.samples["time"] = {"unit": "s", "values": list(total), "summary": whole}
-    result.metrics = {
+    m.parts["layer"] = {name: part_entry(v, "s", "call", LAYER_NOTE) for name, v in per_layer.items()}
+    m.samples["time"] = {"unit": "s", "values": list(total), "summary": whole}
+    m.metrics = {
         "time_median": metric(whole["median"], "s", "lower", statistic="median", of="samples.time"),
         "time_p90": metric(whole["p90"], "s", "lower", statistic="p90", of="samples.time"),
         "layers_sum_median": metric(sum(medians.values()), "s", "lower", statistic="value", of=None),
         "input_bytes": metric(float(shape["input_bytes"]), "B", "lower", statistic="value", of=None),
     }
     for name, med in medians.items():
-        result.metrics[f"layer_{name}_median"] = metric(med, "s", "lower", statistic="median",
-                                                        of=f"parts.layer.{name}")
+        m.metrics[f"layer_{name}_median"] = metric(med, "s", "lower", statistic="median", of=f"parts.layer.{name}")
     for layer in shape["layers"]:
         layer["power"] = power.get(layer["name"])
-    result.method["partition"] = {"side": info, **shape, "power_note": POWER_NOTE}
-    result.load = {"loadavg_start": loadavg_start, "loadavg_end": system.load_average()}
-    result.machine = system.fingerprint()
-    result.code = system.code_version()
-    result.duration_s = time.perf_counter() - t0
-    result.finished_at = now_iso()
-    return result
+    m.method["partition"] = {"side": info, **shape, "power_note": POWER_NOTE}
+    return build_result(PlannedRun(net.bench, params, {}), m, threads=info["threads_effective"],
+                        duration_s=time.perf_counter() - t0, load_start=loadavg_start)
