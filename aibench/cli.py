@@ -92,6 +92,7 @@ def _stdout_console() -> Any:
     "compare": "aibench.gate.cli:compare",
     "gate": "aibench.gate.cli:gate",
     "serve": "aibench.service.cli:serve",
+    "scenario": "aibench.ecommerce.cli:scenario",
 }, epilog=EXIT_CODES_HELP,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="aibench")
