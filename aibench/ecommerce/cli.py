@@ -110,3 +110,103 @@ def generate_cmd(products: int, users: int, queries: int, sessions: int | None, 
         click.echo(f"wrote {info.path}: {info.products} products, {info.users} users, {info.queries} queries, "
                    f"{info.sessions} sessions, {info.categories} categories ({size_mb:.1f} MB, "
                    f"{info.seconds:.1f} s)")
+
+
+def _quality_table(report: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="held-out quality (trained vs baselines)")
+    for col in ("model", "figure", "trained", "baseline", "baseline is"):
+        table.add_column(col, justify="right" if col in ("trained", "baseline") else "left")
+    c, p, r = report["classifier"], report["preference"], report["ranker"]
+    rows = [
+        ("classifier", "accuracy (true intents)", c["trained"], c["baseline_majority"], "majority category"),
+        ("preference", "category log-likelihood", p["category_loglik"], p["category_loglik_baseline_popularity"],
+         "click frequencies"),
+        ("preference", "category accuracy", p["category_accuracy"], p["category_accuracy_baseline_popularity"],
+         "most clicked category"),
+        ("preference", "attribute log-likelihood", p["attribute_loglik"],
+         p["attribute_loglik_baseline_popularity"], "value frequencies"),
+        ("ranker", "NDCG@10", r["trained"], r["baseline_popularity"], "popularity (rating sum)"),
+        ("ranker", "NDCG@10", r["trained"], r["baseline_text_match"], "text match"),
+        ("ranker", "NDCG@10", r["trained"], r["baseline_random"], "random order"),
+    ]
+    for model, figure, trained, base, what in rows:
+        table.add_row(model, figure, f"{trained:.4f}", f"{base:.4f}", what)
+    return table
+
+
+@ecommerce.command("train", epilog=EPILOG)
+@STORE_OPTION
+@click.option("--epochs", type=click.IntRange(1, 1000), default=4, show_default=True,
+              help="Passes over the training split (the ranker makes twice as many).")
+@click.option("--pref-hidden", type=click.IntRange(1, 65536), default=64, show_default=True,
+              help="Hidden width of the user-preference network (the model-size knob).")
+@click.option("--threads", type=click.IntRange(1, 1024), default=1, show_default=True,
+              help="torch intra-op threads while training.")
+@click.option("--seed", type=Seed(), default=0, show_default=True, help="Seed of the initial weights and batches.")
+@click.option("--json", "as_json", is_flag=True, help="Print the quality report as JSON.")
+def train_cmd(store: Path, epochs: int, pref_hidden: int, threads: int, seed: int, as_json: bool) -> None:
+    """Fit the category classifier, the user-preference network and the learning-to-rank model on the
+    store's interactions; report their quality on held-out queries beside baselines; save them (state_dicts,
+    loaded with weights_only) in the store's models/ folder."""
+    from aibench.ecommerce.store import read_info
+
+    info = read_info(store)
+    from aibench.ecommerce.train import train
+
+    with _Bar(show=not _quiet() and not as_json and sys.stderr.isatty()) as bar:
+        _models, report = train(info, seed=seed, epochs=epochs, pref_hidden=pref_hidden, threads=threads,
+                                progress=bar)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    if not _quiet():
+        from aibench.cli import _stdout_console
+
+        console = _stdout_console()
+        console.print(_quality_table(report))
+        console.print(f"trained in {report['seconds']:.1f} s; models in {info.path.parent / 'models'}")
+
+
+@ecommerce.command("search", epilog=EPILOG)
+@STORE_OPTION
+@click.option("--user", type=int, default=0, show_default=True, help="The user issuing the query.")
+@click.option("--window", type=click.IntRange(1, 1_000_000), default=2000, show_default=True,
+              help="Candidates the searcher collects for the ranker.")
+@click.option("--json", "as_json", is_flag=True, help="Print the page and module times as JSON.")
+@click.argument("text")
+def search_cmd(store: Path, user: int, window: int, as_json: bool, text: str) -> None:
+    """Serve one query through the in-process path and show the page and each module's time."""
+    import dataclasses
+
+    import torch
+
+    from aibench.ecommerce.path import Query, ShopPath
+
+    torch.set_num_threads(1)
+    path = ShopPath(store, window=window)
+    try:
+        page, seconds = path.handle(Query(user, text))
+    finally:
+        path.close()
+    if as_json:
+        click.echo(json.dumps({"page": dataclasses.asdict(page), "seconds": seconds}, indent=2))
+        return
+    from rich.table import Table
+
+    from aibench.cli import _stdout_console
+
+    console = _stdout_console()
+    if page.status == "no_hits":
+        console.print(f"no hits for {text!r} (searched {page.clusters_searched} cluster(s))")
+    else:
+        table = Table(title=f"{page.hits} hit(s) in {page.clusters_searched} cluster(s); query category "
+                            f"{page.category}")
+        for col in ("id", "title", "price", "rating sum", "category", "score"):
+            table.add_column(col)
+        for p in page.products:
+            table.add_row(str(p["id"]), p["title"], f"{p['price']:.2f}", str(p["rating_sum"]), str(p["category"]),
+                          f"{p['score']:.3f}")
+        console.print(table)
+    console.print("  ".join(f"{k} {v * 1e3:.3f} ms" for k, v in seconds.items()))
