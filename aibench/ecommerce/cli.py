@@ -127,6 +127,8 @@ def _quality_table(report: dict[str, Any]) -> Any:
          "most clicked category"),
         ("preference", "attribute log-likelihood", p["attribute_loglik"],
          p["attribute_loglik_baseline_popularity"], "value frequencies"),
+        ("preference", "key attribute log-likelihood", p["key_attribute_loglik"],
+         p["key_attribute_loglik_baseline_popularity"], "value frequencies"),
         ("ranker", "NDCG@10", r["trained"], r["baseline_popularity"], "popularity (rating sum)"),
         ("ranker", "NDCG@10", r["trained"], r["baseline_text_match"], "text match"),
         ("ranker", "NDCG@10", r["trained"], r["baseline_random"], "random order"),

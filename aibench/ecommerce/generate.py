@@ -249,7 +249,7 @@ def _build(path: Path, sizes: Sizes, seed: int, progress: Progress) -> dict[str,
         pc = cat[prod]
         attr_fit = (attrs[prod][:, :, :KEY_ATTRIBUTES] == preferred[g[:, 0]][:, None, :]).sum(axis=2)
         u = (2.0 * match + 1.0 * (pc == s_intent[lo:hi][:, None]) + 0.7 * affinity[g, pc]
-             + 0.6 * quality[prod] - 0.6 * (rel_price[prod] - zstar[lo:hi][:, None]) ** 2 + 0.5 * attr_fit)
+             + 0.6 * quality[prod] - 0.6 * (rel_price[prod] - zstar[lo:hi][:, None]) ** 2 + 1.0 * attr_fit)
         click = rng.random(u.shape) < _sigmoid(u - 3.5)
         buy = click & (rng.random(u.shape) < _sigmoid(u - 4.5 + 0.3 * (power[s_user[lo:hi]] - 3)[:, None]))
         labels[lo:hi] = click.astype(np.int64) + buy

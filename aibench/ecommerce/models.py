@@ -113,12 +113,16 @@ class PreferenceNet(nn.Module):
         self.query = nn.EmbeddingBag(vocabulary, dim, mode="mean", padding_idx=0)
         self.body = nn.Sequential(nn.Linear(24 + dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.categories = nn.Linear(hidden, categories)
-        self.attributes = nn.Linear(hidden, len(ATTRIBUTES) * ATTRIBUTE_VALUES)
+        # Attribute preferences are the user's own (DUPN's user representation): this head reads the user
+        # alone; fed the query too, it learned the queries' noise and lost to the value frequencies.
+        self.attributes = nn.Sequential(nn.Linear(24, hidden), nn.ReLU(),
+                                        nn.Linear(hidden, len(ATTRIBUTES) * ATTRIBUTE_VALUES))
 
     def forward(self, sex: torch.Tensor, band: torch.Tensor, power: torch.Tensor,
                 tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.body(torch.cat([self.sex(sex), self.age(band), self.power(power), self.query(tokens)], dim=1))
-        return self.categories(h), self.attributes(h).view(-1, len(ATTRIBUTES), ATTRIBUTE_VALUES)
+        user = torch.cat([self.sex(sex), self.age(band), self.power(power)], dim=1)
+        h = self.body(torch.cat([user, self.query(tokens)], dim=1))
+        return self.categories(h), self.attributes(user).view(-1, len(ATTRIBUTES), ATTRIBUTE_VALUES)
 
 
 class Ranker(nn.Module):
