@@ -216,3 +216,58 @@ def test_models_of_another_store_or_none_are_refused(cli, trained: tuple[Path, A
     shutil.copytree(trained[0] / "models", tmp_path / "models")
     code, _out, err = cli("scenario", "ecommerce", "search", "--store", str(tmp_path), "1")
     assert code == EXIT_IO and "another store" in err
+
+
+def test_models_swap_in_for_later_queries(trained: tuple[Path, Any]) -> None:
+    import torch
+
+    from aibench.ecommerce.models import build
+    from aibench.ecommerce.path import ShopPath
+
+    out, _ = trained
+    path = ShopPath(out, window=50)
+    try:
+        q = next(q for q in path.sample(50, seed=1) if path.handle(q)[0].status == "ok")
+        before = [p["id"] for p in path.handle(q)[0].products]
+        other = build(path.models.config)
+        with torch.no_grad():
+            for p in other.ranker.mlp.parameters():
+                p.zero_()  # every candidate scores the same: the page comes in the searcher's order
+        other.ranker.load_state_dict({**path.models.ranker.state_dict(),
+                                      **{k: v for k, v in other.ranker.state_dict().items() if k.startswith("mlp")}})
+        other.classifier.load_state_dict(path.models.classifier.state_dict())
+        other.preference.load_state_dict(path.models.preference.state_dict())
+        path.swap_models(other)
+        page, _ = path.handle(q)
+        assert {p["score"] for p in page.products} == {0.0}
+        path.swap_models()  # back to the saved set
+        assert [p["id"] for p in path.handle(q)[0].products] == before
+    finally:
+        path.close()
+
+
+def test_an_interrupted_model_save_keeps_the_old_set(trained: tuple[Path, Any], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from aibench.ecommerce import models as models_mod
+    from aibench.ecommerce.path import ShopPath
+
+    out, _ = trained
+    shutil.copy(out / STORE_FILE, tmp_path / STORE_FILE)
+    shutil.copytree(out / "models", tmp_path / "models")
+    info = read_info(tmp_path)
+    loaded = models_mod.load(info, models_mod.store_id(info))
+    real_replace = os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        if Path(src).name.startswith(".models.partial-"):
+            raise KeyboardInterrupt  # between moving the old set aside and moving the new one in
+        real_replace(src, dst)
+
+    monkeypatch.setattr(models_mod.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        models_mod.save(loaded, info)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models", STORE_FILE]
+    ShopPath(tmp_path).close()  # the old set still loads

@@ -211,6 +211,8 @@ def save(models: Models, info: StoreInfo) -> Path:
         raise StoreError(f"cannot write the models in {final.parent}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not final.exists():  # interrupted between the two renames: keep the old set
+            os.replace(old, final)
         shutil.rmtree(old, ignore_errors=True)
     return final
 

@@ -33,7 +33,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from aibench.ecommerce.models import Catalog, age_band, load, pad, ranker_features, store_id, tokenize
+from aibench.ecommerce.models import (
+    Catalog,
+    Models,
+    age_band,
+    load,
+    pad,
+    ranker_features,
+    store_id,
+    tokenize,
+)
 from aibench.ecommerce.store import CLUSTERS, MAX_QUERY, PAGE, connect, read_info
 
 MODULES = ("planner", "recommender", "searcher", "ranker", "fetch")
@@ -98,6 +107,7 @@ class ShopPath:
         clock = time.perf_counter
         t_start = clock()
         con = self._con()
+        models = self.models  # one consistent set for the whole query, even if swap_models runs meanwhile
         times: dict[str, float] = {}
 
         # recommender
@@ -109,9 +119,9 @@ class ShopPath:
         tokens = tokenize(query.text, self.vocabulary)
         q = torch.from_numpy(pad([tokens], MAX_QUERY))
         with torch.no_grad():
-            p_class = torch.softmax(self.models.classifier(q), dim=1)
+            p_class = torch.softmax(models.classifier(q), dim=1)
             t2 = clock()
-            lc, la = self.models.preference(torch.tensor([sex]), torch.from_numpy(age_band(np.array([age]))),
+            lc, la = models.preference(torch.tensor([sex]), torch.from_numpy(age_band(np.array([age]))),
                                             torch.tensor([power]), q)
             p_cat, p_attr = torch.softmax(lc, dim=1), torch.softmax(la, dim=2)
         t3 = clock()
@@ -144,7 +154,7 @@ class ShopPath:
         # ranker
         t0 = clock()
         cand = np.array(hits, dtype=np.int64)[None, :]
-        ranker = self.models.ranker
+        ranker = models.ranker
         feats = ranker_features(q.numpy(), np.array([len(tokens)]), cand, self.catalog, np.array([power]),
                                 p_class.numpy(), p_cat.numpy(), p_attr.numpy(), ranker.cat_logprice.numpy(),
                                 ranker.idf.numpy())
@@ -169,6 +179,12 @@ class ShopPath:
         times["planner"] = max(0.0, clock() - t_start - sum(times[m] for m in MODULES[1:]))
         return Page(status="ok", products=products, hits=len(hits), clusters_searched=searched,
                     category=category, anonymous=anonymous), times
+
+    def swap_models(self, models: Models | None = None) -> None:
+        """Serve later queries with ``models`` (by default, the store's models as now saved, e.g. after a
+        new training). The swap is one reference assignment: a query in flight finishes with the set it
+        started with, and no query sees a mix."""
+        self.models = models.eval() if models is not None else load(self.info, store_id(self.info))
 
     def sample(self, n: int, seed: int = 0) -> list[Query]:
         """``n`` queries as the store's sessions pair them (a user and a query text), drawn with replacement
