@@ -271,3 +271,22 @@ def test_an_interrupted_model_save_keeps_the_old_set(trained: tuple[Path, Any], 
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["models", STORE_FILE]
     ShopPath(tmp_path).close()  # the old set still loads
+
+
+def test_the_path_serves_concurrent_threads(trained: tuple[Path, Any]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aibench.ecommerce.path import ShopPath
+
+    out, _ = trained
+    path = ShopPath(out, window=50)
+    try:
+        queries = path.sample(40, seed=2)
+        serial = [[p["id"] for p in path.handle(q)[0].products] for q in queries]
+        with ThreadPoolExecutor(4) as pool:
+            threaded = list(pool.map(lambda q: [p["id"] for p in path.handle(q)[0].products], queries))
+        assert threaded == serial
+        assert len(path._cons) >= 2  # one connection per serving thread
+    finally:
+        path.close()
+    assert path._cons == []

@@ -95,11 +95,15 @@ class ShopPath:
             con.close()
         self.vocabulary = self.info.vocabulary
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self._cons: list[sqlite3.Connection] = []
 
     def _con(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)
         if con is None:
             con = self._local.con = connect(self.info.path)
+            with self._lock:
+                self._cons.append(con)
         return con
 
     def handle(self, query: Query) -> tuple[Page, dict[str, float]]:
@@ -197,7 +201,9 @@ class ShopPath:
         return [Query(sessions[i][0], texts[sessions[i][1]]) for i in picks.tolist()]
 
     def close(self) -> None:
-        con = getattr(self._local, "con", None)
-        if con is not None:
+        """Close every thread's connection (call once no thread is serving)."""
+        with self._lock:
+            cons, self._cons = self._cons, []
+        for con in cons:
             con.close()
-            self._local.con = None
+        self._local = threading.local()
