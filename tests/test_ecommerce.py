@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -290,3 +291,32 @@ def test_the_path_serves_concurrent_threads(trained: tuple[Path, Any]) -> None:
     finally:
         path.close()
     assert path._cons == []
+
+
+def test_streaming_updates_swap_a_fine_tuned_ranker_in(trained: tuple[Path, Any]) -> None:
+    import torch
+
+    from aibench.ecommerce.path import ShopPath
+    from aibench.ecommerce.stream import StreamingUpdater
+
+    out, _ = trained
+    path = ShopPath(out, window=50)
+    try:
+        first = path.models
+        upd = StreamingUpdater(path, every_s=0.05, sessions=300, steps=5, lr=1e-2)
+        one = upd.update_once()
+        assert one.sessions > 0 and one.loss_after <= one.loss_before
+        assert path.models is not first and path.models.classifier is first.classifier
+        changed = any(not torch.equal(a, b) for a, b in zip(first.ranker.state_dict().values(),
+                                                          path.models.ranker.state_dict().values(), strict=True))
+        assert changed
+        upd.start()
+        queries = path.sample(30, seed=4)
+        deadline = time.monotonic() + 20
+        while len(upd.updates) < 3 and time.monotonic() < deadline:
+            for q in queries:
+                path.handle(q)  # serving goes on while the models change under it
+        assert upd.stop()
+        assert upd.error is None and len(upd.updates) >= 3
+    finally:
+        path.close()
