@@ -320,3 +320,10 @@ def test_streaming_updates_swap_a_fine_tuned_ranker_in(trained: tuple[Path, Any]
         assert upd.error is None and len(upd.updates) >= 3
     finally:
         path.close()
+
+
+def test_a_store_too_small_to_hold_out_is_refused_before_training(cli, tmp_path: Path) -> None:
+    generate(tmp_path, Sizes(products=20, users=1, queries=10, sessions=10), seed=0)
+    code, _out, err = cli("scenario", "ecommerce", "train", "--store", str(tmp_path))
+    assert code == EXIT_USAGE and "too small" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "models").exists()

@@ -17,7 +17,8 @@ from aibench.cli import LazyGroup
 from aibench.spec import Seed
 
 EPILOG = """\b
-Exit codes: 0 ok · 2 bad usage (a size below its minimum, an existing store without --force) ·
+Exit codes: 0 ok · 2 bad usage (a size below its minimum, an existing store without --force,
+a store too small to train on) ·
 4 the store is missing, unreadable, half-written, foreign or of another layout, or cannot be
 written; the models are missing or were trained on another store · 70 internal error ·
 130 interrupted by Ctrl-C, 143 by SIGTERM (no store is left behind)."""

@@ -36,7 +36,8 @@ from aibench.ecommerce.models import (
     store_id,
     tokenize,
 )
-from aibench.ecommerce.store import ATTRIBUTE_VALUES, ATTRIBUTES, MAX_QUERY, PAGE, StoreError, StoreInfo, connect
+from aibench.ecommerce.store import ATTRIBUTE_VALUES, ATTRIBUTES, MAX_QUERY, PAGE, StoreInfo, connect
+from aibench.errors import UsageError
 
 Progress = Callable[[str, float], None]
 HOLDOUT_EVERY = 10
@@ -135,9 +136,10 @@ def train(info: StoreInfo, *, seed: int = 0, epochs: int = 4, dim: int = 32, pre
     held_s = held_q[d.s_query]
     s_idx, pos = np.nonzero(d.labels > 0)  # the clicks (and purchases)
     clicks_train = ~held_s[s_idx]
-    if clicks_train.sum() == 0 or (~held_q).sum() == 0 or held_q.sum() == 0:
-        raise StoreError(f"{info.path} has too few clicks or queries to train and hold out (generate a bigger "
-                         "store)")
+    lists = d.complete & (d.labels.sum(axis=1) > 0)
+    if not (clicks_train.any() and (~clicks_train).any() and (lists & held_s).any() and (lists & ~held_s).any()):
+        raise UsageError(f"{info.path} is too small to train and hold out (it needs clicks on held-out and on "
+                         "training queries): generate it with more queries and sessions")
     c_sess, c_prod = s_idx, d.shown[s_idx, pos]
     c_weight = d.labels[s_idx, pos].astype(np.float32)
     report: dict[str, Any] = {"split": {"held_out_queries": int(held_q.sum()), "held_out_sessions":
