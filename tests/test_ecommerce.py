@@ -327,3 +327,26 @@ def test_a_store_too_small_to_hold_out_is_refused_before_training(cli, tmp_path:
     code, _out, err = cli("scenario", "ecommerce", "train", "--store", str(tmp_path))
     assert code == EXIT_USAGE and "too small" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "models").exists()
+
+
+def test_sigterm_during_generation_leaves_nothing(tmp_path: Path) -> None:
+    """The real command, stopped by SIGTERM once its temporary store exists: exit 143, no file left."""
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "aibench", "scenario", "ecommerce", "generate",
+                             "--products", "30000", "--users", "20000", "--queries", "6000", "--out", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(f"{PARTIAL_PREFIX}*")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert proc.poll() is None, "generation ended before it could be interrupted"
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert list(tmp_path.iterdir()) == []
