@@ -6,7 +6,8 @@
 - :mod:`~aibench.ecommerce.generate`: the seeded generator and its hidden ground truth.
 - :mod:`~aibench.ecommerce.models` / :mod:`~aibench.ecommerce.train`: the category classifier, the
   user-preference network and the learning-to-rank model; training and held-out quality.
-- :mod:`~aibench.ecommerce.path`: the in-process online path, each module timed on its own.
+- :mod:`~aibench.ecommerce.path`: the in-process online path, each module timed on its own;
+  :mod:`~aibench.ecommerce.stream`: streaming-like ranker updates swapped into it during a run.
 
-Nothing here imports torch at module level except :mod:`models`, :mod:`train` and :mod:`path`.
+Only :mod:`models`, :mod:`train`, :mod:`path` and :mod:`stream` import torch at module level.
 """
