@@ -94,6 +94,7 @@ def _stdout_console() -> Any:
     "serve": "aibench.service.cli:serve",
     "tco": "aibench.tco.cli:tco",
     "partition": "aibench.partition.cli:partition",
+    "scenario": "aibench.ecommerce.cli:scenario",
 }, epilog=EXIT_CODES_HELP,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="aibench")

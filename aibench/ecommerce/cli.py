@@ -1,0 +1,215 @@
+"""``aibench scenario ecommerce ...``: generate the store, train the models, try the online path.
+
+``scenario`` is a lazy group of its own (one line in aibench/cli.py's table); each end-to-end scenario adds
+its subgroup to :data:`SCENARIOS`. Modules are imported inside the command bodies, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from aibench.cli import LazyGroup
+from aibench.spec import Seed
+
+EPILOG = """\b
+Exit codes: 0 ok · 2 bad usage (a size below its minimum, an existing store without --force,
+a store too small to train on) ·
+4 the store is missing, unreadable, half-written, foreign or of another layout, or cannot be
+written; the models are missing or were trained on another store · 70 internal error ·
+130 interrupted by Ctrl-C, 143 by SIGTERM (no store is left behind)."""
+
+SCENARIOS = {"ecommerce": "aibench.ecommerce.cli:ecommerce"}
+
+STORE_OPTION = click.option("--store", "store", type=click.Path(path_type=Path), required=True, metavar="DIR",
+                            help="The store folder (from 'generate --out DIR'), or its store.sqlite.")
+
+
+@click.group(cls=LazyGroup, lazy=SCENARIOS)
+def scenario() -> None:
+    """End-to-end scenarios: their data, models and paths (measured by 'aibench run scenario ...')."""
+
+
+@click.group(epilog=EPILOG)
+def ecommerce() -> None:
+    """AIBench's e-commerce search: a generated shop, its trained models, the online search path.
+
+    \b
+    Example:
+      aibench scenario ecommerce generate --out shop
+      aibench scenario ecommerce train --store shop
+      aibench scenario ecommerce search --store shop --user 7 "1613 505"
+    """
+
+
+def _quiet() -> bool:
+    ctx = click.get_current_context()
+    root = ctx.find_root()
+    return bool((root.obj or {}).get("quiet"))
+
+
+class _Bar:
+    """A rich progress bar fed by (what, fraction) callbacks; no refresh thread (DESIGN.md)."""
+
+    def __init__(self, show: bool) -> None:
+        self.progress: Any = None
+        if show:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            from aibench.cli import _stderr_console
+
+            self.progress = Progress(TextColumn("{task.description:<36}"), BarColumn(),
+                                     TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+                                     console=_stderr_console(), auto_refresh=False, transient=True)
+            self.task = self.progress.add_task("", total=1.0)
+
+    def __enter__(self) -> _Bar:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def __call__(self, what: str, done: float) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, description=what, completed=done)
+            self.progress.refresh()
+
+
+@ecommerce.command("generate", epilog=EPILOG)
+@click.option("--products", type=int, default=100_000, show_default=True, help="Products (at least 20).")
+@click.option("--users", type=int, default=60_000, show_default=True, help="Users (at least 1).")
+@click.option("--queries", type=int, default=20_000, show_default=True, help="Text queries (at least 10).")
+@click.option("--sessions", type=int, default=None,
+              help="Search sessions, ten impressions each [default: 5 x --queries].")
+@click.option("--seed", type=Seed(), default=0, show_default=True, help="Seed of the data and its ground truth.")
+@click.option("--out", "out", type=click.Path(path_type=Path), default=Path("shop"), show_default=True,
+              metavar="DIR", help="Folder of the store (created if need be).")
+@click.option("--force", is_flag=True, help="Replace an existing store (once the new one is complete).")
+@click.option("--json", "as_json", is_flag=True, help="Print the store's metadata as JSON.")
+def generate_cmd(products: int, users: int, queries: int, sessions: int | None, seed: int, out: Path,
+                 force: bool, as_json: bool) -> None:
+    """Generate the shop: users, products (32 fields), queries, sessions with clicks and purchases drawn
+    from a hidden ground truth, and FTS5 indexes per popularity cluster (high 15%, medium 35%, low 50%)."""
+    from aibench.ecommerce.generate import Sizes, default_sessions, generate
+
+    sizes = Sizes(products, users, queries, default_sessions(queries) if sessions is None else sessions)
+    sizes.check()
+    with _Bar(show=not _quiet() and not as_json and sys.stderr.isatty()) as bar:
+        info = generate(out, sizes, seed, force=force, progress=bar)
+    if as_json:
+        click.echo(json.dumps(info.to_json(), indent=2))
+        return
+    if not _quiet():
+        size_mb = info.path.stat().st_size / 1e6
+        click.echo(f"wrote {info.path}: {info.products} products, {info.users} users, {info.queries} queries, "
+                   f"{info.sessions} sessions, {info.categories} categories ({size_mb:.1f} MB, "
+                   f"{info.seconds:.1f} s)")
+
+
+def _quality_table(report: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="held-out quality (trained vs baselines)")
+    for col in ("model", "figure", "trained", "baseline", "baseline is"):
+        table.add_column(col, justify="right" if col in ("trained", "baseline") else "left")
+    c, p, r = report["classifier"], report["preference"], report["ranker"]
+    rows = [
+        ("classifier", "accuracy (true intents)", c["trained"], c["baseline_majority"], "majority category"),
+        ("preference", "category log-likelihood", p["category_loglik"], p["category_loglik_baseline_popularity"],
+         "click frequencies"),
+        ("preference", "category accuracy", p["category_accuracy"], p["category_accuracy_baseline_popularity"],
+         "most clicked category"),
+        ("preference", "attribute log-likelihood", p["attribute_loglik"],
+         p["attribute_loglik_baseline_popularity"], "value frequencies"),
+        ("preference", "key attribute log-likelihood", p["key_attribute_loglik"],
+         p["key_attribute_loglik_baseline_popularity"], "value frequencies"),
+        ("ranker", "NDCG@10", r["trained"], r["baseline_popularity"], "popularity (rating sum)"),
+        ("ranker", "NDCG@10", r["trained"], r["baseline_text_match"], "text match"),
+        ("ranker", "NDCG@10", r["trained"], r["baseline_random"], "random order"),
+    ]
+    for model, figure, trained, base, what in rows:
+        table.add_row(model, figure, f"{trained:.4f}", f"{base:.4f}", what)
+    return table
+
+
+@ecommerce.command("train", epilog=EPILOG)
+@STORE_OPTION
+@click.option("--epochs", type=click.IntRange(1, 1000), default=4, show_default=True,
+              help="Passes over the training split (the ranker makes twice as many).")
+@click.option("--pref-hidden", type=click.IntRange(1, 65536), default=64, show_default=True,
+              help="Hidden width of the user-preference network (the model-size knob).")
+@click.option("--threads", type=click.IntRange(1, 1024), default=1, show_default=True,
+              help="torch intra-op threads while training.")
+@click.option("--seed", type=Seed(), default=0, show_default=True, help="Seed of the initial weights and batches.")
+@click.option("--json", "as_json", is_flag=True, help="Print the quality report as JSON.")
+def train_cmd(store: Path, epochs: int, pref_hidden: int, threads: int, seed: int, as_json: bool) -> None:
+    """Fit the category classifier, the user-preference network and the learning-to-rank model on the
+    store's interactions; report their quality on held-out queries beside baselines; save them (state_dicts,
+    loaded with weights_only) in the store's models/ folder."""
+    from aibench.ecommerce.store import read_info
+
+    info = read_info(store)
+    from aibench.ecommerce.train import train
+
+    with _Bar(show=not _quiet() and not as_json and sys.stderr.isatty()) as bar:
+        _models, report = train(info, seed=seed, epochs=epochs, pref_hidden=pref_hidden, threads=threads,
+                                progress=bar)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    if not _quiet():
+        from aibench.cli import _stdout_console
+
+        console = _stdout_console()
+        console.print(_quality_table(report))
+        console.print(f"trained in {report['seconds']:.1f} s; models in {info.path.parent / 'models'}")
+
+
+@ecommerce.command("search", epilog=EPILOG)
+@STORE_OPTION
+@click.option("--user", type=int, default=0, show_default=True, help="The user issuing the query.")
+@click.option("--window", type=click.IntRange(1, 1_000_000), default=2000, show_default=True,
+              help="Candidates the searcher collects for the ranker.")
+@click.option("--json", "as_json", is_flag=True, help="Print the page and module times as JSON.")
+@click.argument("text")
+def search_cmd(store: Path, user: int, window: int, as_json: bool, text: str) -> None:
+    """Serve one query through the in-process path and show the page and each module's time."""
+    import dataclasses
+
+    import torch
+
+    from aibench.ecommerce.path import Query, ShopPath
+
+    torch.set_num_threads(1)
+    path = ShopPath(store, window=window)
+    try:
+        page, seconds = path.handle(Query(user, text))
+    finally:
+        path.close()
+    if as_json:
+        click.echo(json.dumps({"page": dataclasses.asdict(page), "seconds": seconds}, indent=2))
+        return
+    from rich.table import Table
+
+    from aibench.cli import _stdout_console
+
+    console = _stdout_console()
+    if page.status == "no_hits":
+        console.print(f"no hits for {text!r} (searched {page.clusters_searched} cluster(s))")
+    else:
+        table = Table(title=f"{page.hits} hit(s) in {page.clusters_searched} cluster(s); query category "
+                            f"{page.category}")
+        for col in ("id", "title", "price", "rating sum", "category", "score"):
+            table.add_column(col)
+        for p in page.products:
+            table.add_row(str(p["id"]), p["title"], f"{p['price']:.2f}", str(p["rating_sum"]), str(p["category"]),
+                          f"{p['score']:.3f}")
+        console.print(table)
+    console.print("  ".join(f"{k} {v * 1e3:.3f} ms" for k, v in seconds.items()))

@@ -1,0 +1,209 @@
+"""The online search path, in process: planner -> recommender -> searcher -> ranker -> product fetch.
+
+:meth:`ShopPath.handle` serves one query and returns the page with each module's own time, so a load
+driver can wrap the object as a system under test and report per-module latency distributions:
+
+- **recommender**: reads the user from the store (``recommender/user_db``), runs the category classifier
+  over the query's terms (``recommender/classifier``) and the user-preference network
+  (``recommender/preference``): category probabilities and per-attribute value weights;
+- **searcher**: the popularity clusters' FTS5 indexes in order (high, medium, low), each queried with the
+  query's terms OR-ed and ordered by BM25, until ``window`` candidates are found (AIBench: 2000);
+- **ranker**: scores the candidates with the learned model over :func:`ranker_features` (text match, price
+  fit, popularity, the classifier's and the preference network's probabilities of each candidate's
+  category and its attribute values) and keeps the top ``page``;
+- **fetch**: reads the page's product summaries from the store;
+- **planner**: the orchestration itself (the rest of the wall time of ``handle``).
+
+The five top-level modules add up to the whole path; the ``recommender/...`` parts break the
+recommender down (as the paper's Fig. 3c did). A query without hits is an outcome (``Page.status ==
+"no_hits"``, an empty page), not an error; an unknown user is served with a neutral profile
+(``Page.anonymous``). Each thread gets its own read-only SQLite connection; the models are only read.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aibench.ecommerce.models import (
+    Catalog,
+    Models,
+    age_band,
+    load,
+    pad,
+    ranker_features,
+    store_id,
+    tokenize,
+)
+from aibench.ecommerce.store import CLUSTERS, MAX_QUERY, PAGE, connect, read_info
+
+MODULES = ("planner", "recommender", "searcher", "ranker", "fetch")
+RECOMMENDER_PARTS = ("recommender/user_db", "recommender/classifier", "recommender/preference")
+WINDOW = 2000
+MAX_TERMS = 32
+NEUTRAL_USER = (0, 35, 3)  # sex, age, purchasing power of a user the store does not know
+_TERM = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class Query:
+    user: int
+    text: str
+
+
+@dataclass
+class Page:
+    """What the path answers: ``products`` (summaries, best first), how many candidates the searcher found
+    and in how many clusters it looked, the category the classifier read in the query."""
+
+    status: str  # "ok" or "no_hits"
+    products: list[dict[str, Any]] = field(default_factory=list)
+    hits: int = 0
+    clusters_searched: int = 0
+    category: int = -1
+    anonymous: bool = False
+
+
+def fts_query(text: str) -> str | None:
+    """The query's terms OR-ed for FTS5 (each quoted, so no term is read as an operator), or None when it
+    has none."""
+    terms = list(dict.fromkeys(_TERM.findall(text.lower())))[:MAX_TERMS]
+    if not terms:
+        return None
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+
+
+class ShopPath:
+    """The in-process deployment of the path over a generated and trained store."""
+
+    def __init__(self, store: Path, *, window: int = WINDOW, page: int = PAGE) -> None:
+        self.info = read_info(store)
+        self.models = load(self.info, store_id(self.info))
+        self.window, self.page = window, page
+        con = connect(self.info.path)
+        try:
+            self.catalog = Catalog.load(con)
+        finally:
+            con.close()
+        self.vocabulary = self.info.vocabulary
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._cons: list[sqlite3.Connection] = []
+
+    def _con(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = self._local.con = connect(self.info.path)
+            with self._lock:
+                self._cons.append(con)
+        return con
+
+    def handle(self, query: Query) -> tuple[Page, dict[str, float]]:
+        """Serve one query: the page and each module's seconds (see the module's docstring)."""
+        clock = time.perf_counter
+        t_start = clock()
+        con = self._con()
+        models = self.models  # one consistent set for the whole query, even if swap_models runs meanwhile
+        times: dict[str, float] = {}
+
+        # recommender
+        t0 = clock()
+        row = con.execute("SELECT sex, age, power FROM users WHERE id = ?", (query.user,)).fetchone()
+        t1 = clock()
+        anonymous = row is None
+        sex, age, power = NEUTRAL_USER if row is None else row
+        tokens = tokenize(query.text, self.vocabulary)
+        q = torch.from_numpy(pad([tokens], MAX_QUERY))
+        with torch.no_grad():
+            p_class = torch.softmax(models.classifier(q), dim=1)
+            t2 = clock()
+            lc, la = models.preference(torch.tensor([sex]), torch.from_numpy(age_band(np.array([age]))),
+                                            torch.tensor([power]), q)
+            p_cat, p_attr = torch.softmax(lc, dim=1), torch.softmax(la, dim=2)
+        t3 = clock()
+        times["recommender/user_db"] = t1 - t0
+        times["recommender/classifier"] = t2 - t1
+        times["recommender/preference"] = t3 - t2
+        times["recommender"] = t3 - t0
+        category = int(p_class.argmax())
+
+        # searcher
+        t0 = clock()
+        hits: list[int] = []
+        searched = 0
+        match = fts_query(query.text)
+        if match is not None:
+            for name in CLUSTERS:
+                searched += 1
+                hits += [r[0] for r in con.execute(
+                    f"SELECT rowid FROM search_{name} WHERE search_{name} MATCH ? ORDER BY rank LIMIT ?",
+                    (match, self.window - len(hits)))]
+                if len(hits) >= self.window:
+                    break
+        times["searcher"] = clock() - t0
+        if not hits:
+            times.update(ranker=0.0, fetch=0.0)
+            times["planner"] = max(0.0, clock() - t_start - sum(times[m] for m in MODULES[1:]))
+            return Page(status="no_hits", clusters_searched=searched, category=category,
+                        anonymous=anonymous), times
+
+        # ranker
+        t0 = clock()
+        cand = np.array(hits, dtype=np.int64)[None, :]
+        ranker = models.ranker
+        feats = ranker_features(q.numpy(), np.array([len(tokens)]), cand, self.catalog, np.array([power]),
+                                p_class.numpy(), p_cat.numpy(), p_attr.numpy(), ranker.cat_logprice.numpy(),
+                                ranker.idf.numpy())
+        with torch.no_grad():
+            scores = ranker(torch.from_numpy(feats))[0].numpy()
+        k = min(self.page, len(hits))
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(hits) else np.arange(len(hits))
+        top = top[np.argsort(-scores[top], kind="stable")]
+        best = cand[0, top].tolist()
+        times["ranker"] = clock() - t0
+
+        # product fetch
+        t0 = clock()
+        rows = con.execute(
+            "SELECT id, title, price, rating_sum, category, related FROM products WHERE id IN "
+            f"({', '.join('?' * len(best))})", best).fetchall()
+        by_id = {r[0]: r for r in rows}
+        products = [{"id": i, "title": by_id[i][1], "price": by_id[i][2], "rating_sum": by_id[i][3],
+                     "category": by_id[i][4], "related": [int(x) for x in by_id[i][5].split()],
+                     "score": float(scores[j])} for i, j in zip(best, top.tolist(), strict=True)]
+        times["fetch"] = clock() - t0
+        times["planner"] = max(0.0, clock() - t_start - sum(times[m] for m in MODULES[1:]))
+        return Page(status="ok", products=products, hits=len(hits), clusters_searched=searched,
+                    category=category, anonymous=anonymous), times
+
+    def swap_models(self, models: Models | None = None) -> None:
+        """Serve later queries with ``models`` (by default, the store's models as now saved, e.g. after a
+        new training). The swap is one reference assignment: a query in flight finishes with the set it
+        started with, and no query sees a mix."""
+        self.models = models.eval() if models is not None else load(self.info, store_id(self.info))
+
+    def sample(self, n: int, seed: int = 0) -> list[Query]:
+        """``n`` queries as the store's sessions pair them (a user and a query text), drawn with replacement
+        (seeded): the workload a load driver replays."""
+        con = self._con()
+        texts = [r[0] for r in con.execute("SELECT text FROM queries ORDER BY id")]
+        sessions = con.execute("SELECT user, query FROM sessions ORDER BY id").fetchall()
+        rng = np.random.default_rng(seed)
+        picks = rng.integers(0, len(sessions), n)
+        return [Query(sessions[i][0], texts[sessions[i][1]]) for i in picks.tolist()]
+
+    def close(self) -> None:
+        """Close every thread's connection (call once no thread is serving)."""
+        with self._lock:
+            cons, self._cons = self._cons, []
+        for con in cons:
+            con.close()
+        self._local = threading.local()
