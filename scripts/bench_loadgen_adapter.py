@@ -25,8 +25,13 @@ import mlperf_loadgen as lg
 from aibench.loadgen import logparse
 from aibench.loadgen.drive import run_loadgen
 from aibench.loadgen.settings import LoadgenOptions, Scenario, Sizing, test_settings
-from aibench.loadgen.sut import InProcessSystem
-from aibench.loadgen.task import InferenceTask
+
+try:
+    from aibench.sut.inprocess import InProcessSystem
+    from aibench.sut.task import InferenceTask
+except ImportError:  # a tree from before issue 13, measured side by side with a later one (PYTHONPATH)
+    from aibench.loadgen.sut import InProcessSystem  # type: ignore[no-redef]
+    from aibench.loadgen.task import InferenceTask  # type: ignore[no-redef]
 
 NUM_SAMPLES = 1024
 RAW_CHUNK = 16384

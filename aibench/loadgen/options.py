@@ -56,9 +56,6 @@ _OPTIONS = (
                  help="Time each stage of every batch (pre-processing, DNN, post-processing) and report "
                       "their shares (share_preprocess, share_dnn, share_postprocess)."),
 )
-NAMES = ("scenario", "profile", "duration_s", "min_queries", "target_qps", "latency_bound_ms",
-         "latency_percentile", "expected_qps", "samples_per_query", "max_wait_us", "spin_us", "find_peak",
-         "find_peak_budget_s", "users", "think_time_ms", "breakdown")
 
 
 def loadgen_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -66,11 +63,6 @@ def loadgen_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for opt in reversed(_OPTIONS):
         fn = opt(fn)
     return fn
-
-
-def pop_options(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Take the load-generator options out of a command's keyword arguments."""
-    return {k: kwargs.pop(k) for k in NAMES if k in kwargs}
 
 
 def build(ctx: click.Context, given: Mapping[str, Any], seed: int, out_dir: Path) -> LoadgenOptions:

@@ -13,14 +13,27 @@ whatever is queued at that moment. Samples leave in arrival order.
 Samples arrive in chunks (one LoadGen query: one sample in SingleStream and Server, eight in MultiStream,
 an entire Offline run of millions in one). Chunks are kept as they came and batches are sliced out of them:
 a huge chunk is never copied wholesale, nor deleted from the front.
+
+:class:`BatchingSystem` is the one batching worker built on it: a
+:class:`~aibench.sut.SystemUnderTest` whose ``submit`` only enqueues, and whose worker thread forms
+batches by the rule and computes each with the subclass's ``execute(indices)`` (the in-process system;
+the local side of a split network). :class:`Answers` is what every system here does with its answers
+after an abort (answer at once, or hold until the flush); the worker-process pool uses it too.
+
+Measured history of the hand-off and the polling (docs/loadgen.md, "Overhead").
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from aibench.sut import Capabilities, Completion, SutReport, SystemUnderTest, Token
 
 
 @dataclass
@@ -127,3 +140,285 @@ class BatchQueue:
         self._chunks.clear()
         self._n = 0
         return out
+
+
+class Answers:
+    """Where one test's answers go: ``on_complete``, and what happens to answers once the system is
+    aborted (a failure or the driver's abort). Then every answer is given without computing
+    (``responses`` and ``issued`` None): at once, or, with ``hold_on_abort``, held until :meth:`flush`.
+    Thread-safe: completions, aborts and the flush may come from different threads."""
+
+    __slots__ = ("_held", "_lock", "aborted", "flushed", "hold", "on_complete", "on_error")
+
+    def __init__(self, on_complete: Completion, hold_on_abort: bool = False,
+                 on_error: Callable[[BaseException], None] | None = None) -> None:
+        self.on_complete = on_complete
+        self.hold = hold_on_abort
+        self.on_error = on_error
+        self.aborted = False
+        self.flushed = False
+        self._held: list[Token] = []
+        self._lock = threading.Lock()
+
+    def abort(self) -> bool:
+        """Switch to abort mode; True the first time."""
+        with self._lock:
+            first = not self.aborted
+            self.aborted = True
+        return first
+
+    def complete(self, tokens: Sequence[Token], responses: Sequence[Any] | None, issued: Any) -> None:
+        """Computed answers (given without computing once aborted)."""
+        if self.aborted:
+            self.drop(tokens)
+        else:
+            self.on_complete(tokens, responses, issued)
+
+    def drop(self, tokens: Sequence[Token]) -> None:
+        """Answer ``tokens`` without computing: at once, or held until the flush."""
+        if not len(tokens):
+            return
+        if self.hold and not self.flushed:
+            with self._lock:
+                if not self.flushed:
+                    self._held.extend(tokens)
+                    return
+        self.on_complete(list(tokens), None, None)
+
+    def flush(self) -> None:
+        """The driver issues nothing more: give what is held, and hold nothing from now on."""
+        with self._lock:
+            self.flushed = True
+            held, self._held = self._held, []
+        if held:
+            self.on_complete(held, None, None)
+
+    def release(self, tokens: Sequence[Token]) -> None:
+        """The system stops: answer ``tokens`` and everything held, whatever the hold."""
+        with self._lock:
+            held, self._held = self._held, []
+        held.extend(tokens)
+        if held:
+            self.on_complete(held, None, None)
+
+
+_STOP = object()
+_FLUSH = object()
+_WAKE = object()
+
+
+class BatchingSystem(SystemUnderTest):
+    """A system under test that batches on one worker thread: ``submit`` enqueues (a ``SimpleQueue.put``),
+    the worker forms batches by :class:`BatchQueue`'s rule and computes each with :meth:`execute`, one at
+    a time, and hands the answers to the driver's completion.
+
+    Subclasses provide :meth:`execute`, :meth:`stage`, :meth:`unstage`, :meth:`describe`, and may record
+    stage durations (``self.stage_times[name].append(seconds)``, for the stages they declare) and bytes
+    (``self.bytes_in``/``bytes_out``) while computing.
+
+    **Inline**: when the driver allows it (``start(inline=True)``: it waits for each query anyway, as in
+    SingleStream and MultiStream) and the system declares ``inline_ok``, a query that finds the system idle
+    (nothing queued, nothing computing) is computed on the submitting thread and answered before ``submit``
+    returns: no thread hand-off, which costs 20-100 us on a loaded VM (docs/loadgen.md). A query that finds
+    it busy is queued as usual. One lock keeps computations one at a time, whichever thread runs them. The
+    worker does not poll while inline is on: every query that could find it idle runs inline.
+
+    **Polling**: otherwise an idle worker polls the queue for ``spin_us`` before blocking on it (a blocked
+    thread takes 5-30 us to wake on these VMs); between polls it sleeps 0 s, which releases the GIL for the
+    submitting thread.
+
+    **Faults**: an exception in :meth:`execute` is kept (``report().error``), ``on_error`` is called once,
+    and the system switches to abort mode (:class:`Answers`): it never computes again.
+    """
+
+    def __init__(self, name: str, num_samples: int, capabilities: Capabilities) -> None:
+        self.name = name
+        self.num_samples = num_samples
+        self.capabilities = capabilities
+        self._run = threading.Lock()  # held while computing, on whichever thread
+        self._inited: set[int] = set()  # threads worker_init ran on
+        self._thread: threading.Thread | None = None
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._bq = BatchQueue(1)
+        self._answers = Answers(_nowhere)
+        self._inline = False
+        self._max_batch = 1
+        self._on_error: Callable[[BaseException], None] | None = None
+        self.reset_report()
+
+    # -- to implement -----------------------------------------------------------------------------------
+    def execute(self, indices: Sequence[int]) -> Sequence[Any] | None:
+        """Compute one batch now, on the calling thread; one response per index (or None)."""
+        raise NotImplementedError
+
+    def worker_init(self) -> None:
+        """Called once on each thread before it first computes (the worker; a submitting thread inline)."""
+
+    # -- the contract -----------------------------------------------------------------------------------
+    def start(self, on_complete: Completion, *, max_batch: int, max_queue_delay_us: float = 0.0,
+              spin_us: float = 0.0, hold_on_abort: bool = False, inline: bool = False,
+              on_error: Callable[[BaseException], None] | None = None) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError(f"{self.name}: started twice (stop it first)")
+        self._max_batch = max(1, int(max_batch))
+        self._bq = BatchQueue(self._max_batch, max(0.0, max_queue_delay_us) / 1e6)
+        self._q = queue.SimpleQueue()
+        self._answers = Answers(on_complete, hold_on_abort, on_error)
+        self._on_error = on_error
+        self._inline = bool(inline and self.capabilities.inline_ok)
+        spin_s = 0.0 if self._inline else max(0.0, spin_us) / 1e6
+        self._thread = threading.Thread(target=self._work, args=(self._q, self._bq, self._answers, spin_s),
+                                        name="aibench-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, tokens: Sequence[Token], indices: Sequence[int]) -> None:
+        t = time.perf_counter()
+        ans = self._answers
+        if ans.aborted:  # answered at once (or held), no hop through the worker
+            ans.drop(tokens)
+            return
+        if self._inline and len(indices) <= self._max_batch and self._run.acquire(False):
+            if self._q.empty() and not len(self._bq):  # idle: nothing to batch it with, nothing before it
+                self._compute_inline(tokens, indices, t, ans)
+                return
+            self._run.release()
+        self._q.put((tokens, indices, t))
+
+    def flush(self) -> None:
+        self._answers.flush()
+        self._q.put(_FLUSH)
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        if exc is not None and self._error is None:
+            self._error = exc
+        self._answers.abort()
+        self._q.put(_WAKE)
+
+    def stop(self, timeout: float | None = None) -> bool:
+        t = self._thread
+        if t is None:
+            return True
+        self._q.put(_STOP)
+        t.join(timeout)
+        return not t.is_alive()
+
+    def report(self) -> SutReport:
+        return SutReport(batches=self._batches, samples=self._samples, error=self._error,
+                         stages={k: list(v) for k, v in self.stage_times.items()}, bytes_in=self.bytes_in,
+                         bytes_out=self.bytes_out, extra={"inline": self._inline_batches})
+
+    def reset_report(self) -> None:
+        self._batches = 0
+        self._samples = 0
+        self._inline_batches = 0
+        self._error: BaseException | None = None
+        self.stage_times: dict[str, list[float]] = {name: [] for name in self.capabilities.stages}
+        self.bytes_in: int | None = 0 if self.capabilities.reports_bytes else None
+        self.bytes_out: int | None = None
+
+    # -- computing --------------------------------------------------------------------------------------
+    def _fail(self, exc: BaseException, ans: Answers) -> None:
+        if self._error is None:
+            self._error = exc
+        if ans.abort() and ans.on_error is not None:
+            ans.on_error(exc)
+
+    def _compute_inline(self, tokens: Sequence[Token], indices: Sequence[int], t: float, ans: Answers) -> None:
+        """On the submitting thread, with the compute lock held (released here)."""
+        failed: Exception | None = None
+        try:
+            ident = threading.get_ident()
+            if ident not in self._inited:
+                self.worker_init()
+                self._inited.add(ident)
+            responses = self.execute(indices)
+            self._batches += 1
+            self._inline_batches += 1
+            self._samples += len(indices)
+        except Exception as exc:  # the model failed; a KeyboardInterrupt is the caller's own (main thread)
+            failed = exc
+        finally:
+            self._run.release()
+        if failed is not None:
+            self._fail(failed, ans)
+            ans.drop(tokens)
+        elif ans.aborted:
+            ans.drop(tokens)
+        else:
+            ans.on_complete(tokens, responses, ((t, len(indices)),))
+
+    def _work(self, q: queue.SimpleQueue[Any], bq: BatchQueue, ans: Answers, spin_s: float) -> None:
+        self.worker_init()
+        self._inited.add(threading.get_ident())
+        perf = time.perf_counter
+        sleep = time.sleep
+        run = self._run
+        execute = self.execute
+        on_complete = ans.on_complete
+        flushing = False
+        stopping = False
+        while not stopping:
+            if not len(bq):  # idle: wait for work
+                if spin_s > 0 and q.empty():  # poll (mostly without the GIL) before sleeping on the queue
+                    end = perf() + spin_s
+                    empty = q.empty
+                    while empty() and perf() < end:
+                        sleep(0)
+                item = q.get()
+                if item.__class__ is tuple:
+                    bq.add(*item)
+                elif item is _STOP:
+                    break
+                elif item is _FLUSH:
+                    flushing = True
+            while not q.empty():  # take everything else that is queued
+                item = q.get_nowait()
+                if item.__class__ is tuple:
+                    bq.add(*item)
+                elif item is _STOP:
+                    stopping = True
+                    break
+                elif item is _FLUSH:
+                    flushing = True
+            if stopping:
+                break
+            if ans.aborted:  # never compute again; answer at once, or hold until the flush
+                ans.drop(bq.drain())
+                continue
+            if not len(bq):
+                continue
+            if not flushing:
+                wait = bq.wait_s(perf())
+                if wait:  # not due yet: wait for more work until the oldest sample's deadline
+                    try:
+                        item = q.get(timeout=wait)
+                    except queue.Empty:
+                        continue
+                    if item.__class__ is tuple:
+                        bq.add(*item)
+                    elif item is _STOP:
+                        break
+                    elif item is _FLUSH:
+                        flushing = True
+                    continue
+            batch = bq.take()
+            failed: BaseException | None = None
+            with run:
+                try:
+                    responses = execute(batch.indices)
+                    self._batches += 1
+                    self._samples += len(batch.indices)
+                except BaseException as exc:  # the model failed: record it and end the run promptly
+                    failed = exc
+            if failed is not None:
+                self._fail(failed, ans)
+                ans.drop(batch.tokens)
+            elif ans.aborted:
+                ans.drop(batch.tokens)
+            else:
+                on_complete(batch.tokens, responses, batch.groups)
+        ans.release(bq.drain())
+
+
+def _nowhere(_tokens: Sequence[Token], _responses: Any, _issued: Any) -> None:
+    """The completion of a system that was never started."""

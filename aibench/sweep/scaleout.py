@@ -2,7 +2,7 @@
 
 The measuring is the ``loadgen`` runner's (:func:`aibench.loadgen.run.drive_system`): one LoadGen in this
 process, the same calibration, scenarios, validity, meters and result fields; only the system under test is
-the pool (:mod:`aibench.sweep.pool`). It runs inside :func:`aibench.runner.execute` (so a failure is recorded
+the pool (:class:`aibench.sut.pool.PoolSystem`). It runs inside :func:`aibench.runner.execute` (so a failure is recorded
 like any other) under the runner name ``scale-out``, which this module adds to
 :data:`aibench.runner.RUNNERS` when imported. The pool's settings enter the result's ``config`` (and so its
 hash): ``config.scale_out = {devices, instances_per_device, workers, worker_threads}``.
@@ -19,8 +19,8 @@ from aibench.runner import RUNNERS, RunOptions, execute
 if TYPE_CHECKING:
     from aibench.registry import Benchmark
     from aibench.results.schema import Result
+    from aibench.sut.pool import WorkerPool
     from aibench.sweep.engine import PointPlan
-    from aibench.sweep.pool import WorkerPool
 
 RUNNER = "scale-out"
 METERS_NOTE = ("meters cover this (the load-generating) process: its memory and CPU time; energy counts the "
@@ -42,9 +42,8 @@ def run_scale_out(bench: Benchmark, params: dict[str, Any], result: Result, opts
     the system under test."""
     from aibench.loadgen import logparse
     from aibench.loadgen.run import drive_system, options_from
-    from aibench.results.schema import metric
     from aibench.spec import config_hash
-    from aibench.sweep.pool import PoolSystem
+    from aibench.sut.pool import PoolSystem
 
     if not isinstance(opts, PoolRunOptions) or opts.pool is None:
         raise UsageError(f"{bench.id}: the scale-out runner needs a worker pool (aibench sweep gpus)")
@@ -67,10 +66,6 @@ def run_scale_out(bench: Benchmark, params: dict[str, Any], result: Result, opts
         f", scaled out over {len(workers)} worker process(es)"
     result.primary_metric = logparse.PRIMARY[s.scenario]
     infos = [pool.workers[i].info or {} for i in workers]
-    first = infos[0]
-    result.context["task"] = {"num_samples": first.get("num_samples"), "stage": first.get("stage"),
-                              "data": first.get("data"), "flops_per_sample": first.get("flops_per_sample"),
-                              "flops_note": first.get("flops_note")}
     devices = sorted({str(i.get("device")) for i in infos})
     scale_ctx: dict[str, Any] = {
         "workers": [{k: i.get(k) for k in ("index", "pid", "device", "threads", "affinity")} for i in infos],
@@ -81,10 +76,10 @@ def run_scale_out(bench: Benchmark, params: dict[str, Any], result: Result, opts
     if any(d.startswith("cuda") for d in devices):
         scale_ctx["mps"] = _mps_note()
     result.context["scale_out"] = scale_ctx
-    system = PoolSystem(pool, workers, batch, name=f"{bench.id} x{len(workers)}")
+    sut = PoolSystem(pool, workers, batch, name=f"{bench.id} x{len(workers)}")
     meter_devices: Any = [d for d in devices if d.startswith("cuda")] or "cpu"
     try:
-        drive_system(system, s, batch * len(workers), result, seed=opts.seed, device=meter_devices)
+        drive_system(sut, s, batch * len(workers), result, seed=opts.seed, device=meter_devices)
     finally:
         adapter = result.method.get("adapter")
         wall = adapter.get("test_wall_s") if isinstance(adapter, dict) else None
@@ -105,11 +100,6 @@ def run_scale_out(bench: Benchmark, params: dict[str, Any], result: Result, opts
                     "worker's CPU time; a cpu_share well below busy_share means the worker waited for a core")
         if isinstance(adapter, dict):
             adapter.update(max_batch=batch, pool_max_batch=batch * len(workers), workers=len(workers))
-        for stage in ("preprocess", "dnn", "postprocess"):
-            entry = result.metrics.get(f"share_{stage}")
-            if entry is not None and entry.get("value") is None:
-                result.metrics[f"share_{stage}"] = metric(None, "fraction", entry["direction"],
-                                                          unavailable="stages are not timed across worker processes")
 
 
 def _mps_note() -> dict[str, Any]:
@@ -138,7 +128,7 @@ class PoolExecutor:
         self.pool: WorkerPool | None = None
 
     def _pool(self) -> WorkerPool:
-        from aibench.sweep.pool import WorkerConfig, WorkerPool
+        from aibench.sut.pool import WorkerConfig, WorkerPool
 
         if self.pool is None:
             module = getattr(self.bench.factory, "__module__", "") or ""
