@@ -166,8 +166,8 @@ def info_cmd(ref: tuple[str, ...], as_json: bool) -> None:
             "id": b.id, "kind": b.kind, "name": b.name, "description": b.description, "source": b.source,
             "aliases": list(b.aliases), "runner": b.runner, "primary_metric": b.primary_metric,
             "params": [p.to_json() for p in b.params],
-            "metrics": [{"name": m.name, "unit": m.unit, "direction": m.direction, "help": m.help}
-                        for m in b.metrics],
+            "metrics": [{"name": m.name, "unit": m.unit, "direction": m.direction, "help": m.help,
+                         **m.declaration()} for m in b.metrics],
             "sets": {name: len(load()) for name, load in b.sets.items()},
         }, indent=2))
         return

@@ -84,9 +84,18 @@ def _is_meter_metric(name: str) -> bool:
     return name.startswith("energy_per_") or name.endswith("_per_joule") or name == "avg_power"
 
 
-def _is_share(name: str) -> bool:
-    """The stage shares of a LoadGen run with --breakdown (share_preprocess, share_dnn, …): one column."""
-    return name.startswith("share_")
+def _stage_of(entry: Any) -> str | None:
+    """The stage a metric is the share of, by its declaration (``"statistic": "ratio", "of":
+    "parts.stage.<stage>"``: a LoadGen run's --breakdown shares), else None."""
+    if not isinstance(entry, dict) or entry.get("statistic") != "ratio":
+        return None
+    of = entry.get("of")
+    return of.removeprefix("parts.stage.") if isinstance(of, str) and of.startswith("parts.stage.") else None
+
+
+def _is_share(r: Result, name: str) -> bool:
+    """The stage shares: shown in one breakdown column instead of one column each."""
+    return _stage_of(r.metrics.get(name)) is not None
 
 
 def _metric_columns(results: Sequence[Result], limit: int | None = MAX_METRIC_COLUMNS) -> list[str]:
@@ -94,22 +103,37 @@ def _metric_columns(results: Sequence[Result], limit: int | None = MAX_METRIC_CO
     for r in results:
         if r.primary_metric and r.primary_metric not in cols:
             cols.append(r.primary_metric)
-        cols.extend(k for k in r.metrics if k not in cols and not _is_meter_metric(k) and not _is_share(k))
+        cols.extend(k for k in r.metrics if k not in cols and not _is_meter_metric(k) and not _is_share(r, k))
     return cols if limit is None else cols[:limit]
 
 
 def fmt_breakdown(r: Result) -> str:
-    """``preprocess 12% · dnn 80% · postprocess 8%`` from the share_* metrics, or '–'."""
+    """``preprocess 12% (3.1 µs) · dnn 80% (21 µs) · …``: each stage's share of the batch time, from the
+    metrics declared as shares of a stage, with the median time of one batch in it where the stage's
+    distribution was kept (``parts.stage``); or '–'."""
     parts, invalid = [], False
-    for name, entry in r.metrics.items():
-        if _is_share(name) and isinstance(entry, dict):
-            value = entry.get("value")
-            parts.append(f"{name.removeprefix('share_')} "
-                         + ("n/a" if value is None else fmt_value(value, entry.get("unit", ""))))
-            invalid = invalid or entry.get("valid") is False
+    stages = r.parts.get("stage") if isinstance(r.parts, dict) else None
+    for entry in r.metrics.values():
+        stage = _stage_of(entry)
+        if stage is None:
+            continue
+        value = entry.get("value")
+        text = f"{stage} " + ("n/a" if value is None else fmt_value(value, entry.get("unit", "")))
+        summary = ((stages or {}).get(stage) or {}).get("summary") if value is not None else None
+        if isinstance(summary, dict) and isinstance(summary.get("median"), int | float):
+            text += f" ({fmt_value(summary['median'], 's')})"
+        parts.append(text)
+        invalid = invalid or entry.get("valid") is False
     if not parts:
         return "–"
     return ("INVALID " if invalid else "") + " · ".join(parts)  # from an INVALID run: never plain numbers
+
+
+def _declared(m: Any) -> str:
+    """What a metric declares it is, in a few words: ``p99 of samples.time``, ``rate (1/median of samples.time)``."""
+    if m.inverse_of:
+        return f"{m.statistic} (1/{m.inverse_of} of {m.of})"
+    return f"{m.statistic} of {m.of}" if m.of else m.statistic
 
 
 def _plain(cell: Any) -> str:
@@ -226,6 +250,10 @@ def _status(r: Result) -> str:
         return f"[red]{r.status}[/red]: {escape(r.error['message']) if r.error else ''}"
     if r.validity is not None and not r.validity.get("valid", True):
         return "[red]INVALID[/red] (see below)"
+    faults = r.method.get("page_faults") if isinstance(r.method, dict) else None
+    if r.noisy and isinstance(faults, dict) and faults.get("dominant"):
+        per = (faults.get("minor_per_call") or 0) + (faults.get("major_per_call") or 0)
+        return f"[yellow]noisy[/yellow] ({per:,.0f} page faults per call)"
     if r.noisy:
         ratios = [s["summary"].get("iqr_over_median") for s in r.samples.values()]
         worst = max((x for x in ratios if x is not None), default=0.0)
@@ -247,7 +275,7 @@ def results_table(results: Sequence[Result], title: str | None = None) -> FitOrS
     metric_cols = _metric_columns(results)
     for col in metric_cols:
         table.add_column(HEADERS.get(col, col), justify="right", no_wrap=True)
-    shares = any(_is_share(k) for r in results for k in r.metrics)
+    shares = any(_is_share(r, k) for r in results for k in r.metrics)
     if shares:
         table.add_column("breakdown")
     metered = any(r.meters for r in results)
@@ -274,7 +302,7 @@ def results_table(results: Sequence[Result], title: str | None = None) -> FitOrS
                 fields.append(("pass/dtype/device", escape(where)))
             fields += [(escape(name), escape(fmt_metric(r.metrics.get(name))))
                        for name in _metric_columns([r], limit=None)]
-            if any(_is_share(k) for k in r.metrics):
+            if any(_is_share(r, k) for k in r.metrics):
                 fields.append(("breakdown", escape(fmt_breakdown(r))))
             if r.meters:
                 fields += [("energy", escape(fmt_energy(r.meters))), ("peak memory", escape(fmt_memory(r.meters)))]
@@ -312,11 +340,11 @@ def benchmark_info(b: Benchmark, console: Console) -> None:
                                              p.help)))
     console.print(params)
     metrics = Table(title="metrics", header_style="bold", title_justify="left")
-    for col in ("name", "unit", "better", "meaning"):
+    for col in ("name", "unit", "better", "is", "meaning"):
         metrics.add_column(col)
     for m in b.metrics:
         star = " (primary)" if m.name == b.primary_metric else ""
-        metrics.add_row(escape(m.name + star), escape(m.unit), m.direction, escape(m.help))
+        metrics.add_row(escape(m.name + star), escape(m.unit), m.direction, escape(_declared(m)), escape(m.help))
     console.print(metrics)
     if b.sets:
         console.print("named sets (--set): " + ", ".join(

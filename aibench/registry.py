@@ -25,16 +25,34 @@ DIRECTIONS = ("lower", "higher")
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """A metric a benchmark reports. ``direction`` says which way is better."""
+    """A metric a benchmark reports. ``direction`` says which way is better; ``statistic``, ``of`` and
+    ``inverse_of`` declare what it is (which statistic of which samples: see
+    :mod:`aibench.results.declaration`). This list is the one place a metric is declared: the declaration is
+    copied into every result's entry, and ``compare``/``gate`` read it there, never the name."""
 
     name: str
     unit: str
     direction: str
     help: str
+    statistic: str = "value"
+    of: str | None = None
+    inverse_of: str | None = None
 
     def __post_init__(self) -> None:
+        from aibench.results import declaration
+
         if self.direction not in DIRECTIONS:
             raise ValueError(f"metric {self.name}: direction must be one of {DIRECTIONS}")
+        try:
+            declaration.check(self.statistic, self.of, self.inverse_of)
+        except ValueError as exc:
+            raise ValueError(f"metric {self.name}: {exc}") from None
+
+    def declaration(self) -> dict[str, Any]:
+        """The declaration fields of this metric's entries."""
+        from aibench.results import declaration
+
+        return declaration.declaration(self.statistic, self.of, self.inverse_of)
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,7 @@ def new_result(bench: Benchmark, params: dict[str, Any], config: dict[str, Any],
         config_hash=config_hash(bench.id, params, config),
         primary_metric=bench.primary_metric,
         context=dict(context or {}),
+        declared={m.name: {"unit": m.unit, "direction": m.direction, **m.declaration()} for m in bench.metrics},
     )
 
 
@@ -147,12 +148,15 @@ def execute(run: PlannedRun, opts: RunOptions) -> Result:
                             if str(exc).strip() else type(exc).__name__,
                             "traceback": traceback.format_exc(limit=8)}
             result.metrics = {}
+    undeclared = result.declare_metrics()
+    if undeclared:
+        log.debug("metrics of %s not declared by the benchmark (declared plain values): %s", bench.id, undeclared)
     result.method["seed"] = opts.seed
     result.method["threads"] = thread_info
     result.duration_s = time.perf_counter() - t0
     result.finished_at = now_iso()
     result.load["loadavg_end"] = system.load_average()
-    result.system = system.fingerprint()
+    result.machine = system.fingerprint()
     result.code = system.code_version()
     return result
 
@@ -169,7 +173,7 @@ def _write_interrupted(result: Result, out_dir: Path, elapsed_s: float, exc: Bas
     result.duration_s = elapsed_s
     result.finished_at = now_iso()
     result.load["loadavg_end"] = system.load_average()
-    result.system = system.fingerprint()
+    result.machine = system.fingerprint()
     result.code = system.code_version()
     return write_result(result, out_dir)
 

@@ -10,6 +10,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from aibench.results.parts import stage_parts
 from aibench.results.schema import Result, metric
 from aibench.results.stats import summarize
 from aibench.results.store import write_result
@@ -25,7 +26,7 @@ MICRO_ID = f"micro/{XSS}"
 LG_ID = f"component/{SQL}"
 SWEEP_ID = f"component/{UNICODE}"
 
-SYSTEM = {
+MACHINE = {
     "machine": {"hostname": f"host{XSS}", "os": "Linux-test", "arch": "x86_64", "cpu_model": "Test CPU <b>9000</b>",
                 "logical_cpus": 2, "usable_cpus": 2, "memory_bytes": 8 << 30, "virtualised": True},
     "software": {"python": "3.11.7", "aibench": "0.1.0", "torch": "2.11.0", "blas": "mkl", "gpus": [],
@@ -40,7 +41,7 @@ def _result(bench_id: str, params: dict[str, Any], metrics: dict[str, Any], prim
     return Result(benchmark={"id": bench_id, "kind": kind, "name": name, "source": "tests", "description": XSS},
                   params=params, config_hash=hashlib.sha256(
                       json.dumps([bench_id, params], sort_keys=True).encode()).hexdigest()[:16],
-                  primary_metric=primary, metrics=metrics, system=SYSTEM, code=CODE,
+                  primary_metric=primary, metrics=metrics, machine=MACHINE, code=CODE,
                   load={"loadavg_start": [0.5, 0.4, 0.3], "loadavg_end": [0.7, 0.5, 0.3]},
                   started_at=started, finished_at=started, duration_s=1.5, **kw)
 
@@ -49,26 +50,40 @@ def micro(batch: int, started: str, energy: float | None = 0.002) -> Result:
     rng = random.Random(batch)
     times = [0.001 * batch * (1 + 0.02 * rng.random()) for _ in range(20)]
     summary = summarize(times)
-    energy_metric = (metric(energy, "J", "lower", provenance="measured", scope="cpu") if energy is not None
-                     else metric(None, "J", "lower", unavailable=f"no energy counter: no_powercap {XSS}"))
+    mean = {"statistic": "mean", "of": None}
+    energy_metric = (metric(energy, "J", "lower", provenance="measured", scope="cpu", **mean) if energy is not None
+                     else metric(None, "J", "lower", unavailable=f"no energy counter: no_powercap {XSS}", **mean))
     return _result(MICRO_ID, {"batch": batch, "note": SQL, "formula": FORMULA, "tex": TEX, "device": "cpu"}, {
-        "time_median": metric(summary["median"], "s", "lower"),
-        "gflops": metric(2.0 * batch / summary["median"] / 1e9, "GFLOP/s", "higher"),
+        "time_median": metric(summary["median"], "s", "lower", statistic="median", of="samples.time"),
+        "gflops": metric(2.0 * batch / summary["median"] / 1e9, "GFLOP/s", "higher", statistic="rate",
+                         of="samples.time", inverse_of="median", work=2.0 * batch / 1e9),
         "energy_per_call": energy_metric,
     }, "time_median", started, config={"threads": 1},
         samples={"time": {"unit": "s", "per": "call", "values": times, "summary": summary}})
 
 
 def loadgen(batch: int, started: str, invalid: bool = False, bench_id: str = LG_ID,
-            sweep: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Result:
+            sweep: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+            stages: bool = False) -> Result:
     rng = random.Random(batch + 100)
     lat = sorted(0.002 * batch * (1 + rng.expovariate(3.0)) for _ in range(300))
     s = summarize(lat)
-    pct = {"latency_p50": s["median"], "latency_p90": s["p90"], "latency_p95": s["p95"],
-           "latency_p97": s["p95"] * 1.01, "latency_p99": s["p99"], "latency_p99_9": s["p99_9"]}
-    metrics = {k: metric(v, "s", "lower") for k, v in pct.items()}
-    metrics["samples_per_s"] = metric(500.0 * batch ** 0.5, "samples/s", "higher")
-    metrics["energy_per_sample"] = metric(None, "J", "lower", unavailable="no energy counter: no_powercap")
+    pct = {"p50": s["median"], "p90": s["p90"], "p95": s["p95"], "p97": s["p95"] * 1.01, "p99": s["p99"],
+           "p99_9": s["p99_9"]}
+    metrics = {f"latency_{k}": metric(v, "s", "lower", statistic=k, of="samples.latency") for k, v in pct.items()}
+    metrics["samples_per_s"] = metric(500.0 * batch ** 0.5, "samples/s", "higher", statistic="rate", of=None)
+    metrics["energy_per_sample"] = metric(None, "J", "lower", unavailable="no energy counter: no_powercap",
+                                          statistic="mean", of=None)
+    parts: dict[str, Any] = {}
+    if stages:  # a --breakdown run: each stage's time per batch, and the shares declared as ratios of them
+        parts["stage"] = stage_parts({
+            f"pre{XSS}": [0.0001 * batch * (1 + 0.1 * rng.random()) for _ in range(50)],
+            "dnn": [0.002 * batch * (1 + 0.3 * rng.random()) for _ in range(50)],
+            "post": [0.00002 * batch * (1 + rng.random()) for _ in range(50)]})
+        whole = sum(p["total"] for p in parts["stage"].values())
+        for name, p in parts["stage"].items():
+            metrics[f"share_{name}"] = metric(p["total"] / whole, "fraction", "lower", statistic="ratio",
+                                              of=f"parts.stage.{name}")
     metrics.update(extra or {})
     validity = {"valid": not invalid, "result": "INVALID" if invalid else "VALID",
                 "reasons": [f"min duration not met {XSS}"] if invalid else []}
@@ -78,7 +93,8 @@ def loadgen(batch: int, started: str, invalid: bool = False, bench_id: str = LG_
                 entry["valid"] = False
     context: dict[str, Any] = {"sweep": sweep} if sweep else {}
     return _result(bench_id, {"batch": batch, "stage": "dnn"}, metrics, "samples_per_s", started,
-                   config={"threads": 2, "loadgen": {"scenario": "offline"}}, scenario="offline", validity=validity,
+                   config={"threads": 2, "loadgen": {"scenario": "offline"}}, load_scenario="offline",
+                   validity=validity, parts=parts,
                    samples={"latency": {"unit": "s", "per": "sample", "values": lat, "summary": s, "seen": 600}},
                    context=context)
 
@@ -104,7 +120,7 @@ def write_fixture(folder: Path) -> dict[str, Any]:
     put(micro(8, "2026-01-01T00:00:05.000Z", energy=None))
     put(failed("2026-01-01T00:00:06.000Z"))
     for i, b in enumerate((1, 4)):
-        put(loadgen(b, f"2026-01-01T00:01:0{i}.000Z"))
+        put(loadgen(b, f"2026-01-01T00:01:0{i}.000Z", stages=b == 4))
     written["invalid"] = put(loadgen(8, "2026-01-01T00:01:05.000Z", invalid=True))
 
     # A threads scaling sweep (contract 1) whose last point failed, and a batch sweep with a knee.
@@ -114,8 +130,9 @@ def write_fixture(folder: Path) -> dict[str, Any]:
         sweep_paths.append(put(loadgen(4, f"2026-01-01T00:02:0{i}.000Z", bench_id=SWEEP_ID,
                                        sweep={"id": "threads-1", "kind": "threads", "param": "threads", "value": t,
                                               "index": i, "size": 3},
-                                       extra={"speedup": metric(speed, "x", "higher"),
-                                              "efficiency": metric(speed / t, "ratio", "higher")})))
+                                       extra={"speedup": metric(speed, "x", "higher", statistic="ratio", of=None),
+                                              "efficiency": metric(speed / t, "ratio", "higher", statistic="ratio",
+                                                                   of=None)})))
     (folder / "sweep-threads-1.json").write_text(json.dumps({
         "schema": "aibench-sweep", "schema_version": 1, "id": "threads-1", "kind": "threads", "benchmark": SWEEP_ID,
         "param": "threads", "values": [1, 2, 4],

@@ -32,8 +32,15 @@ def test_kernel_benchmark_tiny_run(bench_id: str, mode: str) -> None:
         entry = result.metrics[rate]
         assert (entry["value"] is not None and entry["value"] > 0) or entry["unavailable"]
     assert result.metrics["gbps"]["value"] is not None  # every operator has a byte count
+    # Every figure is one the benchmark declares, and carries that declaration (schema v2).
+    assert set(result.metrics) <= {m.name for m in bench.metrics}
+    for m in bench.metrics:
+        if m.name in result.metrics:
+            assert {k: result.metrics[m.name].get(k) for k in m.declaration()} == m.declaration(), m.name
+    gbps = result.metrics["gbps"]  # a rate of the median time: value = work / median
+    assert gbps["value"] == pytest.approx(gbps["work"] / med)
     assert result.config["threads"] == 1 and result.method["threads"]["threads"] == 1
-    assert result.system["software"]["torch"]
+    assert result.machine["software"]["torch"]
     assert len(result.samples["time"]["values"]) == result.samples["time"]["summary"]["n"] >= 3
 
 

@@ -34,11 +34,14 @@ def make(folder: Path, median: float = 1e-3, spread: float = 0.01, bench: str = 
                params=params or {"m": 64}, config_hash=chash, status=status,
                error={"type": "RuntimeError", "message": "boom", "traceback": ""} if status == "failed" else None,
                primary_metric="time_median",
-               metrics={"time_median": metric(med, "s", "lower"), "gflops": metric(1.0 / med, "GFLOP/s", "higher"),
-                        "energy_per_call": metric(None, "J", "lower", unavailable="no_powercap"),
+               metrics={"time_median": metric(med, "s", "lower", statistic="median", of="samples.time"),
+                        "gflops": metric(1.0 / med, "GFLOP/s", "higher", statistic="rate", of="samples.time",
+                                         inverse_of="median"),
+                        "energy_per_call": metric(None, "J", "lower", unavailable="no_powercap", statistic="mean",
+                                                  of=None),
                         **extra_metrics},
                samples={"time": {"unit": "s", "per": "call", "values": values, "summary": summarize(values)}},
-               system={"machine": {"hostname": "ci-1"}, "software": {}})
+               machine={"machine": {"hostname": "ci-1"}, "software": {}})
     return write_result(r, folder)
 
 
@@ -61,11 +64,48 @@ def test_document_follows_the_comparison_contract(tmp_path: Path) -> None:
         assert p["direction"] in ("lower", "higher") and len(p["ci"]) == 2
 
 
-def test_sample_source_maps_metrics_to_samples() -> None:
-    assert sample_source("time_median") == ("time", 50.0, False)
-    assert sample_source("latency_p99_9") == ("latency", 99.9, False)
-    assert sample_source("gflops") == ("time", 50.0, True)
-    assert sample_source("samples_per_s") is None and sample_source("time_iqr") is None
+def test_sample_source_reads_the_declaration_never_the_name() -> None:
+    assert sample_source({"statistic": "median", "of": "samples.time"}) == ("samples.time", 50.0, False)
+    assert sample_source({"statistic": "p99_9", "of": "samples.latency"}) == ("samples.latency", 99.9, False)
+    assert sample_source({"statistic": "rate", "of": "samples.time", "inverse_of": "median"}) == \
+        ("samples.time", 50.0, True)
+    assert sample_source({"statistic": "p99", "of": "parts.layer.conv1"}) == ("parts.layer.conv1", 99.0, False)
+    assert sample_source({"statistic": "rate", "of": None}) is None  # LoadGen's samples/s
+    assert sample_source({"statistic": "iqr", "of": "samples.time"}) is None
+    assert sample_source({"statistic": "max", "of": "samples.time"}) is None
+    assert sample_source({"statistic": "value", "of": None}) is None
+
+
+def _part_result(folder: Path, scale: float, seed: int, name: str = "dnn_tail", statistic: str = "p99") -> Path:
+    """A LoadGen-like result whose only samples are one stage's per-batch times, and a metric over them called
+    something no name rule knows."""
+    from aibench.results.parts import stage_parts
+
+    rng = random.Random(seed)
+    parts = {"stage": stage_parts({"dnn": [scale * (1 + 0.05 * rng.random()) for _ in range(400)]})}
+    summary = parts["stage"]["dnn"]["summary"]
+    value = summary["p99"] if statistic == "p99" else summary["median"]
+    r = Result(benchmark={"id": "component/x", "kind": "component", "name": "x", "source": "t"},
+               params={"batch": 1}, config_hash="b" * 16, primary_metric=name,
+               metrics={name: metric(value, "s", "lower", statistic=statistic, of="parts.stage.dnn")},
+               parts=parts)
+    return write_result(r, folder)
+
+
+def test_a_per_part_metric_is_compared_by_its_declaration(tmp_path: Path) -> None:
+    _part_result(tmp_path / "a", 1e-3, seed=1)
+    _part_result(tmp_path / "b", 1.5e-3, seed=2)
+    (p,) = compare_paths([tmp_path / "a"], [tmp_path / "b"])["pairs"]
+    assert p["verdict"] == "worse" and p["ci"] is not None and p["ratio"] == pytest.approx(1.5, rel=0.1)
+    assert "parts.stage.dnn" in p["reason"] and p["statistic"] == "p99"
+    assert p["threshold"] == pytest.approx(0.10)  # a tail statistic: twice the 5% base, whatever its name
+
+
+def test_a_median_like_name_declared_a_plain_value_gets_no_sample_interval(tmp_path: Path) -> None:
+    for side, seed in (("a", 1), ("b", 2)):
+        make(tmp_path / side, seed=seed, time_p99=metric(1e-3, "s", "lower", statistic="value", of=None))
+    (p,) = compare_paths([tmp_path / "a"], [tmp_path / "b"], metrics=["time_p99"])["pairs"][1:]
+    assert p["metric"] == "time_p99" and p["ci"] is None and p["threshold"] == pytest.approx(0.05)
 
 
 def test_matching_pairs_with_ci_from_raw_samples(tmp_path: Path) -> None:
@@ -120,10 +160,10 @@ def test_refuses_other_schema_version_and_failed_runs(tmp_path: Path) -> None:
     make(tmp_path / "a")
     path = make(tmp_path / "b")
     doc = json.loads(path.read_text())
-    doc["schema_version"] = 2
+    doc["schema_version"] = 3
     path.write_text(json.dumps(doc))
     (p,) = compare_paths([tmp_path / "a"], [tmp_path / "b"])["pairs"]
-    assert p["verdict"] == "refused" and "schema version 2" in p["reason"]
+    assert p["verdict"] == "refused" and "schema version 3" in p["reason"]
 
     make(tmp_path / "c")
     make(tmp_path / "d", status="failed")

@@ -28,7 +28,12 @@ def test_component_tiny_run_under_loadgen(bench_id: str, stage: str | None, tmp_
     result = execute(run, RunOptions(loadgen=lg))
     assert result.status == "ok", result.error
     jsonschema.validate(result.to_dict(), json_schema())
-    assert result.scenario == "offline" and result.validity is not None
+    assert result.load_scenario == "offline" and result.validity is not None
+    # Every figure is one the benchmark declares, and carries that declaration (schema v2).
+    assert set(result.metrics) <= {m.name for m in bench.metrics}
+    for m in bench.metrics:
+        if m.name in result.metrics:
+            assert {k: result.metrics[m.name].get(k) for k in m.declaration()} == m.declaration(), m.name
     rate = result.metrics["samples_per_s"]["value"]
     assert rate > 0 and math.isfinite(rate)
     gflops = result.metrics["gflops"]
@@ -36,6 +41,14 @@ def test_component_tiny_run_under_loadgen(bench_id: str, stage: str | None, tmp_
     assert gflops["value"] is not None or gflops["unavailable"]
     shares = [result.metrics[f"share_{s}"]["value"] for s in ("preprocess", "dnn", "postprocess")]
     assert all(0 <= x <= 1 for x in shares) and sum(shares) == pytest.approx(1.0)
+    # --breakdown keeps each stage's distribution: one time per batch, the shares are of their totals.
+    stages = result.parts["stage"]
+    assert list(stages) == ["preprocess", "dnn", "postprocess"]
+    batches = {entry["seen"] for entry in stages.values()}
+    assert len(batches) == 1 and batches.pop() == stages["dnn"]["summary"]["n"] == len(stages["dnn"]["values"])
+    whole = sum(entry["total"] for entry in stages.values())
+    assert result.metrics["share_dnn"]["value"] == pytest.approx(stages["dnn"]["total"] / whole)
+    assert result.metrics["share_dnn"]["of"] == "parts.stage.dnn"
     assert result.meters["window"]["what"].startswith("LoadGen") and result.meters["work"]["per"] == "sample"
     assert result.metrics["energy_per_sample"]["value"] is not None or result.metrics["energy_per_sample"][
         "unavailable"]
@@ -47,7 +60,7 @@ def test_shares_are_unavailable_without_breakdown(tmp_path: Path) -> None:
     (run,) = plan(bench, dict(bench.tiny))
     lg = LoadgenOptions(profile="quick", duration_s=0.05, min_queries=1, out_dir=tmp_path)
     result = execute(run, RunOptions(loadgen=lg))
-    assert result.metrics["share_dnn"]["value"] is None
+    assert result.metrics["share_dnn"]["value"] is None and result.parts == {}
     assert "--breakdown" in result.metrics["share_dnn"]["unavailable"]
 
 

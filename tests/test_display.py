@@ -31,9 +31,12 @@ def flat(text: str) -> str:
 
 
 def _results() -> list[Result]:
+    def share(value: float, stage: str, direction: str = "lower") -> dict[str, Any]:
+        return metric(value, "fraction", direction, statistic="ratio", of=f"parts.stage.{stage}")
+
     lg = loadgen(4, "2026-01-01T00:00:00.000Z", invalid=True, bench_id=LONG_ID, extra={
-        "share_preprocess": metric(0.12, "fraction", "lower"), "share_dnn": metric(0.8, "fraction", "higher"),
-        "share_postprocess": metric(0.08, "fraction", "lower")})
+        "share_preprocess": share(0.12, "preprocess"), "share_dnn": share(0.8, "dnn", "higher"),
+        "share_postprocess": share(0.08, "postprocess")})
     lg.params.update(compile=False, channels_last=True)
     lg.validity["summary"] = "INVALID: min duration not met; run longer with --duration-s 60"
     m = micro(2, "2026-01-01T00:00:01.000Z")
@@ -108,3 +111,17 @@ def test_compare_and_gate_tables_keep_every_cell_whole(width: int, schema: str) 
 
 def test_booleans_read_yes_no() -> None:
     assert fmt_value(True) == "yes" and fmt_value(False) == "no" and fmt_value(0.5, "fraction") == "50%"
+
+
+def test_breakdown_reads_declared_shares_and_the_stage_distributions() -> None:
+    from aibench.display import fmt_breakdown
+
+    r = loadgen(4, "2026-01-01T00:00:00.000Z", stages=True)
+    text = fmt_breakdown(r)
+    for name, part in r.parts["stage"].items():
+        share = r.metrics[f"share_{name}"]["value"]
+        assert f"{name} {fmt_value(share, 'fraction')} ({fmt_value(part['summary']['median'], 's')})" in text
+    # A metric named like a share but not declared one is an ordinary column, not part of the breakdown.
+    r.metrics = {"share_of_voice": metric(0.5, "fraction", "higher", statistic="value", of=None)}
+    assert fmt_breakdown(r) == "–"
+    assert "share_of_voice" in flat(render(results_table([r]), 200))

@@ -61,6 +61,10 @@ def test_training_workload_tiny_run(bench_id: str, mode: str) -> None:
     assert set(result.metrics) == DECLARED
     for name, entry in result.metrics.items():
         assert entry["value"] is not None or entry["unavailable"], name
+        assert entry["statistic"] == registry.get(bench_id).metric(name).statistic, name
+    sps = result.metrics["samples_per_s"]  # samples / sum of step times = work per step / mean step time
+    assert sps["inverse_of"] == "mean" and sps["value"] == pytest.approx(
+        sps["work"] / result.samples["step_time"]["summary"]["mean"])
     rate = result.metrics["samples_per_s"]["value"]
     assert rate > 0 and math.isfinite(rate)
     steps = result.params["steps"]

@@ -95,11 +95,14 @@ def test_thresholds_tail_metrics_and_parsing() -> None:
     for bad in ("5", "abc", "-1%", "0"):
         with pytest.raises(ValueError):
             decide.parse_threshold(bad)
-    assert decide.is_tail_metric("time_p99") and decide.is_tail_metric("latency_p99_9")
-    assert decide.is_tail_metric("latency_max") and not decide.is_tail_metric("time_median")
-    assert decide.threshold_for("latency_p99", 0.05) == pytest.approx(0.10)
-    assert decide.threshold_for("latency_p99", 0.05, {"latency_p99": 0.3}) == pytest.approx(0.3)
-    assert decide.threshold_for("time_median", 0.05) == pytest.approx(0.05)
+    # What a metric is comes from its declared statistic, never its name.
+    assert decide.threshold_for("latency_p99", 0.05, statistic="p99") == pytest.approx(0.10)
+    assert decide.threshold_for("anything", 0.05, statistic="p99_9") == pytest.approx(0.10)
+    assert decide.threshold_for("conv1", 0.05, statistic="max") == pytest.approx(0.10)
+    assert decide.threshold_for("latency_p99", 0.05, {"latency_p99": 0.3}, "p99") == pytest.approx(0.3)
+    assert decide.threshold_for("time_median", 0.05, statistic="median") == pytest.approx(0.05)
+    assert decide.threshold_for("time_p99", 0.05, statistic="value") == pytest.approx(0.05)
+    assert decide.threshold_for("time_p99", 0.05) == pytest.approx(0.05)  # undeclared: not guessed
 
 
 def test_overall_outcome_and_exit_codes() -> None:
@@ -144,7 +147,10 @@ def test_gate_aa_passes_with_exit_0(cli: Cli, tmp_path: Path) -> None:
 
     assert CONTRACT_PAIR_KEYS <= set(pair) and {"outcome", "rounds", "created_at", "warnings"} <= set(doc)
     assert pair["verdict"] == "same" and pair["benchmark"] == "micro/fake" and pair["metric"] == "time_median"
-    assert len(pair["rounds"]) == 10 and pair["direction"] == "lower" and pair["confidence"] == 0.95
+    assert len(pair["rounds"]) == 10 and pair["direction"] == "lower" and pair["rounds_used"] == 10
+    # Looks after 10, 15, 20, 25, 30 rounds; decided at the first, at 1 - 0.05/2.
+    assert doc["looks"] == [10, 15, 20, 25, 30] and doc["looks_taken"] == 1 and doc["stopped"] == "decided"
+    assert pair["confidence"] == doc["look_confidence"][0] == pytest.approx(0.975)
     firsts = [b["first"] for r in doc["schedule"] for b in r["benchmarks"]]
     assert firsts.count("baseline") == firsts.count("candidate") == 5  # balanced order
     assert "aibench gate: pass (exit 0)" in err
@@ -168,6 +174,22 @@ def test_gate_inconclusive_policy(cli: Cli, tmp_path: Path, policy: str, expecte
     code, doc, _ = run_gate(cli, tmp_path, side("--noise", "0.3"), side("--noise", "0.3"), "--rounds", "4",
                             "--inconclusive", policy)
     assert doc["outcome"] == "inconclusive" and code == expected
+
+
+@pytest.mark.usefixtures("fake_env")
+def test_gate_reads_what_a_metric_declares_and_an_older_baseline_writing_v1(cli: Cli, tmp_path: Path) -> None:
+    # A metric named like nothing the gate knows, declared a p99: gated as a tail figure (twice the threshold).
+    part = ("--metric", "conv1_worst", "--statistic", "p99", "--noise", "0.01")
+    code, doc, err = run_gate(cli, tmp_path, side(*part), side(*part), "--rounds", "4")
+    (pair,) = doc["pairs"]
+    assert code == 0 and pair["threshold"] == pytest.approx(0.10), err
+    # A baseline tree from before schema version 2 writes version-1 results: read, converted, gated by the
+    # declaration its metric name gives (latency_p99: a p99).
+    code, doc, err = run_gate(cli, tmp_path, side("--metric", "latency_p99", "--v1", "--noise", "0.01"),
+                              side("--metric", "latency_p99", "--statistic", "p99", "--noise", "0.01"),
+                              "--rounds", "4")
+    (pair,) = doc["pairs"]
+    assert code == 0 and doc["outcome"] == "pass" and pair["threshold"] == pytest.approx(0.10), err
 
 
 @pytest.mark.usefixtures("fake_env")
@@ -292,14 +314,23 @@ def test_real_gate_with_tiny_settings(cli: Cli, tmp_path: Path, monkeypatch: pyt
     monkeypatch.chdir(shadow.parent)
     out = tmp_path / "gate.json"
     code, _, _err = cli("gate", "--baseline-python", sys.executable, "--candidate-python", sys.executable,
-                       "--rounds", "3", "--seed", "0", "--json", str(out), "--out", str(tmp_path / "runs"),
-                       "micro", "gemm", "--m", "16", "--n", "8", "--k", "12", *TINY_FLAGS)
+                       "--rounds", "3", "--max-rounds", "3", "--seed", "0", "--json", str(out),
+                       "--out", str(tmp_path / "runs"), "micro", "gemm", "--m", "16", "--n", "8", "--k", "12",
+                       *TINY_FLAGS)
     doc = json.loads(out.read_text())
     assert doc["outcome"] in ("pass", "inconclusive", "regression", "improved"), doc["errors"]
     assert code == decide.exit_code(doc["outcome"]) and doc["rounds"] == 3
     (pair,) = doc["pairs"]
     assert pair["benchmark"] == "micro/gemm" and pair["metric"] == "time_median" and len(pair["rounds"]) == 3
-    assert len(list((tmp_path / "runs").rglob("micro-gemm-*.json"))) == 6  # kept with --out
+    files = list((tmp_path / "runs").rglob("micro-gemm-*.json"))
+    assert len(files) == 6  # kept with --out
+    # The two processes of every round took turns (lockstep), timed with the thread's CPU clock.
+    assert doc["paced"]["rounds"] == 3 and all(b["paced"] and b["turns"] >= 1
+                                               for r in doc["schedule"] for b in r["benchmarks"])
+    for f in files:
+        method = json.loads(f.read_text())["method"]
+        assert method["paced"]["clock"] == "thread-cpu-clock" and method["stop_reason"] == "paced"
+        assert method["page_faults"]["counted"] is True and method["allocator"]["setting"] in ("fixed", "default")
 
 
 def test_gate_refuses_unknown_metric_and_unwritable_output_before_running(cli, tmp_path: Path) -> None:
@@ -312,3 +343,137 @@ def test_gate_refuses_unknown_metric_and_unwritable_output_before_running(cli, t
     code, _, err = cli("gate", "--baseline-python", py, "--candidate-python", py, "--json",
                        str(tmp_path / "missing" / "g.json"), "micro/relu", "--batch", "1")
     assert code == 4 and "does not exist" in err and not (tmp_path / "missing").exists()
+
+
+# -- the sequential rule on injected per-round ratios (no timing) -------------------------------------------
+def test_look_schedule_and_corrected_confidence() -> None:
+    assert decide.look_schedule(10, 30) == [10, 15, 20, 25, 30]
+    assert decide.look_schedule(10, 10) == [10]
+    assert decide.look_schedule(3, 8) == [3, 5, 7, 8]  # the last look is always max_rounds
+    assert decide.look_schedule(10, 31, step=10) == [10, 20, 30, 31]
+    with pytest.raises(ValueError):
+        decide.look_schedule(10, 9)
+    # Half the error rate at the first look, the other half shared by the later ones; one look: all of it.
+    assert decide.look_confidence(0.95, 5, 0) == pytest.approx(0.975)
+    assert [decide.look_confidence(0.95, 5, i) for i in range(1, 5)] == [pytest.approx(0.99375)] * 4
+    assert decide.look_confidence(0.95, 1) == 0.95
+    assert sum(1 - decide.look_confidence(0.95, 5, i) for i in range(5)) == pytest.approx(0.05)
+
+
+def test_sequential_decides_at_the_first_look_when_quiet() -> None:
+    looks = decide.look_schedule(10, 30)
+    seq = decide.decide_sequential(lognormal(30, 1.0, 0.01, seed=11), "lower", 0.05, looks)
+    assert seq.decision.verdict == "same" and seq.rounds_used == 10 and seq.looks_taken == 1
+    assert "97.5% CI" in seq.decision.reason  # the first look tests at 1 - 0.05/2
+    slow = decide.decide_sequential(lognormal(30, 1.1, 0.01, seed=12), "lower", 0.05, looks)
+    assert slow.decision.verdict == "worse" and slow.rounds_used == 10
+
+
+def test_sequential_takes_more_rounds_while_the_interval_straddles() -> None:
+    looks = decide.look_schedule(10, 30)
+    # Ten rounds in two camps (a noisy start) leave the interval wide; fifteen quiet ones settle it.
+    ratios = [0.95, 1.05] * 5 + lognormal(20, 1.0, 0.005, seed=13)
+    first = decide.decide_rounds(ratios[:10], "lower", 0.05, decide.look_confidence(0.95, len(looks), 0))
+    assert first.verdict == "inconclusive"
+    seq = decide.decide_sequential(ratios, "lower", 0.05, looks)
+    assert seq.decision.verdict == "same" and seq.rounds_used in (15, 20) and seq.looks_taken >= 2
+    assert seq.decision.rounds == seq.rounds_used
+
+
+def test_sequential_gives_up_at_the_last_look_or_the_end_of_the_stream() -> None:
+    looks = decide.look_schedule(10, 30)
+    noisy = lognormal(40, 1.0, 0.4, seed=14)
+    seq = decide.decide_sequential(noisy, "lower", 0.05, looks)
+    assert seq.decision.verdict == "inconclusive" and seq.rounds_used == 30 and seq.looks_taken == 5
+    short = decide.decide_sequential(noisy[:17], "lower", 0.05, looks)  # a stream cut by the budget
+    assert short.rounds_used == 15 and short.looks_taken == 2
+
+
+def test_sequential_rule_keeps_false_alarms_below_the_nominal_rate() -> None:
+    """Five looks at 1 - 0.05/5 each: over many simulated A/A gates noisy enough to need several looks, false
+    alarms stay under 5% (the Bonferroni bound), and a +10% change is still found in most."""
+    looks = decide.look_schedule(10, 30)
+    alarms = found = extended = 0
+    for g in range(300):
+        noise = lognormal(30, 1.0, 0.06, seed=1000 + g)
+        a = decide.decide_sequential(noise, "lower", 0.05, looks)
+        alarms += a.decision.verdict in ("worse", "better")
+        extended += a.rounds_used > 10
+        b = decide.decide_sequential([1.1 * x for x in noise], "lower", 0.05, looks)
+        found += b.decision.verdict == "worse"
+    assert extended > 150  # the rule was exercised: most gates needed more than one look
+    assert alarms <= 15  # <= 5% of 300
+    assert found >= 240
+
+
+@pytest.mark.usefixtures("fake_env")
+def test_gate_extends_an_undecided_gate_and_reports_the_rounds_everywhere(cli: Cli, tmp_path: Path) -> None:
+    md, xml = tmp_path / "gate.md", tmp_path / "gate.xml"
+    _, doc, err = run_gate(cli, tmp_path, side("--noise", "0.04"), side("--noise", "0.04"),
+                           "--rounds", "4", "--max-rounds", "12", "--markdown", str(md), "--junit", str(xml))
+    assert doc["looks"] == [4, 6, 8, 10, 12] and doc["rounds"] > 4, err
+    assert doc["rounds"] in doc["looks"] and doc["looks_taken"] == doc["looks"].index(doc["rounds"]) + 1
+    assert doc["stopped"] in ("decided", "max rounds")
+    (pair,) = doc["pairs"]
+    assert pair["rounds_used"] == doc["rounds"] and len(pair["rounds"]) == doc["rounds"]
+    assert f"{doc['rounds']} rounds" in err and "undecided after 4 rounds" in err
+    assert f"| {doc['rounds']} |" in md.read_text()
+    suite = ET.fromstring(xml.read_text())
+    props = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert props["rounds"] == str(doc["rounds"]) and props["stopped"] == doc["stopped"]
+
+
+@pytest.mark.usefixtures("fake_env")
+def test_gate_budget_stops_adding_rounds(cli: Cli, tmp_path: Path) -> None:
+    code, doc, _ = run_gate(cli, tmp_path, side("--noise", "0.3"), side("--noise", "0.3"), "--rounds", "4",
+                            "--budget-s", "1")
+    assert doc["rounds"] == 4 and doc["stopped"] == "budget" and doc["outcome"] == "inconclusive"
+    assert any("--budget-s" in w for w in doc["warnings"])
+    code, _, err = run_gate(cli, tmp_path, side(), side(), "--rounds", "10", "--max-rounds", "5")
+    assert code == 2 and "--max-rounds 5 must be at least --rounds 10" in err
+
+
+# -- lockstep -------------------------------------------------------------------------------------------------
+@pytest.mark.usefixtures("fake_env")
+def test_gate_runs_both_sides_in_lockstep(cli: Cli, tmp_path: Path) -> None:
+    log = tmp_path / "turns"
+    paced = ("--paced", "--turns", "3", "--turn-log", str(log))
+    code, doc, err = run_gate(cli, tmp_path, side(*paced, "--noise", "0.01"), side(*paced, "--noise", "0.01"),
+                              "--rounds", "4", "--max-rounds", "4")
+    assert code == 0 and doc["paced"]["rounds"] == 4, err
+    entries = [b for r in doc["schedule"] for b in r["benchmarks"]]
+    assert all(b["paced"] and b["turns"] == 3 for b in entries)
+    lines = [ln.split() for ln in log.read_text().splitlines()]
+    by_pid: dict[str, list[str]] = {}
+    for pid, what, cpu in lines:
+        by_pid.setdefault(pid, []).append(what)
+        assert cpu in {str(c) for c in os.sched_getaffinity(0)}  # pinned to a CPU this machine has
+    assert len(by_pid) == 8 and all(w == ["warm", "turn", "turn", "turn"] for w in by_pid.values())
+    # Turns alternate ABBA: within a round the two processes' turns interleave.
+    first_round = [pid for pid, what, _ in lines[:8]]
+    a, b = first_round[0], first_round[1]
+    assert first_round == [a, b, a, b, b, a, a, b]
+
+
+@pytest.mark.usefixtures("fake_env")
+def test_lockstep_falls_back_to_one_after_the_other(cli: Cli, tmp_path: Path) -> None:
+    """A side that does not take turns (an older aibench, a LoadGen benchmark) measures on its own; the other
+    waits, then measures solo."""
+    code, doc, err = run_gate(cli, tmp_path, side("--paced", "--noise", "0.01"), side("--noise", "0.01"),
+                              "--rounds", "4", "--max-rounds", "4")
+    assert code == 0 and doc["paced"]["rounds"] == 0, err
+    assert not any(b["paced"] for r in doc["schedule"] for b in r["benchmarks"])
+
+
+@pytest.mark.usefixtures("fake_env")
+def test_a_side_dying_in_its_turn_is_an_error_with_its_stderr(cli: Cli, tmp_path: Path) -> None:
+    code, doc, _ = run_gate(cli, tmp_path, side("--paced"), side("--paced", "--die-in-turn"), "--rounds", "4")
+    assert code == decide.EXIT_ERROR and doc["outcome"] == "error"
+    assert any("died in its turn" in e for e in doc["errors"])
+
+
+@pytest.mark.usefixtures("fake_env")
+def test_gate_pacing_can_be_switched_off(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIBENCH_GATE_PACE", "0")
+    code, doc, _ = run_gate(cli, tmp_path, side("--paced"), side("--paced"), "--rounds", "4", "--max-rounds", "4")
+    assert code == 0 and doc["paced"] == {"enabled": False, "rounds": 0, "turn_s": 0.02, "protocol": 1}

@@ -28,7 +28,7 @@ def _run(bench: Any, tmp_path: Path, params: dict[str, Any] | None = None, **lg:
 
 def _check_common(r: Any, scenario: str) -> None:
     assert r.status == "ok", r.error
-    assert r.scenario == scenario
+    assert r.load_scenario == scenario
     assert r.config["loadgen"]["scenario"] == scenario
     assert r.method["profile"] == "quick" and "loadgen_seeds" in r.method
     for name in LATENCY_FIELDS:
@@ -219,7 +219,7 @@ def test_find_peak_records_every_probe(tiny_bench: Any, tmp_path: Path, monkeypa
 def test_closed_loop_users(tiny_bench: Any, tmp_path: Path) -> None:
     r = _run(tiny_bench, tmp_path, users=3, think_time_ms=0.2, duration_s=0.2)
     assert r.status == "ok", r.error
-    assert r.scenario == "closed-loop" and r.validity is None
+    assert r.load_scenario == "closed-loop" and r.validity is None
     assert r.config["loadgen"] == {"scenario": "closed-loop", "max_wait_us": 0.0, "spin_us": 100.0, "users": 3,
                                    "think_time_ms": 0.2}
     for name in LATENCY_FIELDS:
@@ -250,7 +250,7 @@ def test_cli_runs_offline_and_writes_logs_beside_result(tiny_bench: Any, tmp_pat
     files = list(out.glob("*.json"))
     assert len(files) == 1
     doc = json.loads(files[0].read_text())
-    assert doc["scenario"] == "offline" and doc["params"]["batch"] == 8
+    assert doc["load_scenario"] == "offline" and doc["params"]["batch"] == 8
     logs = Path(doc["method"]["loadgen_logs"])
     # <stem>.loadgen, or <stem>.resized-N.loadgen when a busy machine made the calibration too slow
     assert logs.parent == out and logs.name.startswith(files[0].stem + ".") and logs.name.endswith(".loadgen")

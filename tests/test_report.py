@@ -96,8 +96,8 @@ def test_csv_one_row_per_result_and_metric(fixture_dir: dict[str, Any]) -> None:
     expected = sum(max(1, len(r.metrics)) for r in inputs.results)
     assert len(rows) == expected
     head = list(rows[0])
-    for col in ("benchmark", "scenario", "metric", "value", "unit", "validity", "system", "param.batch",
-                "sweep.id", "sweep.value"):
+    for col in ("benchmark", "load_scenario", "metric", "value", "unit", "statistic", "of", "validity", "machine",
+                "param.batch", "sweep.id", "sweep.value"):
         assert col in head
     assert head.index("param.batch") > head.index("error")
     # hostile names survive as data (the csv module quotes them); formulas are defused
@@ -308,8 +308,10 @@ def test_ill_typed_free_form_fields_degrade_to_blanks(tmp_path: Path, cli: Cli) 
     metric keys) still report: blanks, not a crash or a traceback."""
     doc = loadgen(4, "2026-01-01T00:00:00.000Z").to_dict()
     doc.update(load={"loadavg_start": "x"}, context={"sweep": {"id": 1}, "task": [1]}, method={"threads": "x"},
-               system={"machine": {"hostname": ["h"], "logical_cpus": "many"}, "software": {"gpus": "many", "env": []}})
-    doc["metrics"]["samples_per_s"] = {"value": 1e308, "unit": "samples/s", "direction": "higher", "valid": "x"}
+               machine={"machine": {"hostname": ["h"], "logical_cpus": "many"},
+                        "software": {"gpus": "many", "env": []}})
+    doc["metrics"]["samples_per_s"] = {"value": 1e308, "unit": "samples/s", "direction": "higher", "valid": "x",
+                                       "statistic": "rate", "of": None}
     path = tmp_path / "odd.json"
     path.write_text(json.dumps(doc))
     assert len(load_inputs([path]).results) == 1
@@ -319,11 +321,19 @@ def test_ill_typed_free_form_fields_degrade_to_blanks(tmp_path: Path, cli: Cli) 
 
 
 @pytest.mark.parametrize("change, field", [
-    ({"status": 5}, "status"), ({"scenario": [1]}, "scenario"), ({"validity": "x"}, "validity"),
+    ({"status": 5}, "status"), ({"load_scenario": [1]}, "load_scenario"), ({"validity": "x"}, "validity"),
     ({"error": "boom"}, "error"), ({"primary_metric": 7}, "primary_metric"), ({"noisy": "yes"}, "noisy"),
     ({"started_at": 3}, "started_at"), ({"duration_s": "x"}, "duration_s"), ({"samples": {"time": 5}}, "samples.time"),
     ({"params": {"batch": "x", "n": [1, {"a": 2}]}}, "params.n"), ({"code": {"git_commit": 5}}, "code."),
-    ({"code": []}, "code"), ({"system": {"machine": 3, "software": {}}}, "system.machine"),
+    ({"code": []}, "code"), ({"machine": {"machine": 3, "software": {}}}, "machine.machine"),
+    ({"parts": {"stage": {"dnn": {"unit": "s", "values": [1], "summary": 3}}}}, "parts.stage.dnn.summary"),
+    ({"parts": {"rank": {}}}, "parts.rank"),
+    ({"metrics": {"x": {"value": 1, "unit": "s", "direction": "lower", "statistic": "p42", "of": None}}},
+     "metrics.x.statistic"),
+    ({"metrics": {"x": {"value": 1, "unit": "s", "direction": "lower", "statistic": "p99", "of": "time"}}},
+     "metrics.x.of"),
+    ({"metrics": {"x": {"value": 1, "unit": "s", "direction": "lower", "statistic": "median", "of": "samples.t",
+                        "inverse_of": "median"}}}, "metrics.x.statistic"),
 ])
 def test_ill_typed_schema_fields_are_damaged(tmp_path: Path, cli: Cli, change: dict[str, Any], field: str) -> None:
     """Wrong types where the schema says what a field is: a damaged result, named in one line (exit 4), or

@@ -20,10 +20,11 @@ def sample_result(**kw) -> Result:
     r = Result(benchmark={"id": "micro/x", "kind": "micro", "name": "x", "source": "test"},
                params={"m": 1, "device": "cpu"}, config_hash="0123456789abcdef", config={"threads": 1},
                primary_metric="time_median",
-               metrics={"time_median": metric(1.0, "s", "lower"),
-                        "gflops": metric(None, "GFLOP/s", "higher", unavailable="not defined")},
+               metrics={"time_median": metric(1.0, "s", "lower", statistic="median", of="samples.time"),
+                        "gflops": metric(None, "GFLOP/s", "higher", unavailable="not defined", statistic="rate",
+                                         of="samples.time", inverse_of="median")},
                samples={"time": {"unit": "s", "per": "call", "values": values, "summary": summarize(values)}},
-               system={"machine": {}, "software": {}},
+               machine={"machine": {}, "software": {}},
                code={"package_version": "0", "git_commit": None, "git_dirty": None},
                finished_at="2026-01-01T00:00:00Z", duration_s=1.0, **kw)
     return r
@@ -59,6 +60,7 @@ def test_never_overwrites(tmp_path: Path) -> None:
     ('{"hello": 1}', "not an aibench result"),
     ('[1, 2]', "not an aibench result"),
     ('{"schema": "aibench-result", "schema_version": 99}', "version 99 is not supported"),
+    ('{"schema": "aibench-result", "schema_version": 2}', "damaged aibench result: run_id is missing"),
     ('{"schema": "aibench-result", "schema_version": 1}', "damaged aibench result: run_id is missing"),
 ])
 def test_foreign_or_broken_files_are_refused(tmp_path: Path, content: str, message: str) -> None:

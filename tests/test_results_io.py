@@ -243,8 +243,11 @@ def test_schema_uses_only_keywords_the_validator_implements() -> None:
             for item in node:
                 yield from walk(item)
 
-    used = set(walk(json_schema()))
-    assert used <= KEYWORDS | ANNOTATIONS, used - KEYWORDS - ANNOTATIONS
+    from aibench.results.validate import SCHEMA_FILES, result_schema
+
+    for version in SCHEMA_FILES:
+        used = set(walk(result_schema(version)))
+        assert used <= KEYWORDS | ANNOTATIONS, (version, used - KEYWORDS - ANNOTATIONS)
 
 
 def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
@@ -264,7 +267,9 @@ REPLACEMENTS: list[Any] = [None, True, -1, 1.5, "x", [1], {}, {"value": None}]
 def _documents() -> list[dict[str, Any]]:
     from aibench.results.schema import metric
 
-    lg = loadgen(4, "2026-01-01T00:00:00.000Z", invalid=True).to_dict()
+    lg = loadgen(4, "2026-01-01T00:00:00.000Z", invalid=True, stages=True).to_dict()
+    for stage in list(lg["parts"]["stage"])[1:]:  # one stage is enough to mutate (and keeps this test short)
+        del lg["parts"]["stage"][stage], lg["metrics"][f"share_{stage}"]
     metered = valid_doc()
     metered["meters"] = {
         "window": {"start": "a", "end": "b", "duration_s": 1.0, "what": "run", "busy_fraction": None},
@@ -274,7 +279,8 @@ def _documents() -> list[dict[str, Any]]:
                                  "energy_j": 1.0}]},
         "memory": {"process": {"provenance": "measured", "peak_rss_bytes": 5}},
     }
-    metered["metrics"]["energy_per_call"] = metric(None, "J", "lower", unavailable="no_powercap")
+    metered["metrics"]["energy_per_call"] = metric(None, "J", "lower", unavailable="no_powercap", statistic="mean",
+                                                   of=None)
     docs = [valid_doc(), lg, metered]
     for doc in docs:  # short sample lists: the long ones are the fast path's test, below
         for entry in doc["samples"].values():
@@ -282,13 +288,31 @@ def _documents() -> list[dict[str, Any]]:
     return docs
 
 
-def test_validator_agrees_with_jsonschema_on_mutated_results() -> None:
+V1_FIXTURES = Path(__file__).parent / "data" / "v1"
+
+
+def _v1_documents() -> list[dict[str, Any]]:
+    """The stored version-1 results (tests/data/v1), sample lists cut to 3 values."""
+    docs = []
+    for path in sorted(V1_FIXTURES.glob("*.json")):
+        doc = json.loads(path.read_text())
+        for entry in doc["samples"].values():
+            entry["values"] = entry["values"][:3]
+        docs.append(doc)
+    return docs
+
+
+@pytest.mark.parametrize("version", [2, 1])
+def test_validator_agrees_with_jsonschema_on_mutated_results(version: int) -> None:
     """Each field of real-shaped results replaced by each of a dozen values, or deleted: the hand-written
-    validator and jsonschema must say the same (valid or not) every time."""
-    validator = jsonschema.Draft202012Validator(json_schema())
+    validator and jsonschema must say the same (valid or not) every time, for the current schema and for
+    the frozen version-1 schema that old files are checked against before they are converted."""
+    from aibench.results.validate import result_schema
+
+    validator = jsonschema.Draft202012Validator(result_schema(version))
     checked = disagreements = 0
-    for base in _documents():
-        assert result_problem(base) is None and validator.is_valid(base)
+    for base in (_documents() if version == 2 else _v1_documents()[1:2]):  # v1: the kernel result
+        assert result_problem(base, version) is None and validator.is_valid(base)
         for path in _paths(base):
             for replacement in [*REPLACEMENTS, "<delete>"]:
                 doc = copy.deepcopy(base)
@@ -301,12 +325,13 @@ def test_validator_agrees_with_jsonschema_on_mutated_results() -> None:
                     del node[path[-1]]
                 else:
                     node[path[-1]] = copy.deepcopy(replacement)
-                ours = result_problem(doc) is None
+                ours = result_problem(doc, version) is None
                 theirs = validator.is_valid(doc)
                 checked += 1
                 if ours != theirs:
                     disagreements += 1
-                    pytest.fail(f"{path} = {replacement!r}: ours {ours}, jsonschema {theirs}: {result_problem(doc)}")
+                    pytest.fail(f"{path} = {replacement!r}: ours {ours}, jsonschema {theirs}: "
+                                f"{result_problem(doc, version)}")
     assert checked > 1000 and disagreements == 0
 
 

@@ -55,7 +55,7 @@ def test_two_cpu_worker_processes_under_one_loadgen(cli, tmp_path: Path) -> None
         assert doc["status"] == "ok", doc["error"]
         assert doc["config"]["scale_out"] == {"devices": ["cpu"] * n, "instances_per_device": 1, "workers": n,
                                               "worker_threads": 1}
-        assert doc["config"]["threads"] == 1 and doc["scenario"] == "offline"
+        assert doc["config"]["threads"] == 1 and doc["load_scenario"] == "offline"
         so = doc["context"]["scale_out"]
         assert [w["device"] for w in so["workers"]] == ["cpu"] * n and all(w["threads"] == 1 for w in so["workers"])
         stats = so["worker_stats"]

@@ -114,11 +114,13 @@ def test_values_lists_and_ranges() -> None:
 
 
 def test_batch_sweep_names_the_knee(cli, probe: registry.Benchmark, tmp_path: Path) -> None:
-    # Batch latency 2, 3, 5, 9 ms (sleeps); throughput rises with the batch. Within 6.5 ms the best is 4.
-    # 200 samples per point outlast the 0.1 s minimum duration however the calibration went (INVALID points
-    # are not knee candidates).
+    # Batch latency 5, 10, 20, 40 ms (sleeps); throughput rises with the batch. Within 30 ms the best is 4,
+    # with room for the few milliseconds a sleep overshoots on a loaded 2-core machine (with 1 ms steps the
+    # knee moved there). 200 samples per point outlast the 0.1 s minimum duration however the calibration
+    # went (INVALID points are not knee candidates).
     code, out, err = cli("sweep", "batch", "component", "sweep-probe", "--values", "1:8:x2", "--latency-bound-ms",
-                         "6.5", "--duration-s", "0.1", "--min-queries", "200", "--out", str(tmp_path))
+                         "30", "--base-us", "0", "--per-sample-us", "5000", "--duration-s", "0.1",
+                         "--min-queries", "200", "--out", str(tmp_path))
     assert code == 0, err
     rec = _record(tmp_path)
     assert rec["kind"] == "param" and rec["param"] == "batch" and rec["values"] == [1, 2, 4, 8]
@@ -126,7 +128,7 @@ def test_batch_sweep_names_the_knee(cli, probe: registry.Benchmark, tmp_path: Pa
     assert [p["status"] for p in rec["points"]] == ["ok"] * 4
     assert rec["knee"]["value"] == 4, rec["knee_note"]
     assert rec["knee"]["metric"] == "samples_per_s" and rec["knee"]["latency_metric"] == "batch_latency"
-    assert rec["knee"]["latency_bound_ms"] == 6.5
+    assert rec["knee"]["latency_bound_ms"] == 30
     rates = []
     for p in rec["points"]:
         r = _result(tmp_path, p["result"])
@@ -250,7 +252,8 @@ def _kernel_result(times: list[float], threads: int) -> Any:
 
     s = summarize(times)
     r = Result(benchmark={"id": "micro/gemm"}, params={}, config_hash="h", primary_metric="time_median",
-               metrics={"time_median": metric(s["median"], "s", "lower")}, noisy=s["noisy"],
+               metrics={"time_median": metric(s["median"], "s", "lower", statistic="median", of="samples.time")},
+               noisy=s["noisy"],
                samples={"time": {"unit": "s", "values": times, "summary": s}}, context={"threads": threads})
     return r
 
@@ -293,8 +296,9 @@ def test_a_figure_without_samples_gives_no_interval_and_says_why(probe: registry
     from aibench.sweep import analysis
 
     def offline(rate: float) -> Result:
-        return Result(benchmark={"id": PROBE_ID}, params={}, config_hash="h", scenario="offline",
-                      primary_metric="samples_per_s", metrics={"samples_per_s": metric(rate, "samples/s", "higher")})
+        return Result(benchmark={"id": PROBE_ID}, params={}, config_hash="h", load_scenario="offline",
+                      primary_metric="samples_per_s",
+                      metrics={"samples_per_s": metric(rate, "samples/s", "higher", statistic="rate", of=None)})
 
     a, b = offline(100.0), offline(180.0)
     for r, v in ((a, 1.0), (b, 2.0)):

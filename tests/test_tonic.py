@@ -16,7 +16,8 @@ import torch
 from aibench import registry
 from aibench.datasets import SourceMissing, images, speech, text
 from aibench.errors import UnavailableError, UsageError
-from aibench.workloads.tonic import _apps, _nets
+from aibench.networks import tonic as nets
+from aibench.workloads.tonic import _apps
 
 TONIC = ("imc", "dig", "face", "asr", "pos", "chk", "ner", "vgg")
 CPU = torch.device("cpu")
@@ -36,7 +37,7 @@ def test_all_registered_with_paper_batches():
         assert b.runner == "loadgen"
         assert b.params.defaults()["batch"] == batch
         assert b.params.defaults()["stage"] == "dnn"
-        assert ("channels_last" in b.params) == (app in _nets.IMAGE_NETS)
+        assert ("channels_last" in b.params) == (app in nets.IMAGE_NETS)
 
 
 def test_dtype_choices_refuse_float64():
@@ -48,38 +49,38 @@ def test_dtype_choices_refuse_float64():
 def test_packaged_table_matches_shared_reference():
     if not REFERENCE.is_file():
         pytest.skip("../shared/reference is not beside this checkout")
-    packaged = _nets.reference_table()
+    packaged = nets.reference_table()
     assert "vgg" in packaged
     assert {k: v for k, v in packaged.items() if k != "vgg"} == json.loads(REFERENCE.read_text())
 
 
-@pytest.mark.parametrize("name", _nets.ALL_NETS)
+@pytest.mark.parametrize("name", nets.ALL_NETS)
 def test_parameters_and_layer_shapes_match_table(name):
-    table = _nets.reference_table()[name]
-    net = _nets.build(name, device="meta")
-    assert _nets.count_params(net) == table["total_params"]
-    shapes = _nets.layer_shapes(net, torch.empty(1, *_nets.INPUT_SHAPES[name], device="meta"))
+    table = nets.reference_table()[name]
+    net = nets.build(name, device="meta")
+    assert nets.count_params(net) == table["total_params"]
+    shapes = nets.layer_shapes(net, torch.empty(1, *nets.INPUT_SHAPES[name], device="meta"))
     for layer in table["layers"]:
         assert layer["name"] in shapes, f"{name}: layer {layer['name']} missing"
         if "out" in layer:
             assert shapes[layer["name"]] == tuple(layer["out"]), layer["name"]
         if "params" in layer:
-            assert _nets.count_params(getattr(net, layer["name"])) == layer["params"], layer["name"]
+            assert nets.count_params(getattr(net, layer["name"])) == layer["params"], layer["name"]
         if layer["type"] == "maxPool":
             assert getattr(net, layer["name"]).ceil_mode
 
 
 def test_face_has_no_activations_and_untied_local_layers():
-    net = _nets.build("face", device="meta")
+    net = nets.build("face", device="meta")
     kinds = {type(m).__name__ for m in net.children()}
     assert not kinds & {"ReLU", "Sigmoid", "Tanh", "Hardtanh"}
-    assert sum(isinstance(m, _nets.LocallyConnected2d) for m in net.children()) == 3
+    assert sum(isinstance(m, nets.LocallyConnected2d) for m in net.children()) == 3
 
 
 def test_locally_connected_equals_conv_when_weights_are_tied():
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(2, 3, 3, stride=2)
-    local = _nets.LocallyConnected2d(2, 3, (7, 7), 3, stride=2)
+    local = nets.LocallyConnected2d(2, 3, (7, 7), 3, stride=2)
     with torch.no_grad():
         positions = local.weight.shape[0]
         local.weight.copy_(conv.weight.reshape(3, -1).T.expand(positions, -1, -1))
@@ -89,7 +90,7 @@ def test_locally_connected_equals_conv_when_weights_are_tied():
 
 
 def test_seeded_weights_are_reproducible():
-    a, b = _nets.build("pos"), _nets.build("pos")
+    a, b = nets.build("pos"), nets.build("pos")
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
 
@@ -138,7 +139,7 @@ def test_reduced_precision_and_channels_last_on_cpu():
 def test_flops_counted_on_meta_match_a_real_run():
     from torch.utils.flop_counter import FlopCounterMode
 
-    net = _nets.build("dig")
+    net = nets.build("dig")
     with FlopCounterMode(display=False) as fc:
         net(torch.zeros(3, 1, 28, 28))
     assert _apps.counted_flops(["dig"], [(3, 1, 28, 28)]) == fc.get_total_flops()

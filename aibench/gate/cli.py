@@ -196,7 +196,15 @@ def compare(ctx: click.Context, baseline: Path, candidate: Path, metrics: tuple[
 @click.option("-b", "--benchmark", "bench_specs", multiple=True, metavar="'KIND/NAME [ARGS]'",
               help="A benchmark and its 'aibench run' arguments as one string (repeatable).")
 @click.option("--rounds", type=click.IntRange(decide.MIN_ROUNDS, 10_000), default=10, show_default=True,
-              metavar="K", help="Interleaved rounds; each round runs every benchmark once per side.")
+              metavar="K", help="Interleaved rounds before the first decision; each round runs every benchmark "
+              "once per side.")
+@click.option("--max-rounds", type=click.IntRange(decide.MIN_ROUNDS, 30_000), default=None, metavar="N",
+              help="While a metric is undecided, add rounds (K/2 at a time) up to N. The error rate is split "
+              "over the looks (half at the first), so all looks together keep --confidence. N = K: one look "
+              "at --confidence. [default: 3 × K]")
+@click.option("--budget-s", type=FiniteFloat(1.0, 7 * 86400.0), default=decide.DEFAULT_BUDGET_S,
+              show_default=True, metavar="S", help="Add no batch of rounds that would end more than S seconds "
+              "after the gate started (the first K rounds always run).")
 @click.option("--metric", "metrics", multiple=True, metavar="NAME",
               help="Also gate on this metric (repeatable, e.g. time_p99); the primary metric always counts.")
 @click.option("--ignore-metric", "ignore", multiple=True, metavar="NAME",
@@ -232,7 +240,8 @@ def compare(ctx: click.Context, baseline: Path, candidate: Path, metrics: tuple[
 def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str | None,
          candidate_python: str | None, baseline_prefix: str | None, candidate_prefix: str | None,
          baseline_label: str | None, candidate_label: str | None, bench_specs: tuple[str, ...], rounds: int,
-         metrics: tuple[str, ...], ignore: tuple[str, ...], runner: str, threshold: str | None,
+         max_rounds: int | None, budget_s: float, metrics: tuple[str, ...], ignore: tuple[str, ...], runner: str,
+         threshold: str | None,
          metric_thresholds: tuple[str, ...],
          inconclusive: str, improved: str, confidence: float, ci_method: str, trim: float, seed: int | None,
          process_timeout: float, out_dir: Path | None, json_out: str | None, md_out: str | None,
@@ -240,12 +249,15 @@ def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str |
     """The CI performance decision: run benchmarks for a baseline and a candidate environment
     interleaved in this job, and decide pass / improved / regression / inconclusive.
 
-    Each of K rounds runs every benchmark once per side as a fresh process ('<python> -m aibench run
-    BENCHMARK ARGS'), the side order shuffled per round (balanced, seeded). Each round gives a ratio
-    candidate/baseline per metric; the verdict comes from their (20%-trimmed) geometric mean and its 95%
-    interval (Yuen's trimmed t; --ci-method for a bootstrap): regression when worse than the threshold and
-    the interval excludes 1, pass when it lies within ±threshold, inconclusive otherwise. Direction comes
-    from each metric (time lower is better, throughput higher). The table goes to stderr.
+    Each round runs every benchmark once per side as a fresh process ('<python> -m aibench run
+    BENCHMARK ARGS'), the side order shuffled per round (balanced, seeded); a micro benchmark's two
+    processes run at once and take turns of ~20 ms on one CPU (lockstep), others one after the other.
+    Each round gives a ratio candidate/baseline per metric; the verdict comes from their (20%-trimmed)
+    geometric mean and its interval (Yuen's trimmed t; --ci-method for a bootstrap): regression when worse
+    than the threshold and the interval excludes 1, pass when it lies within ±threshold, inconclusive
+    otherwise. The gate decides after K rounds and, while a metric is undecided, after every K/2 more up to
+    --max-rounds and --budget-s, each look at a corrected confidence. Direction comes from each metric
+    (time lower is better, throughput higher). The table goes to stderr.
 
     \b
     Examples:
@@ -284,7 +296,10 @@ def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str |
         from aibench.results.store import ensure_writable_dir
 
         ensure_writable_dir(out_dir)
+    if max_rounds is not None and max_rounds < rounds:
+        raise UsageError(f"--max-rounds {max_rounds} must be at least --rounds {rounds}")
     cfg = GateConfig(baseline=sides[0], candidate=sides[1], benches=benches, rounds=rounds, metrics=metrics,
+                     max_rounds=max_rounds, budget_s=budget_s,
                      ignore=ignore,
                      threshold=thr, thresholds=overrides, seed=seed, timeout_s=process_timeout, out_dir=out_dir,
                      trim=trim, confidence=confidence, method=ci_method)
@@ -299,19 +314,24 @@ def gate(ctx: click.Context, bench_args: tuple[str, ...], baseline_python: str |
                        console=console, auto_refresh=False, transient=True)
         task = bar.add_task("", total=rounds * len(benches) * 2)
 
+    looks = iter(cfg.looks()[1:])
+
     def progress(kind: str, msg: str) -> None:
+        if bar is not None and kind == "extend":
+            bar.update(task, total=next(looks, rounds) * len(benches) * 2)
         if bar is not None and kind == "process":
             if bar.tasks[0].description:
                 bar.advance(task)
             bar.update(task, description=msg)
             bar.refresh()
-        if kind == "round" and not quiet:
+        if kind in ("round", "extend") and not quiet:
             console.print(msg, highlight=False, markup=False)
         else:
             log.info(msg)
 
     if not quiet:
-        console.print(f"aibench gate: {rounds} rounds × {len(benches)} benchmark(s) × 2 sides, seed {seed}, "
+        console.print(f"aibench gate: {rounds} rounds (up to {cfg.rounds_max} while undecided, budget "
+                      f"{budget_s:g} s) × {len(benches)} benchmark(s) × 2 sides, seed {seed}, "
                       f"threshold {thr * 100:g}%", highlight=False, markup=False)
     if bar is not None:
         bar.start()

@@ -5,9 +5,11 @@ whose configurations differ between the sides, a result of another schema versio
 *refused* with the reason rather than compared. For each matched configuration and metric the ratio
 candidate/baseline gets a confidence interval where the data allow one:
 
-* one run per side with raw samples kept (the kernel timer's per-call times, LoadGen's latencies): a seeded
-  bootstrap of the ratio of the samples' quantile behind the metric (median for ``time_median``, p99 for
-  ``latency_p99``, …), each side resampled on its own;
+* one run per side with raw samples kept (the kernel timer's per-call times, LoadGen's latencies, a part's
+  values): a seeded bootstrap of the ratio of the quantile the metric *declares* it is of those samples
+  (``"statistic": "p99", "of": "samples.latency"``; a rate such as GFLOP/s declares the median time it is
+  the inverse of), each side resampled on its own. A metric's name is never read for its meaning
+  (:mod:`aibench.results.declaration`);
 * three or more runs per side: a bootstrap over the runs' values (the figure is their median).
 
 Both intervals describe the noise *inside* the stored runs. Runs taken at different moments on a shared
@@ -18,7 +20,6 @@ always carries that warning and points to ``aibench gate``, which interleaves bo
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from aibench.errors import ResultIOError, UsageError
 from aibench.gate import decide, stats
 from aibench.gate.pairs import COMPARISON_SCHEMA, Pair, document
 from aibench.gate.render import ratio_words
+from aibench.results.declaration import quantile_basis, values_of
 from aibench.results.files import scan
 from aibench.results.schema import SCHEMA_VERSION, Result
 from aibench.results.validate import ResultFileError
@@ -41,26 +43,17 @@ SHARED_MACHINE_WARNING = (
     "measured on 2-core CI machines, and these intervals only cover the noise inside each stored run; to "
     "decide, use 'aibench gate', which runs baseline and candidate interleaved in one job")
 
-# Rate metrics of the kernel runner are work / time_median: their interval is the inverse of time's.
-_RATE_OF_TIME = ("gflops", "gbps")
-_QUANTILE = re.compile(r"^(?P<key>[a-z]+)_(?:(?P<median>median)|p(?P<p>\d+(?:_\d+)?))$")
 
+def sample_source(entry: dict[str, Any] | None) -> tuple[str, float, bool] | None:
+    """Which raw samples back a metric entry, by its declaration: (``of``, quantile in %, inverse?) or None.
 
-def sample_source(metric: str) -> tuple[str, float, bool] | None:
-    """Which raw samples back a metric: (samples key, quantile in %, inverse?) or None.
-
-    ``time_median`` ← the median of ``samples["time"]``; ``latency_p99_9`` ← p99.9 of
-    ``samples["latency"]``; ``gflops``/``gbps`` ← the inverse of the median of ``samples["time"]``.
+    ``{"statistic": "median", "of": "samples.time"}`` ← the median of the per-call times;
+    ``{"statistic": "p99_9", "of": "samples.latency"}`` ← their p99.9; ``{"statistic": "rate", "of":
+    "samples.time", "inverse_of": "median"}`` (GFLOP/s) ← the inverse of the median time; ``{"statistic":
+    "p99", "of": "parts.stage.dnn"}`` ← the p99 of the DNN stage's batch times. Anything else (a mean, a max,
+    a LoadGen rate, a share) has no bootstrap of its own here.
     """
-    if metric in _RATE_OF_TIME:
-        return "time", 50.0, True
-    m = _QUANTILE.match(metric)
-    if not m:
-        return None
-    q = 50.0 if m["median"] else float(m["p"].replace("_", "."))
-    if not 0 < q < 100:
-        return None
-    return m["key"], q, False
+    return quantile_basis(entry)
 
 
 @dataclass
@@ -187,18 +180,22 @@ def _ci(base: Sequence[Result], cand: Sequence[Result], metric: str, confidence:
         c = [float(r.metrics[metric]["value"]) for r in cand]
         if min(b) > 0 and min(c) > 0:
             return quantile_ratio_ci(b, c, 50.0, confidence, seed), "bootstrap over runs"
-    src = sample_source(metric)
-    if len(base) == 1 and len(cand) == 1 and src is not None:
-        key, q, inverse = src
-        sb, sc = base[0].samples.get(key), cand[0].samples.get(key)
-        if sb and sc and len(sb["values"]) >= 2 and len(sc["values"]) >= 2:
-            try:
-                lo, hi = quantile_ratio_ci(sb["values"], sc["values"], q, confidence, seed)
-            except ValueError:
-                return None, "raw samples not positive"
-            if inverse:
-                lo, hi = 1.0 / hi, 1.0 / lo
-            return (lo, hi), f"bootstrap of raw '{key}' samples within each run"
+    if len(base) == 1 and len(cand) == 1:
+        src = sample_source(base[0].metrics.get(metric))
+        if src is not None and src == sample_source(cand[0].metrics.get(metric)):
+            of, q, inverse = src
+            vb = values_of(base[0].samples, base[0].parts, of)
+            vc = values_of(cand[0].samples, cand[0].parts, of)
+            if vb and vc and len(vb) >= 2 and len(vc) >= 2:
+                try:
+                    lo, hi = quantile_ratio_ci(vb, vc, q, confidence, seed)
+                except ValueError:
+                    return None, "raw samples not positive"
+                if inverse:
+                    lo, hi = 1.0 / hi, 1.0 / lo
+                return (lo, hi), f"bootstrap of raw '{of}' values within each run"
+        elif src is not None:
+            return None, "the two sides declare this metric differently"
     return None, "no raw samples behind this metric"
 
 
@@ -208,6 +205,15 @@ def _spec(results: Sequence[Result], metric: str) -> tuple[str, str]:
         if entry:
             return entry.get("unit", ""), entry.get("direction", "lower")
     return "", "lower"
+
+
+def _statistic(results: Sequence[Result], metric: str) -> str | None:
+    """The statistic the first result that has the metric declares it is (the baseline's, when it has it)."""
+    for r in results:
+        entry = r.metrics.get(metric)
+        if entry:
+            return entry.get("statistic")
+    return None
 
 
 def profile_of(r: Result) -> str | None:
@@ -346,7 +352,8 @@ def _reason(verdict: str, ratio: float, ci: tuple[float, float] | None, directio
 def _pair(bench_id: str, h: str, rb: list[Result], rc: list[Result], m: str, threshold: float,
           thresholds: dict[str, float] | None, confidence: float, seed: int) -> Pair:
     unit, direction = _spec([*rb, *rc], m)
-    thr = decide.threshold_for(m, threshold, thresholds)
+    statistic = _statistic([*rb, *rc], m)
+    thr = decide.threshold_for(m, threshold, thresholds, statistic)
     base = Pair(benchmark=bench_id, config_hash=h, metric=m, unit=unit, direction=direction, baseline=None,
                 candidate=None, ratio=None, ci=None, verdict="refused", reason=None, threshold=thr,
                 confidence=confidence, params=rb[0].params)
@@ -377,6 +384,7 @@ def _pair(bench_id: str, h: str, rb: list[Result], rc: list[Result], m: str, thr
     if invalid:
         base.reason += f"; the {' and '.join(invalid)} figure comes from an INVALID LoadGen run"
     base.extra["runs"] = {"baseline": len(rb), "candidate": len(rc)}
+    base.extra["statistic"] = statistic
     if ci is not None:
         base.extra["ci_method"] = CI_METHOD
     return base
@@ -398,8 +406,8 @@ def _context_warnings(base: Side, cand: Side) -> list[str]:
             out.append(f"{which} ({side.label}): {side.note}")
 
     def hosts(side: Side) -> set[str]:
-        return {str((r.system.get("machine") or {}).get("hostname")) for r in side.results
-                if (r.system.get("machine") or {}).get("hostname")}
+        return {str((r.machine.get("machine") or {}).get("hostname")) for r in side.results
+                if (r.machine.get("machine") or {}).get("hostname")}
 
     hb, hc = hosts(base), hosts(cand)
     if hb and hc and hb != hc:

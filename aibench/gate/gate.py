@@ -1,20 +1,29 @@
 """The round runner of ``aibench gate``: baseline and candidate measured interleaved in one job.
 
-For each of K rounds and each benchmark, the two sides run back to back as fresh processes::
+For each round and each benchmark, the two sides run as fresh processes::
 
     <prefix> -m aibench -q run <benchmark> <its arguments> --json --out <work>/<round>-<side>-<bench>
 
-in an order drawn per round from a seeded, *balanced* schedule (each order occurs K/2 times, shuffled), so
-neither side is favoured by going first or by a slow drift of the machine. A round pairs the two processes'
-figures (each side's figure for a metric is that process's value) into one ratio candidate/baseline; the
-decision (:mod:`aibench.gate.decide`) is taken on the K ratios.
+in an order drawn per round from a seeded, *balanced* schedule (each order occurs equally often in every
+batch of rounds, shuffled), so neither side is favoured by going first or by a slow drift of the machine.
+
+**Lockstep.** The two processes of a round run at the same time and take turns: each is given two pipes
+(``AIBENCH_PACE``, :mod:`aibench.measure.pace`); a kernel benchmark (micro) answers ``hello`` when its op is
+built, and the gate then pins both to one CPU and grants them alternate turns of ~20 ms (ABBA…) until both
+timers are satisfied. Each side's figure then covers the same moments of the machine, which on the 2-core VMs
+drifts by 10-60% within a second (docs/gate.md). A process that never says hello (a LoadGen benchmark, an
+older aibench) measures on its own: the gate waits for it to end before the other side measures, as before.
+
+A round pairs the two processes' figures into one ratio candidate/baseline; the decision
+(:mod:`aibench.gate.decide`) is taken on the ratios at fixed looks: after ``rounds``, then every
+``look_step`` rounds up to ``max_rounds`` while a metric is undecided and the budget allows.
 
 Children run with ``PYTHONSAFEPATH=1``, so the working directory (often a checkout) never shadows the
 aibench of a side's tree or environment. Before round 1 every side runs ``--dry-run`` of every benchmark:
 a command prefix that does not work, a benchmark or parameter one side does not know, is refused before
 anything is measured. A process that fails, or runs past ``timeout_s``, ends the gate with outcome *error*
-and its stderr tail; Ctrl-C (or SIGTERM) kills the running child and ends the gate as interrupted, keeping
-the rounds gathered so far.
+and its stderr tail; Ctrl-C (or SIGTERM) kills the running children and ends the gate as interrupted,
+keeping the rounds gathered so far.
 
 Nothing here imports torch: the children do the measuring.
 """
@@ -25,6 +34,7 @@ import contextlib
 import math
 import os
 import random
+import select
 import shlex
 import signal
 import subprocess
@@ -39,11 +49,14 @@ from aibench import lifetime
 from aibench.errors import EXIT_INVALID, UsageError
 from aibench.gate import decide, stats
 from aibench.gate.pairs import GATE_SCHEMA, Pair, document
+from aibench.measure.pace import PACE_ENV, PROTOCOL
 from aibench.results.schema import Result, now_iso
 from aibench.results.store import load_results
 
 STDERR_TAIL = 1500  # characters of a failed child's stderr kept in the error message
 DRY_RUN_TIMEOUT_S = 120.0
+TURN_S = 0.02  # one lockstep turn: short against the machine's drift (docs/gate.md), long against a block
+PACE_ENV_SWITCH = "AIBENCH_GATE_PACE"  # "0": no lockstep, the two sides of a round one after the other
 
 
 def _shell_words(text: str, option: str) -> list[str]:
@@ -116,7 +129,9 @@ class GateConfig:
     baseline: SideSpec
     candidate: SideSpec
     benches: list[BenchSpec]
-    rounds: int = 10
+    rounds: int = 10  # the first look
+    max_rounds: int | None = None  # None: DEFAULT_MAX_ROUNDS_FACTOR × rounds; = rounds: one look, no extension
+    budget_s: float | None = decide.DEFAULT_BUDGET_S  # no further batch of rounds that would end past this
     metrics: tuple[str, ...] = ()  # gated besides each benchmark's primary metric
     ignore: tuple[str, ...] = ()  # never gated (e.g. a primary metric too noisy on this runner)
     threshold: float = decide.DEFAULT_THRESHOLD
@@ -128,10 +143,150 @@ class GateConfig:
     method: str = "trimmed-t"
     trim: float = stats.TRIM
     env: dict[str, str] | None = None  # environment of the children (default: this process's)
+    paced: bool = True  # lockstep where both sides can take turns
+    turn_s: float = TURN_S
+
+    @property
+    def rounds_max(self) -> int:
+        return self.max_rounds if self.max_rounds is not None else decide.DEFAULT_MAX_ROUNDS_FACTOR * self.rounds
+
+    def looks(self) -> list[int]:
+        return decide.look_schedule(self.rounds, self.rounds_max)
 
 
 class ProcessFailed(Exception):
     """A child ``aibench run`` failed: the gate's outcome becomes *error* with this message."""
+
+
+class _Child:
+    """One measuring process of a round with its ends of the pacing pipes (``aibench.measure.pace``); its
+    output goes to unnamed temporary files, so two children running at once can never fill a pipe and stall."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], timeout_s: float, name: str, paced: bool) -> None:
+        self.cmd = cmd
+        self.name = name
+        self.timeout_s = timeout_s
+        self.stdout = tempfile.TemporaryFile()
+        self.stderr = tempfile.TemporaryFile()
+        self._buf = b""
+        self._r: int | None = None
+        self._w: int | None = None
+        self.t0 = time.monotonic()
+        self.wall_s: float | None = None
+        fds: tuple[int, ...] = ()
+        ends: list[int] = []
+        if paced:
+            to_r, to_w = os.pipe()
+            from_r, from_w = os.pipe()
+            env = dict(env, **{PACE_ENV: f"{to_r},{from_w}"})
+            fds, ends = (to_r, from_w), [to_r, from_w]
+            self._r, self._w = from_r, to_w
+        try:
+            # A session of its own: the child is not hit by the terminal's Ctrl-C; we end it ourselves.
+            # Bound to this process: it dies with the gate even if the gate is killed (aibench.lifetime).
+            self.proc = subprocess.Popen(lifetime.bound_command(cmd, env), stdout=self.stdout, stderr=self.stderr,
+                                         env=env, start_new_session=True, pass_fds=fds)
+        except OSError as exc:
+            self.close()
+            raise ProcessFailed(f"cannot start {shlex.join(cmd[:1])}: {exc.strerror or exc}") from None
+        finally:
+            for fd in ends:
+                os.close(fd)
+
+    @property
+    def deadline(self) -> float:
+        return self.t0 + self.timeout_s
+
+    def _timed_out(self) -> ProcessFailed:
+        self.kill()
+        return ProcessFailed(f"{shlex.join(self.cmd)} ran past the {self.timeout_s:g} s process timeout and was "
+                             "killed")
+
+    def recv(self) -> str | None:
+        """The child's next line; None once it has closed its pipe or exited (it measures on its own)."""
+        while b"\n" not in self._buf:
+            if self._r is None:
+                return None
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise self._timed_out()
+            ready, _, _ = select.select([self._r], [], [], min(left, 0.25))
+            if not ready:
+                if self.proc.poll() is not None:  # exited; a grandchild may still hold the pipe open
+                    self._close_pipes()
+                continue
+            chunk = os.read(self._r, 4096)
+            if not chunk:
+                self._close_pipes()
+                continue
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line.decode(errors="replace").strip()
+
+    def send(self, line: str) -> None:
+        if self._w is None:
+            raise ProcessFailed(f"{self.name}: the measuring process closed its pacing pipe")
+        try:
+            os.write(self._w, (line + "\n").encode())
+        except OSError:
+            self._close_pipes()
+            raise self._died() from None
+
+    def expect(self, prefix: str) -> str:
+        """The next line, which must start with ``prefix``; a child that died instead fails the gate."""
+        line = self.recv()
+        if line is None:
+            raise self._died()
+        if not line.startswith(prefix):
+            self.kill()
+            raise ProcessFailed(f"{self.name}: unexpected answer {line[:80]!r} to the gate (expected {prefix!r})")
+        return line
+
+    def _died(self) -> ProcessFailed:
+        code = self.wait()
+        return ProcessFailed(f"{self.name} process stopped while taking turns (exit {code}): "
+                             f"{_tail(self.stderr_text())}")
+
+    def wait(self) -> int:
+        """Wait for the child to end (within its timeout); its exit code."""
+        try:
+            code = self.proc.wait(timeout=max(0.0, self.deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise self._timed_out() from None
+        if self.wall_s is None:
+            self.wall_s = round(time.monotonic() - self.t0, 3)
+        self._close_pipes()
+        return code
+
+    def stderr_text(self) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read().decode(errors="replace")
+
+    def _close_pipes(self) -> None:
+        for attr in ("_r", "_w"):
+            fd = getattr(self, attr)
+            if fd is not None:
+                setattr(self, attr, None)
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def kill(self) -> None:
+        self._close_pipes()
+        if self.proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def close(self) -> None:
+        self._close_pipes()
+        self.stdout.close()
+        self.stderr.close()
 
 
 @dataclass
@@ -152,6 +307,7 @@ class Key:
     unit: str
     direction: str
     params: dict[str, Any]
+    statistic: str | None = None  # what the metric declares it is (a tail statistic widens the threshold)
 
 
 class Gate:
@@ -159,7 +315,8 @@ class Gate:
 
     def __init__(self, cfg: GateConfig, progress: Callable[[str, str], None] | None = None) -> None:
         self.cfg = cfg
-        # progress(kind, message): kind "process" before each child starts, "round" after each round.
+        # progress(kind, message): kind "process" before each child starts, "round" after each round, "extend"
+        # when a look left a metric undecided and more rounds follow.
         self.progress = progress or (lambda _kind, _msg: None)
         self.rng = random.Random(cfg.seed)
         self.schedule: list[dict[str, Any]] = []
@@ -176,6 +333,16 @@ class Gate:
         self.noisy = 0
         self.processes = 0
         self._child: subprocess.Popen[str] | None = None
+        self._children: list[_Child] = []
+        self.paced = cfg.paced and os.environ.get(PACE_ENV_SWITCH, "1").strip() != "0"
+        self.cpu_rng = random.Random(f"{cfg.seed}-cpu")
+        self.both_pace: dict[int, bool] = {}  # per benchmark: both sides took turns in an earlier round
+        self.paced_rounds = 0
+        self.looks = cfg.looks()
+        self.look_confs = [decide.look_confidence(cfg.confidence, len(self.looks), i) for i in range(len(self.looks))]
+        self.decided: dict[tuple[str, str, str], tuple[decide.Decision, float]] = {}
+        self.looks_taken = 0
+        self.stopped = "not started"
 
     # -- processes ------------------------------------------------------------------------------------
     def _command(self, side: SideSpec, bench: BenchSpec, out: Path, dry: bool = False) -> list[str]:
@@ -184,9 +351,7 @@ class Gate:
 
     def _spawn(self, cmd: list[str], timeout: float) -> tuple[int, str, str, float]:
         t = time.monotonic()
-        # PYTHONSAFEPATH: `python -m aibench` would otherwise put the working directory first on sys.path, and
-        # a checkout there would shadow the side's own tree (its PYTHONPATH) or installed package.
-        env = dict(self.cfg.env if self.cfg.env is not None else os.environ, PYTHONSAFEPATH="1")
+        env = self._env()
         try:
             # A session of its own: the child is not hit by the terminal's Ctrl-C; we end it ourselves.
             # Bound to this process: it dies with the gate even if the gate is killed (aibench.lifetime).
@@ -207,6 +372,9 @@ class Gate:
         return proc.returncode, out, err, time.monotonic() - t
 
     def _kill(self) -> None:
+        """End every child still running (a dry run, or the measuring processes of a round)."""
+        for child in self._children:
+            child.kill()
         proc, self._child = self._child, None
         if proc is None or proc.poll() is not None:
             return
@@ -238,11 +406,22 @@ class Gate:
                     f"{bench.ref}: baseline and candidate plan different configurations (their parameters or "
                     f"defaults differ); configurations whose config hash differs will be refused")
 
-    def _run_side(self, side: SideSpec, bench: BenchSpec, out: Path) -> list[Result]:
-        cmd = self._command(side, bench, out)
-        code, _stdout, err, _wall = self._spawn(cmd, self.cfg.timeout_s)
+    def _env(self) -> dict[str, str]:
+        # PYTHONSAFEPATH: `python -m aibench` would otherwise put the working directory first on sys.path, and
+        # a checkout there would shadow the side's own tree (its PYTHONPATH) or installed package.
+        return dict(self.cfg.env if self.cfg.env is not None else os.environ, PYTHONSAFEPATH="1")
+
+    def _start(self, side: SideSpec, bench: BenchSpec, out: Path, paced: bool) -> _Child:
+        child = _Child(self._command(side, bench, out), self._env(), self.cfg.timeout_s, side.name, paced)
+        self._children.append(child)
+        return child
+
+    def _collect(self, child: _Child, side: SideSpec, bench: BenchSpec, out: Path) -> list[Result]:
+        """Wait for a child and read its results; a failure is a ProcessFailed with the child's stderr."""
+        code = child.wait()
         self.processes += 1
         results = load_results([out], skip_foreign=True) if out.exists() else []
+        err = child.stderr_text()
         failed = [r for r in results if r.status != "ok"]
         if failed:
             msg = (failed[0].error or {}).get("message") or failed[0].status
@@ -255,9 +434,9 @@ class Gate:
         return results
 
     # -- rounds ---------------------------------------------------------------------------------------
-    def _orders(self) -> dict[int, list[bool]]:
-        """Balanced, shuffled side orders per benchmark: True means the baseline runs first."""
-        k = self.cfg.rounds
+    def _orders(self, k: int) -> dict[int, list[bool]]:
+        """Balanced, shuffled side orders per benchmark for a batch of ``k`` rounds: True means the baseline
+        runs first."""
         out = {}
         for i in range(len(self.cfg.benches)):
             order = [True] * ((k + 1) // 2) + [False] * (k // 2)
@@ -265,8 +444,99 @@ class Gate:
             out[i] = order
         return out
 
+    def _pair_sides(self, r: int, i: int, bench: BenchSpec, base_first: bool,
+                    work: Path) -> tuple[dict[str, list[Result]], dict[str, Any]]:
+        """Both sides of one benchmark in one round: in lockstep where both take turns, else one after the
+        other. Returns each side's results and the schedule entry."""
+        sides = (self.cfg.baseline, self.cfg.candidate)
+        if not base_first:
+            sides = sides[::-1]
+        a_side, b_side = sides
+        outs = {side.name: work / f"r{r:03d}-b{i}-{side.name}" for side in sides}
+        label = f"round {r + 1} · {bench.ref}"
+        self.progress("process", f"{label} · {a_side.name}")
+        a = self._start(a_side, bench, outs[a_side.name], self.paced)
+        # Both started at once only where both sides took turns before: a side that measures on its own must
+        # never overlap the other's start-up.
+        b = None
+        if self.both_pace.get(i) and self.paced:
+            self.progress("process", f"{label} · {b_side.name} (lockstep)")
+            b = self._start(b_side, bench, outs[b_side.name], True)
+        turns = 0
+        got: dict[str, list[Result]] = {}
+        try:
+            a_hello = self.paced and a.recv() is not None
+            if not a_hello:  # a measures on its own: let it end before b measures
+                got[a_side.name] = self._collect(a, a_side, bench, outs[a_side.name])
+            if b is None:
+                self.progress("process", f"{label} · {b_side.name}")
+                b = self._start(b_side, bench, outs[b_side.name], self.paced)
+            b_hello = self.paced and b.recv() is not None
+            if not b_hello:  # b measured on its own while a (if it said hello) waited
+                got[b_side.name] = self._collect(b, b_side, bench, outs[b_side.name])
+            while a_hello and b_hello:  # one paced measurement per configuration the processes run
+                turns += self._lockstep(a, b)
+                a_hello, b_hello = a.recv() is not None, b.recv() is not None
+            for child, hello in ((a, a_hello), (b, b_hello)):
+                while hello:  # the other side has ended: this one measures what it has left on its own
+                    child.send("solo")
+                    hello = child.recv() is not None
+            for child, side in ((a, a_side), (b, b_side)):
+                if side.name not in got:
+                    got[side.name] = self._collect(child, side, bench, outs[side.name])
+        finally:
+            for child in (a, b):
+                if child is not None:
+                    child.kill()
+                    child.close()
+            self._children = [c for c in self._children if c not in (a, b)]
+        self.both_pace[i] = turns > 0
+        self.paced_rounds += turns > 0
+        entry = {"benchmark": bench.ref, "first": a_side.name, "paced": turns > 0, "turns": turns,
+                 "wall_s": {a_side.name: a.wall_s, b_side.name: b.wall_s if b is not None else None}}
+        return got, entry
+
+    def _lockstep(self, a: _Child, b: _Child) -> int:
+        """Conduct one paced measurement: both pinned to one CPU, a warm turn each, then turns in ABBA order
+        until both timers are satisfied. Returns the number of measured turns of each side."""
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        cpu = str(self.cpu_rng.choice(cpus)) if cpus else "-"
+        for child in (a, b):
+            child.send(f"pace {cpu} {self.cfg.turn_s:g}")
+            child.expect("ready")
+        for child in (a, b):
+            child.send("warm")
+            child.expect("done")
+        pair = (a, b)
+        want = [False, False]
+        k = 0
+        while not all(want):
+            for j in ((0, 1) if k % 2 == 0 else (1, 0)):
+                pair[j].send("turn")
+                want[j] = pair[j].expect("done").split()[-1] == "1"
+            k += 1
+        for child in pair:
+            child.send("stop")
+        return k
+
+    def _look(self) -> bool:
+        """Decide every metric not decided yet at the corrected confidence; True when all are decided."""
+        conf = self.look_confs[self.looks_taken]
+        self.looks_taken += 1
+        for key, obs in self.obs.items():
+            if key in self.decided:
+                continue
+            k = self.keys[key]
+            d = decide.decide_rounds([o.candidate / o.baseline for o in obs], k.direction,
+                                     decide.threshold_for(k.metric, self.cfg.threshold, self.cfg.thresholds),
+                                     conf, self.cfg.seed, self.cfg.method, self.cfg.trim)
+            if d.verdict != "inconclusive":
+                self.decided[key] = (d, conf)
+        return bool(self.obs) and all(key in self.decided for key in self.obs)
+
     def run(self) -> None:
-        """All rounds; stops at the first failure (recorded in ``errors``) or on Ctrl-C/SIGTERM."""
+        """Rounds up to each look of the schedule, until every metric is decided, the schedule ends or the
+        budget would be exceeded; stops at the first failure (recorded in ``errors``) or on Ctrl-C/SIGTERM."""
         work_ctx = (contextlib.nullcontext(self.cfg.out_dir) if self.cfg.out_dir is not None
                     else tempfile.TemporaryDirectory(prefix="aibench-gate-"))
         # SIGTERM arrives as KeyboardInterrupt too (aibench.lifetime, installed by the CLI's entry point).
@@ -274,33 +544,43 @@ class Gate:
             work = Path(work)
             try:
                 self.preflight()
-                orders = self._orders()
-                for r in range(self.cfg.rounds):
-                    entry: dict[str, Any] = {"index": r, "benchmarks": []}
-                    self.schedule.append(entry)
-                    for i, bench in enumerate(self.cfg.benches):
-                        base_first = orders[i][r]
-                        sides = (self.cfg.baseline, self.cfg.candidate)
-                        if not base_first:
-                            sides = sides[::-1]
-                        got: dict[str, list[Result]] = {}
-                        walls: dict[str, float] = {}
-                        for side in sides:
-                            self.progress("process", f"round {r + 1}/{self.cfg.rounds} · {bench.ref} · {side.name}")
-                            out = work / f"r{r:03d}-b{i}-{side.name}"
-                            t = time.monotonic()
-                            got[side.name] = self._run_side(side, bench, out)
-                            walls[side.name] = round(time.monotonic() - t, 3)
-                        entry["benchmarks"].append({"benchmark": bench.ref, "first": sides[0].name,
-                                                    "wall_s": walls})
-                        self._pair_round(r, bench, got, sides[0].name)
-                    self.rounds_done = r + 1
-                    self.progress("round", self._round_line(r))
+                t_rounds = time.monotonic()
+                r = 0
+                for li, target in enumerate(self.looks):
+                    orders = self._orders(target - r)
+                    for j, rr in enumerate(range(r, target)):
+                        entry: dict[str, Any] = {"index": rr, "benchmarks": []}
+                        self.schedule.append(entry)
+                        for i, bench in enumerate(self.cfg.benches):
+                            got, bench_entry = self._pair_sides(rr, i, bench, orders[i][j], work)
+                            entry["benchmarks"].append(bench_entry)
+                            self._pair_round(rr, bench, got, bench_entry["first"])
+                        self.rounds_done = rr + 1
+                        self.progress("round", self._round_line(rr))
+                    r = target
+                    if self._look():
+                        self.stopped = "decided"
+                        break
+                    if li + 1 == len(self.looks):
+                        self.stopped = "max rounds"
+                        break
+                    per_round = (time.monotonic() - t_rounds) / r
+                    elapsed = time.monotonic() - self.t0
+                    nxt = self.looks[li + 1]
+                    if self.cfg.budget_s is not None and elapsed + per_round * (nxt - r) > self.cfg.budget_s:
+                        self.stopped = "budget"
+                        self.warnings.append(
+                            f"stopped after {r} rounds: {nxt - r} more (about {per_round * (nxt - r):.0f} s) would "
+                            f"end past the {self.cfg.budget_s:g} s budget (--budget-s)")
+                        break
+                    self.progress("extend", f"undecided after {r} rounds: {nxt - r} more (look {li + 2} of "
+                                  f"{len(self.looks)}, at most {self.cfg.rounds_max} rounds)")
             except ProcessFailed as exc:
                 self.errors.append(str(exc))
+                self.stopped = "error"
             except KeyboardInterrupt:
-                self._kill()
                 self.interrupted = True
+                self.stopped = "interrupted"
                 self.errors.append(f"interrupted after {self.rounds_done} complete round(s)")
             finally:
                 self._kill()
@@ -346,7 +626,7 @@ class Gate:
                                         f"candidate {vc})")
                 key = (bid, h, m)
                 self.keys.setdefault(key, Key(bid, h, m, eb.get("unit", ""), eb.get("direction", "lower"),
-                                              dict(rb.params)))
+                                              dict(rb.params), eb.get("statistic")))
                 self.obs.setdefault(key, []).append(Observation(r, vb, vc, first))
 
     def _round_line(self, r: int) -> str:
@@ -354,24 +634,32 @@ class Gate:
         for key, obs in self.obs.items():
             if obs and obs[-1].round == r:
                 parts.append(f"{key[0]} {key[2]} {obs[-1].candidate / obs[-1].baseline:.3f}")
-        return f"round {r + 1}/{self.cfg.rounds} done: " + ", ".join(parts)
+        target = next((n for n in self.looks if n > r), self.looks[-1])
+        return f"round {r + 1}/{target} done: " + ", ".join(parts)
 
     # -- decision -------------------------------------------------------------------------------------
     def pairs(self) -> list[Pair]:
+        """One pair per metric: the verdict of the first look that decided it, or, undecided, the verdict on
+        every round gathered (at the same corrected confidence)."""
         out = []
         for key, obs in self.obs.items():
             k = self.keys[key]
             ratios = [o.candidate / o.baseline for o in obs]
-            thr = decide.threshold_for(k.metric, self.cfg.threshold, self.cfg.thresholds)
-            d = decide.decide_rounds(ratios, k.direction, thr, self.cfg.confidence, self.cfg.seed,
-                                     self.cfg.method, self.cfg.trim)
+            thr = decide.threshold_for(k.metric, self.cfg.threshold, self.cfg.thresholds, k.statistic)
+            if key in self.decided:
+                d, conf = self.decided[key]
+            else:  # undecided: on every round gathered, at the level of the last look taken
+                conf = self.look_confs[max(0, self.looks_taken - 1)]
+                d = decide.decide_rounds(ratios, k.direction, thr, conf, self.cfg.seed, self.cfg.method,
+                                         self.cfg.trim)
+            used = obs[:d.rounds] if d.rounds else obs
             out.append(Pair(
                 benchmark=k.benchmark, config_hash=k.config_hash, metric=k.metric, unit=k.unit,
-                direction=k.direction, baseline=stats.geomean([o.baseline for o in obs]),
-                candidate=stats.geomean([o.candidate for o in obs]), ratio=d.ratio, ci=d.ci,
-                verdict=d.verdict, reason=d.reason, threshold=thr, confidence=self.cfg.confidence,
+                direction=k.direction, baseline=stats.geomean([o.baseline for o in used]),
+                candidate=stats.geomean([o.candidate for o in used]), ratio=d.ratio, ci=d.ci,
+                verdict=d.verdict, reason=d.reason, threshold=thr, confidence=conf,
                 params=k.params,
-                extra={"rounds": ratios, "baseline_rounds": [o.baseline for o in obs],
+                extra={"rounds_used": d.rounds, "rounds": ratios, "baseline_rounds": [o.baseline for o in obs],
                        "candidate_rounds": [o.candidate for o in obs],
                        "first": [o.first for o in obs]}))
         return out
@@ -393,14 +681,21 @@ class Gate:
         return document(
             GATE_SCHEMA, self.cfg.baseline.label, self.cfg.candidate.label, pairs, warnings,
             outcome=outcome, exit_code=decide.exit_code(outcome, inconclusive, improved),
-            rounds=self.rounds_done, rounds_requested=self.cfg.rounds, interrupted=self.interrupted,
+            rounds=self.rounds_done, rounds_requested=self.cfg.rounds, max_rounds=self.cfg.rounds_max,
+            budget_s=self.cfg.budget_s, looks=self.looks, looks_taken=self.looks_taken,
+            look_confidence=self.look_confs, stopped=self.stopped,
+            paced={"enabled": self.paced, "rounds": self.paced_rounds, "turn_s": self.cfg.turn_s,
+                   "protocol": PROTOCOL},
+            interrupted=self.interrupted,
             errors=list(self.errors), seed=self.cfg.seed, confidence=self.cfg.confidence,
             threshold=self.cfg.threshold, thresholds=dict(self.cfg.thresholds), tail_factor=decide.TAIL_FACTOR,
             inconclusive_policy=inconclusive, improved_policy=improved,
             method=(f"per-round ratio candidate/baseline; geometric mean of the ratios with {self.cfg.trim:g} of "
-                    f"the rounds trimmed at each end and its {self.cfg.confidence * 100:g}% CI ({self.cfg.method}); "
+                    f"the rounds trimmed at each end and its CI ({self.cfg.method}) at "
+                    f"{', '.join(f'{c * 100:.4g}%' for c in self.look_confs)} for the looks after "
+                    f"{', '.join(map(str, self.looks))} rounds ({self.cfg.confidence * 100:g}% over all); "
                     "regression: worse than the threshold and the CI excludes 1; pass: the CI lies within "
-                    "±threshold"),
+                    "±threshold; a metric keeps the verdict of the first look that decides it"),
             ci_method=self.cfg.method,
             trim=self.cfg.trim,
             benchmarks=[b.label for b in self.cfg.benches],
@@ -436,6 +731,8 @@ def run_gate(cfg: GateConfig, progress: Callable[[str, str], None] | None = None
     """Run a gate and return its document (contract 2, schema ``aibench-gate``)."""
     if cfg.rounds < decide.MIN_ROUNDS:
         raise UsageError(f"--rounds must be at least {decide.MIN_ROUNDS}")
+    if cfg.rounds_max < cfg.rounds:
+        raise UsageError(f"--max-rounds {cfg.rounds_max} must be at least --rounds {cfg.rounds}")
     if not cfg.benches:
         raise UsageError("name at least one benchmark (positional, or -b 'KIND/NAME --param value')")
     gate = Gate(cfg, progress)

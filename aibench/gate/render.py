@@ -73,12 +73,15 @@ def table(doc: dict[str, Any], title: str | None = None) -> FitOrStack:
     gate = doc.get("schema") == "aibench-gate"
     if title is None and gate:
         outcome = doc.get("outcome", "?")
-        title = f"aibench gate: [{_OUTCOME_STYLE.get(outcome, '')}]{escape(outcome)}[/] ({doc.get('rounds', 0)} rounds)"
+        title = f"aibench gate: [{_OUTCOME_STYLE.get(outcome, '')}]{escape(outcome)}[/] ({escape(rounds_text(doc))})"
     t = Table(title=title, header_style="bold", title_justify="left", box=box.SIMPLE_HEAD)
     t.add_column("benchmark · metric", min_width=16)
-    conf = f"{doc_conf(doc)} CI"
-    for col, kw in (("baseline", {"justify": "right"}), ("candidate", {"justify": "right"}),
-                    ("ratio", {"justify": "right"}), (conf, {}), ("verdict", {})):
+    conf = f"{doc_conf(doc)} CI".strip()
+    cols: list[tuple[str, dict[str, Any]]] = [("baseline", {"justify": "right"}), ("candidate", {"justify": "right"}),
+                                             ("ratio", {"justify": "right"}), (conf, {})]
+    if gate:
+        cols.append(("rounds", {"justify": "right"}))
+    for col, kw in (*cols, ("verdict", {})):
         t.add_column(col, no_wrap=True, **kw)
     notes = []
     records: list[tuple[str, list[tuple[str, str]]]] = []
@@ -90,11 +93,16 @@ def table(doc: dict[str, Any], title: str | None = None) -> FitOrStack:
         head = escape(f"{_label(p)} {p['metric']} {_better(p)}")
         base = escape(fmt_value(p.get("baseline"), p.get("unit", "")))
         cand = escape(fmt_value(p.get("candidate"), p.get("unit", "")))
-        t.add_row(head, base, cand, _ratio(p), _ci(p), verdict)
+        cells = [head, base, cand, _ratio(p), _ci(p)]
+        if gate:
+            cells.append(_rounds_used(p))
+        t.add_row(*cells, verdict)
         ratio = p.get("ratio")
         ratio_text = "–" if ratio is None else ratio_words(ratio, p.get("direction", "lower"), p.get("unit", ""))
-        fields = [("baseline", base), ("candidate", cand), ("ratio", escape(ratio_text)), (conf, _ci(p)),
-                  ("verdict", verdict)]
+        fields = [("baseline", base), ("candidate", cand), ("ratio", escape(ratio_text)), (conf, _ci(p))]
+        if gate:
+            fields.append(("rounds", _rounds_used(p)))
+        fields.append(("verdict", verdict))
         if p.get("reason"):
             fields.append(("reason", escape(p["reason"])))
         records.append((head, fields))
@@ -107,10 +115,31 @@ def table(doc: dict[str, Any], title: str | None = None) -> FitOrStack:
     return FitOrStack(t, records, title=title, notes="\n".join(warnings) or None)
 
 
+def _rounds_used(pair: dict[str, Any]) -> str:
+    used = pair.get("rounds_used")
+    if used is None:
+        used = len(pair.get("rounds") or [])
+    return str(used)
+
+
+def rounds_text(doc: dict[str, Any]) -> str:
+    """How many rounds the gate ran and why it stopped: "15 rounds, decided at look 2 of 5 (max 30)"."""
+    n = doc.get("rounds", 0)
+    text = f"{n} round{'s' if n != 1 else ''}"
+    looks, taken, stopped = doc.get("looks"), doc.get("looks_taken"), doc.get("stopped")
+    if looks and taken:
+        why = {"decided": "decided", "max rounds": "undecided at the last", "budget": "stopped by the budget at"}
+        text += f", {why.get(stopped, 'stopped at')} look {taken} of {len(looks)} (max {looks[-1]})"
+    return text
+
+
 def doc_conf(doc: dict[str, Any]) -> str:
+    """The confidence level of the intervals shown ("95%"); "" when the pairs' levels differ (a gate's
+    metrics decided at different looks): each reason then names its level."""
     confs = {p.get("confidence") for p in doc.get("pairs", []) if p.get("confidence")}
-    c = confs.pop() if len(confs) == 1 else 0.95
-    return f"{c * 100:g}%"
+    if not confs:
+        return "95%"
+    return f"{confs.pop() * 100:.4g}%" if len(confs) == 1 else ""
 
 
 def _md_cell(text: Any) -> str:
@@ -135,23 +164,30 @@ def markdown(doc: dict[str, Any]) -> str:
         trim = doc.get("trim")
         how = {"trimmed-t": "Yuen's trimmed-t", "BCa": "BCa bootstrap", "percentile": "percentile bootstrap"}.get(
             doc.get("ci_method", ""), str(doc.get("ci_method", "")))
-        lines.append(f"{doc.get('rounds', 0)} interleaved round(s) of baseline {_md_code(doc['baseline'])} "
+        paced = (doc.get("paced") or {}).get("rounds")
+        lines.append(f"{_md_cell(rounds_text(doc))}: interleaved rounds of baseline {_md_code(doc['baseline'])} "
                      f"and candidate {_md_code(doc['candidate'])} (fresh processes, order randomised per "
-                     f"round, seed {doc.get('seed')}); verdicts from the geometric mean of the per-round ratios"
+                     f"round, seed {doc.get('seed')}"
+                     + (f"; {paced} in lockstep" if paced else "")
+                     + "); verdicts from the geometric mean of the per-round ratios"
                      + (f" ({trim * 100:g}% trimmed at each end)" if trim else "")
-                     + f" and its {doc_conf(doc)} CI ({_md_cell(how)}).")
+                     + f" and its {(doc_conf(doc) + ' CI').strip()} ({_md_cell(how)}).")
     else:
         lines.append("### aibench compare")
         lines.append("")
         lines.append(f"baseline {_md_code(doc['baseline'])} vs candidate {_md_code(doc['candidate'])}")
     lines.append("")
-    lines.append(f"| benchmark | metric | baseline | candidate | ratio | {doc_conf(doc)} CI | threshold | verdict |")
-    lines.append("|---|---|--:|--:|--:|---|--:|---|")
+    rounds_col = " rounds |" if gate else ""
+    ci_head = (doc_conf(doc) + " CI").strip()
+    lines.append(f"| benchmark | metric | baseline | candidate | ratio | {ci_head} | threshold |{rounds_col} verdict |")
+    lines.append("|---|---|--:|--:|--:|---|--:|" + ("--:|" if gate else "") + "---|")
     for p in doc["pairs"]:
-        lines.append("| " + " | ".join(_md_cell(x) for x in (
-            _label(p), f"{p['metric']} {_better(p)}", fmt_value(p.get("baseline"), p.get("unit", "")),
-            fmt_value(p.get("candidate"), p.get("unit", "")), _ratio(p), _ci(p), _thr(p))) +
-            f" | {_MD_MARK.get(p['verdict'], _md_cell(p['verdict']))} |")
+        cells = [_label(p), f"{p['metric']} {_better(p)}", fmt_value(p.get("baseline"), p.get("unit", "")),
+                 fmt_value(p.get("candidate"), p.get("unit", "")), _ratio(p), _ci(p), _thr(p)]
+        if gate:
+            cells.append(_rounds_used(p))
+        lines.append("| " + " | ".join(_md_cell(x) for x in cells) +
+                     f" | {_MD_MARK.get(p['verdict'], _md_cell(p['verdict']))} |")
     reasons = [p for p in doc["pairs"] if p["verdict"] != "same" and p.get("reason")]
     if reasons:
         lines.append("")
@@ -172,12 +208,16 @@ def junit(doc: dict[str, Any], inconclusive: str = "fail") -> str:
     """JUnit XML: one test case per pair (regression → failure, refused → error, inconclusive → failure or
     skipped as ``--inconclusive`` says), plus one error case per process that failed."""
     suite = ET.Element("testsuite", name="aibench gate")
+    props = ET.SubElement(suite, "properties")
+    for name in ("outcome", "rounds", "max_rounds", "looks_taken", "stopped", "seed"):
+        if doc.get(name) is not None:
+            ET.SubElement(props, "property", name=name, value=str(doc[name]))
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for p in doc["pairs"]:
         counts["tests"] += 1
         case = ET.SubElement(suite, "testcase", classname=str(p["benchmark"]),
                              name=f"{p['metric']} [{str(p.get('config_hash', ''))[:8]}]")
-        msg = f"{p['verdict']}: {p.get('reason') or ''}"
+        msg = f"{p['verdict']} after {_rounds_used(p)} rounds: {p.get('reason') or ''}"
         if p["verdict"] == "worse":
             counts["failures"] += 1
             ET.SubElement(case, "failure", message=msg, type="regression").text = msg

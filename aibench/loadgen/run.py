@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from aibench.loadgen.drive import Calibration, Outcome, calibrate, run_loadgen
 from aibench.loadgen.settings import LoadgenOptions, Scenario, size_run
 from aibench.loadgen.users import run_users
 from aibench.registry import MetricSpec
+from aibench.results.parts import shares, stage_parts
 from aibench.results.schema import now_iso
 from aibench.results.stats import summarize
 from aibench.spec import config_hash
@@ -30,27 +32,36 @@ if TYPE_CHECKING:
     from aibench.results.schema import Result
     from aibench.sut import SystemUnderTest
 
-# Metrics a LoadGen-run benchmark reports; component benchmarks can declare these as their metrics.
+LATENCY = "samples.latency"  # the per-sample latencies the adapter kept (LoadGen's percentiles are of all)
+# Metrics a LoadGen-run benchmark reports; component benchmarks can declare these as their metrics. The
+# stage shares are those of the in-process system's stages; a system with other stages reports share_<stage>
+# for each, declared where it is measured (_stage_metrics).
 LOADGEN_METRICS = (
     MetricSpec("samples_per_s", "samples/s", "higher", "samples per second (Offline: LoadGen's metric; Server: "
-               "completed samples/s)"),
-    MetricSpec("queries_per_s", "queries/s", "higher", "queries per second, with LoadGen's overhead"),
-    MetricSpec("samples_per_s_no_overhead", "samples/s", "higher", "samples/s without LoadGen's overhead"),
-    MetricSpec("queries_per_s_no_overhead", "queries/s", "higher", "queries/s without LoadGen's overhead"),
+               "completed samples/s)", "rate"),
+    MetricSpec("queries_per_s", "queries/s", "higher", "queries per second, with LoadGen's overhead", "rate"),
+    MetricSpec("samples_per_s_no_overhead", "samples/s", "higher", "samples/s without LoadGen's overhead", "rate"),
+    MetricSpec("queries_per_s_no_overhead", "queries/s", "higher", "queries/s without LoadGen's overhead", "rate"),
     MetricSpec("latency_early_stopping", "s", "lower", "LoadGen's early-stopping latency estimate "
-               "(SingleStream p90, MultiStream p99)"),
-    *(MetricSpec(f"latency_{p}", "s", "lower", f"{p} latency per query (LoadGen, full run)")
+               "(SingleStream p90, MultiStream p99)", "early_stopping"),
+    *(MetricSpec(f"latency_{p}", "s", "lower", f"{p} latency per query (LoadGen, full run)", p, LATENCY)
       for p in ("p50", "p90", "p95", "p97", "p99", "p99_9", "min", "max", "mean")),
+    MetricSpec("gflops", "GFLOP/s", "higher", "achieved network FLOP rate: counted FLOPs per sample × samples/s",
+               "rate"),
+    MetricSpec("peak_target_qps", "queries/s", "higher", "--find-peak: the highest target QPS whose Server run "
+               "was VALID"),
+    MetricSpec("share_preprocess", "fraction", "lower", "share of batch time in pre-processing (--breakdown)",
+               "ratio", "parts.stage.preprocess"),
+    MetricSpec("share_dnn", "fraction", "higher", "share of batch time in the DNN (--breakdown)", "ratio",
+               "parts.stage.dnn"),
+    MetricSpec("share_postprocess", "fraction", "lower", "share of batch time in post-processing (--breakdown)",
+               "ratio", "parts.stage.postprocess"),
 )
 
-# What a component benchmark declares: LoadGen's figures, the achieved FLOP rate, the application
-# breakdown (--breakdown) and the meters' energy metrics (per sample).
+# What a component benchmark declares: LoadGen's figures (with the achieved FLOP rate and the application
+# breakdown, --breakdown) and the meters' energy metrics (per sample).
 COMPONENT_METRICS = (
     *LOADGEN_METRICS,
-    MetricSpec("gflops", "GFLOP/s", "higher", "achieved network FLOP rate: counted FLOPs per sample × samples/s"),
-    MetricSpec("share_preprocess", "fraction", "lower", "share of batch time in pre-processing (--breakdown)"),
-    MetricSpec("share_dnn", "fraction", "higher", "share of batch time in the DNN (--breakdown)"),
-    MetricSpec("share_postprocess", "fraction", "lower", "share of batch time in post-processing (--breakdown)"),
     *meters.metric_specs("sample", "the measured LoadGen window"),
 )
 
@@ -74,7 +85,7 @@ def run_loadgen_benchmark(bench: Benchmark, params: dict[str, Any], result: Resu
 
     s = options_from(opts).resolve()
     batch = int(params.get("batch", 1) or 1)
-    result.scenario = s.scenario
+    result.load_scenario = s.scenario
     result.config["loadgen"] = s.config()
     result.config_hash = config_hash(bench.id, params, result.config)
     result.method.update(s.method())
@@ -249,17 +260,35 @@ def _derived_metrics(result: Result, sut: SystemUnderTest) -> None:
             "bytes_total": rep.bytes_in, "bytes_per_sample": rep.bytes_in / samples, "provenance": "measured",
             "scope": "input tensors passed to the device by the adapter (collated, pre-processed)",
             **({"note": "the device is the host: nothing is copied"} if on_host else {})}
-    stage_s = {name: sum(rep.stages.get(name, ())) for name in caps.stages}
-    total = sum(stage_s.values())
-    for stage in ("preprocess", "dnn", "postprocess"):
-        name = f"share_{stage}"
-        direction = "higher" if stage == "dnn" else "lower"
-        if stage in stage_s and total > 0:
-            result.metrics[name] = metric(stage_s[stage] / total, "fraction", direction, seconds=stage_s[stage])
-        else:
-            why = ("no batch was timed" if stage in stage_s else
+    timed = {name: rep.stages.get(name, ()) for name in caps.stages}
+    parts = stage_parts(timed)
+    if parts:
+        result.parts["stage"] = parts
+    # the stages the system times, and those the benchmark declares a share of (unavailable when untimed)
+    declared = [n[len("share_"):] for n in result.declared if n.startswith("share_")]
+    _stage_metrics(result, [*caps.stages, *declared],
+                   "no batch was timed" if caps.stages else
                    info.get("stages_note") or "run with --breakdown to time the stages")
-            result.metrics[name] = metric(None, "fraction", direction, unavailable=why)
+
+
+def _stage_metrics(result: Result, stages: Sequence[str], why_not: str) -> None:
+    """``share_<stage>``: each stage's share of the summed stage times, for the stages the system declares
+    (and any it timed), declared as a ratio of ``parts.stage.<stage>``; unavailable, saying why, when the
+    stages were not timed. Direction and unit come from the benchmark's metric list where it names the
+    stage (the in-process system's dnn share is higher-is-better), else lower-is-better."""
+    from aibench.results.schema import metric
+
+    group = result.parts.get("stage") or {}
+    share = shares(group)
+    for stage in dict.fromkeys([*stages, *group]):
+        name = f"share_{stage}"
+        direction = (result.declared.get(name) or {}).get("direction", "lower")
+        decl = {"statistic": "ratio", "of": f"parts.stage.{stage}"}
+        if stage in share:
+            result.metrics[name] = metric(share[stage], "fraction", direction, seconds=group[stage]["total"],
+                                          **decl)
+        else:
+            result.metrics[name] = metric(None, "fraction", direction, unavailable=why_not, **decl)
 
 
 def _stem(result: Result) -> str:
@@ -396,7 +425,7 @@ def _write_interrupted(result: Result, out_dir: Path, exc: BaseException | None 
                                "method.loadgen_logs"}
     result.finished_at = now_iso()
     result.duration_s = _elapsed(result)
-    result.system = sysinfo.fingerprint()
+    result.machine = sysinfo.fingerprint()
     result.code = sysinfo.code_version()
     result.load["loadavg_end"] = sysinfo.load_average()
     return write_result(result, out_dir)

@@ -40,7 +40,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from aibench import meters
@@ -63,16 +63,17 @@ FIRST_RUN = ("samples_per_s", "step_time_median", "step_time_p99", "loss_final",
 FIRST_TTQ = ("time_to_target", "steps_to_target", "target_reached", "quality", "samples_per_s", "time_init",
              "time_setup", "energy_to_target")
 
+STEP_TIME = "samples.step_time"  # the timed steps' times
 TRAINING_METRICS = (
     MetricSpec("samples_per_s", "samples/s", "higher", "samples per second over the timed steps (warm-up "
-               "excluded): samples / sum of step times"),
-    MetricSpec("step_time_median", "s", "lower", "median time of one timed step"),
-    MetricSpec("step_time_iqr", "s", "lower", "interquartile range of the step time"),
-    MetricSpec("step_time_p99", "s", "lower", "99th percentile of the step time"),
+               "excluded): samples / sum of step times", "rate", STEP_TIME, "mean"),
+    MetricSpec("step_time_median", "s", "lower", "median time of one timed step", "median", STEP_TIME),
+    MetricSpec("step_time_iqr", "s", "lower", "interquartile range of the step time", "iqr", STEP_TIME),
+    MetricSpec("step_time_p99", "s", "lower", "99th percentile of the step time", "p99", STEP_TIME),
     MetricSpec("epoch_time", "s", "lower", "mean time of the complete epochs among the timed steps (only where "
-               "the workload has a real data set and the run covered a whole epoch)"),
+               "the workload has a real data set and the run covered a whole epoch)", "mean"),
     MetricSpec("loss_final", "loss", "lower", "mean training loss of the last (up to) 10 timed steps "
-               "(warm-up excluded)"),
+               "(warm-up excluded)", "mean"),
     MetricSpec("time_init", "s", "lower", "init: process start to the runner, plus device initialisation "
                "(Python, framework, CUDA context): the Minsky paper's INIT"),
     MetricSpec("time_setup", "s", "lower", "setup: model, optimizer and data built and staged on the device"),
@@ -82,7 +83,7 @@ TRAINING_METRICS = (
     MetricSpec("time_wall", "s", "lower", "process start to the end of the run"),
     MetricSpec("time_to_target", "s", "lower", "--ttq: training time from the first step to the evaluation "
                "that met the target, evaluations included (MLPerf Training's rule)"),
-    MetricSpec("steps_to_target", "steps", "lower", "--ttq: training steps until the target was met"),
+    MetricSpec("steps_to_target", "steps", "lower", "--ttq: training steps until the target was met", "count"),
     MetricSpec("epochs_to_target", "epochs", "lower", "--ttq: steps_to_target / steps per epoch"),
     MetricSpec("target_reached", "bool", "higher", "--ttq: 1 if the target was met within --max-time, else 0"),
     MetricSpec("quality", "quality", "higher", "--ttq: the last evaluated quality (its name, unit and "
@@ -98,7 +99,7 @@ def training_metrics(quality_unit: str = "quality", quality_direction: str = "hi
     """:data:`TRAINING_METRICS` with the ``quality`` metric declared in the workload's own unit and direction
     (accuracy: a fraction, higher; reconstruction error: lower)."""
     what = f"--ttq: the last evaluated {quality_name or 'quality'} (name, target and note in context.quality)"
-    return tuple(MetricSpec("quality", quality_unit, quality_direction, what) if m.name == "quality" else m
+    return tuple(replace(m, unit=quality_unit, direction=quality_direction, help=what) if m.name == "quality" else m
                  for m in TRAINING_METRICS)
 
 
@@ -514,8 +515,9 @@ def _fill(result: Result, bench: Benchmark, params: dict[str, Any], task: Traini
     train = log.mode == "train"
     rate = log.samples_per_s
     m: dict[str, dict[str, Any]] = {}
-    m["samples_per_s"] = metric(rate, "samples/s", "higher") if rate else metric(
-        None, "samples/s", "higher", unavailable="no timed steps (all steps were warm-up)")
+    # Declared the inverse of the mean step time (TRAINING_METRICS); its work is the samples of one step.
+    m["samples_per_s"] = metric(rate, "samples/s", "higher", work=log.samples / len(log.step_times)) if rate \
+        else metric(None, "samples/s", "higher", unavailable="no timed steps (all steps were warm-up)")
     if log.step_times:
         s = summarize(log.step_times)
         result.samples["step_time"] = {"unit": "s", "per": "step", "values": log.step_times, "summary": s,

@@ -115,9 +115,9 @@ def metric_specs(per: str, window: str) -> tuple[Any, Any, Any]:
     e_name, rate_name, p_name = metric_names(per)
     return (
         MetricSpec(e_name, "J", "lower", f"energy of the device(s) over {window} / {per}s (unavailable without "
-                   "a counter)"),
-        MetricSpec(rate_name, f"{per}/J", "higher", f"{per}s per joule over {window}"),
-        MetricSpec(p_name, "W", "lower", f"average power of the device(s) over {window}"),
+                   "a counter)", "mean"),
+        MetricSpec(rate_name, f"{per}/J", "higher", f"{per}s per joule over {window}", "rate"),
+        MetricSpec(p_name, "W", "lower", f"average power of the device(s) over {window}", "mean"),
     )
 
 

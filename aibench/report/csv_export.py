@@ -1,6 +1,6 @@
 """The CSV view: one row per result *and metric* (long format), MLPerf-summary-like columns.
 
-"benchmark, scenario, metric, value, unit, validity, system" name one figure each, so a result with twelve
+"benchmark, load_scenario, metric, value, unit, validity, machine" name one figure each, so a result with twelve
 metrics is twelve rows that share its identifying columns (``run_id`` ties them together; ``primary`` marks
 the row to compare on). A result without metrics (a failed run) is one row with an empty metric and its
 error. Every parameter is a ``param.<name>`` column (empty where a benchmark lacks it); sweep points add
@@ -31,9 +31,9 @@ from aibench.report.view import (
 )
 from aibench.results.schema import Result
 
-BASE_COLUMNS = ("benchmark", "kind", "name", "scenario", "metric", "value", "unit", "direction", "primary",
-                "validity", "status", "unavailable", "noisy", "system", "threads", "code", "config_hash",
-                "run_id", "started_at", "file", "error")
+BASE_COLUMNS = ("benchmark", "kind", "name", "load_scenario", "metric", "value", "unit", "direction", "statistic",
+                "of", "primary", "validity", "status", "unavailable", "noisy", "machine", "threads", "code",
+                "config_hash", "run_id", "started_at", "file", "error")
 SWEEP_COLUMNS = ("sweep.id", "sweep.kind", "sweep.param", "sweep.value")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -49,9 +49,9 @@ def _cell(x: Any) -> Any:
 def _rows(r: Result, file: Path | None, param_keys: Sequence[str], with_sweep: bool) -> list[dict[str, Any]]:
     bench = as_dict(r.benchmark)
     common: dict[str, Any] = {
-        "benchmark": r.id, "kind": bench.get("kind"), "name": bench.get("name"), "scenario": r.scenario,
+        "benchmark": r.id, "kind": bench.get("kind"), "name": bench.get("name"), "load_scenario": r.load_scenario,
         "validity": validity_text(r) or None, "status": r.status, "noisy": r.noisy,
-        "system": machine_text(r) or None, "threads": threads_of(r), "code": code_text(r) or None,
+        "machine": machine_text(r) or None, "threads": threads_of(r), "code": code_text(r) or None,
         "config_hash": r.config_hash, "run_id": r.run_id, "started_at": r.started_at,
         "file": str(file) if file else None, "error": as_dict(r.error).get("message"),
     }
@@ -65,7 +65,8 @@ def _rows(r: Result, file: Path | None, param_keys: Sequence[str], with_sweep: b
     for name, entry in r.metrics.items():
         entry = as_dict(entry)
         rows.append({**common, "metric": name, "value": num(entry.get("value")), "unit": entry.get("unit"),
-                     "direction": entry.get("direction"), "primary": name == r.primary_metric,
+                     "direction": entry.get("direction"), "statistic": entry.get("statistic"),
+                     "of": entry.get("of"), "primary": name == r.primary_metric,
                      "unavailable": entry.get("unavailable"),
                      "validity": "INVALID" if is_invalid(r) or entry.get("valid") is False else common["validity"]})
     if not rows:

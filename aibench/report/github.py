@@ -38,6 +38,7 @@ from aibench.report.view import (
     threads_of,
     write_atomic,
 )
+from aibench.results.declaration import kept
 from aibench.results.schema import Result
 
 DIRECTIONS = {"smaller": "lower", "bigger": "higher"}
@@ -63,10 +64,11 @@ def entry_name(r: Result, metric: str) -> str:
 
 
 def _range(r: Result, metric: str, value: float) -> str | None:
-    """± half-width of the median's 95% CI, for a ``<samples>_median`` metric whose samples were kept."""
-    if not metric.endswith("_median"):
+    """± half-width of the median's 95% CI, for a metric declared the median of samples that were kept."""
+    entry = as_dict(r.metrics.get(metric))
+    if entry.get("statistic") not in ("median", "p50"):
         return None
-    summary = as_dict(as_dict(r.samples.get(metric.removesuffix("_median"))).get("summary"))
+    summary = as_dict(as_dict(kept(r.samples, r.parts, entry.get("of"))).get("summary"))
     ci = num_pair(summary.get("median_ci95"))
     return None if ci is None else f"± {max(value - ci[0], ci[1] - value):.4g}"
 
@@ -78,8 +80,8 @@ def _extra(r: Result) -> str:
             lines.append(f"{label}: {text}")
     if threads_of(r) is not None:
         lines.append(f"threads: {threads_of(r)}")
-    if r.scenario:
-        lines.append(f"scenario: {r.scenario}")
+    if r.load_scenario:
+        lines.append(f"load scenario: {r.load_scenario}")
     if r.noisy:
         lines.append("noisy: IQR above 10% of the median")
     return "\n".join(lines)

@@ -7,6 +7,7 @@ Sections appear only when the data for them exist:
 - **Throughput and latency vs batch**: runs of one benchmark that differ only in ``batch``.
 - **Latency distribution**: per LoadGen run, the CDF of the kept per-sample latencies with LoadGen's
   percentiles marked (or the percentiles alone when no samples were kept).
+- **Parts**: per run with per-part distributions (``parts``: stages, layers, modules), one box per part.
 - **Sweeps**: each sweep (``context["sweep"]``, contract 1) as a curve over its parameter, with the knee from
   its sweep record, the latency bound, and speedup/efficiency for scaling sweeps.
 - **Devices**: runs that differ only in ``device``: the speed-up of each device over the CPU (Minsky's GPU gain).
@@ -155,7 +156,7 @@ def _summary(inputs: ReportInputs) -> str:
             if sweep is not None:
                 params = f"{params} · sweep {sweep.get('param')}={fmt_param(sweep.get('value'))}".strip(" ·")
             rows.append([
-                e(bench), e(params), e(r.scenario or ""),
+                e(bench), e(params), e(r.load_scenario or ""),
                 f"{e(r.primary_metric or '')}",
                 f'<span class="nowrap {_cls(primary)}">{e(primary)}</span>'
                 + (f'<br><small class="invalid">{e(reasons)}</small>' if reasons else ""),
@@ -164,7 +165,7 @@ def _summary(inputs: ReportInputs) -> str:
                 e(str(r.started_at)[:19].replace("T", " ")),
                 f'<code title="{e(file.name if file else "")}">{e(r.run_id[:8])}</code>',
             ])
-    return _table(["benchmark", "parameters (varying)", "scenario", "primary metric", "value", "validity",
+    return _table(["benchmark", "parameters (varying)", "load scenario", "primary metric", "value", "validity",
                    "status", "threads", "started (UTC)", "run"], rows)
 
 
@@ -215,7 +216,7 @@ def _latency_metrics(runs: Sequence[Result]) -> list[tuple[str, str]]:
     first = runs[0]
     prim = metric_entry(first, first.primary_metric) if first.primary_metric else None
     if prim and prim.get("direction") == "lower" and prim.get("unit") == "s":
-        return [(str(first.primary_metric), "median" if str(first.primary_metric).endswith("median") else "")]
+        return [(str(first.primary_metric), "median" if prim.get("statistic") == "median" else "")]
     return [("time_median", "median")] if any(metric_value(r, "time_median") is not None for r in runs) else []
 
 
@@ -310,7 +311,7 @@ def _latency_section(results: Sequence[Result]) -> str:
             info = as_dict(r.samples.get("latency"))
             seen = num(info.get("seen"))
             note = f"{len(samples)} of {int(seen)} samples kept" if seen and samples and seen > len(samples) else ""
-            title = " ".join(x for x in (bench, _run_params(r, keys), r.scenario or "") if x)
+            title = " ".join(x for x in (bench, _run_params(r, keys), r.load_scenario or "") if x)
             parts = [f"{e(title)} · run <code>{e(r.run_id[:8])}</code>"]
             if pcts:
                 parts.append("LoadGen's percentiles of the whole run: " + ", ".join(
@@ -326,6 +327,57 @@ def _latency_section(results: Sequence[Result]) -> str:
     tail = f'<p class="muted">{more} more run(s) not drawn; their percentiles are in the CSV.</p>' if more else ""
     return ('<section id="latency"><h2>Latency distribution per run</h2>'
             f'<div class="plots">{"".join(figures)}</div>{tail}</section>')
+
+
+# ----------------------------------------------------------------------------------------------- parts
+PART_TITLES = {"stage": "stages", "layer": "layers", "module": "modules"}
+
+
+def _part_values(entry: dict[str, Any]) -> list[float]:
+    values = entry.get("values")
+    return [v for v in (num(x) for x in values) if v is not None] if isinstance(values, list) else []
+
+
+def _parts_section(results: Sequence[Result]) -> str:
+    """Each run's parts (``parts``: the stages a system timed per batch, a network's layers, a pipeline's
+    modules), one figure per run and kind: the distribution of each part's values and its share."""
+    figures = []
+    runs = [r for r in results if r.status == "ok" and isinstance(r.parts, dict) and r.parts]
+    shown = 0
+    for bench, members in _by_benchmark(runs).items():
+        keys = varying_params(members)
+        for r in members:
+            for kind, group in r.parts.items():
+                if not isinstance(group, dict) or shown >= MAX_CDF_FIGURES:
+                    continue
+                entries = {str(n): x for n, x in group.items() if isinstance(x, dict) and _part_values(x)}
+                if not entries:
+                    continue
+                shown += 1
+                totals = {n: num(x.get("total")) for n, x in entries.items()}
+                whole = sum(t for t in totals.values() if t is not None)
+                shares = [t / whole if t is not None and whole > 0 else None for t in totals.values()]
+                first = next(iter(entries.values()))
+                unit, per = str(first.get("unit") or ""), str(first.get("per") or "value")
+                title = " ".join(x for x in (bench, _run_params(r, keys), r.load_scenario or "",
+                                             PART_TITLES.get(kind, kind)) if x)
+                kept = ", ".join(f"{e(n)}: {len(_part_values(x))} of {e(x.get('seen'))}"
+                                 for n, x in entries.items() if num(x.get("seen")) and
+                                 num(x.get("seen")) > len(_part_values(x)))
+                caption = (f"{e(title)} · run <code>{e(r.run_id[:8])}</code> · the time of each {e(per)} in each "
+                           f"of its {e(PART_TITLES.get(kind, kind))}" + (f" (values kept: {kept})" if kept else ""))
+                if is_invalid(r):
+                    caption += ' · <span class="invalid">INVALID run</span>'
+                figures.append(_figure("parts", partial(
+                    plots.part_distributions, title, list(entries), [_part_values(x) for x in entries.values()],
+                    unit, per, shares, is_invalid(r)), caption))
+    if not figures:
+        return ""
+    more = sum(1 for r in runs for g in r.parts.values() if isinstance(g, dict) and g) - shown
+    tail = f'<p class="muted">{more} more not drawn; every value is in the result files.</p>' if more > 0 else ""
+    return ('<section id="parts"><h2>Stages, layers and modules</h2><p class="muted">Per-part distributions '
+            '(<code>parts</code> in the result file: e.g. the stages a LoadGen run timed with <code>--breakdown'
+            f'</code>).</p><div class="plots">{"".join(figures)}</div>{tail}</section>')
 
 
 # ----------------------------------------------------------------------------------------------- sweeps
@@ -601,8 +653,8 @@ def _fmt_bytes(n: Any) -> str:
 
 def _env_cells(r: Result) -> tuple[str, ...]:
     """The machine and software of a run as table cells (escaped); runs with equal cells share an env id."""
-    system = as_dict(r.system)
-    m, s = as_dict(system.get("machine")), as_dict(system.get("software"))
+    machine = as_dict(r.machine)
+    m, s = as_dict(machine.get("machine")), as_dict(machine.get("software"))
     gpus = s.get("gpus") if isinstance(s.get("gpus"), list) else []
     gpu_text = "; ".join(" ".join(str(as_dict(g).get(k) or "") for k in ("name", "driver")).strip() or str(g)
                          for g in gpus) or "none"
@@ -654,8 +706,8 @@ def _environment_section(results: Sequence[Result]) -> str:
 
 # ----------------------------------------------------------------------------------------------- page
 SECTIONS = (("summary", "Results"), ("kernels", "Kernels"), ("batch", "Batch"), ("latency", "Latency"),
-            ("sweeps", "Sweeps"), ("devices", "Devices"), ("energy", "Energy"), ("comparisons", "Comparisons"),
-            ("failures", "Failures"), ("environment", "Environment"))
+            ("parts", "Parts"), ("sweeps", "Sweeps"), ("devices", "Devices"), ("energy", "Energy"),
+            ("comparisons", "Comparisons"), ("failures", "Failures"), ("environment", "Environment"))
 
 
 def render_html(inputs: ReportInputs, title: str = "aibench report") -> str:
@@ -673,6 +725,7 @@ def render_html(inputs: ReportInputs, title: str = "aibench report") -> str:
     body["kernels"] = _kernel_section(results)
     body["batch"] = _batch_section(results)
     body["latency"] = _latency_section(results)
+    body["parts"] = _parts_section(results)
     body["sweeps"] = _sweep_section(results, inputs.sweeps)
     body["devices"] = _device_section(results)
     body["energy"] = _energy_section(results)

@@ -417,3 +417,33 @@ def kernel_timings(title: str, labels: Sequence[str], medians: Sequence[float],
     right.legend(loc="upper right", frameon=False)
     fig.suptitle(wrap(title, 110), fontsize=9, fontweight="bold")
     return to_svg(fig, title)
+
+
+@_draw
+def part_distributions(title: str, names: Sequence[str], values: Sequence[Sequence[float]], unit: str, per: str,
+                       shares: Sequence[float | None], invalid: bool = False) -> str:
+    """The parts of one run (its stages, layers or modules), one box each: the distribution of the part's
+    values (box: quartiles; whiskers: 1.5 IQR; dot: median), on a log scale when they span more than 20x,
+    with each part's share of the total beside its name."""
+    fig, (ax,) = new_figure(6.4, 0.9 + 0.32 * len(names))
+    ys = list(range(len(names)))[::-1]
+    flat = [v for vs in values for v in vs]
+    scale, shown_unit = unit_scale(flat, unit)
+    boxes = ax.boxplot([[v / scale for v in vs] for vs in values], positions=ys, orientation="horizontal",
+                       widths=0.55, patch_artist=True, showfliers=True,
+                       flierprops={"markersize": 2.5, "alpha": 0.6}, medianprops={"color": "#222222"})
+    for patch in boxes["boxes"]:
+        patch.set_facecolor("#f8d0d0" if invalid else "#cfe3f3")
+        patch.set_edgecolor("#444444")
+    positive = [v for v in flat if v > 0]
+    if positive and max(positive) / min(positive) > 20:
+        ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
+    ax.set_yticks(ys)
+    ax.set_yticklabels([wrap(name, 32, 1) + (f" ({share:.1%})" if share is not None else "")
+                        for name, share in zip(names, shares, strict=True)])
+    ax.set_xlabel(f"{shown_unit} per {per} (box: quartiles; bracketed: share of the total)")
+    ax.grid(axis="y", visible=False)
+    ax.set_ylim(-0.7, len(names) - 0.3)
+    ax.set_title(wrap(("INVALID · " if invalid else "") + title, 80))
+    return to_svg(fig, title)

@@ -104,8 +104,8 @@ def status_text(r: Result) -> str:
 
 def machine_text(r: Result) -> str:
     """hostname · CPU model · N CPUs · GPUs: short enough for a table cell or a CSV column."""
-    machine = as_dict(as_dict(r.system).get("machine"))
-    software = as_dict(as_dict(r.system).get("software"))
+    machine = as_dict(as_dict(r.machine).get("machine"))
+    software = as_dict(as_dict(r.machine).get("software"))
     parts = [str(machine[k]) for k in ("hostname", "cpu_model") if machine.get(k)]
     if machine.get("logical_cpus"):
         parts.append(f"{machine['logical_cpus']} CPUs")

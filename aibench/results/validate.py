@@ -7,11 +7,13 @@ Two checks, both pure functions that return a problem (a short text with where i
   ``json.loads`` accepts ``NaN``, ``Infinity`` and ``1e999`` (which becomes infinity); aibench never writes
   them (``allow_nan=False``), so a file holding one was not written by aibench as it is, and later code that
   does arithmetic or writes ``--json`` would trip on it.
-* :func:`result_problem` — a result document against ``result.schema.json``. The schema is the single
-  source: this module interprets the subset of JSON Schema (draft 2020-12) the file uses, with the same
-  semantics as the ``jsonschema`` package (``tests/test_results.py`` checks that the two agree on hundreds
-  of mutated documents). It is hand-written for speed: a raw-sample list of ten million numbers is checked
-  in C-speed passes (the set of element types, then one sum), not one schema call per element.
+* :func:`result_problem` — a result document against ``result.schema.json`` (schema version 2; version 1
+  files are checked against the frozen ``result-v1.schema.json`` before :mod:`aibench.results.convert`
+  turns them into version 2). The schema files are the single source: this module interprets the subset of
+  JSON Schema (draft 2020-12) they use, with the same semantics as the ``jsonschema`` package
+  (``tests/test_results_io.py`` checks that the two agree on hundreds of mutated documents). It is
+  hand-written for speed: a raw-sample list of ten million numbers is checked in C-speed passes (the set of
+  element types, then one sum), not one schema call per element.
 
 Nothing here imports numpy, torch or click, and nothing raises on a hostile document (deep nesting is cut
 off by the limits check before the schema walk recurses).
@@ -124,10 +126,15 @@ def limits_problem(doc: Any, number_lists: set[int] | None = None) -> str | None
 
 
 # ---------------------------------------------------------------------------------- the result schema
+# The result schema of each version this aibench reads, shipped beside this module.
+SCHEMA_FILES = {2: "result.schema.json", 1: "result-v1.schema.json"}
+CURRENT_VERSION = 2
+
+
 @cache
-def result_schema() -> dict[str, Any]:
-    """``result.schema.json``, shipped beside this module (read once)."""
-    text = resources.files("aibench.results").joinpath("result.schema.json").read_text(encoding="utf-8")
+def result_schema(version: int = CURRENT_VERSION) -> dict[str, Any]:
+    """The JSON Schema of result files of ``version`` (read once)."""
+    text = resources.files("aibench.results").joinpath(SCHEMA_FILES[version]).read_text(encoding="utf-8")
     return json.loads(text)
 
 
@@ -172,10 +179,10 @@ def _pattern(text: str) -> re.Pattern[str]:
     return re.compile(text)
 
 
-def _resolve(ref: str) -> dict[str, Any]:
+def _resolve(ref: str, root: dict[str, Any]) -> dict[str, Any]:
     if not ref.startswith("#/"):
         raise ValueError(f"only local references are supported, not {ref!r}")
-    node: Any = result_schema()
+    node: Any = root
     for part in ref[2:].split("/"):
         node = node[part]
     return node
@@ -185,10 +192,10 @@ def _at(where: str) -> str:
     return where or "the document"
 
 
-def _check(x: Any, schema: dict[str, Any], where: str, number_lists: set[int]) -> str | None:
+def _check(x: Any, schema: dict[str, Any], where: str, number_lists: set[int], root: dict[str, Any]) -> str | None:
     """The first way ``x`` fails ``schema`` (a text naming where), or None. Lists whose ``id`` is in
     ``number_lists`` are known to hold only numbers."""
-    if "$ref" in schema and (why := _check(x, _resolve(schema["$ref"]), where, number_lists)):
+    if "$ref" in schema and (why := _check(x, _resolve(schema["$ref"], root), where, number_lists, root)):
         return why
     if "type" in schema:
         allowed = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
@@ -213,7 +220,7 @@ def _check(x: Any, schema: dict[str, Any], where: str, number_lists: set[int]) -
             if sub is False:
                 return f"{where + '.' if where else ''}{key} is not allowed"
             if isinstance(sub, dict) and (why := _check(value, sub, f"{where}.{key}" if where else key,
-                                                        number_lists)):
+                                                        number_lists, root)):
                 return why
     if isinstance(x, list):
         if "minItems" in schema and len(x) < schema["minItems"]:
@@ -228,26 +235,34 @@ def _check(x: Any, schema: dict[str, Any], where: str, number_lists: set[int]) -
                     return f"{where}[{bad}] must be number, not {_type_name(x[bad])}"
             else:
                 for i, v in enumerate(x):
-                    if why := _check(v, items, f"{where}[{i}]", number_lists):
+                    if why := _check(v, items, f"{where}[{i}]", number_lists, root):
                         return why
     for sub in schema.get("allOf", ()):
-        if why := _check(x, sub, where, number_lists):
+        if why := _check(x, sub, where, number_lists, root):
             return why
     if "oneOf" in schema:
-        fits = [sub for sub in schema["oneOf"] if _check(x, sub, where, number_lists) is None]
+        fits = [sub for sub in schema["oneOf"] if _check(x, sub, where, number_lists, root) is None]
         if len(fits) != 1:
             return f"{_at(where)} has the wrong form" if not fits else f"{_at(where)} is ambiguous"
     if "if" in schema:
-        branch = schema.get("then") if _check(x, schema["if"], where, number_lists) is None else schema.get("else")
-        if isinstance(branch, dict) and (why := _check(x, branch, where, number_lists)):
+        fits = _check(x, schema["if"], where, number_lists, root) is None
+        branch = schema.get("then") if fits else schema.get("else")
+        if isinstance(branch, dict) and (why := _check(x, branch, where, number_lists, root)):
             return why
     return None
 
 
-def result_problem(doc: Any) -> str | None:
-    """How ``doc`` fails the result schema (one short text naming the field), or None when it is valid.
+def result_problem(doc: Any, version: int = CURRENT_VERSION, checked: set[int] | None = None) -> str | None:
+    """How ``doc`` fails the result schema of ``version`` (one short text naming the field), or None when
+    it is valid.
 
-    The read limits are checked first, so the schema walk never meets a document nested too deeply.
+    The read limits are checked first, so the schema walk never meets a document nested too deeply; a
+    caller that checked them already passes the set they filled (``checked``: the ids of the long number
+    lists found, see :func:`limits_problem`) and they are not checked again.
     """
-    number_lists: set[int] = set()
-    return limits_problem(doc, number_lists) or _check(doc, result_schema(), "", number_lists)
+    root = result_schema(version)
+    if checked is None:
+        checked = set()
+        if problem := limits_problem(doc, checked):
+            return problem
+    return _check(doc, root, "", checked, root)

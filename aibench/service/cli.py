@@ -9,6 +9,7 @@ import click
 
 from aibench.errors import UsageError
 from aibench.service.models import SPECS, TONIC_MODELS
+from aibench.spec import FiniteFloat
 
 EPILOG = """\b
 Exit codes: 0 stopped by SIGTERM or Ctrl-C after in-flight requests finished · 2 bad usage ·
@@ -82,19 +83,19 @@ def _devices(value: str) -> tuple[str, ...]:
 @click.option("--max-queue-delay-us", metavar="U|M=U,...",
               help="How long the oldest queued request may wait for a fuller batch (Triton's "
                    "max_queue_delay_microseconds) [default: 0: batch what is queued when an instance is free].")
-@click.option("--max-request-mb", type=click.FloatRange(0.001, 4096), default=64.0, show_default=True,
+@click.option("--max-request-mb", type=FiniteFloat(0.001, 4096), default=64.0, show_default=True,
               metavar="MB", help="Largest request body (HTTP) or DjiNN request; larger ones get 413 / a close.")
-@click.option("--max-json-mb", type=click.FloatRange(0.001, 1024), default=16.0, show_default=True, metavar="MB",
+@click.option("--max-json-mb", type=FiniteFloat(0.001, 1024), default=16.0, show_default=True, metavar="MB",
               help="Largest JSON part of an HTTP request (JSON costs far more memory than its bytes).")
-@click.option("--max-pending-mb", type=click.FloatRange(1, 1 << 20), default=1024.0, show_default=True,
+@click.option("--max-pending-mb", type=FiniteFloat(1, 1 << 20), default=1024.0, show_default=True,
               metavar="MB", help="Bytes all requests in the server may hold at once; past it, 503 / a close.")
-@click.option("--idle-timeout", type=click.FloatRange(0.1, 86400), default=15.0, show_default=True, metavar="S",
+@click.option("--idle-timeout", type=FiniteFloat(0.1, 86400), default=15.0, show_default=True, metavar="S",
               help="Close a connection that sends nothing for S seconds (HTTP keep-alive; DjiNN between requests).")
-@click.option("--body-timeout", type=click.FloatRange(0.1, 86400), default=30.0, show_default=True, metavar="S",
+@click.option("--body-timeout", type=FiniteFloat(0.1, 86400), default=30.0, show_default=True, metavar="S",
               help="A request body (or DjiNN header/request) must arrive within S seconds once started.")
-@click.option("--shutdown-timeout", type=click.FloatRange(0, 86400), default=30.0, show_default=True,
+@click.option("--shutdown-timeout", type=FiniteFloat(0, 86400), default=30.0, show_default=True,
               metavar="S", help="On SIGTERM/Ctrl-C, how long in-flight requests may take to finish.")
-@click.option("--null-delay-us", type=click.FloatRange(0, 60e6), default=0.0, show_default=True, metavar="U",
+@click.option("--null-delay-us", type=FiniteFloat(0, 60e6), default=0.0, show_default=True, metavar="U",
               help="The null model sleeps U microseconds per batch (a stand-in network of known compute time).")
 @click.option("--json", "json_lines", is_flag=True,
               help="Announce as JSON lines on stdout (listening, model_ready, ready, stopping, stopped).")

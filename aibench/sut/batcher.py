@@ -29,6 +29,7 @@ import collections
 import queue
 import threading
 import time
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -312,7 +313,7 @@ class BatchingSystem(SystemUnderTest):
         self._samples = 0
         self._inline_batches = 0
         self._error: BaseException | None = None
-        self.stage_times: dict[str, list[float]] = {name: [] for name in self.capabilities.stages}
+        self.stage_times: dict[str, array[float]] = {name: array("d") for name in self.capabilities.stages}
         self.bytes_in: int | None = 0 if self.capabilities.reports_bytes else None
         self.bytes_out: int | None = None
 

@@ -75,6 +75,9 @@ class InferenceTask:
     ``flops_note`` saying why. ``data`` records where inputs came from, e.g.
     ``{"source": "synthetic", "note": "seeded N(0,1) images"}`` or ``{"source": "real", "name": ...}``.
     ``stage`` is ``dnn`` (network alone) or ``app`` (with the application's pre/post-processing).
+    ``network``, when set, is the DNN as ordered named layers (:class:`aibench.networks.Layered`, e.g. an
+    ``nn.Sequential``) taking the network's input tensor (what ``model`` is given in stage ``dnn``): running
+    layers ``i..j`` of it is one side of a split network.
     """
 
     model: Callable[[Any], Any]
@@ -89,6 +92,7 @@ class InferenceTask:
     flops_note: str = ""
     stage: str = "dnn"
     data: dict[str, Any] = field(default_factory=lambda: {"source": "synthetic"})
+    network: Any = None
 
     def run_batch(self, indices: Sequence[int] = (0,)) -> Any:
         """The timed path above for one batch, untimed and unoptimised: the reference the adapter's fast

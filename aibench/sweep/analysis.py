@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from aibench.results.declaration import kept, values_of
 from aibench.results.schema import Result, metric
 from aibench.results.stats import NOISY_IQR_RATIO, median_ci
 
@@ -18,6 +19,11 @@ LATENCY_CHOICES = ("p50", "p90", "p95", "p97", "p99", "p99_9", "mean", "max", "b
 BATCH_LATENCY = "batch_latency"
 BATCH_LATENCY_NOTE = ("batch / samples_per_s: the time one batch takes at the measured rate (DjiNN's batch "
                       "latency), derived from LoadGen's throughput")
+
+
+# The declarations of the figures a sweep derives (they are no benchmark's metrics).
+_VALUE = {"statistic": "value", "of": None}
+_RATIO = {"statistic": "ratio", "of": None}
 
 
 def latency_metric_name(choice: str) -> str:
@@ -35,32 +41,40 @@ def _invalid(r: Result | None) -> bool:
     return r is not None and r.validity is not None and not r.validity.get("valid", True)
 
 
-# Which raw samples of a result a metric is drawn from. "median": the metric is their median (its 95% CI is
-# the order-statistics interval of the median); "rate": the metric is work / their sum (training's samples/s;
-# its CI follows from the mean's); "spread": the samples show the point's spread, but give no interval of the
-# metric itself (LoadGen's latency percentiles and early-stopping estimate).
-_MEDIAN_OF = {"time_median": "time", "step_time_median": "step_time", "latency_p50": "latency"}
+# How a metric relates to the raw samples it declares (``of``), read from its declaration, never its name.
+# "median": the metric is their median (its 95% CI is the order-statistics interval of the median);
+# "inverse-median": work / their median (the kernel timer's GFLOP/s; the CI is the median's, inverted);
+# "rate": work / their mean (training's samples / sum of step times; its CI follows from the mean's);
+# "spread": another statistic of them (a p99, a mean): they show the point's spread, but give no interval of
+# the metric itself. The latencies of an Offline run are one query's, not repeated measurements: no basis.
 Z95 = 1.959964
 RATIO_CI_METHOD = ("ratio of the ends of the two points' 95% intervals (each point's interval from its own "
                    "samples: within-run spread only, not run-to-run variation)")
 
 
 def _basis(r: Result, name: str) -> tuple[str, str] | None:
-    """(sample series, relation) of metric ``name`` in ``r``, or None when no samples stand behind it."""
-    series = r.samples if isinstance(r.samples, dict) else {}
-    if name in _MEDIAN_OF and _MEDIAN_OF[name] in series and (name != "latency_p50" or r.scenario != "offline"):
-        return _MEDIAN_OF[name], "median"
-    if name == "samples_per_s" and "step_time" in series and \
-            str((r.method or {}).get("rate", "")).startswith("samples / sum"):
-        return "step_time", "rate"
-    if name.startswith("latency_") and "latency" in series and r.scenario not in (None, "offline"):
-        return "latency", "spread"
-    return None
+    """(what the metric declares it summarises, relation) of metric ``name`` in ``r``, or None when no kept
+    samples stand behind it."""
+    entry = r.metrics.get(name) if isinstance(r.metrics, dict) else None
+    if not isinstance(entry, dict):
+        return None
+    of, statistic = entry.get("of"), entry.get("statistic")
+    if values_of(r.samples, r.parts, of) is None:
+        return None
+    if of == "samples.latency" and r.load_scenario in (None, "offline"):
+        return None
+    if statistic in ("median", "p50"):
+        return of, "median"
+    if statistic == "rate":
+        inverse = entry.get("inverse_of")
+        return (of, "rate") if inverse == "mean" else (of, "inverse-median") if inverse in ("median", "p50") \
+            else None
+    return of, "spread"
 
 
 def _summary(r: Result, series: str) -> dict[str, Any] | None:
-    entry = r.samples.get(series)
-    if not isinstance(entry, dict):
+    entry = kept(r.samples, r.parts, series)
+    if entry is None:
         return None
     summary = entry.get("summary")
     if isinstance(summary, dict) and summary.get("n"):
@@ -85,12 +99,18 @@ def point_spread(r: Result | None, name: str) -> dict[str, Any]:
     summary = _summary(r, basis[0]) if basis else None
     if basis is None or summary is None:
         why = ("one figure per run (no samples behind it): repeat the sweep to see its run-to-run spread"
-               if basis is None else f"no summary of its {basis[0]} samples")
+               if basis is None else f"no summary of its {_series_words(basis[0])}")
         return {"spread": None, "noisy": r.noisy, "basis": why}
     spread = summary.get("iqr_over_median")
     noisy = r.noisy if r.noisy is not None else (spread is not None and spread > NOISY_IQR_RATIO)
     return {"spread": spread, "noisy": bool(noisy), "n": summary.get("n"),
-            "basis": f"IQR / median of the point's {basis[0].replace('_', ' ')} samples"}
+            "basis": f"IQR / median of the point's {_series_words(basis[0])}"}
+
+
+def _series_words(of: str) -> str:
+    """``samples.step_time`` -> "step time samples"; ``parts.stage.dnn`` -> "stage dnn values"."""
+    head, _, rest = of.partition(".")
+    return f"{rest.replace('_', ' ')} samples" if head == "samples" else f"{rest.replace('.', ' ')} values"
 
 
 def metric_ci(r: Result | None, name: str) -> tuple[float, float] | None:
@@ -102,15 +122,20 @@ def metric_ci(r: Result | None, name: str) -> tuple[float, float] | None:
     value = _value(r, name)
     if basis is None or summary is None or value is None:
         return None
-    if basis[1] == "median":
+    if basis[1] in ("median", "inverse-median"):
         ci = summary.get("median_ci95")
         if not (isinstance(ci, list) and len(ci) == 2):
-            values = (r.samples.get(basis[0]) or {}).get("values") or []
+            values = values_of(r.samples, r.parts, basis[0]) or []
             ci = list(median_ci(sorted(values))) if values else None
         if ci is None:
             return None
         lo, hi = float(ci[0]), float(ci[1])
-        return (lo, hi) if 0 < lo <= hi and math.isfinite(hi) else None
+        if not (0 < lo <= hi and math.isfinite(hi)):
+            return None
+        if basis[1] == "median":
+            return lo, hi
+        med = summary.get("median")  # work / median: the interval of the median, inverted
+        return (value * med / hi, value * med / lo) if isinstance(med, int | float) and med > 0 else None
     if basis[1] == "rate":
         n, mean, sd = summary.get("n") or 0, summary.get("mean"), summary.get("sd")
         if n < 2 or not mean or sd is None:
@@ -127,12 +152,12 @@ def add_batch_latency(r: Result, batch: int | float) -> None:
     rate_entry = r.metrics.get("samples_per_s") or {}
     rate = rate_entry.get("value")
     if r.status != "ok":
-        r.metrics[BATCH_LATENCY] = metric(None, "s", "lower", unavailable=f"the point {r.status}")
+        r.metrics[BATCH_LATENCY] = metric(None, "s", "lower", unavailable=f"the point {r.status}", **_VALUE)
     elif not rate:
-        r.metrics[BATCH_LATENCY] = metric(None, "s", "lower", unavailable="no samples/s was measured")
+        r.metrics[BATCH_LATENCY] = metric(None, "s", "lower", unavailable="no samples/s was measured", **_VALUE)
     else:
         extra = {"valid": False} if rate_entry.get("valid") is False else {}
-        r.metrics[BATCH_LATENCY] = metric(batch / rate, "s", "lower", note=BATCH_LATENCY_NOTE, **extra)
+        r.metrics[BATCH_LATENCY] = metric(batch / rate, "s", "lower", note=BATCH_LATENCY_NOTE, **_VALUE, **extra)
 
 
 def add_scaling(r: Result, value: float, base: Result | None, base_value: float, name: str,
@@ -151,8 +176,8 @@ def add_scaling(r: Result, value: float, base: Result | None, base_value: float,
     if why is None and (mine is None or theirs is None or mine <= 0 or theirs <= 0):
         why = f"{name} is missing or not positive in this point or the baseline"
     if why is not None:
-        r.metrics["speedup"] = metric(None, "x", "higher", unavailable=why[:500])
-        r.metrics["efficiency"] = metric(None, "ratio", "higher", unavailable=why[:500])
+        r.metrics["speedup"] = metric(None, "x", "higher", unavailable=why[:500], **_RATIO)
+        r.metrics["efficiency"] = metric(None, "ratio", "higher", unavailable=why[:500], **_RATIO)
         return
     assert mine is not None and theirs is not None
     speedup = mine / theirs if direction == "higher" else theirs / mine
@@ -173,8 +198,8 @@ def add_scaling(r: Result, value: float, base: Result | None, base_value: float,
         ef_extra.update(ci95=[interval[0] / scale, interval[1] / scale], ci_method=RATIO_CI_METHOD)
     else:
         sp_extra["ci_unavailable"] = ef_extra["ci_unavailable"] = _no_ci_reason(r, base, name)
-    r.metrics["speedup"] = metric(speedup, "x", "higher", **sp_extra)
-    r.metrics["efficiency"] = metric(efficiency, "ratio", "higher",
+    r.metrics["speedup"] = metric(speedup, "x", "higher", **_RATIO, **sp_extra)
+    r.metrics["efficiency"] = metric(efficiency, "ratio", "higher", **_RATIO,
                                      note=f"speedup / ({unit_label} / first {unit_label}); 1.0 is linear", **ef_extra)
 
 
@@ -184,7 +209,7 @@ def _no_ci_reason(r: Result, base: Result | None, name: str) -> str:
         return f"{name} is one figure per run, with no samples behind it: repeat the sweep to see its spread"
     if basis[1] == "spread":
         return (f"{name} is neither the median nor the mean of its samples: the points' spread (IQR / median of "
-                f"their {basis[0]} samples) shows how noisy they are")
+                f"their {_series_words(basis[0])}) shows how noisy they are")
     return f"the samples behind {name} give no interval (too few, or not positive)"
 
 

@@ -33,7 +33,7 @@ def sweep_table(plan: SweepPlan, record: SweepRecord, results: Sequence[Result |
     table.add_column("spread", justify="right", no_wrap=True)
     columns: list[tuple[str, tuple[str, ...]]] = []
     # In Offline LoadGen issues every sample at once: its latency percentiles measure the run, not a query.
-    per_query = [r for r in done if r.scenario != "offline"]
+    per_query = [r for r in done if r.load_scenario != "offline"]
     for header, names in LATENCY_COLUMNS:
         if any(n in r.metrics for r in per_query for n in names if n != primary):
             columns.append((header, tuple(n for n in names if n != primary)))

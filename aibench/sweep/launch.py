@@ -337,6 +337,6 @@ def _failed(point: PointPlan, job: dict[str, Any], why: str, launch: dict[str, A
     r.method["launch"] = launch
     r.finished_at = now_iso()
     r.duration_s = launch.get("wall_s")
-    r.system = system.fingerprint()
+    r.machine = system.fingerprint()
     r.code = system.code_version()
     return r

@@ -56,7 +56,7 @@ def run_scale_out(bench: Benchmark, params: dict[str, Any], result: Result, opts
         pool.start()
     batch = int(params.get("batch", 1) or 1)
     workers = list(opts.workers)
-    result.scenario = s.scenario
+    result.load_scenario = s.scenario
     result.config["loadgen"] = s.config()
     result.config["scale_out"] = dict(opts.scale)
     result.config_hash = config_hash(bench.id, params, result.config)

@@ -152,6 +152,8 @@ def _aggregate(result: Any, world: int) -> None:
         return
     result.metrics["samples_per_s_per_rank"] = dict(per)
     extra = {k: v for k, v in per.items() if k not in ("value", "unit", "direction", "unavailable")}
+    if isinstance(extra.get("work"), int | float):  # the declaration's work per step: every rank's samples
+        extra["work"] = extra["work"] * world
     result.metrics["samples_per_s"] = metric(per["value"] * world, "samples/s", "higher",
                                              note=f"all {world} ranks: world size × rank 0's samples/s (DDP steps "
                                                   "run in lockstep, one batch per rank per step)", **extra)

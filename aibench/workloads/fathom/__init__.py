@@ -2,8 +2,9 @@
 forward-only (inference) mode, run by the ``training`` runner (aibench/measure/training.py), plus the
 LeNet digit classifier of the Tonic Suite as the time-to-quality reference on real data.
 
-Registration only: no torch here (``aibench list`` imports this). Networks live in ``_models``, tasks
-(model + optimizer + staged data + loss) in ``_tasks``; factories import them on first use. Names carry a
+Registration only: no torch here (``aibench list`` imports this). Networks live in
+:mod:`aibench.networks.fathom`, tasks (model + optimizer + staged data + loss) in ``_tasks``; factories import
+them on first use. Names carry a
 ``fathom-`` prefix so they never collide with the Tonic networks (``component/vgg`` is Tonic's VGG-16
 service, ``component/fathom-vgg`` Fathom's VGG training workload). See docs/fathom.md.
 """

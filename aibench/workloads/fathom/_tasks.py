@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from aibench.errors import UnavailableError
 from aibench.measure.training import Quality, TrainingTask
-from aibench.workloads.fathom import _models as M
+from aibench.networks import fathom as M
 from aibench.workloads.micro.passes import require_memory
 
 IMAGENET = ("ImageNet (224×224 photos, 1000 classes + background) cannot be had offline: seeded synthetic "

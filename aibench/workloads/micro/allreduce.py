@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aibench.measure.kernel import KERNEL_METRICS, Op
+from aibench.measure.kernel import KERNEL_METRICS, TIME, Op
 from aibench.registry import MetricSpec, benchmark
 from aibench.results.schema import metric
 from aibench.spec import Param
@@ -47,8 +47,8 @@ def _deepbench_all_reduce() -> list[dict[str, Any]]:
         *device_params(),
     ],
     metrics=(*KERNEL_METRICS,
-             MetricSpec("algbw", "GB/s", "higher", ALGBW_NOTE),
-             MetricSpec("busbw", "GB/s", "higher", BUSBW_NOTE)),
+             MetricSpec("algbw", "GB/s", "higher", ALGBW_NOTE, "rate", TIME, "median"),
+             MetricSpec("busbw", "GB/s", "higher", BUSBW_NOTE, "rate", TIME, "median")),
     sets={"deepbench": _deepbench_all_reduce},
     tiny={"count": 1024, "ranks": 2},
     aliases=("all-reduce", "all_reduce"),
@@ -87,13 +87,16 @@ def allreduce(params: dict[str, Any], device: Any, dtype: Any) -> Op:
     def extra(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
         med = summary["median"]
         alg = nbytes / med / 1e9 if med > 0 else None
-        out = {"algbw": metric(alg, "GB/s", "higher", None if alg else "median time is zero", note=ALGBW_NOTE)}
+        work = {"work": nbytes / 1e9} if alg else {}
+        out = {"algbw": metric(alg, "GB/s", "higher", None if alg else "median time is zero", note=ALGBW_NOTE,
+                               **work)}
         if alg is None:
             out["busbw"] = metric(None, "GB/s", "higher", unavailable="median time is zero")
         elif n < 2:
             out["busbw"] = metric(None, "GB/s", "higher", unavailable="one rank moves nothing between ranks")
         else:
-            out["busbw"] = metric(alg * coll.busbw_factor(n), "GB/s", "higher", note=BUSBW_NOTE)
+            out["busbw"] = metric(alg * coll.busbw_factor(n), "GB/s", "higher", note=BUSBW_NOTE,
+                                  work=nbytes * coll.busbw_factor(n) / 1e9)
         return out
 
     return Op(

@@ -1,8 +1,9 @@
 """Tonic Suite (DjiNN & Tonic, ISCA 2015): the seven DjiNN service networks with their applications, plus
 VGG-16 (Neurosurgeon), as component benchmarks run by the load generator (runner ``loadgen``).
 
-Registration only: no torch here (``aibench list`` imports this). The networks live in ``_nets`` and the
-applications in ``_apps``; the factories import them on first use. See docs/tonic.md.
+Registration only: no torch here (``aibench list`` imports this). The networks live in
+:mod:`aibench.networks.tonic` (shared with the Fathom workloads) and the applications in ``_apps``; the
+factories import them on first use. See docs/tonic.md.
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from aibench.networks import tonic as tonic_nets
 from aibench.sut.task import InferenceTask, default_collate, map_tensors
-from aibench.workloads.tonic import _nets
 
 SEED = 0  # weights, synthetic data, transition scores, embedding tables: all seeded (recorded in task.data)
 
@@ -38,9 +38,14 @@ IMAGE_GEOMETRY = {"imc": (256, 227), "vgg": (256, 224), "face": (152, 152), "dig
 
 # --- shared plumbing -----------------------------------------------------------------------------------
 
+def layered(net: nn.Module) -> nn.Module:
+    """The network as its named layers (``InferenceTask.network``): under ``torch.compile``, the original."""
+    return getattr(net, "_orig_mod", net)
+
+
 def prepare_net(name: str, params: dict[str, Any], device: Any, dtype: Any) -> nn.Module:
     """The seeded network on ``device`` in ``dtype``, channels-last and compiled when asked."""
-    net = _nets.build(name, seed=SEED, device=device, dtype=dtype)
+    net = tonic_nets.build(name, seed=SEED, device=device, dtype=dtype)
     if params.get("channels_last"):
         net = net.to(memory_format=torch.channels_last)
     if params.get("compile"):
@@ -91,14 +96,14 @@ def counted_flops(names: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> fl
     ``torch.utils.flop_counter.FlopCounterMode`` on meta tensors (same graph, no compute)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    nets = [_nets.build(n, device="meta") for n in names]
+    nets = [tonic_nets.build(n, device="meta") for n in names]
     cache: dict[tuple[int, ...], float] = {}
     total = 0.0
     for shape in shapes:
         if shape not in cache:
             with FlopCounterMode(display=False) as fc:
                 for n, net in zip(names, nets, strict=True):
-                    x_shape = (shape[0], _nets.INPUT_SHAPES[n][0]) if len(shape) == 1 else shape
+                    x_shape = (shape[0], tonic_nets.INPUT_SHAPES[n][0]) if len(shape) == 1 else shape
                     net(torch.empty(x_shape, device="meta"))
             cache[shape] = float(fc.get_total_flops())
         total += cache[shape]
@@ -165,18 +170,19 @@ def image_task(app: str, params: dict[str, Any], device: Any, dtype: Any) -> Inf
             return [ids[i:i + per] for i in range(0, len(ids), per)]
         return ids
 
-    flops = counted_flops([app], [(per, *_nets.INPUT_SHAPES[app])])
+    flops = counted_flops([app], [(per, *tonic_nets.INPUT_SHAPES[app])])
     data = {**src.info, "stage": stage, "sample": f"a request of {per} digit images" if app == "dig"
             else "one image", "weights": f"seeded random (seed {SEED}); class ids are not meaningful"}
     if stage == "dnn":
         staged = [pre_one(s) for s in raw]
         return InferenceTask(model=net, device=device, num_samples=n, load_sample=staged.__getitem__,
                              collate=cat_collate if app == "dig" else default_collate, to_device=to_device,
-                             flops_per_sample=flops, flops_note=FLOPS_NOTE, stage="dnn", data=data)
+                             flops_per_sample=flops, flops_note=FLOPS_NOTE, stage="dnn", data=data,
+                             network=layered(net))
     return InferenceTask(model=net, device=device, num_samples=n, load_sample=raw.__getitem__,
                          collate=list_collate, preprocess=preprocess, to_device=to_device,
                          postprocess=postprocess, flops_per_sample=flops, flops_note=FLOPS_NOTE,
-                         stage="app", data=data)
+                         stage="app", data=data, network=layered(net))
 
 
 # --- ASR ------------------------------------------------------------------------------------------------
@@ -296,7 +302,7 @@ def asr_task(params: dict[str, Any], device: Any, dtype: Any) -> InferenceTask:
         staged = [featurize(w) for w in waves]
         return InferenceTask(model=net, device=device, num_samples=n, load_sample=staged.__getitem__,
                              collate=cat_collate, to_device=to_device, flops_per_sample=flops,
-                             flops_note=FLOPS_NOTE, stage="dnn", data=data)
+                             flops_note=FLOPS_NOTE, stage="dnn", data=data, network=layered(net))
 
     def preprocess(batch: list[torch.Tensor]) -> dict[str, Any]:
         feats = [featurize(w) for w in batch]
@@ -319,7 +325,7 @@ VOCAB_SIZE, N_CAPS, N_SUFFIXES = 130_000, 5, 455
 WORD_DIM, FEAT_DIM = 50, 5
 PAD, UNK = 0, 1
 GAZ_TYPES = ("loc", "misc", "org", "per")
-TAGS = {"pos": _nets.POS_TAGS, "chk": _nets.CHK_TAGS, "ner": _nets.NER_TAGS}
+TAGS = {"pos": tonic_nets.POS_TAGS, "chk": tonic_nets.CHK_TAGS, "ner": tonic_nets.NER_TAGS}
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:[-'.][A-Za-z0-9]+)*|<unk>|[^\sA-Za-z0-9]")
 
 
@@ -382,7 +388,7 @@ class SennaTables:
         self.word = torch.randn(VOCAB_SIZE, WORD_DIM, generator=g)
         self.caps = torch.randn(N_CAPS, FEAT_DIM, generator=g)
         self.suffix = torch.randn(N_SUFFIXES, FEAT_DIM, generator=g)
-        self.postag = torch.randn(_nets.POS_TAGS + 1, FEAT_DIM, generator=g)  # row 0: padding
+        self.postag = torch.randn(tonic_nets.POS_TAGS + 1, FEAT_DIM, generator=g)  # row 0: padding
         self.gaz = {t: torch.randn(3, FEAT_DIM, generator=g) for t in GAZ_TYPES}  # pad / out / in
         self.init = {a: torch.randn(k, generator=g) for a, k in TAGS.items()}
         self.trans = {a: torch.randn(k, k, generator=g) for a, k in TAGS.items()}
@@ -522,7 +528,7 @@ def nlp_task(app: str, params: dict[str, Any], device: Any, dtype: Any) -> Infer
             staged = [features([s])["x"] for s in sentences]
         return InferenceTask(model=net, device=device, num_samples=n, load_sample=staged.__getitem__,
                              collate=cat_collate, to_device=to_device, flops_per_sample=flops,
-                             flops_note=FLOPS_NOTE, stage="dnn", data=data)
+                             flops_note=FLOPS_NOTE, stage="dnn", data=data, network=layered(net))
     return InferenceTask(model=model, device=device, num_samples=n, load_sample=sentences.__getitem__,
                          collate=list_collate, preprocess=features, to_device=to_device,
                          postprocess=postprocess, flops_per_sample=flops, flops_note=FLOPS_NOTE,

@@ -1,9 +1,11 @@
 """The Fathom reference workloads' networks (Adolf et al., 2016), in PyTorch, following Fathom's TensorFlow
 source (github.com/rdadolf/fathom) layer by layer; where that source had a bug or no PyTorch equivalent,
-the deviation is named in the class docstring and in docs/fathom.md.
+the deviation is named in the class docstring and in docs/fathom.md. The convolutional nets (AlexNet, VGG,
+the residual net, DQN, LeNet) are named ``nn.Sequential`` chains, so :class:`~aibench.networks.Layered`;
+the others take several inputs or give several outputs.
 
-Imports torch at module level: registry discovery skips this module (leading underscore) and the
-factories in ``_tasks`` import it lazily.
+Imports torch at module level: only the Fathom workloads' tasks (``aibench.workloads.fathom._tasks``) and
+the tests import it, lazily.
 """
 
 from __future__ import annotations
@@ -345,7 +347,7 @@ def dqn(actions: int = 4, frames: int = 4) -> nn.Sequential:
 def lenet() -> nn.Sequential:
     """The DIG LeNet of the Tonic Suite (Caffe's MNIST LeNet) up to its logits: the same builder and layer
     names as ``component/dig``, without the service's softmax and argmax layers."""
-    from aibench.workloads.tonic._nets import dig
+    from aibench.networks.tonic import dig
 
     net = dig()
     return nn.Sequential(OrderedDict((name, mod) for name, mod in net.named_children()

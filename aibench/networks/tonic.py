@@ -2,13 +2,14 @@
 
 Each network is an ``nn.Sequential`` whose child names are the layer names of the original Caffe prototxt
 (``tonic_nets.json`` beside this file holds the reference table: per-layer output shapes and parameter
-counts, which the tests check). Caffe's pooling rounds *up*, so every max pool uses ``ceil_mode=True``.
+counts, which the tests check), so each is :class:`~aibench.networks.Layered`: its layers run one after
+another equal the network. Caffe's pooling rounds *up*, so every max pool uses ``ceil_mode=True``.
 Image nets end, as the DjiNN service did, in ``prob`` (softmax) and ``argmax``: the service returns class
 ids. The ASR net has no softmax (the client applies it); the SENNA nets return per-tag scores for the
 client's Viterbi decoder. Weights are seeded random (no pretrained weights can be had offline).
 
-This module imports torch at module level; registry discovery skips it (leading underscore) and the
-factories import it lazily.
+This module imports torch at module level; only the factories of the Tonic workloads
+(:mod:`aibench.workloads.tonic`) and the tests import it, lazily.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ ALL_NETS = ("imc", "dig", "face", "asr", "pos", "chk", "ner", "vgg")
 
 def reference_table() -> dict[str, Any]:
     """The layer tables shipped with the package (the seven Tonic nets from the shared reference, plus VGG-16)."""
-    text = resources.files("aibench.workloads.tonic").joinpath("tonic_nets.json").read_text()
+    text = resources.files("aibench.networks").joinpath("tonic_nets.json").read_text()
     return json.loads(text)
 
 
