@@ -217,6 +217,10 @@ def test_fake_remote_system_under_every_loadgen_scenario(scenario: str, kw: dict
     assert h2d["bytes_per_sample"] == pytest.approx(4.0) and "note" not in h2d  # the device is not the host
     rep = sut.report()
     assert len(rep.stages["queue"]) == rep.batches and min(rep.stages["queue"]) >= MIN_DELAY_S
+    # the declared stages become the result's stage parts (distributions) and their shares
+    assert list(result.parts["stage"]) == ["queue", "compute"]
+    assert result.parts["stage"]["queue"]["seen"] == rep.batches
+    assert m["share_queue"]["value"] == pytest.approx(1.0) and m["share_queue"]["of"] == "parts.stage.queue"
     if batches_itself and scenario == "server":
         assert result.method["adapter"]["mean_batch"] >= 1.0
 
