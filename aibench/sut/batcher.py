@@ -14,7 +14,9 @@ Samples arrive in chunks (one LoadGen query: one sample in SingleStream and Serv
 an entire Offline run of millions in one). Chunks are kept as they came and batches are sliced out of them:
 a huge chunk is never copied wholesale, nor deleted from the front.
 
-:class:`BatchingSystem` is the one batching worker built on it: a
+:class:`Intake` is the one gather loop on top of it: what ``submit`` hands over from any thread, fed into
+the queue on the thread that owns it, which blocks until a batch is due (the batching worker below and the
+worker-process pool's dispatcher both use it). :class:`BatchingSystem` is the one batching worker: a
 :class:`~aibench.sut.SystemUnderTest` whose ``submit`` only enqueues, and whose worker thread forms
 batches by the rule and computes each with the subclass's ``execute(indices)`` (the in-process system;
 the local side of a split network). :class:`Answers` is what every system here does with its answers
@@ -143,6 +145,93 @@ class BatchQueue:
         return out
 
 
+_STOP = object()
+_FLUSH = object()
+_WAKE = object()
+
+
+class Intake:
+    """The one gather loop of every batching system: what ``submit`` hands over from any thread (a
+    ``SimpleQueue.put``, the cheapest hand-off there is), fed into a :class:`BatchQueue` on the one thread that
+    owns it (a batching worker, the pool's dispatcher), which :meth:`next_due` blocks until a batch is due by
+    the rule. After an abort what is queued is answered without computing (:class:`Answers`), at once or held.
+
+    **Polling**: an idle owner polls for ``spin_s`` before blocking (a blocked thread takes 5-30 us to wake on
+    these VMs); between polls it sleeps 0 s, which releases the GIL for the submitting thread."""
+
+    __slots__ = ("ans", "bq", "flushing", "q", "spin_s")
+
+    def __init__(self, bq: BatchQueue, ans: Answers, spin_s: float = 0.0) -> None:
+        self.q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.bq = bq
+        self.ans = ans
+        self.spin_s = spin_s
+        self.flushing = False  # the driver flushed: a batch goes without waiting for the delay
+
+    # -- any thread --------------------------------------------------------------------------------------
+    def put(self, tokens: Sequence[Token], indices: Sequence[int], queued_at: float) -> None:
+        self.q.put((tokens, indices, queued_at))
+
+    def flush(self) -> None:
+        self.q.put(_FLUSH)
+
+    def wake(self) -> None:
+        """Look again (after an abort)."""
+        self.q.put(_WAKE)
+
+    def stop(self) -> None:
+        self.q.put(_STOP)
+
+    def idle(self) -> bool:
+        """Nothing handed over and nothing queued (a hint when read from another thread)."""
+        return self.q.empty() and not len(self.bq)
+
+    # -- the owning thread -------------------------------------------------------------------------------
+    def _take(self, item: Any) -> bool:
+        """One handed-over item; False on stop."""
+        if item.__class__ is tuple:
+            self.bq.add(*item)
+        elif item is _STOP:
+            return False
+        elif item is _FLUSH:
+            self.flushing = True
+        return True
+
+    def next_due(self) -> bool:
+        """Block until a batch is due (full, the oldest sample's delay spent, or flushing); the caller then
+        takes it from ``bq``. False once stopped: the caller answers ``bq.drain()`` and ends."""
+        q, bq, ans, take = self.q, self.bq, self.ans, self._take
+        perf = time.perf_counter
+        while True:
+            if not len(bq):  # idle: wait for work
+                if self.spin_s > 0 and q.empty():  # poll (mostly without the GIL) before sleeping on the queue
+                    end = perf() + self.spin_s
+                    empty, sleep = q.empty, time.sleep
+                    while empty() and perf() < end:
+                        sleep(0)
+                if not take(q.get()):
+                    return False
+            while not q.empty():  # take everything else that is handed over
+                if not take(q.get_nowait()):
+                    return False
+            if ans.aborted:  # never compute again; answer at once, or hold until the flush
+                ans.drop(bq.drain())
+                continue
+            if not len(bq):
+                continue
+            if not self.flushing:
+                wait = bq.wait_s(perf())
+                if wait:  # not due yet: wait for more work until the oldest sample's deadline
+                    try:
+                        item = q.get(timeout=wait)
+                    except queue.Empty:
+                        continue
+                    if not take(item):
+                        return False
+                    continue
+            return True
+
+
 class Answers:
     """Where one test's answers go: ``on_complete``, and what happens to answers once the system is
     aborted (a failure or the driver's abort). Then every answer is given without computing
@@ -203,11 +292,6 @@ class Answers:
             self.on_complete(held, None, None)
 
 
-_STOP = object()
-_FLUSH = object()
-_WAKE = object()
-
-
 class BatchingSystem(SystemUnderTest):
     """A system under test that batches on one worker thread: ``submit`` enqueues (a ``SimpleQueue.put``),
     the worker forms batches by :class:`BatchQueue`'s rule and computes each with :meth:`execute`, one at
@@ -224,9 +308,7 @@ class BatchingSystem(SystemUnderTest):
     it busy is queued as usual. One lock keeps computations one at a time, whichever thread runs them. The
     worker does not poll while inline is on: every query that could find it idle runs inline.
 
-    **Polling**: otherwise an idle worker polls the queue for ``spin_us`` before blocking on it (a blocked
-    thread takes 5-30 us to wake on these VMs); between polls it sleeps 0 s, which releases the GIL for the
-    submitting thread.
+    **Polling**: otherwise an idle worker polls for ``spin_us`` before blocking (:class:`Intake`).
 
     **Faults**: an exception in :meth:`execute` is kept (``report().error``), ``on_error`` is called once,
     and the system switches to abort mode (:class:`Answers`): it never computes again.
@@ -239,9 +321,8 @@ class BatchingSystem(SystemUnderTest):
         self._run = threading.Lock()  # held while computing, on whichever thread
         self._inited: set[int] = set()  # threads worker_init ran on
         self._thread: threading.Thread | None = None
-        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._bq = BatchQueue(1)
         self._answers = Answers(_nowhere)
+        self._intake = Intake(BatchQueue(1), self._answers)
         self._inline = False
         self._max_batch = 1
         self._on_error: Callable[[BaseException], None] | None = None
@@ -262,14 +343,14 @@ class BatchingSystem(SystemUnderTest):
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError(f"{self.name}: started twice (stop it first)")
         self._max_batch = max(1, int(max_batch))
-        self._bq = BatchQueue(self._max_batch, max(0.0, max_queue_delay_us) / 1e6)
-        self._q = queue.SimpleQueue()
         self._answers = Answers(on_complete, hold_on_abort, on_error)
         self._on_error = on_error
         self._inline = bool(inline and self.capabilities.inline_ok)
         spin_s = 0.0 if self._inline else max(0.0, spin_us) / 1e6
-        self._thread = threading.Thread(target=self._work, args=(self._q, self._bq, self._answers, spin_s),
-                                        name="aibench-batcher", daemon=True)
+        self._intake = Intake(BatchQueue(self._max_batch, max(0.0, max_queue_delay_us) / 1e6), self._answers,
+                              spin_s)
+        self._thread = threading.Thread(target=self._work, args=(self._intake,), name="aibench-batcher",
+                                        daemon=True)
         self._thread.start()
 
     def submit(self, tokens: Sequence[Token], indices: Sequence[int]) -> None:
@@ -279,27 +360,27 @@ class BatchingSystem(SystemUnderTest):
             ans.drop(tokens)
             return
         if self._inline and len(indices) <= self._max_batch and self._run.acquire(False):
-            if self._q.empty() and not len(self._bq):  # idle: nothing to batch it with, nothing before it
+            if self._intake.idle():  # idle: nothing to batch it with, nothing before it
                 self._compute_inline(tokens, indices, t, ans)
                 return
             self._run.release()
-        self._q.put((tokens, indices, t))
+        self._intake.put(tokens, indices, t)
 
     def flush(self) -> None:
         self._answers.flush()
-        self._q.put(_FLUSH)
+        self._intake.flush()
 
     def abort(self, exc: BaseException | None = None) -> None:
         if exc is not None and self._error is None:
             self._error = exc
         self._answers.abort()
-        self._q.put(_WAKE)
+        self._intake.wake()
 
     def stop(self, timeout: float | None = None) -> bool:
         t = self._thread
         if t is None:
             return True
-        self._q.put(_STOP)
+        self._intake.stop()
         t.join(timeout)
         return not t.is_alive()
 
@@ -348,60 +429,12 @@ class BatchingSystem(SystemUnderTest):
         else:
             ans.on_complete(tokens, responses, ((t, len(indices)),))
 
-    def _work(self, q: queue.SimpleQueue[Any], bq: BatchQueue, ans: Answers, spin_s: float) -> None:
+    def _work(self, intake: Intake) -> None:
         self.worker_init()
         self._inited.add(threading.get_ident())
-        perf = time.perf_counter
-        sleep = time.sleep
-        run = self._run
-        execute = self.execute
+        bq, ans, run, execute = intake.bq, intake.ans, self._run, self.execute
         on_complete = ans.on_complete
-        flushing = False
-        stopping = False
-        while not stopping:
-            if not len(bq):  # idle: wait for work
-                if spin_s > 0 and q.empty():  # poll (mostly without the GIL) before sleeping on the queue
-                    end = perf() + spin_s
-                    empty = q.empty
-                    while empty() and perf() < end:
-                        sleep(0)
-                item = q.get()
-                if item.__class__ is tuple:
-                    bq.add(*item)
-                elif item is _STOP:
-                    break
-                elif item is _FLUSH:
-                    flushing = True
-            while not q.empty():  # take everything else that is queued
-                item = q.get_nowait()
-                if item.__class__ is tuple:
-                    bq.add(*item)
-                elif item is _STOP:
-                    stopping = True
-                    break
-                elif item is _FLUSH:
-                    flushing = True
-            if stopping:
-                break
-            if ans.aborted:  # never compute again; answer at once, or hold until the flush
-                ans.drop(bq.drain())
-                continue
-            if not len(bq):
-                continue
-            if not flushing:
-                wait = bq.wait_s(perf())
-                if wait:  # not due yet: wait for more work until the oldest sample's deadline
-                    try:
-                        item = q.get(timeout=wait)
-                    except queue.Empty:
-                        continue
-                    if item.__class__ is tuple:
-                        bq.add(*item)
-                    elif item is _STOP:
-                        break
-                    elif item is _FLUSH:
-                        flushing = True
-                    continue
+        while intake.next_due():
             batch = bq.take()
             failed: BaseException | None = None
             with run:

@@ -4,14 +4,14 @@
 :class:`WorkerPool` starts the workers (:mod:`aibench.sut.worker`: ``spawn``, each builds the task itself on
 its own device and thread count and stages every sample) and stops them; one pool serves every point of a
 sweep. :class:`PoolSystem` is the system under test over some of its workers: ``submit`` enqueues; a
-dispatching thread forms each worker's batches with the one batching rule
-(:class:`~aibench.sut.batcher.BatchQueue`, batches of the benchmark's ``batch``), keeps up to ``DEPTH``
-messages outstanding per worker (so a worker never waits for the parent between batches) and, while much
-work is queued (Offline), sends several batches' indices in one message so the parent's cost per sample
-stays tiny. One collecting thread waits on every worker's pipe and process sentinel at once: completions go
-to the driver as they arrive; a worker that reports an error or dies ends the run promptly (its outstanding
-samples are answered so the driver can finish), with the worker's exit code in the error. Nothing waits
-forever.
+dispatching thread forms each worker's batches with the one gather loop and batching rule
+(:class:`~aibench.sut.batcher.Intake` over a :class:`~aibench.sut.batcher.BatchQueue`, batches of the
+benchmark's ``batch``), keeps up to ``DEPTH`` messages outstanding per worker (so a worker never waits for
+the parent between batches) and, while much work is queued (Offline), sends several batches' indices in one
+message so the parent's cost per sample stays tiny. One collecting thread waits on every worker's pipe and
+process sentinel at once: completions go to the driver as they arrive; a worker that reports an error or
+dies ends the run promptly (its outstanding samples are answered so the driver can finish), with the
+worker's exit code in the error. Nothing waits forever.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import os
-import queue
 import threading
 import time
 from array import array
@@ -32,7 +31,7 @@ from typing import Any
 
 from aibench.errors import AibenchError, UnavailableError, UsageError
 from aibench.sut import Capabilities, Completion, SutReport, SystemUnderTest, Token
-from aibench.sut.batcher import Answers, BatchQueue
+from aibench.sut.batcher import Answers, BatchQueue, Intake
 from aibench.sut.worker import T_BATCH, T_CANCEL, T_DONE, T_ERROR, T_READY, T_STATS, T_STATS_REPLY, T_STOP, worker_main
 
 log = logging.getLogger(__name__)
@@ -263,7 +262,7 @@ class PoolSystem(SystemUnderTest):
         self._dispatch_thread: threading.Thread | None = None
         self._collect_thread: threading.Thread | None = None
         self._answers = Answers(lambda *_a: None)
-        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._intake = Intake(BatchQueue(self.batch), self._answers)
         self._lock = threading.Lock()
         self._slots = threading.Condition(self._lock)
         self._dead: set[int] = set()
@@ -293,15 +292,14 @@ class PoolSystem(SystemUnderTest):
         # not the calibration before it.
         self.pool.stats(self.which)
         self._answers = Answers(on_complete, hold_on_abort, on_error)
-        self._bq = BatchQueue(self.batch, max(0.0, max_queue_delay_us) / 1e6)
-        self._q = queue.SimpleQueue()
+        self._intake = Intake(BatchQueue(self.batch, max(0.0, max_queue_delay_us) / 1e6), self._answers)
         self._lock = threading.Lock()
         self._slots = threading.Condition(self._lock)
         self._outstanding: list[collections.deque[tuple[int, Sequence[Token], list[tuple[float, int]], int]]] = [
             collections.deque() for _ in self.workers]
         self._dead: set[int] = set()
         self._stopping = threading.Event()
-        self._dispatch_thread = threading.Thread(target=self._dispatch, args=(self._q, self._bq, self._answers),
+        self._dispatch_thread = threading.Thread(target=self._dispatch, args=(self._intake,),
                                                  name="aibench-pool-dispatch", daemon=True)
         self._collect_thread = threading.Thread(target=self._collect, args=(self._answers,),
                                                 name="aibench-pool-collect", daemon=True)
@@ -312,17 +310,17 @@ class PoolSystem(SystemUnderTest):
         if self._answers.aborted:
             self._answers.drop(tokens)
             return
-        self._q.put((tokens, indices, time.perf_counter()))
+        self._intake.put(tokens, indices, time.perf_counter())
 
     def flush(self) -> None:
         self._answers.flush()
-        self._q.put(_FLUSH)
+        self._intake.flush()
 
     def abort(self, exc: BaseException | None = None) -> None:
         if exc is not None and self._error is None:
             self._error = exc
         first = self._answers.abort()
-        self._q.put(_WAKE)
+        self._intake.wake()
         with self._slots:
             self._slots.notify_all()
         if first:  # let the workers drop the batches they hold (every message sent so far)
@@ -337,7 +335,7 @@ class PoolSystem(SystemUnderTest):
     def stop(self, timeout: float | None = None) -> bool:
         if self._dispatch_thread is None or self._collect_thread is None:
             return True
-        self._q.put(_STOP)
+        self._intake.stop()
         self._dispatch_thread.join(timeout)
         self._stopping.set()
         self._collect_thread.join(timeout)
@@ -381,50 +379,9 @@ class PoolSystem(SystemUnderTest):
                 best, load = i, len(out)
         return best
 
-    def _dispatch(self, q: queue.SimpleQueue[Any], bq: BatchQueue, ans: Answers) -> None:
-        batch = self.batch
-        perf = time.perf_counter
-        flushing = False
-        stopping = False
-        while not stopping:
-            if not len(bq):
-                item = q.get()
-                if item.__class__ is tuple:
-                    bq.add(*item)
-                elif item is _STOP:
-                    break
-                elif item is _FLUSH:
-                    flushing = True
-            while not q.empty():
-                item = q.get_nowait()
-                if item.__class__ is tuple:
-                    bq.add(*item)
-                elif item is _STOP:
-                    stopping = True
-                    break
-                elif item is _FLUSH:
-                    flushing = True
-            if stopping:
-                break
-            if ans.aborted:
-                ans.drop(bq.drain())
-                continue
-            if not len(bq):
-                continue
-            if not flushing:
-                wait = bq.wait_s(perf())
-                if wait:  # not due yet: wait for more work until the oldest sample's deadline
-                    try:
-                        item = q.get(timeout=wait)
-                    except queue.Empty:
-                        continue
-                    if item.__class__ is tuple:
-                        bq.add(*item)
-                    elif item is _STOP:
-                        break
-                    elif item is _FLUSH:
-                        flushing = True
-                    continue
+    def _dispatch(self, intake: Intake) -> None:
+        batch, bq, ans = self.batch, intake.bq, intake.ans
+        while intake.next_due():
             full = len(bq) >= batch
             with self._slots:
                 w = self._pick(full)
@@ -504,6 +461,3 @@ class PoolSystem(SystemUnderTest):
             pass  # not asked for during a run
 
 
-_STOP = object()
-_FLUSH = object()
-_WAKE = object()
