@@ -94,6 +94,11 @@ def aibench_run(s: Scenario, sizing: Sizing, batch: int, out: Path) -> dict[str,
     return _figures(o.log, s) | {"mean_batch": o.adapter["mean_batch"]}
 
 
+def _median(values: list[Any]) -> float | None:
+    xs = [v for v in values if v is not None]
+    return statistics.median(xs) if xs else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -140,18 +145,18 @@ def main() -> None:
     report: dict[str, Any] = {"duration_s": d, "repeats": args.repeats, "logs": str(base), "cases": {}}
     print("\nmedians over repeats (raw LoadGen null SUT, the same reusing responses, aibench adapter + null model):")
     for name, sides in rows.items():
-        med = {side: {k: statistics.median(f[k] for f in figs if f[k] is not None)
-                      for k in ("samples_per_s", "p50_s", "p99_s")} for side, figs in sides.items()}
-        ratio = med["aibench"]["samples_per_s"] / med["raw"]["samples_per_s"]
-        ratio_pooled = med["aibench"]["samples_per_s"] / med["raw_pooled"]["samples_per_s"]
+        med = {side: {k: _median([f[k] for f in figs]) for k in ("samples_per_s", "p50_s", "p99_s")}
+               for side, figs in sides.items()}
+        ours, raw, pooled = (med[side]["samples_per_s"] for side in ("aibench", "raw", "raw_pooled"))
+        ratio = ours / raw if ours and raw else float("nan")  # MultiStream: LoadGen reports no samples/s
+        ratio_pooled = ours / pooled if ours and pooled else float("nan")
         added_us = (med["aibench"]["p50_s"] - med["raw"]["p50_s"]) * 1e6
         valid = {side: [f["valid"] for f in figs] for side, figs in sides.items()}
-        spread = {side: [round(f["samples_per_s"]) for f in figs] for side, figs in sides.items()}
+        spread = {side: [round(f["samples_per_s"] or 0) for f in figs] for side, figs in sides.items()}
         report["cases"][name] = {"median": med, "throughput_ratio": ratio, "throughput_ratio_vs_pooled":
                                  ratio_pooled, "p50_added_us": added_us,
                                  "valid": valid, "samples_per_s_each": spread, "batch": cases[name][1]}
-        print(f"{name:13s} samples/s raw {med['raw']['samples_per_s']:10.0f} raw-pooled "
-              f"{med['raw_pooled']['samples_per_s']:10.0f} aibench {med['aibench']['samples_per_s']:10.0f}  "
+        print(f"{name:13s} samples/s raw {raw or 0:10.0f} raw-pooled {pooled or 0:10.0f} aibench {ours or 0:10.0f}  "
               f"ratio {ratio:6.1%} (vs pooled {ratio_pooled:6.1%})   p50 raw "
               f"{med['raw']['p50_s'] * 1e6:8.1f} us  aibench {med['aibench']['p50_s'] * 1e6:8.1f} us  "
               f"added {added_us:+7.1f} us   valid {valid}")
