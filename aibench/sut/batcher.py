@@ -156,8 +156,9 @@ class Intake:
     owns it (a batching worker, the pool's dispatcher), which :meth:`next_due` blocks until a batch is due by
     the rule. After an abort what is queued is answered without computing (:class:`Answers`), at once or held.
 
-    **Polling**: an idle owner polls for ``spin_s`` before blocking (a blocked thread takes 5-30 us to wake on
-    these VMs); between polls it sleeps 0 s, which releases the GIL for the submitting thread."""
+    **Polling**: an idle owner polls for ``spin_s`` before blocking (a blocked thread is slow to wake);
+    between polls it sleeps 0 s, which releases the GIL for the submitting thread (measured against the
+    alternatives: docs/loadgen.md, "Overhead")."""
 
     __slots__ = ("ans", "bq", "flushing", "q", "spin_s")
 
@@ -304,7 +305,7 @@ class BatchingSystem(SystemUnderTest):
     **Inline**: when the driver allows it (``start(inline=True)``: it waits for each query anyway, as in
     SingleStream and MultiStream) and the system declares ``inline_ok``, a query that finds the system idle
     (nothing queued, nothing computing) is computed on the submitting thread and answered before ``submit``
-    returns: no thread hand-off, which costs 20-100 us on a loaded VM (docs/loadgen.md). A query that finds
+    returns: no thread hand-off (what that saves: docs/loadgen.md, "Overhead"). A query that finds
     it busy is queued as usual. One lock keeps computations one at a time, whichever thread runs them. The
     worker does not poll while inline is on: every query that could find it idle runs inline.
 
