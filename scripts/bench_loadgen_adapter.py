@@ -87,8 +87,11 @@ def _figures(log: dict[str, Any], s: Scenario) -> dict[str, Any]:
             "p50_s": m["latency_p50"]["value"], "p99_s": m["latency_p99"]["value"]}
 
 
-def aibench_run(s: Scenario, sizing: Sizing, batch: int, out: Path) -> dict[str, Any]:
-    o = run_loadgen(null_system(), s, batch, sizing, out)
+def aibench_run(s: Scenario, sizing: Sizing, batch: int, out: Path, inline: bool | None = None) -> dict[str, Any]:
+    """``inline``: let the system compute a lone query on LoadGen's thread (None: the driver's default, inline
+    in SingleStream and MultiStream only)."""
+    kw = {} if inline is None else {"inline": inline}  # a tree from before issue 13 has no inline
+    o = run_loadgen(null_system(), s, batch, sizing, out, **kw)
     if o.error is not None:
         raise o.error
     return _figures(o.log, s) | {"mean_batch": o.adapter["mean_batch"]}
@@ -111,6 +114,8 @@ def main() -> None:
     ap.add_argument("--offline-qps", type=float, default=4e6, help="Offline expected QPS (sizes the query)")
     ap.add_argument("--offline-batch", type=int, default=1024)
     ap.add_argument("--server-batch", type=int, default=64)
+    ap.add_argument("--inline", choices=("auto", "on", "off"), default="auto", help="compute a lone query on "
+                    "LoadGen's thread when the system is idle: auto = SingleStream and MultiStream only")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="aibench-adapter-"))
@@ -137,7 +142,7 @@ def main() -> None:
                 n += 1
                 out = base / f"{n:03d}-{name}-{side}"
                 if side == "aibench":
-                    fig = aibench_run(s, sizing, batch, out)
+                    fig = aibench_run(s, sizing, batch, out, {"auto": None, "on": True, "off": False}[args.inline])
                 else:
                     fig = raw_run(s, sizing, out, pooled=side == "raw_pooled")
                 rows[name][side].append(fig)
