@@ -203,17 +203,21 @@ class Intake:
         takes it from ``bq``. False once stopped: the caller answers ``bq.drain()`` and ends."""
         q, bq, ans, take = self.q, self.bq, self.ans, self._take
         perf = time.perf_counter
+        empty, get_nowait, add = q.empty, q.get_nowait, bq.add
         while True:
             if not len(bq):  # idle: wait for work
-                if self.spin_s > 0 and q.empty():  # poll (mostly without the GIL) before sleeping on the queue
+                if self.spin_s > 0 and empty():  # poll (mostly without the GIL) before sleeping on the queue
                     end = perf() + self.spin_s
-                    empty, sleep = q.empty, time.sleep
+                    sleep = time.sleep
                     while empty() and perf() < end:
                         sleep(0)
                 if not take(q.get()):
                     return False
-            while not q.empty():  # take everything else that is handed over
-                if not take(q.get_nowait()):
+            while not empty():  # take everything else that is handed over (per query: keep it lean)
+                item = get_nowait()
+                if item.__class__ is tuple:
+                    add(item[0], item[1], item[2])
+                elif not take(item):
                     return False
             if ans.aborted:  # never compute again; answer at once, or hold until the flush
                 ans.drop(bq.drain())
