@@ -2,13 +2,15 @@
 against LoadGen, side by side in one run (interleaved repeats, medians reported).
 
 Targets (issue 3): aibench >= 90% of raw LoadGen's Offline samples/s and of its Server completed QPS at a
-target raw LoadGen sustains, and <= 10 us added to the p50 per-query latency.
+target raw LoadGen sustains, and <= 10 us added to the p50 per-query latency. Issue 13: SingleStream and
+MultiStream add <= 10 us p50 (a lone query is computed inline on LoadGen's thread when the system is idle),
+Server <= 30 us p50 at 20k QPS. Figures and their history: docs/loadgen.md ("Overhead").
 
     PYTHONPATH=. python scripts/bench_loadgen_adapter.py [--repeats 3] [--duration-s 2] [--server-qps 20000]
 
 Both sides use ConstructFastSUT, trace off, the same TestSettings and the same log parser. The aibench
-side is the real path: Batcher worker thread, InProcessSystem (collate, inference_mode, postprocess) on a
-null InferenceTask, per-sample latency log, QuerySamplesComplete.
+side is the real path: the batching worker thread (or inline computation), InProcessSystem (collate,
+inference_mode, postprocess) on a null InferenceTask, per-sample latency log, QuerySamplesComplete.
 """
 
 from __future__ import annotations
@@ -25,8 +27,13 @@ import mlperf_loadgen as lg
 from aibench.loadgen import logparse
 from aibench.loadgen.drive import run_loadgen
 from aibench.loadgen.settings import LoadgenOptions, Scenario, Sizing, test_settings
-from aibench.loadgen.sut import InProcessSystem
-from aibench.loadgen.task import InferenceTask
+
+try:
+    from aibench.sut.inprocess import InProcessSystem
+    from aibench.sut.task import InferenceTask
+except ImportError:  # a tree from before issue 13, measured side by side with a later one (PYTHONPATH)
+    from aibench.loadgen.sut import InProcessSystem  # type: ignore[no-redef]
+    from aibench.loadgen.task import InferenceTask  # type: ignore[no-redef]
 
 NUM_SAMPLES = 1024
 RAW_CHUNK = 16384
@@ -80,11 +87,19 @@ def _figures(log: dict[str, Any], s: Scenario) -> dict[str, Any]:
             "p50_s": m["latency_p50"]["value"], "p99_s": m["latency_p99"]["value"]}
 
 
-def aibench_run(s: Scenario, sizing: Sizing, batch: int, out: Path) -> dict[str, Any]:
-    o = run_loadgen(null_system(), s, batch, sizing, out)
+def aibench_run(s: Scenario, sizing: Sizing, batch: int, out: Path, inline: bool | None = None) -> dict[str, Any]:
+    """``inline``: let the system compute a lone query on LoadGen's thread (None: the driver's default, inline
+    in SingleStream and MultiStream only)."""
+    kw = {} if inline is None else {"inline": inline}  # a tree from before issue 13 has no inline
+    o = run_loadgen(null_system(), s, batch, sizing, out, **kw)
     if o.error is not None:
         raise o.error
     return _figures(o.log, s) | {"mean_batch": o.adapter["mean_batch"]}
+
+
+def _median(values: list[Any]) -> float | None:
+    xs = [v for v in values if v is not None]
+    return statistics.median(xs) if xs else None
 
 
 def main() -> None:
@@ -94,10 +109,13 @@ def main() -> None:
     ap.add_argument("--server-qps", type=float, default=20000.0)
     ap.add_argument("--spin-us", type=float, default=None, help="aibench worker's idle poll window "
                     "[default: aibench's per-scenario default]")
-    ap.add_argument("--cases", default="offline,server,single-stream", help="comma-separated subset")
+    ap.add_argument("--cases", default="offline,server,single-stream,multi-stream", help="comma-separated subset")
+    ap.add_argument("--samples-per-query", type=int, default=8, help="MultiStream samples per query (and batch)")
     ap.add_argument("--offline-qps", type=float, default=4e6, help="Offline expected QPS (sizes the query)")
     ap.add_argument("--offline-batch", type=int, default=1024)
     ap.add_argument("--server-batch", type=int, default=64)
+    ap.add_argument("--inline", choices=("auto", "on", "off"), default="auto", help="compute a lone query on "
+                    "LoadGen's thread when the system is idle: auto = SingleStream and MultiStream only")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="aibench-adapter-"))
@@ -110,6 +128,9 @@ def main() -> None:
                    args.server_batch, Sizing(0, 0, 0)),
         "single-stream": (LoadgenOptions(scenario="single-stream", duration_s=d, spin_us=args.spin_us).resolve(), 1,
                           Sizing(0, 0, 0, expected_latency_ns=4000)),
+        "multi-stream": (LoadgenOptions(scenario="multi-stream", duration_s=d, spin_us=args.spin_us,
+                                        samples_per_query=args.samples_per_query).resolve(),
+                         args.samples_per_query, Sizing(0, 0, 0, expected_latency_ns=8000)),
     }
     cases = {k: v for k, v in cases.items() if k in args.cases.split(",")}
     sides = ("raw", "raw_pooled", "aibench")
@@ -121,7 +142,7 @@ def main() -> None:
                 n += 1
                 out = base / f"{n:03d}-{name}-{side}"
                 if side == "aibench":
-                    fig = aibench_run(s, sizing, batch, out)
+                    fig = aibench_run(s, sizing, batch, out, {"auto": None, "on": True, "off": False}[args.inline])
                 else:
                     fig = raw_run(s, sizing, out, pooled=side == "raw_pooled")
                 rows[name][side].append(fig)
@@ -129,18 +150,18 @@ def main() -> None:
     report: dict[str, Any] = {"duration_s": d, "repeats": args.repeats, "logs": str(base), "cases": {}}
     print("\nmedians over repeats (raw LoadGen null SUT, the same reusing responses, aibench adapter + null model):")
     for name, sides in rows.items():
-        med = {side: {k: statistics.median(f[k] for f in figs if f[k] is not None)
-                      for k in ("samples_per_s", "p50_s", "p99_s")} for side, figs in sides.items()}
-        ratio = med["aibench"]["samples_per_s"] / med["raw"]["samples_per_s"]
-        ratio_pooled = med["aibench"]["samples_per_s"] / med["raw_pooled"]["samples_per_s"]
+        med = {side: {k: _median([f[k] for f in figs]) for k in ("samples_per_s", "p50_s", "p99_s")}
+               for side, figs in sides.items()}
+        ours, raw, pooled = (med[side]["samples_per_s"] for side in ("aibench", "raw", "raw_pooled"))
+        ratio = ours / raw if ours and raw else float("nan")  # MultiStream: LoadGen reports no samples/s
+        ratio_pooled = ours / pooled if ours and pooled else float("nan")
         added_us = (med["aibench"]["p50_s"] - med["raw"]["p50_s"]) * 1e6
         valid = {side: [f["valid"] for f in figs] for side, figs in sides.items()}
-        spread = {side: [round(f["samples_per_s"]) for f in figs] for side, figs in sides.items()}
+        spread = {side: [round(f["samples_per_s"] or 0) for f in figs] for side, figs in sides.items()}
         report["cases"][name] = {"median": med, "throughput_ratio": ratio, "throughput_ratio_vs_pooled":
                                  ratio_pooled, "p50_added_us": added_us,
                                  "valid": valid, "samples_per_s_each": spread, "batch": cases[name][1]}
-        print(f"{name:13s} samples/s raw {med['raw']['samples_per_s']:10.0f} raw-pooled "
-              f"{med['raw_pooled']['samples_per_s']:10.0f} aibench {med['aibench']['samples_per_s']:10.0f}  "
+        print(f"{name:13s} samples/s raw {raw or 0:10.0f} raw-pooled {pooled or 0:10.0f} aibench {ours or 0:10.0f}  "
               f"ratio {ratio:6.1%} (vs pooled {ratio_pooled:6.1%})   p50 raw "
               f"{med['raw']['p50_s'] * 1e6:8.1f} us  aibench {med['aibench']['p50_s'] * 1e6:8.1f} us  "
               f"added {added_us:+7.1f} us   valid {valid}")

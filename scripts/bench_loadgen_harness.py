@@ -25,8 +25,13 @@ import torch
 
 from aibench.loadgen.drive import calibrate, run_loadgen
 from aibench.loadgen.settings import LoadgenOptions, size_run
-from aibench.loadgen.sut import InProcessSystem
-from aibench.loadgen.task import InferenceTask
+
+try:
+    from aibench.sut.inprocess import InProcessSystem
+    from aibench.sut.task import InferenceTask
+except ImportError:  # a tree from before issue 13, measured side by side with a later one (PYTHONPATH)
+    from aibench.loadgen.sut import InProcessSystem  # type: ignore[no-redef]
+    from aibench.loadgen.task import InferenceTask  # type: ignore[no-redef]
 
 
 def make_task(bench_id: str, num_samples: int, batch: int, seed: int = 0) -> InferenceTask:

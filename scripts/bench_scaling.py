@@ -43,7 +43,7 @@ def main() -> int:
     from aibench.harness import PlannedRun, RunOptions, execute, plan
     from aibench.loadgen.settings import LoadgenOptions
     from aibench.results.store import ensure_writable_dir, write_result
-    from aibench.sweep.pool import WorkerConfig, WorkerPool
+    from aibench.sut.pool import WorkerConfig, WorkerPool
     from aibench.sweep.scaleout import RUNNER, PoolRunOptions
 
     out = ensure_writable_dir(args.out)
@@ -111,11 +111,11 @@ def _bare_main(conn: Any, config_json: str) -> None:
     the given seconds and answer how many samples it did."""
     import time
 
-    from aibench.sweep.pool import _build
+    from aibench.sut.worker import build
 
-    system, _info, batch = _build(json.loads(config_json))
+    system, _info, batch = build(json.loads(config_json))
     indices = [i % system.num_samples for i in range(batch)]
-    system.issue(indices)  # warm-up
+    system.execute(indices)  # warm-up
     conn.send_bytes(b"R")
     while True:
         try:
@@ -129,7 +129,7 @@ def _bare_main(conn: Any, config_json: str) -> None:
         end = time.perf_counter() + seconds
         t0 = time.perf_counter()
         while time.perf_counter() < end:
-            system.issue(indices)
+            system.execute(indices)
             done += batch
         conn.send_bytes(json.dumps({"samples": done, "seconds": time.perf_counter() - t0}).encode())
 

@@ -39,7 +39,7 @@ TINY_ID = "component/tiny-lg"
 def _tiny_factory(params: dict[str, Any], device: Any, dtype: Any) -> Any:
     import torch
 
-    from aibench.loadgen.task import InferenceTask
+    from aibench.sut.task import InferenceTask
 
     g = torch.Generator().manual_seed(0)
     model = torch.nn.Linear(8, 4).to(device).eval()

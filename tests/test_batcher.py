@@ -86,3 +86,65 @@ def test_drain_returns_every_waiting_token():
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ValueError):
         BatchQueue(*bad)
+
+
+# -- the one gather loop (Intake): what every batching system's owning thread runs -------------------------
+
+def _intake(max_batch: int, delay_s: float, hold: bool = False):
+    from aibench.sut.batcher import Answers, Intake
+
+    answered: list[tuple[list, object]] = []
+    ans = Answers(lambda tokens, responses, issued: answered.append((list(tokens), issued)), hold_on_abort=hold)
+    return Intake(BatchQueue(max_batch, delay_s), ans), answered
+
+
+def test_intake_hands_over_a_full_batch_without_waiting_for_the_delay():
+    intake, _ = _intake(4, 3600.0)  # an hour's delay: only fullness can make this batch due
+    for i in range(4):
+        intake.put([f"t{i}"], [i], queued_at=float(i))
+    assert intake.next_due()
+    assert list(intake.bq.take().indices) == [0, 1, 2, 3]
+
+
+def test_intake_flush_sends_a_part_batch_at_once_and_stop_ends_the_loop():
+    intake, _ = _intake(8, 3600.0)
+    intake.put(["a", "b"], [0, 1], queued_at=0.0)
+    intake.flush()
+    assert intake.next_due() and intake.flushing
+    assert list(intake.bq.take().indices) == [0, 1]
+    intake.put(["c"], [2], queued_at=1.0)
+    intake.stop()
+    assert not intake.next_due()  # stopped: the owner answers what is left (bq.drain())
+    assert intake.bq.drain() == ["c"]
+
+
+def test_intake_after_an_abort_answers_without_computing_and_holds_until_the_flush():
+    import threading
+    import time
+
+    intake, answered = _intake(2, 0.0, hold=True)
+    intake.ans.abort()
+    ended: list[bool] = []
+    owner = threading.Thread(target=lambda: ended.append(intake.next_due()))
+    owner.start()
+    intake.put(["x", "y", "z"], [0, 1, 2], queued_at=0.0)
+    deadline = time.monotonic() + 5.0
+    while len(intake.bq) + intake.q.qsize() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert answered == []  # dropped by the owner, and held (a LoadGen Server test must reach its limit)
+    intake.stop()
+    owner.join(5.0)
+    assert ended == [False] and len(intake.bq) == 0  # never due: nothing is computed after an abort
+    intake.ans.flush()
+    assert answered == [(["x", "y", "z"], None)]
+
+
+def test_intake_idle_is_what_lets_a_lone_query_run_inline():
+    intake, _ = _intake(2, 0.0)
+    assert intake.idle()
+    intake.put(["a"], [0], queued_at=0.0)
+    assert not intake.idle()
+    intake.flush()
+    assert intake.next_due() and not intake.idle()  # taken into the queue, not yet computed
+    intake.bq.take()
+    assert intake.idle()

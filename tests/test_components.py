@@ -69,7 +69,7 @@ def test_host_to_device_bytes_are_counted_when_inputs_are_copied(tmp_path: Path)
     device is exercised here by switching it on."""
     import torch
 
-    from aibench.loadgen.sut import InProcessSystem, _host_tensor_bytes
+    from aibench.sut.inprocess import InProcessSystem, _host_tensor_bytes
 
     assert _host_tensor_bytes({"x": torch.zeros(4, 8), "n": [torch.zeros(3, dtype=torch.int64)]}) == 4 * 8 * 4 + 24
     bench = registry.get("component/dig")
@@ -77,10 +77,10 @@ def test_host_to_device_bytes_are_counted_when_inputs_are_copied(tmp_path: Path)
     task = bench.factory(params, device=torch.device("cpu"), dtype=torch.float32)
     system = InProcessSystem(task)
     system._to_device = system._counting_to_device
-    system.load([0, 1])
-    system.issue([0, 1])
+    system.stage([0, 1])
+    system.execute([0, 1])
     one = task.load_sample(0)
-    assert system.h2d_bytes == 2 * one.nbytes
+    assert system.report().bytes_in == 2 * one.nbytes
 
     (run,) = plan(bench, dict(bench.tiny))
     lg = LoadgenOptions(profile="quick", duration_s=0.05, min_queries=1, out_dir=tmp_path)

@@ -330,7 +330,7 @@ import torch
 from aibench import registry
 from aibench.loadgen.metrics import LOADGEN_METRICS
 from aibench.loadgen.settings import LoadgenOptions
-from aibench.loadgen.task import InferenceTask
+from aibench.sut.task import InferenceTask
 from aibench.harness import PlannedRun, RunOptions, execute
 from aibench.spec import Param
 
@@ -480,7 +480,7 @@ registry.register(registry.Benchmark(kind="component", name="stuck-lg", descript
                                      primary_metric="samples_per_s"))
 """
 POOL_PARENT = """
-from aibench.sweep.pool import WorkerConfig, WorkerPool
+from aibench.sut.pool import WorkerConfig, WorkerPool
 WorkerPool([WorkerConfig(i, "cpu", 1, "component/stuck-lg", {}, modules=("stuckbench",)) for i in range(2)]).start()
 """
 

@@ -230,7 +230,7 @@ def test_closed_loop_users(tiny_bench: Any, tmp_path: Path) -> None:
 
 
 def test_latency_log_is_bounded_and_deterministic() -> None:
-    from aibench.loadgen.sut import LatencyLog
+    from aibench.loadgen.drive import LatencyLog
 
     a, b = LatencyLog(cap=100), LatencyLog(cap=100)
     for log in (a, b):
@@ -308,8 +308,8 @@ def test_closed_loop_failing_model_fails_promptly(tiny_bench: Any, tmp_path: Pat
 def test_in_process_system_stacks_into_a_reused_buffer() -> None:
     import torch
 
-    from aibench.loadgen.sut import InProcessSystem
-    from aibench.loadgen.task import InferenceTask
+    from aibench.sut.inprocess import InProcessSystem
+    from aibench.sut.task import InferenceTask
 
     data = torch.arange(40, dtype=torch.float32).reshape(10, 4)
     seen: list[Any] = []
@@ -320,16 +320,16 @@ def test_in_process_system_stacks_into_a_reused_buffer() -> None:
 
     system = InProcessSystem(InferenceTask(model=model, device=torch.device("cpu"), num_samples=10,
                                            load_sample=lambda i: data[i], postprocess=lambda y: y.tolist()))
-    system.load(range(10))
-    assert system.issue([0, 1, 2]) == [6.0, 22.0, 38.0]
-    assert system.issue([3, 4]) == [54.0, 70.0]
-    assert system.issue([9, 0, 5]) == [150.0, 6.0, 86.0]
+    system.stage(range(10))
+    assert system.execute([0, 1, 2]) == [6.0, 22.0, 38.0]
+    assert system.execute([3, 4]) == [54.0, 70.0]
+    assert system.execute([9, 0, 5]) == [150.0, 6.0, 86.0]
     assert seen[0] == seen[1] == seen[2]  # one buffer, reused
     ragged = InProcessSystem(InferenceTask(model=lambda x: [len(v) for v in x], device=torch.device("cpu"),
                                            num_samples=2, load_sample=lambda i: torch.zeros(i + 1),
                                            postprocess=lambda y: y))
-    ragged.load(range(2))
-    assert ragged.issue([0, 1]) == [1, 2]  # unequal shapes stay a list, as default_collate does
+    ragged.stage(range(2))
+    assert ragged.execute([0, 1]) == [1, 2]  # unequal shapes stay a list, as default_collate does
 
 
 def test_audit_config_in_working_directory_is_ignored(tiny_bench: Any, tmp_path: Path,
@@ -362,9 +362,9 @@ def test_run_that_ran_out_of_queries_is_resized(scenario: str, tmp_path: Path,
 
     from aibench.loadgen import run as lg_run
     from aibench.loadgen.drive import Calibration
-    from aibench.loadgen.sut import InProcessSystem
-    from aibench.loadgen.task import InferenceTask
     from aibench.results.schema import Result
+    from aibench.sut.inprocess import InProcessSystem
+    from aibench.sut.task import InferenceTask
 
     # What a calibration on a busy machine said: 20 ms per sample, far slower than this null model.
     monkeypatch.setattr(lg_run, "calibrate", lambda *_a, **_k: Calibration(

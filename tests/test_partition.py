@@ -39,7 +39,7 @@ def _tiny_net() -> Any:
 def _tiny_factory(params: dict[str, Any], device: Any, dtype: Any) -> Any:
     import torch
 
-    from aibench.loadgen.task import InferenceTask
+    from aibench.sut.task import InferenceTask
 
     net = _tiny_net().to(device=device, dtype=dtype)
     data = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1), dtype=dtype)

@@ -74,7 +74,7 @@ def test_two_cpu_worker_processes_under_one_loadgen(cli, tmp_path: Path) -> None
 def test_a_worker_that_dies_fails_the_run_promptly(tmp_path: Path) -> None:
     from aibench.harness import PlannedRun, RunOptions, execute
     from aibench.loadgen.settings import LoadgenOptions
-    from aibench.sweep.pool import WorkerConfig, WorkerPool
+    from aibench.sut.pool import WorkerConfig, WorkerPool
     from aibench.sweep.scaleout import RUNNER, PoolRunOptions
 
     bench = registry.get("component/pos")

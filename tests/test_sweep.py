@@ -30,7 +30,7 @@ def _probe_factory(params: dict[str, Any], device: Any, dtype: Any) -> Any:
 
     import torch
 
-    from aibench.loadgen.task import InferenceTask
+    from aibench.sut.task import InferenceTask
 
     batch = params["batch"]
     CALLS[batch] = CALLS.get(batch, 0) + 1

@@ -1,10 +1,18 @@
-"""Driving a :class:`~aibench.loadgen.sut.SystemUnderTest` under MLPerf LoadGen, and with closed-loop users.
+"""Driving any :class:`~aibench.sut.SystemUnderTest` under MLPerf LoadGen (closed-loop users:
+:mod:`aibench.loadgen.users`), through the contract alone.
 
 One LoadGen test per call, in its own fresh folder (LoadGen's logs land there, and its ``audit.config`` is
-looked for there and nowhere else). The test runs on a helper thread so that the main thread stays able
-to take Ctrl-C (and SIGTERM, handled the same: :mod:`aibench.lifetime`); a failing model or Ctrl-C switches
-the batcher to abort mode, which makes LoadGen finish promptly (see :class:`~aibench.loadgen.sut.Batcher`),
-and the partial logs are kept.
+looked for there and nowhere else). LoadGen's callbacks are the system's own methods (``submit``, ``flush``,
+``stage``, ``unstage``): nothing of the driver sits between LoadGen's issue and the system. The system's
+completions go to :class:`Completer`, which answers LoadGen and keeps the driver's record (per-sample
+latency from the issue times the completion carries). In SingleStream and MultiStream LoadGen waits for each
+query anyway, so the driver lets the system compute a query inline on LoadGen's thread when it is idle
+(``start(inline=True)``; :class:`~aibench.sut.batcher.BatchingSystem`). The calibration submits and waits,
+so it works for any asynchronous system.
+
+The test runs on a helper thread so that the main thread stays able to take Ctrl-C (and SIGTERM, handled the
+same: :mod:`aibench.lifetime`); a failing model or Ctrl-C switches the system to abort mode, which makes
+LoadGen finish promptly, and the partial logs are kept.
 
 LoadGen has no way to cancel a test: a Server test issues its queries at their scheduled times and ends only
 once more than ``server_max_async_queries`` are outstanding, which at a low target rate takes tens of seconds
@@ -19,10 +27,9 @@ the same process waits for it first (LoadGen is one per process).
 from __future__ import annotations
 
 import math
-import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,11 +37,52 @@ from typing import Any
 from aibench import lifetime
 from aibench.loadgen import logparse
 from aibench.loadgen.settings import Scenario, Sizing, check_memory, test_settings
-from aibench.loadgen.sut import Batcher, LatencyLog, SystemUnderTest
+from aibench.sut import Issued, SystemUnderTest
 
 # After Ctrl-C, how long the driver waits for LoadGen and the batching worker to finish before leaving
 # without them (the whole exit then stays within about 2 s).
 ABORT_GRACE_S = 1.0
+# LoadGen waits for each query before it issues the next: a query that finds the system idle may be computed
+# on LoadGen's own thread (no hand-off to a worker thread).
+INLINE_SCENARIOS = ("single-stream", "multi-stream")
+
+
+class LatencyLog:
+    """Per-sample latencies with bounded memory: every ``stride``-th value is kept, and the stride doubles
+    (keeping every other stored value) whenever ``cap`` values are held. Deterministic, so two runs of the
+    same schedule keep the same positions; the full-run percentiles come from LoadGen, not from this."""
+
+    def __init__(self, cap: int = 10_000) -> None:
+        self.cap = cap
+        self.values: list[float] = []
+        self.stride = 1
+        self.seen = 0
+
+    def add(self, issued: Sequence[float], done: float) -> None:
+        n = len(issued)
+        off = (-self.seen) % self.stride
+        self.seen += n
+        if off < n:
+            self.values.extend([done - t for t in issued[off::self.stride]])
+            while len(self.values) >= 2 * self.cap:
+                self.values = self.values[::2]
+                self.stride *= 2
+
+    def add_group(self, issued: float, n: int, done: float) -> None:
+        """``n`` samples issued together at ``issued`` and completed at ``done``."""
+        off = (-self.seen) % self.stride
+        self.seen += n
+        if off < n:
+            self.values.extend([done - issued] * len(range(off, n, self.stride)))
+            while len(self.values) >= 2 * self.cap:
+                self.values = self.values[::2]
+                self.stride *= 2
+
+    def kept(self) -> list[float]:
+        if len(self.values) <= self.cap:
+            return list(self.values)
+        step = len(self.values) / self.cap
+        return [self.values[int(i * step)] for i in range(self.cap)]
 
 
 @dataclass
@@ -53,26 +101,66 @@ class Calibration:
                 "note": "untimed warm-up before LoadGen starts; sizes expected QPS/latency, not reported"}
 
 
-def calibrate(system: SystemUnderTest, batch: int, budget_s: float = 0.3, max_rounds: int = 20) -> Calibration:
-    """Run one-sample and full batches for about ``budget_s`` (after one untimed call each) and take their
-    medians (at least two timed rounds each, however long they take)."""
-    n = max(1, min(system.num_samples, batch))
-    system.load(range(n))
+class _Waiter:
+    """The calibration's completion: counts answers until the submitted query is whole (a system may answer
+    it in parts, from any thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._left = 0
+        self.done = threading.Event()
+
+    def arm(self, n: int) -> None:
+        with self._lock:
+            self._left = n
+            self.done.clear()
+
+    def __call__(self, tokens: Sequence[Any], _responses: Any, _issued: Any) -> None:
+        with self._lock:
+            self._left -= len(tokens)
+            if self._left <= 0:
+                self.done.set()
+
+
+def calibrate(sut: SystemUnderTest, batch: int, budget_s: float = 0.3, max_rounds: int = 20) -> Calibration:
+    """Submit one-sample and full-batch queries, each after the last was answered, for about ``budget_s``
+    (after one untimed query each), and take their medians (at least two timed rounds each, however long they
+    take). The system computes them inline where it can (the calibration waits anyway)."""
+    n = max(1, min(sut.num_samples, batch))
+    sut.stage(range(n))
     full = [i % n for i in range(batch)]
+    waiter = _Waiter()
+    perf = time.perf_counter
+
+    def once(indices: list[int]) -> float:
+        waiter.arm(len(indices))
+        t0 = perf()
+        sut.submit(list(range(len(indices))), indices)
+        waiter.done.wait()
+        dt = perf() - t0
+        error = sut.report().error
+        if error is not None:
+            raise error
+        return dt
 
     def timed(indices: list[int], budget: float) -> tuple[float, float, int]:
-        system.issue(indices)  # warm-up call, not counted (first calls allocate, pick kernels, ...)
+        once(indices)  # warm-up, not counted (first calls allocate, pick kernels, ...)
         times: list[float] = []
-        end = time.perf_counter() + budget
-        while len(times) < 2 or (len(times) < max_rounds and time.perf_counter() < end):
-            t0 = time.perf_counter()
-            system.issue(indices)
-            times.append(time.perf_counter() - t0)
+        end = perf() + budget
+        while len(times) < 2 or (len(times) < max_rounds and perf() < end):
+            times.append(once(indices))
         times.sort()
         return times[len(times) // 2], times[0], len(times)
 
-    one, fastest, r1 = timed([0], budget_s / 2)
-    at_batch, _, r2 = timed(full, budget_s / 2) if batch > 1 else (one, one, 0)
+    sut.start(waiter, max_batch=batch, inline=True)
+    try:
+        one, fastest, r1 = timed([0], budget_s / 2)
+        at_batch, _, r2 = timed(full, budget_s / 2) if batch > 1 else (one, one, 0)
+    except BaseException:
+        sut.abort()
+        sut.stop(timeout=ABORT_GRACE_S)
+        raise
+    sut.stop()
     return Calibration(per_sample_s=one, batch_sample_s=at_batch / batch, batch=batch, rounds=r1 + r2,
                        min_sample_s=fastest)
 
@@ -99,25 +187,18 @@ class Outcome:
 on_ctrl_c = lifetime.on_interrupt
 
 
-def _wait_interruptible(threads: list[threading.Thread], interrupted_at: list[float],
-                        poll: Callable[[], None] | None = None) -> bool:
+def wait_interruptible(threads: list[threading.Thread], interrupted_at: list[float]) -> bool:
     """Join ``threads``; once an interruption was noted (``interrupted_at``), wait at most ABORT_GRACE_S
     more. True when they all ended."""
     for t in threads:
         while t.is_alive():
             t.join(0.1)
-            if poll is not None:
-                poll()
             if interrupted_at and time.monotonic() - interrupted_at[0] > ABORT_GRACE_S:
                 return not any(x.is_alive() for x in threads)
     return True
 
 
-def _batcher_threads(batcher: Any) -> list[threading.Thread]:
-    return list(getattr(batcher, "threads", ()))
-
-
-def _later(fn: Callable[[], None], name: str) -> threading.Thread:
+def later(fn: Callable[[], None], name: str) -> threading.Thread:
     """Run ``fn`` on a daemon thread: the clean-up of a test the driver left behind after an interruption."""
     t = threading.Thread(target=fn, name=name, daemon=True)
     t.start()
@@ -133,53 +214,68 @@ def server_async_limit(s: Scenario, batch: int) -> int:
 
 
 class Completer:
-    """Completes samples with LoadGen. On the worker thread it reuses a pool of QuerySampleResponse objects
-    (QuerySamplesComplete copies them before returning; building new ones costs ~0.3 us per sample, a third
-    of LoadGen's whole Offline budget per sample); on any other thread (abort) it builds fresh ones."""
+    """A system's completion under LoadGen: answers LoadGen (from any thread) and keeps the driver's record:
+    per-sample latency from the issue times the completion carries, samples computed, first issue and last
+    completion. Each thread reuses its own pool of QuerySampleResponse objects (QuerySamplesComplete copies
+    them before returning; building new ones costs ~0.3 us per sample, a third of LoadGen's whole Offline
+    budget per sample)."""
 
-    def __init__(self, lg: Any) -> None:
-        self.complete = lg.QuerySamplesComplete
-        self.response = lg.QuerySampleResponse
-        self.pool: list[Any] = []
-        self.owner: int | None = None
+    def __init__(self, lg: Any, latencies: LatencyLog) -> None:
+        self._complete = lg.QuerySamplesComplete
+        self._response = lg.QuerySampleResponse
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self.latencies = latencies
+        self.samples = 0
+        self.first_issue: float | None = None
+        self.last_done: float | None = None
 
-    def __call__(self, tokens: list[Any], _responses: Any) -> None:
+    def __call__(self, tokens: Sequence[Any], _responses: Any, issued: Issued | None) -> None:
+        done = time.perf_counter()
         n = len(tokens)
-        if threading.get_ident() != self.owner:
-            self.complete([self.response(t, 0, 0) for t in tokens])
-            return
-        pool = self.pool
+        local = self._local
+        pool = getattr(local, "pool", None)
+        if pool is None:
+            pool = local.pool = []
         if len(pool) < n:
-            pool.extend(self.response(0, 0, 0) for _ in range(n - len(pool)))
+            pool.extend(self._response(0, 0, 0) for _ in range(n - len(pool)))
         out = pool if n == len(pool) else pool[:n]
         for r, t in zip(out, tokens, strict=True):
             r.id = t
-        self.complete(out)
+        self._complete(out)
+        if issued is None:  # answered without computing (an abort): not a latency
+            return
+        with self._lock:
+            self.samples += n
+            first = issued[0][0]
+            if self.first_issue is None or first < self.first_issue:
+                self.first_issue = first
+            if self.last_done is None or done > self.last_done:
+                self.last_done = done
+            add = self.latencies.add_group
+            for t_issue, k in issued:
+                add(t_issue, k, done)
 
 
-def dispatcher_for(system: SystemUnderTest) -> Callable[..., Any]:
-    """The batching worker between a load generator and ``system``: a :class:`Batcher`, unless the system
-    brings its own (``make_batcher``, same arguments and interface), as a pool of worker processes does to
-    keep every worker busy (aibench.sweep.pool)."""
-    return getattr(system, "make_batcher", None) or Batcher
-
-
-def run_loadgen(system: SystemUnderTest, s: Scenario, batch: int, sizing: Sizing, log_dir: Path) -> Outcome:
-    """One LoadGen performance test of ``system`` in the fresh folder ``log_dir``."""
+def run_loadgen(sut: SystemUnderTest, s: Scenario, batch: int, sizing: Sizing, log_dir: Path,
+                inline: bool | None = None) -> Outcome:
+    """One LoadGen performance test of ``sut`` in the fresh folder ``log_dir``. ``inline``: let the system
+    compute a query on LoadGen's thread when idle (default: in :data:`INLINE_SCENARIOS`)."""
     import mlperf_loadgen as lg
 
     lifetime.wait_abandoned()  # an earlier, interrupted test may still hold LoadGen
     memory = check_memory(sizing, s)
     log_dir.mkdir(parents=True, exist_ok=False)
     latencies = LatencyLog()
-    on_done = Completer(lg)
+    completer = Completer(lg, latencies)
     is_server = s.scenario == "server"
     limit = server_async_limit(s, batch) if is_server else 0
-    batcher = dispatcher_for(system)(system, batch, s.max_wait_us, on_done, latencies, hold_on_abort=is_server,
-                                     spin_us=s.spin_us).start()
-    on_done.owner = batcher.worker_ident
-    sut = lg.ConstructFastSUT(batcher.submit, batcher.flush)
-    qsl = lg.ConstructQSL(system.num_samples, system.num_samples, system.load, system.unload)
+    inline = s.scenario in INLINE_SCENARIOS if inline is None else inline
+    batches_before = sut.report().batches
+    sut.start(completer, max_batch=batch, max_queue_delay_us=s.max_wait_us, spin_us=s.spin_us,
+              hold_on_abort=is_server, inline=inline)
+    lg_sut = lg.ConstructFastSUT(sut.submit, sut.flush)
+    qsl = lg.ConstructQSL(sut.num_samples, sut.num_samples, sut.stage, sut.unstage)
     settings = test_settings(lg, s, sizing, max_async_queries=limit)
     log_settings = lg.LogSettings()
     log_settings.enable_trace = False
@@ -191,7 +287,7 @@ def run_loadgen(system: SystemUnderTest, s: Scenario, batch: int, sizing: Sizing
 
     def start() -> None:
         try:
-            lg.StartTestWithLogSettings(sut, qsl, settings, log_settings, str(log_dir / "audit.config"))
+            lg.StartTestWithLogSettings(lg_sut, qsl, settings, log_settings, str(log_dir / "audit.config"))
         except BaseException as exc:  # pragma: no cover - LoadGen itself failing
             failure.append(exc)
 
@@ -201,147 +297,44 @@ def run_loadgen(system: SystemUnderTest, s: Scenario, batch: int, sizing: Sizing
     def interrupt() -> None:
         if not ctrl_c:
             ctrl_c.append(time.monotonic())
-        batcher.abort()
+        sut.abort()
 
     t0 = time.perf_counter()
     with on_ctrl_c(interrupt):
         thread.start()
-        finished = _wait_interruptible([thread], ctrl_c)
+        finished = wait_interruptible([thread], ctrl_c)
         if finished:
-            batcher.stop(timeout=ABORT_GRACE_S if ctrl_c else 30.0)
+            stopped = sut.stop(timeout=ABORT_GRACE_S if ctrl_c else 30.0)
             if ctrl_c:
-                finished = not any(t.is_alive() for t in _batcher_threads(batcher))
+                finished = stopped
+
     def finish() -> None:
         thread.join()
-        batcher.stop()
+        sut.stop()
         lg.DestroyQSL(qsl)
-        lg.DestroySUT(sut)
+        lg.DestroySUT(lg_sut)
 
     if finished:
         lg.DestroyQSL(qsl)
-        lg.DestroySUT(sut)
-    else:  # LoadGen cannot be cancelled: leave it to end on its own, then stop the worker and free the SUT
-        lifetime.abandon(_later(finish, "aibench-loadgen-finish"), "a LoadGen test")
+        lg.DestroySUT(lg_sut)
+    else:  # LoadGen cannot be cancelled: leave it to end on its own, then stop the system and free LoadGen's
+        lifetime.abandon(later(finish, "aibench-loadgen-finish"), "a LoadGen test")
     interrupted = bool(ctrl_c)
     wall = time.perf_counter() - t0
-    error = batcher.error if batcher.error is not None else (failure[0] if failure else None)
+    rep = sut.report()
+    error = rep.error if rep.error is not None else (failure[0] if failure else None)
     if isinstance(error, KeyboardInterrupt):
         interrupted, error = True, None
     log = logparse.read_detail(log_dir)
     valid = logparse.validity(log, s.scenario)
-    served = (batcher.last_done - batcher.first_issue) if batcher.first_issue and batcher.last_done else None
-    queries = batcher.samples // max(1, s.samples_per_query) if s.scenario != "offline" else 1
+    c = completer
+    served = (c.last_done - c.first_issue) if c.first_issue is not None and c.last_done is not None else None
+    queries = c.samples // max(1, s.samples_per_query) if s.scenario != "offline" else 1
     m = logparse.metrics(log, s.scenario, s.samples_per_query, served, queries, valid["valid"])
-    adapter = {"batches": batcher.batches, "samples": batcher.samples,
-               "mean_batch": batcher.samples / batcher.batches if batcher.batches else None,
-               "max_batch": batch, "max_wait_us": s.max_wait_us, "spin_us": s.spin_us, "test_wall_s": wall,
+    batches = rep.batches - batches_before
+    adapter = {"batches": batches, "samples": c.samples, "mean_batch": c.samples / batches if batches else None,
+               "max_batch": batch, "max_wait_us": s.max_wait_us, "spin_us": s.spin_us,
+               "inline": bool(inline and sut.capabilities.inline_ok), "test_wall_s": wall,
                "server_max_async_queries": limit if is_server else None}
     return Outcome(log_dir, log, valid, m, latencies, error, interrupted, logparse.effective_settings(log),
                    logparse.requested_settings(log), adapter, memory)
-
-
-def run_users(system: SystemUnderTest, s: Scenario, batch: int, seed: int) -> Outcome:
-    """Closed-loop users: each of ``s.users`` threads thinks for an exponential time (mean
-    ``s.think_time_ms``, seeded per user), sends one sample, waits for its answer, and repeats. The first
-    ``warmup`` seconds are excluded; latencies are of requests sent in the measured window, throughput
-    counts answers received in it."""
-    from aibench.results.schema import metric
-    from aibench.results.stats import percentile
-
-    system.load(range(system.num_samples))
-
-    def on_done(tokens: list[Any], _responses: Any) -> None:
-        for ev in tokens:
-            ev.set()
-
-    batcher = dispatcher_for(system)(system, batch, s.max_wait_us, on_done, spin_us=s.spin_us).start()
-    warmup = min(max(0.1 * s.duration_s, 0.05), 10.0)
-    think = (s.think_time_ms or 0.0) / 1e3
-    users = int(s.users or 1)
-    records: list[list[tuple[float, float]]] = [[] for _ in range(users)]
-    stop = threading.Event()
-    t_start = time.perf_counter()
-    t_measure = t_start + warmup
-    t_end = t_measure + s.duration_s
-
-    def user(u: int) -> None:
-        rng = random.Random(seed * 1_000_003 + u)
-        mine = records[u]
-        perf = time.perf_counter
-        while not stop.is_set():
-            if think > 0:
-                stop.wait(rng.expovariate(1.0 / think))
-            t0 = perf()
-            if t0 >= t_end or stop.is_set():
-                break
-            ev = threading.Event()
-            batcher.submit([ev], [rng.randrange(system.num_samples)])
-            ev.wait()
-            if batcher.aborted.is_set():
-                break
-            mine.append((t0, perf()))
-
-    threads = [threading.Thread(target=user, args=(u,), name=f"aibench-user-{u}", daemon=True)
-               for u in range(users)]
-    ctrl_c: list[float] = []
-
-    def interrupt() -> None:
-        if not ctrl_c:
-            ctrl_c.append(time.monotonic())
-        stop.set()
-        batcher.abort()
-
-    def poll() -> None:
-        if batcher.aborted.is_set():
-            stop.set()
-
-    with on_ctrl_c(interrupt):
-        for t in threads:
-            t.start()
-        finished = _wait_interruptible(threads, ctrl_c, poll)
-        stop.set()
-        if finished:
-            batcher.stop(timeout=ABORT_GRACE_S if ctrl_c else 30.0)
-            if ctrl_c:
-                finished = not any(t.is_alive() for t in _batcher_threads(batcher))
-    if not finished:  # a user waits on a batch that is still running: stop the worker once it is done
-
-        def finish() -> None:
-            for t in threads:
-                t.join()
-            batcher.stop()
-
-        lifetime.abandon(_later(finish, "aibench-users-finish"), "closed-loop users")
-    interrupted = bool(ctrl_c)
-    error = batcher.error
-    if isinstance(error, KeyboardInterrupt):
-        interrupted, error = True, None
-    lat = sorted(t1 - t0 for rec in records for t0, t1 in rec if t_measure <= t0 < t_end)
-    done_in_window = sum(1 for rec in records for _, t1 in rec if t_measure <= t1 <= t_end)
-    window = s.duration_s
-    log_lat = LatencyLog()
-    for rec in records:
-        for t0, t1 in rec:
-            if t_measure <= t0 < t_end:
-                log_lat.add([t0], t1)
-    m: dict[str, dict[str, Any]] = {}
-    none = "no request was answered in the measured window"
-    for p, name in ((50, "latency_p50"), (90, "latency_p90"), (95, "latency_p95"), (97, "latency_p97"),
-                    (99, "latency_p99"), (99.9, "latency_p99_9")):
-        m[name] = metric(percentile(lat, p) if lat else None, "s", "lower", None if lat else none)
-    m["latency_min"] = metric(lat[0] if lat else None, "s", "lower", None if lat else none)
-    m["latency_max"] = metric(lat[-1] if lat else None, "s", "lower", None if lat else none)
-    m["latency_mean"] = metric(sum(lat) / len(lat) if lat else None, "s", "lower", None if lat else none)
-    m["latency_early_stopping"] = metric(None, "s", "lower", "closed-loop users are not run by LoadGen: "
-                                         "no early-stopping estimate")
-    qps = done_in_window / window
-    m["queries_per_s"] = metric(qps, "queries/s", "higher", None, note="answers received in the measured window")
-    m["samples_per_s"] = metric(qps, "samples/s", "higher", None, note="one sample per request")
-    why = "closed-loop users time requests themselves: there is no load-generator overhead to remove"
-    m["queries_per_s_no_overhead"] = metric(None, "queries/s", "higher", why)
-    m["samples_per_s_no_overhead"] = metric(None, "samples/s", "higher", why)
-    adapter = {"batches": batcher.batches, "samples": batcher.samples,
-               "mean_batch": batcher.samples / batcher.batches if batcher.batches else None,
-               "max_batch": batch, "max_wait_us": s.max_wait_us, "warmup_s": warmup, "measured_s": window,
-               "requests_in_window": len(lat), "answers_in_window": done_in_window}
-    return Outcome(None, {}, None, m, log_lat, error, interrupted, adapter=adapter)

@@ -72,7 +72,7 @@ def primary_from_args(bench: Any, option: Callable[[str], str | None]) -> str:
     return PRIMARY.get(scenario, bench.primary_metric)
 
 
-INFERENCE_CONTRACT = "aibench.loadgen.task:InferenceTask"
+INFERENCE_CONTRACT = "aibench.sut.task:InferenceTask"
 LOADGEN = register_runner(RunnerSpec(
     name="loadgen", contract=INFERENCE_CONTRACT, measure="aibench.loadgen.run:run_loadgen_benchmark",
     capabilities=frozenset({"inference"}), metrics=COMPONENT_METRICS, options="loadgen",

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 from aibench import lifetime, meters
 from aibench.errors import UnavailableError
 from aibench.loadgen import logparse
-from aibench.loadgen.drive import Calibration, Outcome, calibrate, run_loadgen, run_users
+from aibench.loadgen.drive import Calibration, Outcome, calibrate, run_loadgen
 from aibench.loadgen.settings import LoadgenOptions, Scenario, size_run
-from aibench.loadgen.sut import InProcessSystem, SystemUnderTest
+from aibench.loadgen.users import run_users
 from aibench.results.parts import shares, stage_parts
 from aibench.results.stats import summarize
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from aibench.registry import Benchmark
     from aibench.results.measurement import Measurement
     from aibench.results.schema import Result
+    from aibench.sut import SystemUnderTest
 
 FIND_PEAK_MAX_PROBES = 12
 FIND_PEAK_TOLERANCE = 0.05  # stop bisecting once the VALID/INVALID bracket is within 5%
@@ -60,50 +61,52 @@ def run_loadgen_benchmark(bench: Benchmark, params: dict[str, Any], result: Meas
     with refusing_unsupported(device, dtype):
         task = bench.factory(params, device=device, dtype=dtype)
         task.run_batch()  # one untimed batch: an unsupported dtype is refused before LoadGen starts
-    system = InProcessSystem(task, name=bench.id)
-    system.breakdown = s.breakdown
-    result.context["task"] = {"num_samples": task.num_samples, "stage": task.stage, "data": task.data,
-                              "flops_per_sample": task.flops_per_sample, "flops_note": task.flops_note}
-    drive_system(system, s, batch, result, seed=getattr(opts, "seed", 0), device=device)
+    from aibench.sut.inprocess import InProcessSystem
+
+    sut = InProcessSystem(task, name=bench.id, breakdown=s.breakdown)
+    drive_system(sut, s, batch, result, seed=getattr(opts, "seed", 0), device=device)
     return result
 
 
-def drive_system(system: SystemUnderTest, s: Scenario, batch: int, result: Result, seed: int = 0,
-                 device: Any = "cpu") -> None:
-    """Measure ``system`` (in-process or remote) and fill ``result``. Raises the model's exception after
-    recording (the caller marks the result failed); on Ctrl-C (or SIGTERM) writes the result as interrupted
-    and raises KeyboardInterrupt (Terminated) naming that file (``record``). The meters wrap exactly the
-    measured run(s), not the calibration; ``device`` is what they meter (for a remote system, the local
-    side)."""
+# What the result's context.task records of the system under test's description.
+TASK_CONTEXT = ("num_samples", "stage", "data", "flops_per_sample", "flops_note")
 
+
+def drive_system(sut: SystemUnderTest, s: Scenario, batch: int, result: Result, seed: int = 0,
+                 device: Any = "cpu") -> None:
+    """Measure ``sut`` (any system under test: in-process, worker processes, remote) and fill ``result``.
+    Raises the model's exception after recording (the caller marks the result failed); on Ctrl-C (or
+    SIGTERM) writes the result as interrupted and raises KeyboardInterrupt (Terminated) naming that file
+    (``record``). The meters wrap exactly the measured run(s), not the calibration; ``device`` is what they
+    meter (for a remote system, the local side)."""
+    info = sut.describe()
+    result.context["task"] = {k: info.get(k) for k in TASK_CONTEXT}
     try:
-        cal = calibrate(system, batch, budget_s=min(0.5, max(0.02, 0.1 * s.duration_s)))
+        cal = calibrate(sut, batch, budget_s=min(0.5, max(0.02, 0.1 * s.duration_s)))
     except KeyboardInterrupt as exc:
         exc.record = _write_interrupted(result, s.out_dir, exc)  # type: ignore[attr-defined]
         raise
     result.method["calibration"] = cal.to_dict()
     if s.find_peak:
         _check_bound_reachable(s, cal)
-    reset = getattr(system, "reset_stage_times", None)
-    if reset is not None:
-        reset()
+    sut.reset_report()
     stem = _stem(result)
     base = s.out_dir / f"{stem}.loadgen"
     window = meters.window(device, what="closed-loop users" if s.scenario == "closed-loop" else
                            "LoadGen test(s), calibration excluded")
     with window:
         if s.scenario == "closed-loop":
-            out = run_users(system, s, batch, seed)
+            out = run_users(sut, s, batch, seed)
             result.method["closed_loop"] = out.adapter
             _fill(result, out, s)
             samples_done = out.latencies.seen
         elif s.find_peak:
-            out = _find_peak(system, s, batch, cal, base, result)
+            out = _find_peak(sut, s, batch, cal, base, result)
             samples_done = sum(p["samples"] for p in result.method["find_peak"]["probes"])
         else:
-            out, samples_done = _run_sized(system, s, batch, cal, base, result)
+            out, samples_done = _run_sized(sut, s, batch, cal, base, result)
     meters.fold_into(result, window, count=samples_done or None, per="sample")
-    _derived_metrics(result, system)
+    _derived_metrics(result, sut)
     if result.validity is not None and not result.validity.get("valid", True):
         for entry in result.metrics.values():  # a figure from an INVALID run is never a plain number
             entry["valid"] = False
@@ -168,7 +171,7 @@ def _measured_sizes(out: Outcome, s: Scenario) -> tuple[float, float] | None:
     return 0.5 * mean, 0.5 * mean / max(1, s.samples_per_query)
 
 
-def _run_sized(system: SystemUnderTest, s: Scenario, batch: int, cal: Calibration, base: Path,
+def _run_sized(sut: SystemUnderTest, s: Scenario, batch: int, cal: Calibration, base: Path,
                result: Result) -> tuple[Outcome, int]:
     """One LoadGen test sized from the calibration; re-sized from its own rate when it ran out of queries
     (Offline without --expected-qps, SingleStream, MultiStream). Returns the last outcome and the samples
@@ -180,7 +183,7 @@ def _run_sized(system: SystemUnderTest, s: Scenario, batch: int, cal: Calibratio
     samples = 0
     while True:
         sizing = size_run(s, per_sample, batch_sample)
-        out = run_loadgen(system, s, batch, sizing, folder)
+        out = run_loadgen(sut, s, batch, sizing, folder)
         samples += out.latencies.seen
         measured = _measured_sizes(out, s) if resizable and _too_short(out) else None
         if measured is None or len(attempts) >= MAX_RESIZES:
@@ -197,33 +200,38 @@ def _run_sized(system: SystemUnderTest, s: Scenario, batch: int, cal: Calibratio
     return out, samples
 
 
-def _derived_metrics(result: Result, system: SystemUnderTest) -> None:
-    """Achieved GFLOP/s from the task's counted FLOPs, and the stage shares when they were timed."""
+def _derived_metrics(result: Result, sut: SystemUnderTest) -> None:
+    """Achieved GFLOP/s from the system's counted FLOPs, bytes moved into it, and the stage shares when its
+    stages were timed: all from what the system declares (capabilities, describe) and reports."""
     from aibench.results.schema import metric
 
-    task = getattr(system, "task", None)
-    flops = getattr(task, "flops_per_sample", None)
+    info = sut.describe()
+    caps = sut.capabilities
+    rep = sut.report()
+    flops = info.get("flops_per_sample")
     rate = (result.metrics.get("samples_per_s") or {}).get("value")
     if flops and rate:
         result.metrics["gflops"] = metric(flops * rate / 1e9, "GFLOP/s", "higher")
     else:
-        why = (getattr(task, "flops_note", "") or "the system under test did not count its FLOPs") if not flops \
+        why = (info.get("flops_note") or "the system under test did not count its FLOPs") if not flops \
             else "no samples/s was measured"
         result.metrics["gflops"] = metric(None, "GFLOP/s", "higher", unavailable=why)
-    moved = getattr(system, "h2d_bytes", None)
     samples = (result.meters.get("work") or {}).get("count")
-    on_host = getattr(getattr(task, "device", None), "type", None) == "cpu"
-    if moved is not None and samples:
+    if caps.reports_bytes and rep.bytes_in is not None and samples:
+        on_host = str(info.get("device", "")).split(":")[0] == "cpu"
         result.meters.setdefault("memory", {})["host_to_device"] = {
-            "bytes_total": moved, "bytes_per_sample": moved / samples, "provenance": "measured",
+            "bytes_total": rep.bytes_in, "bytes_per_sample": rep.bytes_in / samples, "provenance": "measured",
             "scope": "input tensors passed to the device by the adapter (collated, pre-processed)",
             **({"note": "the device is the host: nothing is copied"} if on_host else {})}
-    times = getattr(system, "stage_times", None)
-    timed = bool(getattr(system, "breakdown", False)) and times is not None
-    if timed:
-        result.parts["stage"] = stage_parts(times)
-    _stage_metrics(result, getattr(system, "stages", ()),
-                   "run with --breakdown to time the stages" if not timed else "no batch was timed")
+    timed = {name: rep.stages.get(name, ()) for name in caps.stages}
+    parts = stage_parts(timed)
+    if parts:
+        result.parts["stage"] = parts
+    # the stages the system times, and those the benchmark declares a share of (unavailable when untimed)
+    declared = [n[len("share_"):] for n in result.declared if n.startswith("share_")]
+    _stage_metrics(result, [*caps.stages, *declared],
+                   "no batch was timed" if caps.stages else
+                   info.get("stages_note") or "run with --breakdown to time the stages")
 
 
 def _stage_metrics(result: Result, stages: Sequence[str], why_not: str) -> None:
@@ -272,7 +280,7 @@ def probe_seconds(s: Scenario, q: float) -> float:
     return max(1.1 * s.duration_s, s.min_queries / q)
 
 
-def _find_peak(system: SystemUnderTest, s: Scenario, batch: int, cal: Calibration, base: Path,
+def _find_peak(sut: SystemUnderTest, s: Scenario, batch: int, cal: Calibration, base: Path,
                result: Result) -> Outcome:
     """Galloping then bisection on the target QPS: the highest target whose run is VALID, within the time
     budget (a probe that would end past it is not started). One line per probe on stderr."""
@@ -299,7 +307,7 @@ def _find_peak(system: SystemUnderTest, s: Scenario, batch: int, cal: Calibratio
         probe = s.with_target(q)
         folder = base / f"probe-{len(probes) + 1:02d}-{q:.6g}qps"
         t_probe = time.monotonic()
-        out = run_loadgen(system, probe, batch, size_run(probe, cal.per_sample_s, cal.batch_sample_s), folder)
+        out = run_loadgen(sut, probe, batch, size_run(probe, cal.per_sample_s, cal.batch_sample_s), folder)
         last = out
         ok = bool(out.validity and out.validity["valid"])
         probes.append({"target_qps": q, "valid": ok, "summary": out.validity and out.validity["summary"],

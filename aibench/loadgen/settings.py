@@ -29,11 +29,10 @@ DEFAULT_SERVER_LATENCY_MS = 10.0
 DEFAULT_SERVER_PERCENTILE = 99.0
 DEFAULT_SAMPLES_PER_QUERY = 8
 # The idle worker polls this long before sleeping where the next query comes right after a completion
-# (measured: SingleStream p50 +32 us -> +6 us over a raw null SUT). Offline never idles.
+# (closed-loop users; SingleStream and MultiStream when the system cannot compute inline). Offline never
+# idles. Server queries arrive at Poisson times, so the worker polls for 3 mean gaps (95% of queries find it
+# awake), within these bounds. What polling saves, measured: docs/loadgen.md ("Overhead").
 DEFAULT_SPIN_US = {"single-stream": 100.0, "multi-stream": 100.0, "closed-loop": 100.0}
-# Server queries arrive at Poisson times, so the worker polls for 3 mean gaps (95% of queries find it
-# awake), within these bounds. Measured at 2k QPS: p50 added over a raw null SUT +36 us without polling,
-# +13 us with it; at 20k QPS (150 us) it neither helps nor hurts (+22-26 us either way).
 SERVER_SPIN_MEAN_GAPS = 3.0
 SERVER_SPIN_BOUNDS_US = (100.0, 2000.0)
 

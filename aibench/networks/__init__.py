@@ -7,7 +7,7 @@ either a method ``layers() -> [(name, module), …]`` (:class:`Layered`), or, si
 ``nn.Sequential`` whose children are named. Running the layers one after another equals the network's
 forward (tested for every such network here). Layer names follow the original definitions where they exist
 (the Caffe prototxts of the Tonic nets: ``conv1``, ``pool1``, …, ``fc6``; ``flatten`` stands for the
-reshape Caffe's InnerProduct does implicitly). :class:`~aibench.loadgen.task.InferenceTask` may carry its
+reshape Caffe's InnerProduct does implicitly). :class:`~aibench.sut.task.InferenceTask` may carry its
 network (``network``) for this.
 
 This module imports no torch (``aibench list`` stays light); the network modules do, and are imported only

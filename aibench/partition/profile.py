@@ -52,8 +52,8 @@ def load_network(ref: str, side: Side, batch: int = 1) -> Network:
     import torch
 
     from aibench import registry
-    from aibench.loadgen.task import InferenceTask
     from aibench.networks import layers_of
+    from aibench.sut.task import InferenceTask
 
     bench = registry.get(ref)
     if bench.kind != "component":

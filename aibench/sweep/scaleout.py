@@ -2,10 +2,10 @@
 
 The measuring is the ``loadgen`` runner's (:func:`aibench.loadgen.run.drive_system`): one LoadGen in this
 process, the same calibration, scenarios, validity, meters and result fields; only the system under test is
-the pool (:mod:`aibench.sweep.pool`). It runs inside :func:`aibench.harness.execute` (so a failure is recorded
-like any other) under the runner ``scale-out``, which this module registers (:data:`SCALE_OUT`) as every
-runner registers itself; its options are LoadGen's (``runner_options["loadgen"]``) and the pool
-(``runner_options["scale_out"]``, a :class:`PoolRunOptions`). The pool's settings enter the result's
+the pool (:class:`aibench.sut.pool.PoolSystem`). It runs inside :func:`aibench.harness.execute` (so a
+failure is recorded like any other) under the runner ``scale-out``, which this module registers
+(:data:`SCALE_OUT`) as every runner registers itself; its options are LoadGen's
+(``runner_options["loadgen"]``) and the pool (``runner_options["scale_out"]``, a :class:`PoolRunOptions`). The pool's settings enter the result's
 ``config`` (and so its hash): ``config.scale_out = {devices, instances_per_device, workers, worker_threads}``.
 """
 
@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from aibench.registry import Benchmark
     from aibench.results.measurement import Measurement
     from aibench.results.schema import Result
+    from aibench.sut.pool import WorkerPool
     from aibench.sweep.engine import PointPlan
-    from aibench.sweep.pool import WorkerPool
 
 RUNNER = "scale-out"
 METERS_NOTE = ("meters cover this (the load-generating) process: its memory and CPU time; energy counts the "
@@ -47,8 +47,7 @@ def run_scale_out(bench: Benchmark, params: dict[str, Any], result: Measurement,
     the system under test."""
     from aibench.loadgen import logparse
     from aibench.loadgen.run import drive_system, options_from
-    from aibench.results.schema import metric
-    from aibench.sweep.pool import PoolSystem
+    from aibench.sut.pool import PoolSystem
 
     pooled = opts.runner_options.get("scale_out")
     if not isinstance(pooled, PoolRunOptions) or pooled.pool is None:
@@ -71,10 +70,6 @@ def run_scale_out(bench: Benchmark, params: dict[str, Any], result: Measurement,
         f", scaled out over {len(workers)} worker process(es)"
     result.primary_metric = logparse.PRIMARY[s.scenario]
     infos = [pool.workers[i].info or {} for i in workers]
-    first = infos[0]
-    result.context["task"] = {"num_samples": first.get("num_samples"), "stage": first.get("stage"),
-                              "data": first.get("data"), "flops_per_sample": first.get("flops_per_sample"),
-                              "flops_note": first.get("flops_note")}
     devices = sorted({str(i.get("device")) for i in infos})
     scale_ctx: dict[str, Any] = {
         "workers": [{k: i.get(k) for k in ("index", "pid", "device", "threads", "affinity")} for i in infos],
@@ -85,10 +80,10 @@ def run_scale_out(bench: Benchmark, params: dict[str, Any], result: Measurement,
     if any(d.startswith("cuda") for d in devices):
         scale_ctx["mps"] = _mps_note()
     result.context["scale_out"] = scale_ctx
-    system = PoolSystem(pool, workers, batch, name=f"{bench.id} x{len(workers)}")
+    sut = PoolSystem(pool, workers, batch, name=f"{bench.id} x{len(workers)}")
     meter_devices: Any = [d for d in devices if d.startswith("cuda")] or "cpu"
     try:
-        drive_system(system, s, batch * len(workers), result, seed=opts.seed, device=meter_devices)
+        drive_system(sut, s, batch * len(workers), result, seed=opts.seed, device=meter_devices)
     finally:
         adapter = result.method.get("adapter")
         wall = adapter.get("test_wall_s") if isinstance(adapter, dict) else None
@@ -109,11 +104,6 @@ def run_scale_out(bench: Benchmark, params: dict[str, Any], result: Measurement,
                     "worker's CPU time; a cpu_share well below busy_share means the worker waited for a core")
         if isinstance(adapter, dict):
             adapter.update(max_batch=batch, pool_max_batch=batch * len(workers), workers=len(workers))
-        for stage in ("preprocess", "dnn", "postprocess"):
-            entry = result.metrics.get(f"share_{stage}")
-            if entry is not None and entry.get("value") is None:
-                result.metrics[f"share_{stage}"] = metric(None, "fraction", entry["direction"],
-                                                          unavailable="stages are not timed across worker processes")
     return result
 
 
@@ -147,7 +137,7 @@ class PoolExecutor:
         self.pool: WorkerPool | None = None
 
     def _pool(self) -> WorkerPool:
-        from aibench.sweep.pool import WorkerConfig, WorkerPool
+        from aibench.sut.pool import WorkerConfig, WorkerPool
 
         if self.pool is None:
             module = getattr(self.bench.factory, "__module__", "") or ""

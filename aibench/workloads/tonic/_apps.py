@@ -1,6 +1,6 @@
 """The Tonic Suite applications around the networks: pre-processing, the DNN, post-processing.
 
-Each ``*_task`` function builds an :class:`~aibench.loadgen.task.InferenceTask` for ``stage``:
+Each ``*_task`` function builds an :class:`~aibench.sut.task.InferenceTask` for ``stage``:
 
 - ``dnn``: the network alone on pre-processed tensors (the DjiNN service's view). The sample library holds
   the pre-processed inputs (pre-processing runs once, untimed, while staging).
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from aibench.loadgen.task import InferenceTask, default_collate, map_tensors
 from aibench.networks import tonic as tonic_nets
+from aibench.sut.task import InferenceTask, default_collate, map_tensors
 
 SEED = 0  # weights, synthetic data, transition scores, embedding tables: all seeded (recorded in task.data)
 

@@ -1,8 +1,9 @@
-"""The contract between a component benchmark and the load generator.
+"""The contract between an inference benchmark and the systems that run it (light: no torch at import).
 
-A component benchmark's factory returns an :class:`InferenceTask`: *what* to compute per batch. The
-system-under-test adapter owns *how* it is driven: LoadGen callbacks, batching, moving data to the device,
-``torch.inference_mode()``, synchronisation, completing samples, and (with ``--breakdown``) timing each
+A component benchmark's factory returns an :class:`InferenceTask`: *what* to compute per batch. The system
+under test that runs it (:class:`~aibench.sut.inprocess.InProcessSystem` in this process, or one per worker
+process in :mod:`aibench.sut.pool`) owns *how*: batching, moving data to the device,
+``torch.inference_mode()``, synchronisation, answering the driver, and (with ``--breakdown``) timing each
 stage. Workloads know nothing about timing, LoadGen or files.
 
 The timed path for one batch of sample indices is::
