@@ -5,8 +5,9 @@ process, the same calibration, scenarios, validity, meters and result fields; on
 the pool (:class:`aibench.sut.pool.PoolSystem`). It runs inside :func:`aibench.harness.execute` (so a
 failure is recorded like any other) under the runner ``scale-out``, which this module registers
 (:data:`SCALE_OUT`) as every runner registers itself; its options are LoadGen's
-(``runner_options["loadgen"]``) and the pool (``runner_options["scale_out"]``, a :class:`PoolRunOptions`). The pool's settings enter the result's
-``config`` (and so its hash): ``config.scale_out = {devices, instances_per_device, workers, worker_threads}``.
+(``runner_options["loadgen"]``) and the pool (``runner_options["scale_out"]``, a :class:`PoolRunOptions`). The
+pool's settings enter the result's ``config`` (and so its hash): ``config.scale_out = {devices,
+instances_per_device, workers, worker_threads}``.
 """
 
 from __future__ import annotations
