@@ -73,9 +73,14 @@ def run_loadgen_benchmark(bench: Benchmark, params: dict[str, Any], result: Resu
     from aibench.measure.device import refusing_unsupported, resolve_device, resolve_dtype
 
     s = options_from(opts).resolve()
+    remote = options_from(opts).remote
     batch = int(params.get("batch", 1) or 1)
     result.scenario = s.scenario
     result.config["loadgen"] = s.config()
+    if remote is not None:
+        from aibench.sut.remote import parse_endpoint
+
+        result.config["remote"] = parse_endpoint(remote).url
     result.config_hash = config_hash(bench.id, params, result.config)
     result.method.update(s.method())
     result.method["loadgen_request"] = s.to_dict()
@@ -83,6 +88,15 @@ def run_loadgen_benchmark(bench: Benchmark, params: dict[str, Any], result: Resu
     if s.scenario == "closed-loop":
         result.method["think_time"] = "exponential, seeded per user (seed * 1000003 + user)"
     result.primary_metric = logparse.PRIMARY[s.scenario]
+    if remote is not None:  # the network runs at the endpoint; the client side here
+        from aibench.sut.remote import remote_system
+
+        rsut = remote_system(bench, params, remote)
+        try:
+            drive_system(rsut, s, batch, result, seed=getattr(opts, "seed", 0))
+        finally:
+            rsut.record(result)
+        return
     device = resolve_device(params.get("device", "cpu"))
     dtype = resolve_dtype(params["dtype"], device) if "dtype" in params else None
     with refusing_unsupported(device, dtype):
