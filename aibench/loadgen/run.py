@@ -88,6 +88,10 @@ def run_loadgen_benchmark(bench: Benchmark, params: dict[str, Any], result: Resu
     if s.scenario == "closed-loop":
         result.method["think_time"] = "exponential, seeded per user (seed * 1000003 + user)"
     result.primary_metric = logparse.PRIMARY[s.scenario]
+    if bench.kind == "scenario":  # it builds and owns its system (scenario/djinn: the server it starts)
+        with bench.factory(params, result=result) as (sut, qbatch):
+            drive_system(sut, s, qbatch, result, seed=getattr(opts, "seed", 0))
+        return
     if remote is not None:  # the network runs at the endpoint; the client side here
         from aibench.sut.remote import remote_system
 
