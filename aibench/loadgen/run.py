@@ -2,7 +2,9 @@
 turned into one :class:`~aibench.results.schema.Result`.
 
 Contract for a benchmark with ``runner="loadgen"``: ``factory(params, device=..., dtype=...) ->
-InferenceTask``; a ``batch`` parameter, when declared, is the largest batch the adapter forms.
+InferenceTask``; a ``batch`` parameter, when declared, is the largest batch the adapter forms. A scenario
+benchmark builds and owns its system: ``factory(params, result=result)`` is a context manager yielding
+``(system, batch)``, left (its processes stopped, its own figures recorded) however the run ends.
 """
 
 from __future__ import annotations
@@ -88,10 +90,6 @@ def run_loadgen_benchmark(bench: Benchmark, params: dict[str, Any], result: Resu
     if s.scenario == "closed-loop":
         result.method["think_time"] = "exponential, seeded per user (seed * 1000003 + user)"
     result.primary_metric = logparse.PRIMARY[s.scenario]
-    if bench.kind == "scenario":  # it builds and owns its system (scenario/djinn: the server it starts)
-        with bench.factory(params, result=result) as (sut, qbatch):
-            drive_system(sut, s, qbatch, result, seed=getattr(opts, "seed", 0))
-        return
     if remote is not None:  # the network runs at the endpoint; the client side here
         from aibench.sut.remote import remote_system
 
@@ -100,6 +98,10 @@ def run_loadgen_benchmark(bench: Benchmark, params: dict[str, Any], result: Resu
             drive_system(rsut, s, batch, result, seed=getattr(opts, "seed", 0))
         finally:
             rsut.record(result)
+        return
+    if bench.kind == "scenario":  # it builds and owns its system (scenario/djinn: the server it starts)
+        with bench.factory(params, result=result) as (sut, qbatch):
+            drive_system(sut, s, qbatch, result, seed=getattr(opts, "seed", 0))
         return
     device = resolve_device(params.get("device", "cpu"))
     dtype = resolve_dtype(params["dtype"], device) if "dtype" in params else None
