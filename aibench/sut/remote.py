@@ -36,6 +36,7 @@ import asyncio
 import collections
 import json
 import math
+import socket
 import struct
 import threading
 import time
@@ -177,13 +178,14 @@ class HttpClient:
         arr = np.ascontiguousarray(x, dtype="<f4")
         inp: dict[str, Any] = {"name": info.input_name, "shape": list(arr.shape), "datatype": "FP32"}
         if self.binary:
-            payload = arr.tobytes()
-            inp["parameters"] = {"binary_data_size": len(payload)}
+            inp["parameters"] = {"binary_data_size": arr.nbytes}
             doc: dict[str, Any] = {"inputs": [inp], "parameters": {"binary_data_output": True}}
             if info.output_name:
                 doc["outputs"] = [{"name": info.output_name, "parameters": {"binary_data": True}}]
             head = json.dumps(doc, separators=(",", ":")).encode()
-            body = head + payload
+            body: bytes | bytearray = bytearray(len(head) + arr.nbytes)  # one copy of the tensor
+            body[:len(head)] = head
+            body[len(head):] = memoryview(arr).cast("B")
             headers = {"Inference-Header-Content-Length": str(len(head)),
                        "Content-Type": "application/octet-stream"}
         else:
@@ -257,17 +259,27 @@ def _error_text(raw: bytes) -> str:
 
 
 class DjinnConnection:
-    """One DjiNN connection: a network and a request size fixed by its 9-byte header."""
+    """One DjiNN connection: a network and a request size fixed by its 9-byte header. Requests are sent
+    from the tensor's own memory and replies received into a buffer of this connection (non-blocking socket
+    on the loop: no copy of a multi-megabyte request into a transport's buffer)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, out_bytes: int) -> None:
-        self.reader, self.writer, self.out_bytes = reader, writer, out_bytes
+    def __init__(self, sock: socket.socket, out_bytes: int) -> None:
+        self.sock = sock
+        self.out = bytearray(out_bytes)
+        self.view = memoryview(self.out)
 
-    async def request(self, payload: bytes) -> bytes:
-        self.writer.write(payload)
-        return await self.reader.readexactly(self.out_bytes)
+    async def request(self, loop: asyncio.AbstractEventLoop, payload: Any) -> bytearray:
+        await loop.sock_sendall(self.sock, payload)
+        got, need, view = 0, len(self.out), self.view
+        while got < need:
+            n = await loop.sock_recv_into(self.sock, view[got:])
+            if n == 0:
+                raise asyncio.IncompleteReadError(bytes(view[:got]), need)
+            got += n
+        return self.out
 
     def close(self) -> None:
-        self.writer.close()
+        self.sock.close()
 
 
 class DjinnClient:
@@ -282,16 +294,20 @@ class DjinnClient:
         self.opened = 0
 
     async def connect(self, model: str, count: int, out_bytes: int) -> DjinnConnection:
-        import socket
-
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(self.endpoint.host, self.endpoint.port),
-                                                CONNECT_TIMEOUT_S)
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(self.endpoint.host, self.endpoint.port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, addr = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        writer.write(model.encode().ljust(DJINN_NAME_BYTES, b"\0") + struct.pack("<i", count))
+            await asyncio.wait_for(loop.sock_connect(sock, addr), CONNECT_TIMEOUT_S)
+            await loop.sock_sendall(sock, model.encode().ljust(DJINN_NAME_BYTES, b"\0") + struct.pack("<i", count))
+        except BaseException:
+            sock.close()
+            raise
         self.opened += 1
-        return DjinnConnection(reader, writer, out_bytes)
+        return DjinnConnection(sock, out_bytes)
 
     async def infer(self, model: str, x: Any) -> Reply:
         import numpy as np
@@ -305,17 +321,19 @@ class DjinnClient:
         pool = self.idle[key]
         conn = pool.pop() if pool else await self.connect(model, arr.size, out_bytes)
         try:
-            raw = await conn.request(arr.tobytes())
+            raw = await conn.request(asyncio.get_running_loop(), memoryview(arr).cast("B"))
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             conn.close()
             got = len(exc.partial) if isinstance(exc, asyncio.IncompleteReadError) else 0
             raise RemoteError(f"{self.endpoint.url} closed the connection during a {model} request of {rows} "
                               f"row(s) ({got} of {out_bytes} reply bytes received): it does not serve "
                               f"{model!r} with this input size, or it failed") from None
-        pool.append(conn)
+        except BaseException:
+            conn.close()
+            raise
         out = np.frombuffer(raw, dtype="<f4").reshape(out_shape)
-        if info.out_dtype != "<f4":  # class ids travel as float32 (exact below 2**24)
-            out = out.astype(info.out_dtype)
+        out = out.astype(info.out_dtype) if info.out_dtype != "<f4" else out.copy()  # the buffer is reused
+        pool.append(conn)
         return Reply(out, arr.nbytes, len(raw))
 
     async def close(self) -> None:
@@ -517,6 +535,7 @@ class RemoteSystem(SystemUnderTest):
 
         def run() -> None:
             asyncio.set_event_loop(loop)
+            _one_thread()
 
             async def setup() -> None:
                 test.idle = asyncio.Event()
@@ -545,7 +564,7 @@ class RemoteSystem(SystemUnderTest):
         if self._offload and self._executor is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            self._executor = ThreadPoolExecutor(2, thread_name_prefix="aibench-remote-cpu")
+            self._executor = ThreadPoolExecutor(2, thread_name_prefix="aibench-remote-cpu", initializer=_one_thread)
         self._loop, self._test = loop, test
         self._thread = threading.Thread(target=run, name="aibench-remote", daemon=True)
         self._thread.start()
@@ -802,6 +821,15 @@ class RemoteSystem(SystemUnderTest):
                 await client.close()
 
         return asyncio.run(go())
+
+
+def _one_thread() -> None:
+    """The client's threads run torch single-threaded (OpenMP's thread count is per thread): a client thread
+    that started a team of OpenMP threads would take cores from the server it measures (on a 2-core machine,
+    one busy thread stalls every parallel region of the server's forward pass)."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def _tensor(arr: Any) -> Any:
