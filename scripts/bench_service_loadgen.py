@@ -104,6 +104,10 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
     from aibench.sut.inprocess import InProcessSystem
     from aibench.sut.remote import RemoteSystem
 
+    if args.threads:  # the same threads on both sides: the server's instance and this process's forward pass
+        import torch
+
+        torch.set_num_threads(args.threads)
     extra = {"words": 28} if args.model in ("pos", "chk", "ner") else {}
     task = component_task(args.model, args.batch, num_samples=max(2 * args.batch, 32), **extra)
     tmp = Path(tempfile.mkdtemp(prefix="aibench-bench-"))
@@ -128,7 +132,8 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
                 "rates": rates, "median": med, "ratio_served_over_in_process": med["served"] / med["in_process"],
                 "per_round_ratios": [s / i for s, i in zip(rates["served"], rates["in_process"], strict=True)],
                 "seconds": args.seconds, "rounds": args.rounds, "in_flight": args.in_flight,
-                "server": srv.describe().get("threads_per_instance"), "cpu": cpu_model(), "loadavg": loads}
+                "threads": {"server_instance": srv.describe().get("threads_per_instance"),
+                            "in_process": local._threads}, "cpu": cpu_model(), "loadavg": loads}
     finally:
         srv.stop()
 
