@@ -130,7 +130,9 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
         med = {k: statistics.median(v) for k, v in rates.items()}
         return {"what": f"{args.model} batch {args.batch}: served ({args.protocol}) vs in-process, LoadGen Offline",
                 "rates": rates, "median": med, "ratio_served_over_in_process": med["served"] / med["in_process"],
-                "per_round_ratios": [s / i for s, i in zip(rates["served"], rates["in_process"], strict=True)],
+                "per_round_ratios": (ratios := [s / i for s, i in zip(rates["served"], rates["in_process"],
+                                                                      strict=True)]),
+                "median_of_round_ratios": statistics.median(ratios),
                 "seconds": args.seconds, "rounds": args.rounds, "in_flight": args.in_flight,
                 "threads": {"server_instance": srv.describe().get("threads_per_instance"),
                             "in_process": local._threads}, "cpu": cpu_model(), "loadavg": loads}

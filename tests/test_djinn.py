@@ -26,6 +26,13 @@ def gone(pid: int) -> bool:
         return True
 
 
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def pids(doc: dict[str, Any]) -> list[int]:
     return [p["pid"] for p in doc["method"]["djinn"]["server_processes"]]
 
@@ -92,3 +99,35 @@ def test_listed_as_a_scenario(cli: Any, tmp_path: Path) -> None:
     assert code == 0 and "scenario/djinn" in out
     code, _, err = cli("run", "scenario", "djinn", "--remote", "http://127.0.0.1:1", "--out", str(tmp_path))
     assert code == 2 and "--remote applies to component" in err
+
+
+def test_ctrl_c_stops_the_server(tmp_path: Path) -> None:
+    """SIGINT while the app runs: exit 130, the run recorded as interrupted, no server process left."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "aibench", "run", "scenario", "djinn", *TINY[:-2],
+                             "--duration-s", "60", "--out", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    servers: list[int] = []
+    deadline = time.monotonic() + 120
+    while not servers and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        except OSError:
+            kids = []
+        servers = [int(k) for k in kids if b"serve" in cmdline(int(k))]
+    assert servers, proc.communicate()[1].decode()[-2000:]
+    time.sleep(3)  # the app is running (the server was ready before the client was built)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    doc = json.loads(next(tmp_path.glob("scenario-djinn-*.json")).read_text())
+    assert doc["status"] == "interrupted"
+    deadline = time.monotonic() + 10
+    while not all(gone(pid) for pid in servers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(gone(pid) for pid in servers)
