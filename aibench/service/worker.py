@@ -120,6 +120,8 @@ def serve(sock: socket.socket, host: Host, max_bytes: int) -> None:
     import queue
     import threading
 
+    import torch
+
     inbox: queue.SimpleQueue[Frame | None] = queue.SimpleQueue()
     # Batches arrive in reused buffers: a fresh multi-megabyte allocation per batch made the allocator hand
     # memory back to the system and fault it in again inside the next forward pass (measured: POS at 1792
@@ -139,21 +141,6 @@ def serve(sock: socket.socket, host: Host, max_bytes: int) -> None:
                 return
 
     threading.Thread(target=read, name="aibench-instance-reader", daemon=True).start()
-    # The forward passes run on a thread of their own, not the main thread: measured here (2 cores, loaded),
-    # the same network at 2 OpenMP threads ran 1.2-1.7x (IMC) and 3-4x (POS) slower on the main thread than
-    # on another thread of the same process (docs/djinn.md); the thread count is per thread (OpenMP).
-    computer = threading.Thread(target=compute, args=(sock, host, inbox, pool), name="aibench-instance-compute")
-    computer.start()
-    computer.join()
-
-
-def compute(sock: socket.socket, host: Host, inbox: Any, pool: BufferPool) -> None:
-    """Answer the batches the reader hands over until told to stop or the server is gone."""
-    import torch
-
-    torch.set_num_threads(host.info["threads"])
-    for key, spec in enumerate(host.specs):  # this thread's first pass (its OpenMP team) before any request
-        host.run(key, torch.zeros((1, *spec.input_shape)))
     while True:
         frame = inbox.get()
         if frame is None or frame.tag == T_STOP:
