@@ -229,6 +229,9 @@ class NullModel(MLModel):
 '''
 
 IMC_RUNTIME = '''
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 from mlserver import MLModel
@@ -236,19 +239,29 @@ from mlserver.codecs import NumpyCodec
 from mlserver.types import InferenceRequest, InferenceResponse
 
 
+def _threads():
+    torch.set_num_threads(THREADS)
+
+
 class ImcModel(MLModel):
-    """aibench's IMC network (the same seeded CaffeNet as aibench serve), float32 on CPU."""
+    """aibench's IMC network (the same seeded CaffeNet as aibench serve), float32 on CPU. The forward pass
+    runs on one thread of its own (as aibench serve's instance; not the event loop's main thread)."""
 
     async def load(self):
         from aibench.workloads.tonic import _nets
-        torch.set_num_threads(THREADS)
+        self.pool = ThreadPoolExecutor(1, initializer=_threads)
         self.net = _nets.build("imc", seed=0, device="cpu", dtype=torch.float32)
+        await asyncio.get_running_loop().run_in_executor(self.pool, self._forward, np.zeros((1, 3, 227, 227),
+                                                                                               np.float32))
         return True
+
+    def _forward(self, x):
+        with torch.inference_mode():
+            return self.net(torch.from_numpy(x)).numpy().astype(np.int64)
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         x = NumpyCodec.decode_input(payload.inputs[0]).astype(np.float32)
-        with torch.inference_mode():
-            ids = self.net(torch.from_numpy(x)).numpy().astype(np.int64)
+        ids = await asyncio.get_running_loop().run_in_executor(self.pool, self._forward, x)
         return InferenceResponse(model_name=self.name, outputs=[NumpyCodec.encode_output("OUTPUT0", ids)])
 '''
 
