@@ -140,13 +140,14 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
         srv.stop()
 
 
-def find_peak(sut: Any, seconds: float, budget_s: float, out: Path, start_qps: float | None = None) -> dict[str, Any]:
-    """LoadGen Server --find-peak at p99 <= 10 ms; the peak VALID target QPS and the client's CPU."""
+def find_peak(sut: Any, seconds: float, budget_s: float, out: Path, start_qps: float | None = None,
+              bound_ms: float = 10.0) -> dict[str, Any]:
+    """LoadGen Server --find-peak at p99 <= ``bound_ms``; the peak VALID target QPS and the probes."""
     from aibench.loadgen.run import drive_system
     from aibench.loadgen.settings import LoadgenOptions
     from aibench.results.schema import Result
 
-    lo = LoadgenOptions(scenario="server", find_peak=True, latency_bound_ms=10.0, duration_s=seconds,
+    lo = LoadgenOptions(scenario="server", find_peak=True, latency_bound_ms=bound_ms, duration_s=seconds,
                         find_peak_budget_s=budget_s, target_qps=start_qps, out_dir=out,
                         explicit=("target_qps",) if start_qps else ())
     s = lo.resolve()
@@ -338,7 +339,8 @@ def peer(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="aibench-peer-"))
     imc = component_task("imc", args.batch, num_samples=32)
     null = null_task()
-    res: dict[str, Any] = {"cpu": cpu_model(), "loadavg_start": loadavg(), "servers": {}}
+    res: dict[str, Any] = {"cpu": cpu_model(), "loadavg_start": loadavg(), "servers": {},
+                           "null_bound": f"p99 <= {args.latency_bound_ms:g} ms"}
     ml, ml_url, ml_root = start_mlserver(Path(args.mlserver_venv), args.threads, 1)
     srv = start_server(["null", "imc"], args=["--threads", str(args.threads)])
     try:
@@ -354,7 +356,8 @@ def peer(args: argparse.Namespace) -> dict[str, Any]:
                 entry = res["servers"].setdefault(name, {"null_peak_qps": [], "imc_samples_per_s": []})
                 sut = RemoteSystem(null, url, "null", in_flight=args.in_flight)
                 entry["null_encoding"] = sut.remote_info()["encoding"]
-                peak = find_peak(sut, args.seconds, args.budget_s, tmp / f"{r}-{name}-null", args.start_qps)
+                peak = find_peak(sut, args.seconds, args.budget_s, tmp / f"{r}-{name}-null", args.start_qps,
+                                 args.latency_bound_ms)
                 entry["null_peak_qps"].append(peak["peak_qps"])
                 entry.setdefault("null_probes", []).append(peak["probes"])
                 isut = RemoteSystem(imc, url, "imc", in_flight=args.in_flight)
@@ -408,6 +411,7 @@ def main() -> int:
     p.add_argument("--start-qps", type=float, default=None)
     p.add_argument("--in-flight", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--latency-bound-ms", type=float, default=10.0, help="the p99 bound of the null-model search")
     args = ap.parse_args()
     if args.cmd == "overhead" and args.batch is None:
         args.batch = {"imc": 16, "pos": 64, "chk": 64, "ner": 64}.get(args.model, 16)
