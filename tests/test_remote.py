@@ -162,3 +162,34 @@ def test_parse_endpoint_defaults() -> None:
     assert parse_endpoint("http://[::1]:8001").url == "http://[::1]:8001"
     with pytest.raises(EndpointError):
         RemoteSystem(task("pos"), f"http://127.0.0.1:{free_port()}", "pos")
+
+
+def test_abort_and_stop_answer_everything_against_a_slow_server() -> None:
+    """A server that takes 2 s per batch: abort answers what is queued at once, stop with a short timeout
+    gives up on the requests in flight, answers them, and says it did not end cleanly."""
+    import time
+
+    import torch
+
+    from aibench.sut.task import InferenceTask
+
+    rows = [torch.ones(1, 4) for _ in range(8)]
+    null = InferenceTask(model=lambda x: x.sum(1, keepdim=True), device=torch.device("cpu"), num_samples=8,
+                         load_sample=rows.__getitem__, collate=lambda xs: torch.cat(list(xs)))
+    with start_server(["null"], args=["--null-delay-us", "1000000"]) as srv:
+        answered: list[tuple[Any, bool]] = []
+        errors: list[BaseException] = []
+        rs = RemoteSystem(null, url(srv, "djinn"), "null", in_flight=2)
+        rs.stage(range(8))
+        rs.start(lambda toks, resp, issued: answered.extend((t, issued is not None) for t in toks), max_batch=1,
+                 on_error=errors.append)
+        rs.submit(list(range(8)), list(range(8)))  # 8 requests: 2 in flight, 6 queued
+        time.sleep(0.3)
+        rs.abort()
+        time.sleep(0.3)
+        assert sorted(t for t, _ in answered) == list(range(2, 8))  # the queued ones, at once, not computed
+        t0 = time.monotonic()
+        assert rs.stop(timeout=0.3) is False  # two requests still at the server
+        assert time.monotonic() - t0 < 5
+        assert sorted(t for t, _ in answered) == list(range(8)) and not any(done for _, done in answered)
+        assert not errors and rs.report().error is None

@@ -364,6 +364,7 @@ class _Test:
     max_batch: int
     pending: collections.deque[_Pending] = field(default_factory=collections.deque)
     in_flight: int = 0
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
     idle: asyncio.Event | None = None
     stats_before: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
@@ -610,9 +611,13 @@ class RemoteSystem(SystemUnderTest):
             try:
                 await asyncio.wait_for(test.idle.wait(), None if deadline is None
                                        else max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                pass
-            if self.error is None and test.idle.is_set():
+            except TimeoutError:  # requests still out (a hung endpoint): cancel them, their answers go now
+                self._drop_pending(test)
+                for task in list(test.tasks):
+                    task.cancel()
+                await asyncio.gather(*test.tasks, return_exceptions=True)
+                return
+            if self.error is None:
                 self._add_server_delta(test.stats_before, await self._read_stats())
 
         ended = True
@@ -623,8 +628,6 @@ class RemoteSystem(SystemUnderTest):
             ended = False
         if test.in_flight or test.pending:
             ended = False
-            for task in asyncio.all_tasks(loop) if loop.is_running() else ():
-                loop.call_soon_threadsafe(task.cancel)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(None if deadline is None else max(0.1, deadline - time.monotonic()))
         ended = ended and not thread.is_alive()
@@ -655,7 +658,9 @@ class RemoteSystem(SystemUnderTest):
             p = test.pending.popleft()
             test.in_flight += 1
             test.idle.clear()
-            loop.create_task(self._one(test, p))
+            task = loop.create_task(self._one(test, p))
+            test.tasks.add(task)
+            task.add_done_callback(test.tasks.discard)
 
     def _drop_pending(self, test: _Test) -> None:
         while test.pending:
