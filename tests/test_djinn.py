@@ -8,7 +8,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
+
+from aibench.results.schema import json_schema
 
 TINY = ["--app", "pos", "--batch", "3", "--num-samples", "3", "--words", "7", "--data", "synthetic",
         "--duration-s", "0.2"]
@@ -46,6 +49,7 @@ def test_scenario_djinn_http_offline(cli: Any, tmp_path: Path) -> None:
     assert code == 0, err
     doc = json.loads(out)
     assert doc["status"] == "ok" and doc["benchmark"]["id"] == "scenario/djinn"
+    jsonschema.validate(doc, json_schema())
     parts = stage_parts(doc)
     assert list(parts) == ["client_pre", "network_queue", "server_compute", "client_post"]
     assert all(p["seen"] > 0 and p["summary"]["n"] == p["seen"] for p in parts.values())

@@ -606,7 +606,8 @@ class RemoteSystem(SystemUnderTest):
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
 
-        async def finish() -> None:
+        async def finish() -> bool:
+            """True when every request ended by itself; False when some had to be cancelled."""
             assert test.idle is not None
             try:
                 await asyncio.wait_for(test.idle.wait(), None if deadline is None
@@ -616,14 +617,14 @@ class RemoteSystem(SystemUnderTest):
                 for task in list(test.tasks):
                     task.cancel()
                 await asyncio.gather(*test.tasks, return_exceptions=True)
-                return
+                return False
             if self.error is None:
                 self._add_server_delta(test.stats_before, await self._read_stats())
+            return True
 
-        ended = True
         try:
-            asyncio.run_coroutine_threadsafe(finish(), loop).result(None if deadline is None else
-                                                                    max(0.1, deadline - time.monotonic() + 1))
+            ended = asyncio.run_coroutine_threadsafe(finish(), loop).result(
+                None if deadline is None else max(0.1, deadline - time.monotonic() + 1))
         except Exception:
             ended = False
         if test.in_flight or test.pending:
