@@ -14,7 +14,7 @@ from aibench.harness import RunOptions, execute, plan
 from aibench.loadgen.settings import LoadgenOptions
 from aibench.results.schema import json_schema
 
-LOADGEN = [b for b in registry.all_benchmarks() if b.runner == "loadgen"]
+LOADGEN = [b for b in registry.all_benchmarks() if b.runner == "loadgen" and b.kind == "component"]
 CASES = [(b.id, stage) for b in LOADGEN for stage in (b.params.by_name["stage"].choices
                                                       if "stage" in b.params else (None,))]
 

@@ -52,6 +52,9 @@ _OPTIONS = (
                  help="Closed-loop users instead of LoadGen (each sends one request at a time)."),
     click.option("--think-time-ms", type=FiniteFloat(0.0), default=None, metavar="MS",
                  help="Closed-loop users: mean exponential think time [default: 0]."),
+    click.option("--remote", default=None, metavar="URL",
+                 help="Send the network's input to this endpoint: http://HOST:PORT (Open Inference Protocol) "
+                      "or djinn://HOST:PORT (DjiNN's protocol); pre/post-processing stay here."),
     click.option("--breakdown", is_flag=True,
                  help="Time each stage of every batch (pre-processing, DNN, post-processing) and report "
                       "their shares (share_preprocess, share_dnn, share_postprocess)."),

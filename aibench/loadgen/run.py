@@ -2,7 +2,9 @@
 turned into one :class:`~aibench.results.schema.Result`.
 
 Contract for a benchmark with ``runner="loadgen"``: ``factory(params, device=..., dtype=...) ->
-InferenceTask``; a ``batch`` parameter, when declared, is the largest batch the adapter forms.
+InferenceTask``; a ``batch`` parameter, when declared, is the largest batch the adapter forms. A scenario
+benchmark builds and owns its system: ``factory(params, result=result)`` is a context manager yielding
+``(system, batch)``, left (its processes stopped, its own figures recorded) however the run ends.
 """
 
 from __future__ import annotations
@@ -47,15 +49,33 @@ def run_loadgen_benchmark(bench: Benchmark, params: dict[str, Any], result: Meas
     from aibench.measure.device import refusing_unsupported, resolve_device, resolve_dtype
 
     s = options_from(opts).resolve()
+    remote = options_from(opts).remote
     batch = int(params.get("batch", 1) or 1)
     result.load_scenario = s.scenario
     result.config["loadgen"] = s.config()
+    if remote is not None:
+        from aibench.sut.remote import parse_endpoint
+
+        result.config["remote"] = parse_endpoint(remote).url
     result.method.update(s.method())
     result.method["loadgen_request"] = s.to_dict()
     result.method["runner"] = "loadgen" if s.scenario != "closed-loop" else "closed-loop users"
     if s.scenario == "closed-loop":
         result.method["think_time"] = "exponential, seeded per user (seed * 1000003 + user)"
     result.primary_metric = logparse.PRIMARY[s.scenario]
+    if remote is not None:  # the network runs at the endpoint; the client side here
+        from aibench.sut.remote import remote_system
+
+        rsut = remote_system(bench, params, remote)
+        try:
+            drive_system(rsut, s, batch, result, seed=getattr(opts, "seed", 0))
+        finally:
+            rsut.record(result)
+        return result
+    if bench.kind == "scenario":  # it builds and owns its system (scenario/djinn: the server it starts)
+        with bench.factory(params, result=result) as (sut, qbatch):
+            drive_system(sut, s, qbatch, result, seed=getattr(opts, "seed", 0))
+        return result
     device = resolve_device(params.get("device", "cpu"))
     dtype = resolve_dtype(params["dtype"], device) if "dtype" in params else None
     with refusing_unsupported(device, dtype):

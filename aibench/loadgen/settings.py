@@ -91,6 +91,7 @@ class LoadgenOptions:
     users: int | None = None
     think_time_ms: float | None = None
     breakdown: bool = False
+    remote: str | None = None  # an inference endpoint (aibench.sut.remote): the network runs there
     out_dir: Path | None = None
     explicit: tuple[str, ...] = ()
 

@@ -457,7 +457,10 @@ class ChkPipeline(nn.Module):
         self.register_buffer("pos_trans", tables.trans["pos"].to(device))
 
     def chk_input(self, batch: dict[str, Any]) -> torch.Tensor:
-        pos_scores = self.pos_net(batch["pos_x"]).float()
+        return self.chk_features(batch, self.pos_net(batch["pos_x"]).float())
+
+    def chk_features(self, batch: dict[str, Any], pos_scores: torch.Tensor) -> torch.Tensor:
+        """The CHK net's input from the POS net's scores (a remote client gets those from the service)."""
         tags = torch.cat(viterbi_rows(pos_scores, batch["lengths"], self.pos_init, self.pos_trans))
         tag_rows = torch.cat([self.postag[tags + 1], self.postag[:1]])  # + the padding row
         feats = torch.cat([batch["chk_words"], tag_rows], dim=1)

@@ -1,0 +1,137 @@
+"""scenario/djinn end to end with a tiny app: the server it starts, what the result records, and the server
+gone afterwards (also when the run fails)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from aibench.results.schema import json_schema
+
+TINY = ["--app", "pos", "--batch", "3", "--num-samples", "3", "--words", "7", "--data", "synthetic",
+        "--duration-s", "0.2"]
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:  # a zombie not yet reaped is gone too
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def pids(doc: dict[str, Any]) -> list[int]:
+    return [p["pid"] for p in doc["method"]["djinn"]["server_processes"]]
+
+
+def stage_parts(doc: dict[str, Any]) -> dict[str, Any]:
+    return (doc.get("parts") or doc["method"]["parts"])["stage"]
+
+
+def test_scenario_djinn_http_offline(cli: Any, tmp_path: Path) -> None:
+    code, out, err = cli("-q", "run", "scenario", "djinn", *TINY, "--out", str(tmp_path), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["status"] == "ok" and doc["benchmark"]["id"] == "scenario/djinn"
+    jsonschema.validate(doc, json_schema())
+    parts = stage_parts(doc)
+    assert list(parts) == ["client_pre", "network_queue", "server_compute", "client_post"]
+    assert all(p["seen"] > 0 and p["summary"]["n"] == p["seen"] for p in parts.values())
+    assert doc["samples"]["latency"]["values"]  # the end-to-end distribution
+    m = doc["metrics"]
+    assert m["bytes_up_per_query"]["value"] > 7 * 300 * 4  # 7 words x 300 floats, plus the JSON header
+    assert m["bytes_down_per_query"]["value"] >= 7 * 45 * 4
+    assert m["bandwidth_bytes_per_s"]["value"] > 0
+    assert m["server_mean_batch_rows"]["value"] >= 7
+    assert m["server_cpu_s_per_query"]["value"] > 0 and m["server_peak_rss_bytes"]["value"] > 0
+    dj = doc["method"]["djinn"]
+    assert sum(dj["batches"]["histogram_rows"].values()) == dj["batches"]["executed"]
+    assert {p["role"] for p in dj["server_processes"]} == {"server", "instance-0"}
+    assert dj["server_energy"]  # available or the reason
+    assert dj["server_exit"] == {"code": 0, "alive_after_stop": False}
+    assert all(gone(pid) for pid in pids(doc))
+
+
+def test_scenario_djinn_protocol_djinn_users(cli: Any, tmp_path: Path) -> None:
+    code, out, err = cli("-q", "run", "scenario", "djinn", *TINY, "--protocol", "djinn", "--users", "2",
+                         "--out", str(tmp_path), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["scenario"] == "closed-loop"
+    assert list(stage_parts(doc)) == ["client_pre", "round_trip", "client_post"]
+    assert doc["method"]["remote"]["protocol"] == "djinn"
+    assert doc["metrics"]["server_mean_batch_rows"]["value"] >= 7  # statistics read over HTTP
+    assert doc["metrics"]["server_compute_mean_s"]["value"] > 0
+    assert all(gone(pid) for pid in pids(doc))
+
+
+def test_server_stopped_when_the_run_fails() -> None:
+    from aibench.registry import get
+    from aibench.results.schema import Result
+    from aibench.workloads.scenario.djinn import served_app
+
+    bench = get("scenario/djinn")
+    params = bench.resolve({**bench.tiny})
+    result = Result(benchmark={"id": bench.id}, params=params, config_hash="x")
+    seen: list[int] = []
+    with pytest.raises(RuntimeError, match="boom"), served_app(params, result) as (sut, batch):
+        assert batch == 3
+        seen += [pid for _, pid in sut.pids()]
+        raise RuntimeError("boom")
+    assert len(seen) == 2 and all(gone(pid) for pid in seen)
+    assert result.method["djinn"]["server_exit"]["code"] == 0
+
+
+def test_listed_as_a_scenario(cli: Any, tmp_path: Path) -> None:
+    code, out, _ = cli("list", "--kind", "scenario", "--json")
+    assert code == 0 and "scenario/djinn" in out
+    code, _, err = cli("run", "scenario", "djinn", "--remote", "http://127.0.0.1:1", "--out", str(tmp_path))
+    assert code == 2 and "--remote applies to component" in err
+
+
+def test_ctrl_c_stops_the_server(tmp_path: Path) -> None:
+    """SIGINT while the app runs: exit 130, the run recorded as interrupted, no server process left."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "aibench", "run", "scenario", "djinn", *TINY[:-2],
+                             "--duration-s", "60", "--out", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    servers: list[int] = []
+    deadline = time.monotonic() + 120
+    while not servers and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        except OSError:
+            kids = []
+        servers = [int(k) for k in kids if b"serve" in cmdline(int(k))]
+    assert servers, proc.communicate()[1].decode()[-2000:]
+    time.sleep(3)  # the app is running (the server was ready before the client was built)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    doc = json.loads(next(tmp_path.glob("scenario-djinn-*.json")).read_text())
+    assert doc["status"] == "interrupted"
+    deadline = time.monotonic() + 10
+    while not all(gone(pid) for pid in servers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(gone(pid) for pid in servers)
