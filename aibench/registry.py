@@ -66,7 +66,8 @@ class RunnerSpec:
       benchmark of this runner is measured, so ``aibench list`` and ``info`` stay light.
     - ``capabilities``: what generic code asks (``inference``: load-generated, knees and worker-process
       scale-out; ``trains``: DistributedDataParallel ranks; ``collective``: the ranks of a launch). A benchmark
-      may add its own (:attr:`Benchmark.capabilities`).
+      may add its own (:attr:`Benchmark.capabilities`; ``owns-system``: its factory is a context manager
+      yielding ``(system under test, batch)`` that it starts and stops itself, e.g. scenario/djinn's server).
     - ``metrics``: the metrics it can produce (benchmarks declare these or a subset).
     - ``options``: the key of its typed options in :attr:`aibench.harness.RunOptions.runner_options`, and
       ``options_type`` "module:Class" of that object (constructed with no arguments for its defaults). Its

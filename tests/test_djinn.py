@@ -41,7 +41,7 @@ def pids(doc: dict[str, Any]) -> list[int]:
 
 
 def stage_parts(doc: dict[str, Any]) -> dict[str, Any]:
-    return (doc.get("parts") or doc["method"]["parts"])["stage"]
+    return doc["parts"]["stage"]
 
 
 def test_scenario_djinn_http_offline(cli: Any, tmp_path: Path) -> None:
@@ -73,7 +73,7 @@ def test_scenario_djinn_protocol_djinn_users(cli: Any, tmp_path: Path) -> None:
                          "--out", str(tmp_path), "--json")
     assert code == 0, err
     doc = json.loads(out)
-    assert doc["scenario"] == "closed-loop"
+    assert doc["load_scenario"] == "closed-loop"
     assert list(stage_parts(doc)) == ["client_pre", "round_trip", "client_post"]
     assert doc["method"]["remote"]["protocol"] == "djinn"
     assert doc["metrics"]["server_mean_batch_rows"]["value"] >= 7  # statistics read over HTTP
@@ -84,7 +84,7 @@ def test_scenario_djinn_protocol_djinn_users(cli: Any, tmp_path: Path) -> None:
 def test_server_stopped_when_the_run_fails() -> None:
     from aibench.registry import get
     from aibench.results.schema import Result
-    from aibench.workloads.scenario.djinn import served_app
+    from aibench.workloads.scenario._served import served_app
 
     bench = get("scenario/djinn")
     params = bench.resolve({**bench.tiny})

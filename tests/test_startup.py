@@ -45,7 +45,8 @@ def test_results_do_not_depend_on_click() -> None:
 def test_listing_benchmarks_imports_contracts_not_runners() -> None:
     """`aibench list` discovers every benchmark through light contract modules (measure/op.py,
     measure/train_task.py, loadgen/metrics.py): 43 aibench modules before they existed, 31 after, no torch,
-    and no runner implementation."""
+    and no runner implementation. The workload modules themselves (the declarations) are not counted: each
+    new workload adds one."""
     probe = ("import sys\nfrom aibench import registry\nregistry.all_benchmarks()\n"
              "print(','.join(sorted(k for k in sys.modules if k.startswith('aibench'))))\n"
              "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
@@ -53,7 +54,7 @@ def test_listing_benchmarks_imports_contracts_not_runners() -> None:
     names, torch_line = proc.stdout.strip().splitlines()
     modules = names.split(",")
     assert torch_line == "NO-TORCH"
-    assert len(modules) <= 32, modules
+    assert len([m for m in modules if not m.startswith("aibench.workloads")]) <= 20, modules
     heavy = {"aibench.harness", "aibench.measure.kernel", "aibench.measure.training", "aibench.loadgen.run",
              "aibench.loadgen.drive", "aibench.sut.inprocess", "aibench.sut.pool", "aibench.machine",
              "aibench.lifetime"}

@@ -72,7 +72,7 @@ def run_loadgen_benchmark(bench: Benchmark, params: dict[str, Any], result: Meas
         finally:
             rsut.record(result)
         return result
-    if bench.kind == "scenario":  # it builds and owns its system (scenario/djinn: the server it starts)
+    if bench.can("owns-system"):  # its factory builds and owns its system (scenario/djinn: the server it starts)
         with bench.factory(params, result=result) as (sut, qbatch):
             drive_system(sut, s, qbatch, result, seed=getattr(opts, "seed", 0))
         return result
