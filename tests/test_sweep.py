@@ -114,12 +114,13 @@ def test_values_lists_and_ranges() -> None:
 
 
 def test_batch_sweep_names_the_knee(cli, probe: registry.Benchmark, tmp_path: Path) -> None:
-    # Batch latency 5, 10, 20, 40 ms (sleeps); throughput rises with the batch. Within 30 ms the best is 4,
-    # with room for the few milliseconds a sleep overshoots on a loaded 2-core machine (with 1 ms steps the
-    # knee moved there). 200 samples per point outlast the 0.1 s minimum duration however the calibration
-    # went (INVALID points are not knee candidates).
+    # Batch latency 6, 8, 12, 20 ms (sleeps: 4 ms a batch + 2 ms a sample), so throughput rises with the
+    # batch by a third or more at each step (167, 250, 333, 400 samples/s): with a flat throughput (no per-batch
+    # cost) noise picked the knee. Within 16 ms the best is 4, with room for the few milliseconds a sleep
+    # overshoots on a loaded 2-core machine. 200 samples per point outlast the 0.1 s minimum duration however
+    # the calibration went (INVALID points are not knee candidates).
     code, out, err = cli("sweep", "batch", "component", "sweep-probe", "--values", "1:8:x2", "--latency-bound-ms",
-                         "30", "--base-us", "0", "--per-sample-us", "5000", "--duration-s", "0.1",
+                         "16", "--base-us", "4000", "--per-sample-us", "2000", "--duration-s", "0.1",
                          "--min-queries", "200", "--out", str(tmp_path))
     assert code == 0, err
     rec = _record(tmp_path)
@@ -128,7 +129,7 @@ def test_batch_sweep_names_the_knee(cli, probe: registry.Benchmark, tmp_path: Pa
     assert [p["status"] for p in rec["points"]] == ["ok"] * 4
     assert rec["knee"]["value"] == 4, rec["knee_note"]
     assert rec["knee"]["metric"] == "samples_per_s" and rec["knee"]["latency_metric"] == "batch_latency"
-    assert rec["knee"]["latency_bound_ms"] == 30
+    assert rec["knee"]["latency_bound_ms"] == 16
     rates = []
     for p in rec["points"]:
         r = _result(tmp_path, p["result"])
