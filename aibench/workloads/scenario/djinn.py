@@ -40,7 +40,7 @@ DJINN_METRICS = (
     MetricSpec("bytes_up_per_query", "B", "lower", "request bytes per query, client to server (mean)"),
     MetricSpec("bytes_down_per_query", "B", "lower", "response bytes per query, server to client (mean)"),
     MetricSpec("bandwidth_bytes_per_s", "B/s", "lower", "bytes per query (both ways) x achieved queries/s: "
-               "the link the achieved rate needs (the paper's Fig. 13)"),
+               "the link the achieved rate needs (the paper's Fig. 13)", "rate"),
     MetricSpec("server_mean_batch_rows", "rows", "higher", "mean rows per batch the server executed"),
     MetricSpec("server_cpu_s_per_query", "s", "lower", "CPU time of the server's processes per query, "
                "measured window"),
