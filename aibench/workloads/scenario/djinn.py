@@ -36,7 +36,9 @@ APP_PARAMS = ("batch", "num_samples", "stage", "data", "words", "frames", "image
 LINKS = {"PCIe v3 x16": 15.875e9 * 0.8, "10GbE": 1.25e9 * 0.8}
 
 DJINN_METRICS = (
-    *COMPONENT_METRICS,
+    # the in-process stage shares (preprocess/dnn/postprocess) do not apply: the system's own stages (client
+    # pre, network and queue, server compute, client post) give theirs as share_<stage>
+    *(m for m in COMPONENT_METRICS if not m.of or not m.of.startswith("parts.stage.")),
     MetricSpec("bytes_up_per_query", "B", "lower", "request bytes per query, client to server (mean)"),
     MetricSpec("bytes_down_per_query", "B", "lower", "response bytes per query, server to client (mean)"),
     MetricSpec("bandwidth_bytes_per_s", "B/s", "lower", "bytes per query (both ways) x achieved queries/s: "
