@@ -13,12 +13,12 @@ from typing import Any
 
 from aibench.sut import Capabilities
 from aibench.sut.batcher import BatchingSystem
-from aibench.sut.task import InferenceTask, default_collate, iter_tensors
+from aibench.sut.task import InferenceTask, TaskSamples, default_collate, iter_tensors
 
 STAGES = ("preprocess", "dnn", "postprocess")
 
 
-class InProcessSystem(BatchingSystem):
+class InProcessSystem(TaskSamples, BatchingSystem):
     """``task`` computed in this process. With ``breakdown`` every batch's stages are timed (declared in
     ``capabilities.stages``; ``report().stages`` holds one duration per batch for each). Bytes of input
     tensors copied host to device are counted (``report().bytes_in``; 0 when the device is the host)."""
@@ -48,18 +48,7 @@ class InProcessSystem(BatchingSystem):
         self._torch.set_num_threads(self._threads)
 
     def describe(self) -> dict[str, Any]:
-        t = self.task
-        return {"num_samples": t.num_samples, "stage": t.stage, "data": t.data,
-                "flops_per_sample": t.flops_per_sample, "flops_note": t.flops_note, "device": str(t.device)}
-
-    def stage(self, indices: Sequence[int]) -> None:
-        for i in indices:
-            if i not in self._staged:
-                self._staged[i] = self.task.load_sample(i)
-
-    def unstage(self, indices: Sequence[int]) -> None:
-        for i in indices:
-            self._staged.pop(i, None)
+        return {**self.task_description(), "device": str(self.task.device)}
 
     def _stack(self, samples: list[Any]) -> Any:
         """``default_collate``, but stacking into one reused buffer (pinned for a CUDA device): a fresh

@@ -48,6 +48,7 @@ from typing import Any
 from aibench.errors import UnavailableError, UsageError
 from aibench.sut import Capabilities, Completion, SutReport, SystemUnderTest, Token
 from aibench.sut.batcher import Answers
+from aibench.sut.task import TaskSamples
 
 PROTOCOLS = ("http", "djinn")
 DEFAULT_PORTS = {"http": 8000, "djinn": 9000}
@@ -369,7 +370,7 @@ class _Test:
     stats_before: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
 
-class RemoteSystem(SystemUnderTest):
+class RemoteSystem(TaskSamples, SystemUnderTest):
     """``task``'s client side in this process, its network(s) at ``endpoint`` (see the module docstring).
 
     ``network``: the served network the task's model stands for (the component's name). ``in_flight``:
@@ -498,20 +499,8 @@ class RemoteSystem(SystemUnderTest):
             await client.close()
 
     # -- staging ----------------------------------------------------------------------------------------------
-    def stage(self, indices: Sequence[int]) -> None:
-        for i in indices:
-            if i not in self._staged:
-                self._staged[i] = self.task.load_sample(i)
-
-    def unstage(self, indices: Sequence[int]) -> None:
-        for i in indices:
-            self._staged.pop(i, None)
-
     def describe(self) -> dict[str, Any]:
-        t = self.task
-        return {"num_samples": t.num_samples, "stage": t.stage, "data": t.data,
-                "flops_per_sample": t.flops_per_sample, "flops_note": t.flops_note,
-                "device": f"remote:{self.endpoint.url}", "remote": self.remote_info()}
+        return {**self.task_description(), "device": f"remote:{self.endpoint.url}", "remote": self.remote_info()}
 
     def remote_info(self) -> dict[str, Any]:
         """What the result records about the endpoint and how it was spoken to."""

@@ -108,3 +108,26 @@ class InferenceTask:
         if getattr(self.device, "type", "cpu") == "cuda":
             torch.cuda.synchronize(self.device)
         return self.postprocess(y) if self.postprocess is not None else y
+
+
+class TaskSamples:
+    """Staging of an :class:`InferenceTask`'s samples (LoadGen's QSL load; untimed), and what a result records
+    of the task: the part every system that runs a task has alike (in this process, or its client side).
+    The system sets ``task`` and an empty ``_staged`` dict."""
+
+    task: InferenceTask
+    _staged: dict[int, Any]
+
+    def stage(self, indices: Sequence[int]) -> None:
+        for i in indices:
+            if i not in self._staged:
+                self._staged[i] = self.task.load_sample(i)
+
+    def unstage(self, indices: Sequence[int]) -> None:
+        for i in indices:
+            self._staged.pop(i, None)
+
+    def task_description(self) -> dict[str, Any]:
+        t = self.task
+        return {"num_samples": t.num_samples, "stage": t.stage, "data": t.data,
+                "flops_per_sample": t.flops_per_sample, "flops_note": t.flops_note}
