@@ -463,3 +463,37 @@ def test_the_worker_pool_is_a_system_under_test() -> None:
         assert sut.stop(timeout=10.0)
     finally:
         pool.close()
+
+
+def test_a_worker_thread_whose_setup_fails_answers_every_query_and_reports_the_error() -> None:
+    """worker_init failing on the batching thread (not the model): every query is still answered (without
+    computing), the error is kept and on_error called, and stop() ends the thread."""
+    sut = _in_process()
+
+    def broken_init() -> None:
+        raise RuntimeError("cannot set up this thread")
+
+    sut.worker_init = broken_init  # type: ignore[method-assign]
+    rec = _Recorder()
+    errors: list[BaseException] = []
+    sut.start(rec, max_batch=2, on_error=errors.append)  # inline not allowed: the worker thread computes
+    for i in range(5):
+        sut.submit([i], [i])
+    rec.wait_for(5)
+    assert sut.stop(timeout=5.0)
+    assert sorted(rec.tokens()) == [0, 1, 2, 3, 4] and all(c[2] is None for c in rec.calls)
+    assert len(errors) == 1 and isinstance(sut.report().error, RuntimeError)
+
+
+def test_answers_dropped_after_the_release_are_given_not_held() -> None:
+    from aibench.sut.batcher import Answers
+
+    given: list[list[Any]] = []
+    ans = Answers(lambda tokens, responses, issued: given.append(list(tokens)), hold_on_abort=True)
+    ans.abort()
+    ans.drop(["held"])
+    assert given == []
+    ans.release(["late-1"])  # the system stops without a flush
+    assert given == [["held", "late-1"]]
+    ans.drop(["late-2"])  # a worker's answer arriving after the stop: nobody will flush again
+    assert given[-1] == ["late-2"]

@@ -289,8 +289,10 @@ class Answers:
             self.on_complete(held, None, None)
 
     def release(self, tokens: Sequence[Token]) -> None:
-        """The system stops: answer ``tokens`` and everything held, whatever the hold."""
+        """The system stops: answer ``tokens`` and everything held, whatever the hold, and hold nothing from
+        now on (a late answer after the stop is given, not held where no flush will come)."""
         with self._lock:
+            self.flushed = True
             held, self._held = self._held, []
         held.extend(tokens)
         if held:
@@ -324,7 +326,7 @@ class BatchingSystem(SystemUnderTest):
         self.num_samples = num_samples
         self.capabilities = capabilities
         self._run = threading.Lock()  # held while computing, on whichever thread
-        self._inited: set[int] = set()  # threads worker_init ran on
+        self._thread_state = threading.local()  # .inited: worker_init ran on this thread (ids are recycled)
         self._thread: threading.Thread | None = None
         self._answers = Answers(_nowhere)
         self._intake = Intake(BatchQueue(1), self._answers)
@@ -414,10 +416,7 @@ class BatchingSystem(SystemUnderTest):
         """On the submitting thread, with the compute lock held (released here)."""
         failed: Exception | None = None
         try:
-            ident = threading.get_ident()
-            if ident not in self._inited:
-                self.worker_init()
-                self._inited.add(ident)
+            self._init_thread()
             responses = self.execute(indices)
             self._batches += 1
             self._inline_batches += 1
@@ -434,9 +433,23 @@ class BatchingSystem(SystemUnderTest):
         else:
             ans.on_complete(tokens, responses, ((t, len(indices)),))
 
+    def _init_thread(self) -> None:
+        if not getattr(self._thread_state, "inited", False):
+            self.worker_init()
+            self._thread_state.inited = True
+
     def _work(self, intake: Intake) -> None:
-        self.worker_init()
-        self._inited.add(threading.get_ident())
+        bq, ans = intake.bq, intake.ans
+        try:
+            self._init_thread()
+            self._batches_loop(intake)
+        except BaseException as exc:  # worker_init or the answering failed: never leave a query unanswered
+            self._fail(exc, ans)
+            while intake.next_due():  # aborted: whatever comes is answered without computing until the stop
+                ans.drop(bq.take().tokens)
+        ans.release(bq.drain())
+
+    def _batches_loop(self, intake: Intake) -> None:
         bq, ans, run, execute = intake.bq, intake.ans, self._run, self.execute
         on_complete = ans.on_complete
         while intake.next_due():
@@ -456,7 +469,6 @@ class BatchingSystem(SystemUnderTest):
                 ans.drop(batch.tokens)
             else:
                 on_complete(batch.tokens, responses, batch.groups)
-        ans.release(bq.drain())
 
 
 def _nowhere(_tokens: Sequence[Token], _responses: Any, _issued: Any) -> None:
