@@ -397,7 +397,12 @@ class PoolSystem(SystemUnderTest):
             b = bq.take(per_msg)
             seq = self.pool.next_seq()
             with self._lock:
-                self._outstanding[w].append((seq, b.tokens, b.groups, len(b)))
+                lost = w in self._dead  # it died since it was picked: _lose has answered all it held
+                if not lost:
+                    self._outstanding[w].append((seq, b.tokens, b.groups, len(b)))
+            if lost:  # never appended to a dead worker's list (nobody would answer it): answer here
+                ans.drop(b.tokens)
+                continue
             try:
                 send_batch(self.workers[w], seq, b.indices)
             except (OSError, ValueError) as exc:
