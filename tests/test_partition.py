@@ -172,6 +172,11 @@ def test_fit_command_writes_a_profile_and_checks_real_layers(cli: Any, tiny_spli
     # an existing profile is not replaced without --force
     code, _, err = cli("partition", "fit", "--quick", "--out", str(prof))
     assert code == 2 and "exists" in err
+    # and --force never replaces a result file (here the very input it checks against), before any sweep
+    (result,) = (tmp_path / "r").glob("*.json")
+    before = result.read_bytes()
+    code, _, err = cli("partition", "fit", "--quick", "--force", "--check", str(result), "--out", str(result))
+    assert code == 2 and "input" in err and result.read_bytes() == before
 
 
 # ------------------------------------------------------------------------------------------------- decide

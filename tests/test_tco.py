@@ -281,6 +281,7 @@ def test_report_draws_tco_and_escapes(folders: tuple[Path, Path], tmp_path: Path
     doc["series"] = [s for s in doc["series"] if s["mix"] == "IMAGE"][:3]  # a small page: two plots
     doc["series"][1]["mix"] = "<img src=x onerror=alert(1)>"
     doc["series"].append({"mix": "MIXED", "design": "broken", "tco": ["x"]})
+    doc["mixes"]["IMAGE"]["apps"] = 5  # a damaged field: drawn without it, not an internal error
     j.write_text(json.dumps(doc))
     page = render_html(load_inputs([j]))
     assert 'id="tco"' in page and "reconstruct" in page

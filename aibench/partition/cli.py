@@ -157,7 +157,7 @@ def fit_cmd(side: str, device: str | None, threads: int | None, dtype: str | Non
     from aibench.errors import UsageError
     from aibench.partition.models import check_against, run_fit
     from aibench.partition.sides import side_for
-    from aibench.results.store import load_results, write_text_atomic
+    from aibench.results.store import check_outputs, load_results, write_text_atomic
 
     nets = [n.strip() for n in exclude.split(",") if n.strip()]
     unknown = [n for n in nets if n not in ALL_NETWORKS]
@@ -166,6 +166,7 @@ def fit_cmd(side: str, device: str | None, threads: int | None, dtype: str | Non
     out = Path(out_file or f"partition-{side}.json")
     if out.exists() and not force:
         raise UsageError(f"{out} exists: choose another --out, or --force to replace it")
+    out = check_outputs({"--out": out}, checks)["--out"] or out  # never an input or a result, folder writable
     checked = load_results(checks, skip_foreign=True) if checks else []  # before minutes of sweeping
     check_layers = {f"{r.benchmark['name']} ({r.run_id[:8]})": _profile_layers(r) for r in checked}
     s = side_for(side, device, threads, dtype, cpu_quota)

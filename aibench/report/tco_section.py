@@ -57,8 +57,8 @@ def _one(doc: dict[str, Any], e: Callable[[Any], str], figure: Callable[..., str
     mixes = doc.get("mixes") if isinstance(doc.get("mixes"), dict) else {}
     for mix, series in by_mix.items():
         info = mixes.get(mix) if isinstance(mixes.get(mix), dict) else {}
-        apps = " ".join(str(a) for a in info.get("apps") or [])
-        missing = info.get("missing") or []
+        apps = " ".join(str(a) for a in _list(info.get("apps")))
+        missing = _list(info.get("missing"))
         partial = f" — PARTIAL: no figure for {' '.join(str(a) for a in missing)}" if missing else ""
         title = f"{mix} ({apps}){partial}"
         figs.append(figure("tco", lambda t=title, ss=series: tco_plot(t, shares or [], ss), e(title)))
@@ -109,3 +109,8 @@ def tco_section(docs: Sequence[dict[str, Any]], e: Callable[[Any], str], figure:
             '<p class="muted">TCO of each datacenter design normalised to CPU-only, by the share of the '
             "datacenter serving DNN work; lower is better. From <code>aibench tco --json</code>.</p>"
             f"{body}</section>")
+
+
+def _list(value: Any) -> list[Any]:
+    """A field that should be a list, from a file that may be damaged: anything else is an empty list."""
+    return value if isinstance(value, list) else []

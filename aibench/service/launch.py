@@ -147,10 +147,12 @@ def start_server(models: Sequence[str], *, port: int | str = 0, djinn_port: int 
     while True:
         try:
             event = inbox.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
+        except BaseException as exc:  # not ready in time, or Ctrl-C/SIGTERM meanwhile: it must not outlive this
             proc.kill()
             proc.wait()
-            raise ServerExited(f"aibench serve was not ready within {timeout_s:g} s") from None
+            if isinstance(exc, queue.Empty):
+                raise ServerExited(f"aibench serve was not ready within {timeout_s:g} s") from None
+            raise
         if event is None:  # stdout closed: the server ended
             code = proc.wait()
             time.sleep(0.05)  # let the stderr reader take the last line
