@@ -135,3 +135,9 @@ def test_ctrl_c_stops_the_server(tmp_path: Path) -> None:
     while not all(gone(pid) for pid in servers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert all(gone(pid) for pid in servers)
+
+
+def test_sweep_gpus_refuses_a_scenario_that_owns_its_system(cli: Any, tmp_path: Path) -> None:
+    code, _out, err = cli("sweep", "gpus", "scenario", "djinn", *TINY, "--devices", "cpu:1", "--out", str(tmp_path))
+    assert code == 2 and "owns its system" in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())

@@ -176,6 +176,10 @@ def sweep(ctx: click.Context, args: tuple[str, ...], values_text: str | None, ma
     devices = None
     if kind != "gpus" and (devices_text is not None or instances_text is not None):
         raise UsageError("--devices and --instances-per-device apply to 'aibench sweep gpus'")
+    if kind == "gpus" and bench.can("owns-system"):  # worker processes each build the factory's own system
+        raise UsageError(f"{bench.id} starts and owns its system under test, so 'sweep gpus' cannot run it in worker "
+                         "processes; sweep its own parameters instead (e.g. 'aibench sweep instances "
+                         f"{bench.kind} {bench.name} --values 1,2,4')")
     if kind == "gpus":
         devices = parse_devices(devices_text, _cuda_count(devices_text))
     plan = plan_sweep(form, bench, given, opts, values_text=values_text, max_threads=max_threads,
