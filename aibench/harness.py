@@ -142,6 +142,9 @@ def build_result(run: PlannedRun, m: Measurement, *, threads: int | None, seed: 
         metrics=m.metrics, samples=m.samples, parts=m.parts, method=dict(m.method), load_scenario=m.load_scenario,
         validity=m.validity, noisy=m.noisy, meters=m.meters, context={**run.context, **m.context},
         started_at=m.started_at, run_id=m.run_id, declared=_declared(bench))
+    if result.validity is not None and not result.validity.get("valid", True):
+        for entry in result.metrics.values():  # a figure from an INVALID run is never a plain number, also
+            entry["valid"] = False             # one a system under test added after the driver was done
     if seed is not None:
         result.method["seed"] = seed
     if thread_info is not None:

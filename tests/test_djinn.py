@@ -141,3 +141,16 @@ def test_sweep_gpus_refuses_a_scenario_that_owns_its_system(cli: Any, tmp_path: 
     code, _out, err = cli("sweep", "gpus", "scenario", "djinn", *TINY, "--devices", "cpu:1", "--out", str(tmp_path))
     assert code == 2 and "owns its system" in err and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_an_invalid_run_marks_the_scenarios_own_figures_too(cli: Any, tmp_path: Path) -> None:
+    """The server's figures are added when the scenario's system is done, after LoadGen's verdict: an
+    INVALID run still marks every figure (bytes, bandwidth, server CPU) as not valid."""
+    code, out, err = cli("-q", "run", "scenario", "djinn", *TINY, "--scenario", "server", "--target-qps", "100000",
+                         "--latency-bound-ms", "0.01", "--out", str(tmp_path), "--json")
+    assert code == 5, err
+    doc = json.loads(out)
+    assert doc["validity"]["valid"] is False
+    assert all(m.get("valid") is False for m in doc["metrics"].values()), \
+        [k for k, m in doc["metrics"].items() if m.get("valid") is not False]
+    assert "bytes_up_per_query" in doc["metrics"]

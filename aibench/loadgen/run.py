@@ -127,9 +127,6 @@ def drive_system(sut: SystemUnderTest, s: Scenario, batch: int, result: Result, 
             out, samples_done = _run_sized(sut, s, batch, cal, base, result)
     meters.fold_into(result, window, count=samples_done or None, per="sample")
     _derived_metrics(result, sut)
-    if result.validity is not None and not result.validity.get("valid", True):
-        for entry in result.metrics.values():  # a figure from an INVALID run is never a plain number
-            entry["valid"] = False
     if (out.interrupted or out.error is not None) and result.validity is not None:
         why = f"interrupted ({lifetime.describe()})" if out.interrupted else "the system under test failed"
         result.validity = {**result.validity, "valid": False, "loadgen_result": result.validity.get("result"),
