@@ -39,13 +39,17 @@ DJINN_METRICS = (
     # the in-process stage shares (preprocess/dnn/postprocess) do not apply: the system's own stages (client
     # pre, network and queue, server compute, client post) give theirs as share_<stage>
     *(m for m in COMPONENT_METRICS if not m.of or not m.of.startswith("parts.stage.")),
-    MetricSpec("bytes_up_per_query", "B", "lower", "request bytes per query, client to server (mean)"),
-    MetricSpec("bytes_down_per_query", "B", "lower", "response bytes per query, server to client (mean)"),
-    MetricSpec("bandwidth_bytes_per_s", "B/s", "lower", "bytes per query (both ways) x achieved queries/s: "
-               "the link the achieved rate needs (the paper's Fig. 13)", "rate"),
+    # per application query: one sample (an image, a sentence, an utterance), as the paper counts; a LoadGen
+    # query may hold many samples (Offline, MultiStream)
+    MetricSpec("bytes_up_per_query", "B", "lower", "request bytes per application query (one sample), client "
+               "to server"),
+    MetricSpec("bytes_down_per_query", "B", "lower", "response bytes per application query (one sample), "
+               "server to client"),
+    MetricSpec("bandwidth_bytes_per_s", "B/s", "lower", "bytes per application query (both ways) x achieved "
+               "samples/s: the link the achieved rate needs (the paper's Fig. 13)", "rate"),
     MetricSpec("server_mean_batch_rows", "rows", "higher", "mean rows per batch the server executed"),
-    MetricSpec("server_cpu_s_per_query", "s", "lower", "CPU time of the server's processes per query, "
-               "measured window"),
+    MetricSpec("server_cpu_s_per_query", "s", "lower", "CPU time of the server's processes per application "
+               "query (one sample), measured window"),
     MetricSpec("server_peak_rss_bytes", "B", "lower", "peak resident memory of the server's processes "
                "(sum of each process's peak)"),
     MetricSpec("server_compute_mean_s", "s", "lower", "mean server compute per request (its statistics: "
