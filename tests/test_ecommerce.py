@@ -159,6 +159,8 @@ def test_cli_generate_train_search(cli, tmp_path: Path) -> None:
                          "1 2 3 201 401")
     assert code == 0, err
     assert set(json.loads(out)) == {"page", "seconds"}
+    code, _out, err = cli("scenario", "ecommerce", "search", "--store", str(tmp_path), "--user", str(2**70), "x")
+    assert code == 2 and len(err.strip().splitlines()) == 1  # beyond SQLite's integers: usage, not a crash
 
 
 @pytest.mark.parametrize("args", [["--products", "0"], ["--users", "-5"], ["--queries", "0"],

@@ -174,7 +174,8 @@ def train_cmd(store: Path, epochs: int, pref_hidden: int, threads: int, seed: in
 
 @ecommerce.command("search", epilog=EPILOG)
 @STORE_OPTION
-@click.option("--user", type=int, default=0, show_default=True, help="The user issuing the query.")
+@click.option("--user", type=click.IntRange(-(2**63), 2**63 - 1), default=0, show_default=True,
+              help="The user issuing the query (an id the store does not know gets a neutral profile).")
 @click.option("--window", type=click.IntRange(1, 1_000_000), default=2000, show_default=True,
               help="Candidates the searcher collects for the ranker.")
 @click.option("--json", "as_json", is_flag=True, help="Print the page and module times as JSON.")
