@@ -193,3 +193,67 @@ def test_abort_and_stop_answer_everything_against_a_slow_server() -> None:
         assert time.monotonic() - t0 < 5
         assert sorted(t for t, _ in answered) == list(range(8)) and not any(done for _, done in answered)
         assert not errors and rs.report().error is None
+
+
+# -- a misbehaving endpoint: silent, or answering far more than the request's output ---------------------------
+
+def test_a_silent_djinn_server_is_a_remote_error_after_the_request_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import socket
+
+    import numpy as np
+
+    from aibench.sut import remote
+
+    monkeypatch.setattr(remote, "REQUEST_TIMEOUT_S", 0.3)
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts (the kernel's backlog) and never answers
+    port = listener.getsockname()[1]
+    client = remote.DjinnClient(remote.parse_endpoint(f"djinn://127.0.0.1:{port}"),
+                                {"imc": remote.ModelInfo("imc", out_row_shape=(4,))})
+
+    async def go() -> None:
+        try:
+            await client.infer("imc", np.zeros((1, 8), dtype="<f4"))
+        finally:
+            await client.close()
+
+    try:
+        with pytest.raises(remote.RemoteError, match="did not answer"):
+            asyncio.run(go())
+    finally:
+        listener.close()
+
+
+def test_an_http_answer_larger_than_the_output_can_be_is_refused() -> None:
+    import asyncio
+
+    import numpy as np
+    from aiohttp import web
+
+    from aibench.sut import remote
+
+    async def huge(_request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(_request)
+        for _ in range(64):  # 4 MiB without a length: the client must stop reading, not buffer it all
+            await resp.write(b"x" * (1 << 16))
+        return resp
+
+    async def go() -> None:
+        app = web.Application()
+        app.router.add_post("/v2/models/imc/infer", huge)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        client = remote.HttpClient(remote.parse_endpoint(f"http://127.0.0.1:{port}"),
+                                   {"imc": remote.ModelInfo("imc", out_row_shape=(4,))}, binary=True, limit=1)
+        try:
+            await client.infer("imc", np.zeros((1, 8), dtype="<f4"))
+        finally:
+            await client.close()
+            await runner.cleanup()
+
+    with pytest.raises(remote.RemoteError, match="bound"):
+        asyncio.run(go())

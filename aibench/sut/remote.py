@@ -196,13 +196,17 @@ class HttpClient:
                 doc["outputs"] = [{"name": info.output_name}]
             body = json.dumps(doc, separators=(",", ":")).encode()
             headers = {"Content-Type": "application/json"}
+        rows = arr.shape[0] if arr.ndim else 1
         async with self.session.post(self._urls[model], data=body, headers=headers) as resp:
-            raw = await resp.read()
+            raw = await _read_bounded(resp, _response_limit(info, rows), f"{self.endpoint.url} ({model})")
             if resp.status != 200:
                 raise RemoteError(f"{self.endpoint.url} answered {model} with HTTP {resp.status}: "
                                   f"{_error_text(raw)}")
             hlen = resp.headers.get("Inference-Header-Content-Length")
-        out, params = decode_oip_response(raw, int(hlen) if hlen is not None else None, info)
+        out, params = decode_oip_response(raw, hlen, info)
+        if out.ndim == 0 or out.shape[0] != rows:
+            raise RemoteError(f"{self.endpoint.url} answered {rows} row(s) of {model} with an output of shape "
+                              f"{list(out.shape)}")
         reply = Reply(out, len(body), len(raw))
         if isinstance(params, dict) and isinstance(params.get("compute_infer_ns"), int):
             reply.server_ns = sum(int(params.get(k) or 0) for k in
@@ -214,18 +218,49 @@ class HttpClient:
         async with self.session.get(f"{self.endpoint.http_base}/v2/models/{model}/stats") as resp:
             if resp.status != 200:
                 return None
-            doc = await resp.json(content_type=None)
+            doc = json.loads(await _read_bounded(resp, METADATA_LIMIT_BYTES, f"{self.endpoint.url} statistics"))
         return doc["model_stats"][0]
 
     async def close(self) -> None:
         await self.session.close()
 
 
-def decode_oip_response(raw: bytes, hlen: int | None, info: ModelInfo) -> tuple[Any, Any]:
-    """The output tensor (numpy) and the response's parameters from an OIP response body."""
+# A response is read only up to what its output can take: the binary output plus this much JSON, or, in the
+# JSON form, this many bytes per value (a float written out in full is under 32) plus the same slack.
+RESPONSE_SLACK_BYTES = 1 << 20
+JSON_BYTES_PER_VALUE = 32
+METADATA_LIMIT_BYTES = 16 << 20  # server and model metadata, statistics
+
+
+def _response_limit(info: ModelInfo, rows: int) -> int:
+    per_row = math.prod(info.out_row_shape) if info.out_row_shape is not None else 1 << 16
+    return RESPONSE_SLACK_BYTES + rows * per_row * JSON_BYTES_PER_VALUE
+
+
+async def _read_bounded(resp: Any, limit: int, what: str) -> bytes:
+    """The body of ``resp``, refused once it passes ``limit`` bytes (a broken or hostile endpoint must not
+    exhaust this process's memory)."""
+    if resp.content_length is not None and resp.content_length > limit:
+        raise RemoteError(f"{what}: a response of {resp.content_length} bytes is over the {limit}-byte bound "
+                          "for this request's output")
+    chunks, got = [], 0
+    async for chunk in resp.content.iter_chunked(1 << 16):
+        got += len(chunk)
+        if got > limit:
+            raise RemoteError(f"{what}: the response passed the {limit}-byte bound for this request's output")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_oip_response(raw: bytes, hlen_text: str | int | None, info: ModelInfo) -> tuple[Any, Any]:
+    """The output tensor (numpy) and the response's parameters from an OIP response body (``hlen_text``: the
+    Inference-Header-Content-Length header, if any)."""
     import numpy as np
 
     try:
+        hlen = int(hlen_text) if hlen_text is not None else None
+        if hlen is not None and not 0 <= hlen <= len(raw):
+            raise ValueError(f"Inference-Header-Content-Length {hlen} outside the body of {len(raw)} bytes")
         doc = json.loads(raw[:hlen] if hlen is not None else raw)
         outputs = doc["outputs"]
         out = next((o for o in outputs if o.get("name") == info.output_name), outputs[0]) \
@@ -322,7 +357,12 @@ class DjinnClient:
         pool = self.idle[key]
         conn = pool.pop() if pool else await self.connect(model, arr.size, out_bytes)
         try:
-            raw = await conn.request(asyncio.get_running_loop(), memoryview(arr).cast("B"))
+            raw = await asyncio.wait_for(conn.request(asyncio.get_running_loop(), memoryview(arr).cast("B")),
+                                         REQUEST_TIMEOUT_S)
+        except TimeoutError:
+            conn.close()
+            raise RemoteError(f"{self.endpoint.url} did not answer a {model} request of {rows} row(s) within "
+                              f"{REQUEST_TIMEOUT_S:g} s") from None
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             conn.close()
             got = len(exc.partial) if isinstance(exc, asyncio.IncompleteReadError) else 0
@@ -465,7 +505,7 @@ class RemoteSystem(TaskSamples, SystemUnderTest):
                 if resp.status != 200:
                     raise EndpointError(f"{self.endpoint.url} is not an Open Inference Protocol server: GET /v2 "
                                         f"answered HTTP {resp.status}")
-                meta = await resp.json(content_type=None)
+                meta = json.loads(await _read_bounded(resp, METADATA_LIMIT_BYTES, f"{base}/v2"))
             extensions = meta.get("extensions") or [] if isinstance(meta, dict) else []
             self.server = {"name": meta.get("name"), "version": meta.get("version"), "extensions": extensions}
             self.binary = "binary_tensor_data" in extensions
@@ -473,14 +513,16 @@ class RemoteSystem(TaskSamples, SystemUnderTest):
                 async with session.get(f"{base}/v2/models/{net}") as resp:
                     if resp.status != 200:
                         raise EndpointError(f"{self.endpoint.url} does not serve model {net!r}: HTTP "
-                                            f"{resp.status} {_error_text(await resp.read())}")
-                    mm = await resp.json(content_type=None)
+                                            f"{resp.status} {_error_text(await resp.content.read(300))}")
+                    mm = json.loads(await _read_bounded(resp, METADATA_LIMIT_BYTES, f"{base}/v2/models/{net}"))
                 _apply_metadata(info, mm, self.endpoint.url)
         client = HttpClient(self.endpoint, self.models, self.binary, 1)
         try:
+            timed = []
             for net, info in self.models.items():
                 reply = await client.infer(net, _zeros(info))
-                self.server_timing = reply.server_ns is not None
+                timed.append(reply.server_ns is not None)
+            self.server_timing = all(timed)  # every network's answers carry it (CHK asks two)
         finally:
             await client.close()
         await self._probe_stats(HttpClient(self.endpoint, self.models, False, 1))
@@ -537,18 +579,24 @@ class RemoteSystem(TaskSamples, SystemUnderTest):
                         HttpClient(self.stats_endpoint, self.models, False, 2)
                 test.stats_before = await self._read_stats()
 
+            async def close_clients() -> None:
+                if self._client is not None:
+                    await self._client.close()
+                if self._stats_client is not None and self._stats_client is not self._client:
+                    await self._stats_client.close()
+                self._stats_client = None
+
             try:
                 loop.run_until_complete(setup())
-            except BaseException as exc:
+            except BaseException as exc:  # nothing of this start is left open: sessions, sockets, the loop
                 failed.append(exc)
+                loop.run_until_complete(close_clients())
+                loop.close()
                 ready.set()
                 return
             ready.set()
             loop.run_forever()
-            loop.run_until_complete(self._client.close())
-            if self._stats_client is not None and self._stats_client is not self._client:
-                loop.run_until_complete(self._stats_client.close())
-            self._stats_client = None
+            loop.run_until_complete(close_clients())
             loop.close()
 
         if self._offload and self._executor is None:
@@ -561,7 +609,10 @@ class RemoteSystem(TaskSamples, SystemUnderTest):
         ready.wait()
         if failed:
             self._thread.join()
-            self._thread = self._loop = None
+            self._thread = self._loop = self._test = None
+            if self._executor is not None:
+                self._executor.shutdown(wait=False)
+                self._executor = None
             raise EndpointError(f"cannot reach {self.endpoint.url}: {failed[0]}")
 
     def submit(self, tokens: Sequence[Token], indices: Sequence[int]) -> None:
@@ -716,9 +767,10 @@ class RemoteSystem(TaskSamples, SystemUnderTest):
         t3 = clock()
         times = {"client_pre": t1 - t0, "client_post": t3 - t2}
         if self.server_timing:
-            s = server[0] / 1e9 if server[1] else 0.0
-            times["server_compute"] = s
-            times["network_queue"] = max(0.0, (t2 - t1) - s)
+            if server[1]:  # an answer without the server's timing is not a measured 0: leave it out
+                s = server[0] / 1e9
+                times["server_compute"] = s
+                times["network_queue"] = max(0.0, (t2 - t1) - s)
         else:
             times["round_trip"] = t2 - t1
         return out, times
