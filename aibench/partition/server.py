@@ -91,8 +91,8 @@ def serve(spec: dict[str, Any]) -> int:
     background = None
     if int(spec["server_load"]) > 0:
         t = built.task
-        x = t.to_device(t.collate([t.load_sample(i % t.num_samples) for i in range(int(spec["params"].get("batch", 1)))]),
-                        t.device)
+        rows = int(spec["params"].get("batch", 1))
+        x = t.to_device(t.collate([t.load_sample(i % t.num_samples) for i in range(rows)]), t.device)
         background = Background(int(spec["server_load"]), network, x)
     queries = 0
     compute_s = 0.0
