@@ -86,9 +86,10 @@ def link_of(network: str, rtt_ms: float) -> Link:
 class ServerProcess:
     """The server side, started from the main thread (it dies with this process: ``die_with_parent``)."""
 
-    def __init__(self, spec: dict[str, Any], module: str = SERVER_MODULE, timeout_s: float = READY_TIMEOUT_S) -> None:
+    def __init__(self, spec: dict[str, Any], module: str | None = None, timeout_s: float = READY_TIMEOUT_S) -> None:
         from aibench.lifetime import PARENT_ENV
 
+        module = module or SERVER_MODULE
         self.stderr = tempfile.TemporaryFile()
         env = {**os.environ, PARENT_ENV: str(os.getpid())}
         try:
@@ -158,6 +159,11 @@ class ServerProcess:
         with contextlib.suppress(OSError):
             self.stderr.close()
         return self.proc.returncode
+
+
+def probe_bytes(rate_bit_s: float, seconds: float) -> int:
+    """The size of a link check of about ``seconds`` at the rate (4 KiB to 64 MiB)."""
+    return int(min(64 << 20, max(4096, rate_bit_s / 8 * seconds)))
 
 
 # -- the system under test ---------------------------------------------------------------------------------
@@ -271,7 +277,7 @@ class SplitSystem(BatchingSystem):
         """About ``seconds`` of data each way through the shaped link; the rates measured to the receiver's
         receipt of the last byte (its clock), the configured round trip left out."""
         rate = self.sender.bucket.rate * 8
-        nbytes = int(min(64 << 20, max(4096, rate / 8 * seconds)))
+        nbytes = probe_bytes(rate, seconds)
         self._qid += 1
         try:
             up = self.sender.send(Frame(wire.TAG_PROBE, bytearray(nbytes), id=self._qid))
@@ -393,8 +399,8 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
             for _, layer in built.layers:  # one untimed pass: the largest frame either way bounds the readers
                 a = layer(a)
                 sizes.append(a.numel() * a.element_size())
-        max_frame = 2 * max(sizes) + (1 << 20)
         rate_bit_s = link.up_mbit * 1e6
+        max_frame = max(2 * max(sizes), probe_bytes(rate_bit_s, params["link_check_s"])) + (1 << 20)
         server_threads = params["server_threads"] or usable_cpus()
         spec = {"net": built.bench.id, "params": built.params, "dtype": params["dtype"], "threads": server_threads,
                 "rate_bit_s": rate_bit_s, "rtt_ms": link.rtt_ms, "server_load": params["server_load"],

@@ -1,0 +1,186 @@
+"""scenario/neurosurgeon: the split network run for real over a shaped loopback link (issue 16 item 4).
+
+On the POS tagger (3 layers, a few milliseconds), the fastest Tonic network; one server process per test.
+No wall-clock speed is asserted: the link's rate check is recorded, not required."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from aibench.results.schema import json_schema
+from aibench.sut.transport import HEADER_SIZE
+
+TINY = ["--net", "pos", "--num-samples", "2", "--server-threads", "1", "--link-check-s", "0.05"]
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:  # a zombie not yet reaped is gone too
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _params(**given: Any) -> tuple[dict[str, Any], Any]:
+    from aibench.registry import get
+    from aibench.results.schema import Result
+
+    bench = get("scenario/neurosurgeon")
+    params = bench.resolve({**bench.tiny, **given})
+    return params, Result(benchmark={"id": bench.id}, params=params, config_hash="x")
+
+
+def test_split_output_equals_the_unsplit_network_at_every_kind_of_cut() -> None:
+    """Cut 0 (the input crosses), interior cuts and N (nothing crosses): bit-equal to the whole network
+    (one thread on each side, so the same arithmetic in the same order)."""
+    import torch
+
+    from aibench.networks import run_layers
+    from aibench.partition.split import split_run
+
+    params, result = _params(cut="fc1", network="1000")
+    with split_run(params, result) as (sut, batch):
+        assert batch == 1 and sut.n == 3
+        t = sut.built.task
+        x = t.collate([t.load_sample(0)])
+        with torch.inference_mode():
+            whole = run_layers(sut.built.network, x)
+        for j in (0, 1, 2, 3):  # the server runs the layers after the frame's cut, whichever it is
+            sut.j = j
+            y, parts = sut.compute(x)
+            assert torch.equal(y, whole), j
+            crossing = x if j == 0 else run_layers(sut.built.network, x, 0, j)
+            assert parts["bytes_up"] == (0 if j == 3 else HEADER_SIZE + 8 * crossing.dim() + crossing.numel() * 4)
+            assert (parts["upload"] > 0) == (j < 3) and (parts["server_compute"] > 0) == (j < 3)
+        pid = sut.server.pid
+    assert gone(pid)
+    assert result.method["neurosurgeon"]["server_exit"]["alive_after_stop"] is False
+
+
+def test_single_stream_records_parts_bytes_cut_and_the_link(cli: Any, tmp_path: Path) -> None:
+    code, out, err = cli("-q", "run", "scenario", "neurosurgeon", *TINY, "--cut", "fc1", "--network", "wifi",
+                         "--scenario", "single-stream", "--duration-s", "0.3", "--out", str(tmp_path), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["status"] == "ok" and doc["benchmark"]["id"] == "scenario/neurosurgeon"
+    jsonschema.validate(doc, json_schema())
+    parts = doc["parts"]["stage"]
+    assert list(parts) == ["device_compute", "upload", "server_compute", "download"]
+    assert all(p["seen"] > 0 and p["per"] == "query" and p["summary"]["min"] > 0 for p in parts.values())
+    assert doc["samples"]["latency"]["values"]
+    m = doc["metrics"]
+    assert m["bytes_up_per_query"]["value"] == HEADER_SIZE + 16 + 28 * 300 * 4  # the fc1 activation of 28 words, framed
+    assert m["bytes_down_per_query"]["value"] > 28 * 45 * 4
+    assert m["transfer_median_s"]["value"] > 0
+    ns = doc["method"]["neurosurgeon"]
+    assert ns["cut"] == {"j": 1, "layer": "fc1", "layers": 3, "names": ["fc1", "htanh", "fc3"], "chosen_by": "given"}
+    check = ns["link_check"]
+    assert check["configured_bit_s"] == pytest.approx(12.8e6, rel=0.01)
+    assert m["link_rate_measured_bit_s"]["value"] == check["up_bit_s"] > 0
+    assert m["link_rate_error"]["value"] == pytest.approx(check["up_bit_s"] / check["configured_bit_s"] - 1)
+    assert isinstance(check["within_5pct"], bool)
+    assert m["link_rate_in_run_bit_s"]["value"] > 0  # 33.6 KB at 12.8 Mbit/s: 21 ms, long enough to measure
+    assert m["predicted_latency_s"]["unavailable"]  # no platform profiles here
+    assert ns["server"]["counters"]["queries"] >= parts["upload"]["seen"]
+    assert ns["server_exit"]["alive_after_stop"] is False and gone(ns["server"]["pid"])
+
+
+def test_offline_at_cut_0_with_a_loaded_server(cli: Any, tmp_path: Path) -> None:
+    code, out, err = cli("-q", "run", "scenario", "neurosurgeon", *TINY, "--cut", "input", "--network", "100",
+                         "--rtt-ms", "2", "--server-load", "1", "--batch", "2", "--scenario", "offline",
+                         "--duration-s", "0.3", "--out", str(tmp_path), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    ns = doc["method"]["neurosurgeon"]
+    assert ns["cut"]["j"] == 0 and ns["cut"]["layer"] == "input"
+    assert ns["link"]["rtt_ms"] == 2 and ns["link"]["up_mbit"] == 100
+    assert doc["parts"]["stage"]["upload"]["summary"]["min"] >= 0.001  # half the round trip, at least
+    load = ns["server"]["counters"]["background"]
+    assert load["jobs"] == 1 and load["passes"] > 0
+    assert gone(ns["server"]["pid"])
+
+
+def test_the_server_is_stopped_when_the_run_fails_and_a_dead_server_fails_the_query() -> None:
+    import torch
+
+    from aibench.partition.split import SplitServerError, split_run
+
+    params, result = _params(network="1000")
+    seen: list[int] = []
+    with pytest.raises(RuntimeError, match="boom"), split_run(params, result) as (sut, _batch):
+        seen.append(sut.server.pid)
+        raise RuntimeError("boom")
+    assert seen and gone(seen[0])
+
+    params, result = _params(network="1000")
+    with split_run(params, result) as (sut, _batch):
+        os.kill(sut.server.pid, signal.SIGKILL)
+        x = sut.built.task.collate([sut.built.task.load_sample(0)])
+        with pytest.raises(SplitServerError, match="killed by signal 9"), torch.inference_mode():
+            for _ in range(3):  # the first send may still fit in the socket's buffer
+                sut.compute(x)
+        pid = sut.server.pid
+    assert gone(pid) and result.method["neurosurgeon"]["server_exit"]["code"] == -signal.SIGKILL
+
+
+def test_a_failed_server_under_loadgen_is_a_failed_result(cli: Any, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server dies during the run: exit 1 and a failed result naming why (not a traceback)."""
+    from aibench.partition import split
+
+    real = split.SplitSystem.compute
+
+    def dying(self: Any, x: Any, t0: Any = None) -> Any:
+        if self.report().batches >= 3:
+            os.kill(self.server.pid, signal.SIGKILL)
+            self.server.proc.wait()
+        return real(self, x, t0)
+
+    monkeypatch.setattr(split.SplitSystem, "compute", dying)
+    code, out, err = cli("-q", "run", "scenario", "neurosurgeon", *TINY, "--cut", "fc1", "--network", "1000",
+                         "--scenario", "single-stream", "--duration-s", "0.3", "--out", str(tmp_path), "--json")
+    assert code == 1, err
+    doc = json.loads(out)
+    assert doc["status"] == "failed" and "split's server is gone" in doc["error"]["message"]
+    assert gone(doc["method"]["neurosurgeon"]["server"]["pid"])
+
+
+@pytest.mark.parametrize("args, code, text", [
+    (["--cut", "pool9"], 2, "no layer 'pool9'"),
+    (["--cut", "99"], 2, "no cut 99"),
+    (["--net", "fathom-lenet"], 2, "not an inference network"),
+    (["--net", "imx"], 2, "unknown benchmark"),
+    (["--network", "0"], 2, "above 0"),
+    (["--network", "-3"], 2, "above 0"),
+    (["--network", "5g"], 2, "3g, lte, wifi or a rate"),
+    (["--server-load", "-1"], 2, "--server-load"),
+    (["--cut", "auto", "--device-profile", "MISSING"], 4, "aibench partition fit --side device"),
+])
+def test_bad_input_is_one_line_and_a_code(cli: Any, tmp_path: Path, args: list[str], code: int, text: str) -> None:
+    given = dict(zip(TINY[::2], TINY[1::2], strict=True)) | {"--cut": "fc1"} | dict(zip(args[::2], args[1::2],
+                                                                                          strict=True))
+    got, _out, err = cli("run", "scenario", "neurosurgeon", *(x for kv in given.items() for x in kv), "--out",
+                         str(tmp_path))
+    assert got == code, err
+    assert text in err and len(err.strip().splitlines()) == 1, err
+    assert not list(tmp_path.glob("*.json"))  # refused before anything is measured or written
+
+
+def test_a_server_that_cannot_start_is_exit_3(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aibench.partition import split
+
+    monkeypatch.setattr(split, "SERVER_MODULE", "aibench.partition.no_such_server")
+    got, _out, err = cli("run", "scenario", "neurosurgeon", *TINY, "--cut", "fc1", "--out", str(tmp_path))
+    assert got == 3, err
+    assert "could not start" in err and "no_such_server" in err and len(err.strip().splitlines()) == 1
