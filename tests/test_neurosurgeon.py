@@ -184,3 +184,60 @@ def test_a_server_that_cannot_start_is_exit_3(cli: Any, tmp_path: Path, monkeypa
     got, _out, err = cli("run", "scenario", "neurosurgeon", *TINY, "--cut", "fc1", "--out", str(tmp_path))
     assert got == 3, err
     assert "could not start" in err and "no_such_server" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cut_auto_takes_the_decisions_choice(tmp_path: Path) -> None:
+    """--cut auto: partition choose's cut from the platform profiles (synthetic here: a device 10x slower than
+    the server). A slow link keeps everything on the device; a fast one sends the input."""
+    from aibench.partition import split, wire
+    from aibench.partition.layers import LAYER_TYPES
+    from aibench.partition.models import PROFILE_SCHEMA, PROFILE_VERSION
+
+    def write(name: str, per_work: float) -> str:
+        doc = {"schema": PROFILE_SCHEMA, "schema_version": PROFILE_VERSION, "side": {"name": name, "dtype": "float32"},
+               "models": {t: {"form": "linear", "coef": [1e-6, per_work]} for t in LAYER_TYPES}}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(doc))
+        return str(path)
+
+    params, _ = _params(cut="auto", device_profile=write("device", 1e-9), server_profile=write("server", 1e-10))
+    built = wire.build("pos", {"num_samples": 2, "batch": 1, "data": "synthetic"}, "float32")
+    x = built.task.collate([built.task.load_sample(0)])
+    j, decision = split._decide(built, x, split.link_of("3g", 0.0), params)
+    assert j == 3 and decision is not None and decision["chosen"] == {"j": 3, "layer": "fc3"}
+    assert decision["chosen_by"] == "auto" and len(decision["cuts"]) == 4
+    j, decision = split._decide(built, x, split.link_of("1000", 0.0), params)
+    assert j == 0 and decision["chosen"]["layer"] == "input"
+    j, decision = split._decide(built, x, split.link_of("1000", 0.0), {**params, "cut": "htanh"})
+    assert j == 2 and decision["chosen_by"] == "given" and decision["chosen"]["j"] == 0  # the prediction beside
+
+
+def test_ctrl_c_stops_the_server(tmp_path: Path) -> None:
+    """SIGINT while queries run: exit 130, the run recorded as interrupted, the server process gone."""
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "aibench", "run", "scenario", "neurosurgeon", *TINY, "--cut",
+                             "fc1", "--network", "wifi", "--scenario", "single-stream", "--duration-s", "60",
+                             "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    servers: list[int] = []
+    deadline = time.monotonic() + 120
+    while not servers and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        except OSError:
+            kids = []
+        servers = [int(k) for k in kids if b"aibench.partition.server" in Path(f"/proc/{k}/cmdline").read_bytes()]
+    assert servers, proc.communicate()[1].decode()[-2000:]
+    time.sleep(4)  # the queries are running (the server was ready before the link check)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    doc = json.loads(next(tmp_path.glob("scenario-neurosurgeon-*.json")).read_text())
+    assert doc["status"] == "interrupted"
+    deadline = time.monotonic() + 10
+    while not all(gone(pid) for pid in servers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(gone(pid) for pid in servers)
