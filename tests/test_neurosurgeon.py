@@ -241,3 +241,56 @@ def test_ctrl_c_stops_the_server(tmp_path: Path) -> None:
     while not all(gone(pid) for pid in servers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert all(gone(pid) for pid in servers)
+
+
+def test_a_trace_replayed_moves_the_cut_with_the_measured_rate(cli: Any, tmp_path: Path) -> None:
+    """A trace alternating 40 and 0.5 Mbit/s every 1.5 s, --cut auto with profiles that make the device's
+    whole network about 60 ms: the input goes to the server on the fast link, everything stays on the device
+    on the slow one (the choice follows the rate measured by the queries' uploads and the probes)."""
+    from aibench.partition.layers import LAYER_TYPES
+    from aibench.partition.models import PROFILE_SCHEMA, PROFILE_VERSION
+
+    for name, per_work in (("device", 2e-8), ("server", 1e-10)):
+        doc = {"schema": PROFILE_SCHEMA, "schema_version": PROFILE_VERSION, "side": {"name": name, "dtype": "float32"},
+               "models": {t: {"form": "linear", "coef": [1e-6, per_work]} for t in LAYER_TYPES}}
+        (tmp_path / f"{name}.json").write_text(json.dumps(doc))
+    trace = tmp_path / "trace.csv"
+    trace.write_text("# test trace\ntime_s,rate_mbit\n0,40\n1.5,0.5\n")
+    code, out, err = cli("-q", "run", "scenario", "neurosurgeon", *TINY, "--cut", "auto", "--trace", str(trace),
+                         "--device-profile", str(tmp_path / "device.json"), "--server-profile",
+                         str(tmp_path / "server.json"), "--scenario", "single-stream", "--duration-s", "4",
+                         "--out", str(tmp_path), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    ns = doc["method"]["neurosurgeon"]
+    assert ns["trace"]["adapting"] and ns["trace"]["period_s"] == 3.0 and ns["trace"]["source"] == "file given"
+    by_cut = ns["adaptation"]["queries_by_cut"]
+    assert by_cut.get("input", 0) > 0 and by_cut.get("fc3", 0) > 0, by_cut
+    rows = ns["adaptation"]["queries"]
+    assert {r[1] for r in rows} == {40e6, 0.5e6}  # the trace's rates were applied
+    assert "link_probe" in doc["parts"]["stage"]
+    assert gone(ns["server"]["pid"])
+
+
+@pytest.mark.parametrize("text, code, what", [
+    ("time_s,rate_mbit\n0,5\n1,0\n", 2, "above 0"),
+    ("0,5\n2,3\n1,4\n", 2, "increase"),
+    ("0,five\n", 2, "line 1"),
+    (None, 4, "no such file"),
+])
+def test_bad_traces(cli: Any, tmp_path: Path, text: str | None, code: int, what: str) -> None:
+    trace = tmp_path / "t.csv"
+    if text is not None:
+        trace.write_text(text)
+    got, _out, err = cli("run", "scenario", "neurosurgeon", *TINY, "--cut", "fc1", "--trace", str(trace),
+                         "--out", str(tmp_path))
+    assert got == code and what in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_shipped_trace_is_synthetic_and_lte_like() -> None:
+    from aibench.partition.trace import read_trace
+
+    t = read_trace("lte-synthetic")
+    d = t.describe()
+    assert "synthetic" in str(d["source"]) and d["points"] > 100 and 1e6 <= d["median_bit_s"] <= 20e6
+    assert t.rate_at(0.0) == t.rate_at(t.period_s)  # it loops

@@ -128,8 +128,11 @@ def serve(spec: dict[str, Any]) -> int:
                     sender.rtt_s = 0.0
                     sending = wire.clock()
                     sender.send_all([wire.stamps_frame(wire.TAG_PROBE_ACK, [received, sending], frame.id),
-                                     Frame(wire.TAG_PROBE, bytearray(frame.nbytes), id=frame.id)])
+                                     Frame(wire.TAG_PROBE, bytearray(frame.nbytes if frame.key == 0 else 0),
+                                           id=frame.id)])
                     sender.rtt_s = rtt_s
+                elif frame.tag == wire.TAG_RATE:  # a bandwidth trace replayed: the download follows it
+                    sender.bucket = TokenBucket(wire.frame_stamps(frame)[0])
                 else:  # TAG_QUERY: the counters, unshaped (control, not the link)
                     times = os.times()
                     stats = {"queries": queries, "compute_s": compute_s, "cpu_s": times.user + times.system,

@@ -48,6 +48,9 @@ SERVER_MODULE = "aibench.partition.server"
 READY_TIMEOUT_S = 300.0  # building VGG-16 on a loaded 2-core machine takes a while
 RATE_TOLERANCE = 0.05
 IN_RUN_MIN_S = 0.02  # frames whose ideal transfer is at least this long measure the rate in the run
+ADAPT_PROBE_EVERY_S = 1.0  # adapting: the rate is probed when no query measured it for this long
+ADAPT_PROBE_S = 0.02  # ... with about this much data (upload only)
+ADAPT_MIN_TRANSFER_S = 0.005  # a query's upload measures the rate when its paced time is at least this
 PART_NOTES = {
     "device_compute": "collation and layers 1..j in this process, per query",
     "upload": "the activation from its first byte offered to the shaped link (after half the round trip) until "
@@ -177,11 +180,18 @@ class SplitSystem(BatchingSystem):
     one batching worker, :class:`~aibench.sut.batcher.BatchingSystem`)."""
 
     def __init__(self, built: wire.Built, j: int, sock: Any, sender: Any, server: ServerProcess | None,
-                 max_frame: int, threads: int, name: str) -> None:
+                 max_frame: int, threads: int, name: str, trace: Any = None,
+                 adapt: dict[str, Any] | None = None) -> None:
         import torch
 
-        super().__init__(name, built.task.num_samples, Capabilities(stages=STAGES, reports_bytes=True, remote=True,
+        stages = (*STAGES, "link_probe") if adapt is not None else STAGES
+        super().__init__(name, built.task.num_samples, Capabilities(stages=stages, reports_bytes=True, remote=True,
                                                                      inline_ok=True))
+        self.trace, self.adapt = trace, adapt
+        self._t_start: float | None = None
+        self._estimate: float | None = None  # the measured upload rate the cut is chosen from (adapting)
+        self._measured_at = -math.inf
+        self.timeline: list[list[float]] = []
         self.built, self.j, self.n = built, j, len(built.layers)
         self.sock, self.sender, self.server = sock, sender, server
         self.src = sock.makefile("rb") if sock is not None else None
@@ -215,9 +225,14 @@ class SplitSystem(BatchingSystem):
         self.bytes_out = 0
         if hasattr(self, "_transfers"):
             self._transfers = {"up": [], "down": []}
+            self._t_start = None  # a trace replays from its start with the measured run
+            self.timeline = []
 
     # -- computing -------------------------------------------------------------------------------------
     def execute(self, indices: Sequence[int]) -> Sequence[Any] | None:
+        probe_s = 0.0
+        if self.trace is not None or self.adapt is not None:
+            probe_s = self._follow()
         t0 = wire.clock()
         t = self.built.task
         x = t.to_device(t.collate([self._staged[i] for i in indices]), t.device)
@@ -225,9 +240,68 @@ class SplitSystem(BatchingSystem):
         st = self.stage_times
         for name in STAGES:
             st[name].append(parts[name])
+        j_used, rate = self.j, self.sender.bucket.rate * 8 if self.sender is not None else 0.0
+        if self.adapt is not None:
+            st["link_probe"].append(probe_s)
+            self._rechoose(parts)
+        if (self.trace is not None or self.adapt is not None) and len(self.timeline) < 10_000:
+            self.timeline.append([t0 - (self._t_start or t0), rate, self._estimate or 0.0, j_used])
         self.bytes_in = (self.bytes_in or 0) + parts["bytes_up"]
         self.bytes_out = (self.bytes_out or 0) + parts["bytes_down"]
         return None
+
+    # -- a bandwidth trace, and the cut re-chosen from the measured rate (Neurosurgeon's Fig. 14) ----------
+    def set_rate(self, rate_bit_s: float) -> None:
+        """The link's rate from now on, both ways (the server's bucket is told over the control frame)."""
+        from aibench.partition.link import TokenBucket
+
+        self.sender.bucket = TokenBucket(rate_bit_s)
+        try:
+            send_frame(self.sock, wire.stamps_frame(wire.TAG_RATE, [rate_bit_s]))
+        except OSError as exc:
+            raise self._broken(exc) from None
+
+    def _follow(self) -> float:
+        """Before a query: the trace's rate for now; when adapting and the cut sends too little to measure the
+        rate (cut N sends nothing), a short probe once a second. Returns the probe's seconds."""
+        now = wire.clock()
+        if self._t_start is None:
+            self._t_start = now
+        if self.trace is not None:
+            rate = self.trace.rate_at(now - self._t_start)
+            if rate != self.sender.bucket.rate * 8:
+                self.set_rate(rate)
+        if self.adapt is None or now - self._measured_at < ADAPT_PROBE_EVERY_S:
+            return 0.0
+        est = self._estimate or self.sender.bucket.rate * 8
+        self._qid += 1
+        try:
+            up = self.sender.send(Frame(wire.TAG_PROBE, bytearray(probe_bytes(est, ADAPT_PROBE_S)), key=1,
+                                        id=self._qid))
+            paced = self.sender.paced_at
+            ack = self._recv()
+            self._recv()
+        except (OSError, EOFError, FrameError) as exc:
+            raise self._broken(exc) from None
+        received, _ = wire.frame_stamps(ack)
+        self._estimate, self._measured_at = 8 * up / (received - paced), received
+        return wire.clock() - now
+
+    def _rechoose(self, parts: dict[str, Any]) -> None:
+        """After a query: the upload's own rate when it was long enough to measure, then the decision's cut
+        for that rate (the per-layer predictions priced again) for the next query."""
+        from aibench.partition import decide
+
+        up = self._transfers["up"]
+        if parts["bytes_up"] and up and up[-1][1] >= ADAPT_MIN_TRANSFER_S:  # (bytes, paced seconds, rate)
+            self._estimate, self._measured_at = 8 * up[-1][0] / up[-1][1], wire.clock()
+        a = self.adapt
+        assert a is not None
+        if self._estimate is not None:
+            mbit = self._estimate / 1e6
+            link = decide.Link("measured", mbit, mbit, a["rtt_ms"], "measured during the run")
+            cuts = decide.price_cuts(self.built.names, a["device_s"], a["server_s"], a["bytes"], link, a["server_load"])
+            self.j = decide.choose(cuts, "latency").j
 
     def _recv(self) -> Frame:
         frame = recv_frame(self.src, self.max_frame, tags=wire.TO_DEVICE)
@@ -266,8 +340,9 @@ class SplitSystem(BatchingSystem):
             raise SplitServerError(f"the split's server answered {times.tag!r}/{result.tag!r} for query {self._qid}")
         received, computed, sending = wire.frame_stamps(times)
         down = _wire_bytes(times) + _wire_bytes(result)
-        self._transfers["up"].append((up, received - paced))
-        self._transfers["down"].append((down, t2 - sending))
+        rate = self.sender.bucket.rate * 8  # both ways (a trace changes both buckets together)
+        self._transfers["up"].append((up, received - paced, rate))
+        self._transfers["down"].append((down, t2 - sending, rate))
         return wire.frame_tensor(result), {"device_compute": t1 - t0, "upload": received - t1,
                                            "server_compute": computed - received, "download": t2 - computed,
                                            "bytes_up": up, "bytes_down": down}
@@ -297,16 +372,16 @@ class SplitSystem(BatchingSystem):
 
     def in_run_rates(self) -> dict[str, Any]:
         """The link's rate over the run's own transfers: wire bytes over the paced time (first byte offered
-        to the receipt of the last), over the transfers long enough to measure (ideally at least 20 ms)."""
-        rate = self.sender.bucket.rate * 8 if self.sender is not None else None
+        to the receipt of the last), over the transfers long enough to measure (ideally at least 20 ms);
+        ``error``: the time the configured rate(s) would take over the time taken, less 1."""
         out: dict[str, Any] = {"min_ideal_s": IN_RUN_MIN_S}
         for way, xs in self._transfers.items():
-            long = [(b, s) for b, s in xs if rate and 8 * b / rate >= IN_RUN_MIN_S]
-            secs = math.fsum(s for _b, s in long)
+            long = [(b, s, r) for b, s, r in xs if 8 * b / r >= IN_RUN_MIN_S]
+            secs = math.fsum(s for _b, s, _r in long)
             if long and secs > 0:
-                measured = 8 * sum(b for b, _s in long) / secs
-                out[way] = {"bit_s": measured, "error": measured / rate - 1 if rate else None, "transfers": len(long),
-                            "of": len(xs)}
+                ideal = math.fsum(8 * b / r for b, _s, r in long)  # the time at the configured rate(s)
+                out[way] = {"bit_s": 8 * sum(b for b, _s, _r in long) / secs, "error": ideal / secs - 1,
+                            "transfers": len(long), "of": len(xs)}
             else:
                 out[way] = {"bit_s": None, "transfers": 0, "of": len(xs),
                             "unavailable": "no transfer of the run was long enough to measure the rate (each one "
@@ -348,7 +423,9 @@ def predicted(built: wire.Built, x: Any, link: Link, server_load: float, device_
                              sizes, link, server_load)
     chosen = decide.choose(cuts, "latency")
     return {"profiles": {"device": device_profile, "server": server_profile},
-            "cuts": [c.as_dict() for c in cuts], "chosen": {"j": chosen.j, "layer": chosen.layer}}
+            "cuts": [c.as_dict() for c in cuts], "chosen": {"j": chosen.j, "layer": chosen.layer},
+            "per_layer": {"device_s": [predict(dev, la) for la in layers],
+                          "server_s": [predict(srv, la) for la in layers], "bytes": sizes}}
 
 
 def _decide(built: wire.Built, x: Any, link: Link, params: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
@@ -382,8 +459,10 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
 
     from aibench.partition.link import ShapedSender, TokenBucket, connect
     from aibench.partition.sides import usable_cpus
+    from aibench.partition.trace import read_trace
 
     link = link_of(params["network"], params["rtt_ms"])
+    trace = read_trace(params["trace"]) if params["trace"] else None
     given = {"batch": params["batch"], "num_samples": params["num_samples"], "data": params["data"]}
     before = torch.get_num_threads()
     torch.set_num_threads(params["device_threads"])
@@ -399,8 +478,9 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
             for _, layer in built.layers:  # one untimed pass: the largest frame either way bounds the readers
                 a = layer(a)
                 sizes.append(a.numel() * a.element_size())
-        rate_bit_s = link.up_mbit * 1e6
-        max_frame = max(2 * max(sizes), probe_bytes(rate_bit_s, params["link_check_s"])) + (1 << 20)
+        rate_bit_s = trace.rate_at(0.0) if trace is not None else link.up_mbit * 1e6
+        top = max(trace.rates_bit_s) if trace is not None else rate_bit_s
+        max_frame = max(2 * max(sizes), probe_bytes(top, params["link_check_s"])) + (1 << 20)
         server_threads = params["server_threads"] or usable_cpus()
         spec = {"net": built.bench.id, "params": built.params, "dtype": params["dtype"], "threads": server_threads,
                 "rate_bit_s": rate_bit_s, "rtt_ms": link.rtt_ms, "server_load": params["server_load"],
@@ -411,8 +491,12 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
                                    "(fingerprints differ): both sides must hold the same network")
         sock = connect("127.0.0.1", int(server.ready["port"]))
         sender = ShapedSender(sock, TokenBucket(rate_bit_s), link.rtt_ms / 1e3)
+        adapt = None
+        if trace is not None and params["cut"] == "auto":
+            assert decision is not None
+            adapt = {**decision["per_layer"], "rtt_ms": link.rtt_ms, "server_load": params["server_load"]}
         system = SplitSystem(built, j, sock, sender, server, max_frame, params["device_threads"],
-                             f"scenario/neurosurgeon:{params['net']}@{j}")
+                             f"scenario/neurosurgeon:{params['net']}@{j}", trace=trace, adapt=adapt)
         try:
             checks = [system.probe(params["link_check_s"])]
             if not checks[0]["within_5pct"]:  # a loaded machine can stall one transfer: once more
@@ -430,6 +514,13 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
                            "load": {"jobs": params["server_load"], "what": "threads in the server process, each "
                                     "running the whole network on one input in a loop (K jobs as heavy as a query "
                                     "sharing the server)"} if params["server_load"] else None},
+                "trace": ({**trace.describe(), "adapting": adapt is not None, "note": "the link's rate (both "
+                           "ways) follows the trace from the measured run's first query, looping; "
+                           + ("the cut is re-chosen after each query from the measured upload rate (a query's own "
+                              "upload when its paced time is 5 ms or more, else a 20 ms probe at most once a "
+                              "second, timed as parts.stage.link_probe)" if adapt is not None else
+                              "the cut stays fixed (--cut auto re-chooses it)")}
+                          if trace is not None else None),
                 "max_frame_bytes": max_frame,
                 "clock": "CLOCK_MONOTONIC, one clock for both processes",
             }
@@ -492,6 +583,16 @@ def record(system: SplitSystem, result: Any, info: dict[str, Any]) -> None:
         result.metrics["predicted_latency_s"] = metric(
             None, "s", "lower", unavailable=decision.get("unavailable") or "no platform profiles (aibench partition "
             "fit --side device / --side server)")
+    if system.timeline:
+        cuts: dict[str, int] = {}
+        for _t, _r, _e, j in system.timeline:
+            name = "input" if j == 0 else system.built.names[int(j) - 1]
+            cuts[name] = cuts.get(name, 0) + 1
+        info["adaptation"] = {"queries_by_cut": cuts, "columns": ["t_s", "trace_bit_s", "measured_bit_s", "j"],
+                              "queries": system.timeline,
+                              "note": "per query (at most 10000): its time since the measured run's start, the "
+                                      "trace's rate then, the measured rate the cut was chosen from (0: none yet) "
+                                      "and the cut it ran at"}
     stats = system.server_stats()
     if stats is not None:
         info["server"]["counters"] = stats

@@ -65,6 +65,8 @@ NEUROSURGEON_METRICS = (
         Param("device_profile", str, "partition-device.json", "platform profile of the device side (--cut auto, "
               "and the prediction beside the measurement)"),
         Param("server_profile", str, "partition-server.json", "platform profile of the server side"),
+        Param("trace", str, "", "a bandwidth trace replayed during the run (time_s,rate_mbit CSV), or "
+              "lte-synthetic (shipped, synthetic); with --cut auto the cut follows the measured rate"),
         Param("link_check_s", float, 0.3, "seconds of data each way that verify the link's rate before the run",
               unit="s", minimum=0.01, maximum=60.0),
     ],
