@@ -480,7 +480,8 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
                 sizes.append(a.numel() * a.element_size())
         rate_bit_s = trace.rate_at(0.0) if trace is not None else link.up_mbit * 1e6
         top = max(trace.rates_bit_s) if trace is not None else rate_bit_s
-        max_frame = max(2 * max(sizes), probe_bytes(top, params["link_check_s"])) + (1 << 20)
+        # a probe measured at up to 1.5x the fastest rate (a rate estimate may overshoot) still fits
+        max_frame = max(2 * max(sizes), probe_bytes(1.5 * top, max(params["link_check_s"], ADAPT_PROBE_S))) + (1 << 20)
         server_threads = params["server_threads"] or usable_cpus()
         spec = {"net": built.bench.id, "params": built.params, "dtype": params["dtype"], "threads": server_threads,
                 "rate_bit_s": rate_bit_s, "rtt_ms": link.rtt_ms, "server_load": params["server_load"],
