@@ -294,3 +294,26 @@ def test_the_shipped_trace_is_synthetic_and_lte_like() -> None:
     d = t.describe()
     assert "synthetic" in str(d["source"]) and d["points"] > 100 and 1e6 <= d["median_bit_s"] <= 20e6
     assert t.rate_at(0.0) == t.rate_at(t.period_s)  # it loops
+
+
+def test_an_exchange_cut_short_is_not_followed_by_another_on_the_stream() -> None:
+    """Ctrl-C in the middle of an upload (a SingleStream query runs on the main thread) leaves half a frame on
+    the stream: the counters are not asked for afterwards (the server would read the request as payload and
+    the device would wait for ever), and the run still ends with the server stopped."""
+    from aibench.partition.split import split_run
+    from aibench.sut.transport import encode_header
+
+    params, result = _params(network="1000")
+    with split_run(params, result) as (sut, _batch):
+        def half(frame: Any) -> int:
+            sut.sock.sendall(encode_header(frame))  # the header, not the payload
+            raise KeyboardInterrupt
+
+        sut.sender.send = half
+        x = sut.built.task.collate([sut.built.task.load_sample(0)])
+        with pytest.raises(KeyboardInterrupt):
+            sut.compute(x)
+        assert sut.server_stats() is None
+        pid = sut.server.pid
+    assert "unavailable" in result.method["neurosurgeon"]["server"]["counters"]
+    assert gone(pid)

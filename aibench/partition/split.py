@@ -48,6 +48,7 @@ SERVER_MODULE = "aibench.partition.server"
 READY_TIMEOUT_S = 300.0  # building VGG-16 on a loaded 2-core machine takes a while
 RATE_TOLERANCE = 0.05
 IN_RUN_MIN_S = 0.02  # frames whose ideal transfer is at least this long measure the rate in the run
+STATS_TIMEOUT_S = 5.0
 ADAPT_PROBE_EVERY_S = 1.0  # adapting: the rate is probed when no query measured it for this long
 ADAPT_PROBE_S = 0.02  # ... with about this much data (upload only)
 ADAPT_MIN_TRANSFER_S = 0.005  # a query's upload measures the rate when its paced time is at least this
@@ -200,7 +201,10 @@ class SplitSystem(BatchingSystem):
         self._torch = torch
         self._staged: dict[int, Any] = {}
         self._qid = 0
-        self._transfers: dict[str, list[tuple[int, float]]] = {"up": [], "down": []}
+        self._transfers: dict[str, list[tuple[int, float, float]]] = {"up": [], "down": []}
+        # False while an exchange is under way: one cut short (Ctrl-C in the middle of a frame, a failure) leaves
+        # the stream out of step, and nothing more is asked on it
+        self.in_step = True
 
     # -- the contract's rest ---------------------------------------------------------------------------
     def worker_init(self) -> None:
@@ -256,10 +260,12 @@ class SplitSystem(BatchingSystem):
         from aibench.partition.link import TokenBucket
 
         self.sender.bucket = TokenBucket(rate_bit_s)
+        self.in_step = False
         try:
             send_frame(self.sock, wire.stamps_frame(wire.TAG_RATE, [rate_bit_s]))
         except OSError as exc:
             raise self._broken(exc) from None
+        self.in_step = True
 
     def _follow(self) -> float:
         """Before a query: the trace's rate for now; when adapting and the cut sends too little to measure the
@@ -275,6 +281,7 @@ class SplitSystem(BatchingSystem):
             return 0.0
         est = self._estimate or self.sender.bucket.rate * 8
         self._qid += 1
+        self.in_step = False
         try:
             up = self.sender.send(Frame(wire.TAG_PROBE, bytearray(probe_bytes(est, ADAPT_PROBE_S)), key=1,
                                         id=self._qid))
@@ -283,6 +290,7 @@ class SplitSystem(BatchingSystem):
             self._recv()
         except (OSError, EOFError, FrameError) as exc:
             raise self._broken(exc) from None
+        self.in_step = True
         received, _ = wire.frame_stamps(ack)
         self._estimate, self._measured_at = 8 * up / (received - paced), received
         return wire.clock() - now
@@ -328,6 +336,7 @@ class SplitSystem(BatchingSystem):
                        "bytes_up": 0, "bytes_down": 0}
         self._qid += 1
         frame = wire.tensor_frame(wire.TAG_ACT, a, key=self.j, ident=self._qid)
+        self.in_step = False
         try:
             up = self.sender.send(frame)
             paced = self.sender.paced_at
@@ -336,6 +345,7 @@ class SplitSystem(BatchingSystem):
         except (OSError, EOFError, FrameError) as exc:
             raise self._broken(exc) from None
         t2 = wire.clock()
+        self.in_step = True
         if times.tag != wire.TAG_TIMES or result.tag != wire.TAG_RESULT or times.id != self._qid != result.id:
             raise SplitServerError(f"the split's server answered {times.tag!r}/{result.tag!r} for query {self._qid}")
         received, computed, sending = wire.frame_stamps(times)
@@ -354,6 +364,7 @@ class SplitSystem(BatchingSystem):
         rate = self.sender.bucket.rate * 8
         nbytes = probe_bytes(rate, seconds)
         self._qid += 1
+        self.in_step = False
         try:
             up = self.sender.send(Frame(wire.TAG_PROBE, bytearray(nbytes), id=self._qid))
             paced = self.sender.paced_at
@@ -363,6 +374,7 @@ class SplitSystem(BatchingSystem):
             raise UnavailableError(f"the link to the split's server broke while checking it: "
                                    f"{self._broken(exc)}") from None
         t2 = wire.clock()
+        self.in_step = True
         received, sending = wire.frame_stamps(ack)
         down = _wire_bytes(ack) + _wire_bytes(back)
         up_rate, down_rate = 8 * up / (received - paced), 8 * down / (t2 - sending)
@@ -390,11 +402,17 @@ class SplitSystem(BatchingSystem):
         return out
 
     def server_stats(self) -> dict[str, Any] | None:
-        if self.sock is None or self.server is None or not self.server.alive():
+        """The server's counters, when the stream is in step (not after an exchange cut short) and the server
+        answers within seconds."""
+        if self.sock is None or self.server is None or not self.server.alive() or not self.in_step:
             return None
+        self.in_step = False
         try:
+            self.sock.settimeout(STATS_TIMEOUT_S)
             send_frame(self.sock, Frame(wire.TAG_QUERY, b""))
             frame = recv_frame(self.src, wire.CONTROL_MAX, tags=(wire.TAG_STATS,))
+            self.sock.settimeout(None)
+            self.in_step = True
             return json.loads(bytes(frame.payload))
         except (OSError, EOFError, FrameError, ValueError):
             return None
@@ -597,3 +615,7 @@ def record(system: SplitSystem, result: Any, info: dict[str, Any]) -> None:
     stats = system.server_stats()
     if stats is not None:
         info["server"]["counters"] = stats
+    else:
+        info["server"]["counters"] = {"unavailable": "the server is gone, or the last exchange was cut short "
+                                                     "(the stream is out of step), or it did not answer in "
+                                                     f"{STATS_TIMEOUT_S:g} s"}
