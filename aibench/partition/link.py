@@ -85,23 +85,31 @@ class ShapedSender:
     sock: socket.socket
     bucket: TokenBucket | None
     rtt_s: float = 0.0
+    paced_at: float = 0.0  # CLOCK_MONOTONIC when the last send's first byte was paced (after its delay)
 
     def send(self, frame: Frame) -> int:
         """Send one frame; the bytes put on the wire (header included)."""
+        return self.send_all([frame])
+
+    def send_all(self, frames: list[Frame]) -> int:
+        """Send frames back to back as one transfer: one delay, then paced from an empty bucket. The bytes put
+        on the wire (headers included)."""
         if self.rtt_s > 0:
             time.sleep(self.rtt_s / 2)
         if self.bucket is not None:
             self.bucket.drain()
+        self.paced_at = time.clock_gettime(time.CLOCK_MONOTONIC)
         wire = 0
-        for buf in (encode_header(frame), memoryview(frame.payload).cast("B") if frame.nbytes else b""):
-            view = memoryview(buf).cast("B")
-            step = self.bucket.chunk if self.bucket is not None else len(view) or 1
-            for i in range(0, len(view), step):
-                part = view[i:i + step]
-                if self.bucket is not None:
-                    self.bucket.take(len(part))
-                self.sock.sendall(part)
-                wire += len(part)
+        for frame in frames:
+            for buf in (encode_header(frame), memoryview(frame.payload).cast("B") if frame.nbytes else b""):
+                view = memoryview(buf).cast("B")
+                step = self.bucket.chunk if self.bucket is not None else len(view) or 1
+                for i in range(0, len(view), step):
+                    part = view[i:i + step]
+                    if self.bucket is not None:
+                        self.bucket.take(len(part))
+                    self.sock.sendall(part)
+                    wire += len(part)
         return wire
 
 

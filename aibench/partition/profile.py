@@ -58,6 +58,9 @@ def load_network(ref: str, side: Side, batch: int = 1) -> Network:
     bench = registry.get(ref)
     if bench.kind != "component":
         raise UsageError(f"{bench.id}: only component benchmarks (whole networks) can be partitioned")
+    if not bench.can("inference"):  # a training benchmark's factory takes other arguments
+        raise UsageError(f"{bench.id}: its model is not a sequence of named layers (a training benchmark, not an "
+                         "inference network), so it cannot be cut")
     given: dict[str, Any] = {"batch": batch, "num_samples": 1, "data": "synthetic", "stage": "dnn",
                              "device": side.device, "dtype": side.dtype}
     names = {p.name for p in bench.params}
