@@ -47,6 +47,11 @@ COMPONENT_METRICS = (
     *meters.metric_specs("sample", "the measured LoadGen window"),
 )
 
+# What a system with stages of its own declares (a scenario's client and server, a split's device and server):
+# LoadGen's figures and the meters, without the in-process stages' shares; its own stages give theirs as
+# share_<stage> where they are measured.
+SYSTEM_METRICS = tuple(m for m in COMPONENT_METRICS if not (m.of or "").startswith("parts.stage."))
+
 # Numeric LoadGen options a sweep may vary, with their types (the options a user can give on `run`).
 SWEEPABLE: dict[str, type] = {
     "target_qps": float, "expected_qps": float, "samples_per_query": int, "max_wait_us": float,

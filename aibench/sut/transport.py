@@ -1,6 +1,6 @@
 """One framed transport between aibench's processes: tensors as raw bytes, never pickled.
 
-A *frame* is a fixed 32-byte header, then ``ndim`` int64 dimensions, then the payload::
+A *frame* is a fixed 28-byte header, then ``ndim`` int64 dimensions, then the payload::
 
     magic   2s  b"AB"           a desynchronised or foreign stream is refused at once
     tag     1s                  what the frame is (the protocol above this one decides)
@@ -39,7 +39,7 @@ from typing import Any
 
 MAGIC = b"AB"
 HEADER = struct.Struct("<2s1sBB3xIQQ")
-HEADER_SIZE = HEADER.size  # 32
+HEADER_SIZE = HEADER.size  # 28
 MAX_NDIM = 8
 
 # code -> (name, itemsize). Names are numpy's (and torch's, minus the "torch." prefix); bfloat16 travels

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from aibench.loadgen.metrics import COMPONENT_METRICS
+from aibench.loadgen.metrics import SYSTEM_METRICS
 from aibench.registry import MetricSpec, benchmark
 from aibench.spec import Param
 
@@ -36,9 +36,7 @@ APP_PARAMS = ("batch", "num_samples", "stage", "data", "words", "frames", "image
 LINKS = {"PCIe v3 x16": 15.875e9 * 0.8, "10GbE": 1.25e9 * 0.8}
 
 DJINN_METRICS = (
-    # the in-process stage shares (preprocess/dnn/postprocess) do not apply: the system's own stages (client
-    # pre, network and queue, server compute, client post) give theirs as share_<stage>
-    *(m for m in COMPONENT_METRICS if not m.of or not m.of.startswith("parts.stage.")),
+    *SYSTEM_METRICS,  # its stages: client pre, network and queue, server compute, client post
     # per application query: one sample (an image, a sentence, an utterance), as the paper counts; a LoadGen
     # query may hold many samples (Offline, MultiStream)
     MetricSpec("bytes_up_per_query", "B", "lower", "request bytes per application query (one sample), client "

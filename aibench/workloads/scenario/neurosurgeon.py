@@ -14,12 +14,12 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from aibench.loadgen.metrics import COMPONENT_METRICS
+from aibench.loadgen.metrics import SYSTEM_METRICS
 from aibench.registry import MetricSpec, benchmark
 from aibench.spec import Param
 
 NEUROSURGEON_METRICS = (
-    *COMPONENT_METRICS,
+    *SYSTEM_METRICS,  # its stages: device compute, upload, server compute, download
     MetricSpec("bytes_up_per_query", "B", "lower", "bytes on the link per query, device to server (the activation "
                "at the cut with its frame header; 0 at cut N)"),
     MetricSpec("bytes_down_per_query", "B", "lower", "bytes on the link per query, server to device (stamps and "
