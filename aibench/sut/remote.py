@@ -108,26 +108,11 @@ Call = Callable[[str, Any], Any]  # (network, input tensor) -> awaitable output 
 
 def remote_forward(task: Any, network: str) -> tuple[Callable[[Any, Call], Any], tuple[str, ...]]:
     """How the task's model becomes requests: an async ``forward(x, call)`` doing what ``task.model(x)``
-    does, with each served network replaced by ``await call(name, tensor)``, and the networks it calls.
-
-    The Tonic tasks' models are the network itself (images, and every task's network stage), a network
-    with its per-request row counts carried through (:class:`~aibench.workloads.tonic._apps.RowsWithLengths`:
-    ASR, POS, NER), or CHK's application, which first runs POS (the original CHK client opens a second
-    connection for it)."""
-    model = task.model
-    kind = type(model).__name__
-    if kind == "RowsWithLengths":
-        async def rows_forward(x: Any, call: Call) -> Any:
-            return {"y": await call(network, x["x"]), "lengths": x["lengths"]}
-
-        return rows_forward, (network,)
-    if kind == "ChkPipeline":
-        async def chk_forward(x: Any, call: Call) -> Any:
-            pos_scores = await call("pos", x["pos_x"])
-            feats = model.chk_features(x, pos_scores.float())
-            return {"y": await call("chk", feats), "lengths": x["lengths"]}
-
-        return chk_forward, ("pos", "chk")
+    does, with each served network replaced by ``await call(name, tensor)``, and the networks it calls. The
+    task declares it (``InferenceTask.served_forward``: an application whose model carries more than one
+    network's input, e.g. row counts, or calls two networks); otherwise its model is the ``network``."""
+    if task.served_forward is not None:
+        return task.served_forward, tuple(task.served_networks)
 
     async def plain_forward(x: Any, call: Call) -> Any:
         return await call(network, x)

@@ -18,7 +18,7 @@ The timed path for one batch of sample indices is::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +93,11 @@ class InferenceTask:
     stage: str = "dnn"
     data: dict[str, Any] = field(default_factory=lambda: {"source": "synthetic"})
     network: Any = None
+    # When the networks run elsewhere (``aibench run --remote``, scenario/djinn): an async
+    # ``served_forward(x, call)`` doing what ``model(x)`` does with each network replaced by
+    # ``await call(name, tensor)``, and the networks it calls. None: the model is one network, called with x.
+    served_forward: Callable[[Any, Callable[[str, Any], Awaitable[Any]]], Awaitable[Any]] | None = None
+    served_networks: tuple[str, ...] = ()
 
     def run_batch(self, indices: Sequence[int] = (0,)) -> Any:
         """The timed path above for one batch, untimed and unoptimised: the reference the adapter's fast

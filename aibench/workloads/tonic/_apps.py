@@ -89,6 +89,15 @@ class RowsWithLengths(nn.Module):
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         return {"y": self.net(batch["x"]), "lengths": batch["lengths"]}
 
+    @staticmethod
+    def served(network: str) -> dict[str, Any]:
+        """InferenceTask fields for a client whose ``network`` is served elsewhere."""
+
+        async def forward(batch: dict[str, Any], call: Any) -> dict[str, Any]:
+            return {"y": await call(network, batch["x"]), "lengths": batch["lengths"]}
+
+        return {"served_forward": forward, "served_networks": (network,)}
+
 
 def counted_flops(names: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> float:
     """Mean FLOPs per sample of the networks ``names`` run in sequence, one entry of ``shapes`` per sample
@@ -315,7 +324,7 @@ def asr_task(params: dict[str, Any], device: Any, dtype: Any) -> InferenceTask:
     return InferenceTask(model=RowsWithLengths(net), device=device, num_samples=n,
                          load_sample=waves.__getitem__, collate=list_collate, preprocess=preprocess,
                          to_device=to_device, postprocess=postprocess, flops_per_sample=flops,
-                         flops_note=FLOPS_NOTE, stage="app", data=data)
+                         flops_note=FLOPS_NOTE, stage="app", data=data, **RowsWithLengths.served("asr"))
 
 
 # --- NLP: POS, CHK, NER (SENNA) ---------------------------------------------------------------------------
@@ -469,6 +478,17 @@ class ChkPipeline(nn.Module):
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         return {"y": self.chk_net(self.chk_input(batch)), "lengths": batch["lengths"]}
 
+    def served(self) -> dict[str, Any]:
+        """InferenceTask fields for a client of served POS and CHK nets (the original CHK client asks POS
+        first, over a second connection)."""
+
+        async def forward(batch: dict[str, Any], call: Any) -> dict[str, Any]:
+            pos_scores = await call("pos", batch["pos_x"])
+            feats = self.chk_features(batch, pos_scores.float())
+            return {"y": await call("chk", feats), "lengths": batch["lengths"]}
+
+        return {"served_forward": forward, "served_networks": ("pos", "chk")}
+
 
 def nlp_task(app: str, params: dict[str, Any], device: Any, dtype: Any) -> InferenceTask:
     from aibench.datasets import text
@@ -514,9 +534,11 @@ def nlp_task(app: str, params: dict[str, Any], device: Any, dtype: Any) -> Infer
                                                                                                 dtype),
                                        tables, device, dtype)
         net = model.chk_net
+        served = model.served()
     else:
         net = prepare_net(app, params, device, dtype)
         model = RowsWithLengths(net)
+        served = RowsWithLengths.served(app)
     init, trans = tables.init[app], tables.trans[app]
 
     def postprocess(out: dict[str, Any]) -> list[list[int]]:
@@ -535,7 +557,7 @@ def nlp_task(app: str, params: dict[str, Any], device: Any, dtype: Any) -> Infer
     return InferenceTask(model=model, device=device, num_samples=n, load_sample=sentences.__getitem__,
                          collate=list_collate, preprocess=features, to_device=to_device,
                          postprocess=postprocess, flops_per_sample=flops, flops_note=FLOPS_NOTE,
-                         stage="app", data=data)
+                         stage="app", data=data, **served)
 
 
 TASKS: dict[str, Callable[[dict[str, Any], Any, Any], InferenceTask]] = {
