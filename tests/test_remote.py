@@ -22,7 +22,7 @@ POS = ["--batch", "3", "--num-samples", "3", "--words", "7", "--data", "syntheti
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
-    srv = start_server(["pos", "imc"])
+    srv = start_server(["pos", "imc", "chk"])
     yield srv
     assert srv.stop() == 0
 
@@ -88,6 +88,10 @@ def test_outputs_equal_in_process(server: ServerProcess, protocol: str) -> None:
     assert all(len(v) == 2 for v in rep.stages.values())
     imc = task("imc", num_samples=2)
     assert RemoteSystem(imc, url(server, protocol), "imc").infer([0, 1]).tolist() == imc.run_batch([0, 1]).tolist()
+    chk = task("chk", stage="app")  # the application the task declares: a POS request, then a CHK request
+    rs = RemoteSystem(chk, url(server, protocol), "chk")
+    assert run_once(rs, [0, 1, 2], max_batch=3) == dict(enumerate(chk.run_batch([0, 1, 2])))
+    assert set(rs.networks) == {"pos", "chk"}
 
 
 def test_json_when_the_server_has_no_binary_extension(server: ServerProcess, monkeypatch: Any) -> None:
