@@ -17,7 +17,7 @@ import click
 
 from aibench import lifetime
 from aibench.cli import EXIT_CODES_HELP, _check_devices, _split_args, _stderr_console, _stdout_console, run_cmd
-from aibench.errors import EXIT_FAILED, UsageError
+from aibench.errors import EXIT_FAILED, UnavailableError, UsageError
 from aibench.loadgen.options import build as loadgen_build
 from aibench.loadgen.options import check_applicable as loadgen_check
 from aibench.loadgen.options import loadgen_options
@@ -177,13 +177,19 @@ def sweep(ctx: click.Context, args: tuple[str, ...], values_text: str | None, ma
     if kind != "gpus" and (devices_text is not None or instances_text is not None):
         raise UsageError("--devices and --instances-per-device apply to 'aibench sweep gpus'")
     if kind == "gpus":
-        devices = parse_devices(devices_text, _cuda_count(devices_text))
+        cuda = _cuda_count(devices_text)
+        if bench.can("owns-system") and cuda < 2 and devices_text is None:
+            raise UnavailableError(
+                f"this machine has {cuda} CUDA GPU(s): a device sweep of {bench.id} (DjiNN's Figs. 11/12) needs "
+                "two or more; name one to sweep 1 device (--devices cuda:0), or sweep CPU instances with "
+                f"'aibench sweep instances {bench.kind} {bench.name} --values 1,2,4'")
+        devices = parse_devices(devices_text, cuda)
     plan = plan_sweep(form, bench, given, opts, values_text=values_text, max_threads=max_threads,
                       usable_cpus=_usable_cpus(), devices=devices, instances_text=instances_text,
                       latency_bound_ms=bound, latency_metric=latency_metric, threads_given=threads is not None)
     for p in plan.points:  # each point's own LoadGen options (a swept option differs between them)
         loadgen_check([p.run], p.opts.options_for("loadgen"))
-    if kind == "gpus" and inference:
+    if kind == "gpus" and inference and not bench.can("owns-system"):
         from aibench.sweep.scaleout import PoolExecutor
 
         executor: Any = PoolExecutor(bench, plan.points[0].extra["slots"], plan.points[0].opts.threads or 1, seed,
