@@ -194,7 +194,7 @@ def sweep(ctx: click.Context, args: tuple[str, ...], values_text: str | None, ma
 
         executor: Any = PoolExecutor(bench, plan.points[0].extra["slots"], plan.points[0].opts.threads or 1, seed,
                                      plan.points[0].run.params)
-    elif kind == "gpus":
+    elif kind == "gpus" and not inference:
         from aibench.sweep.launch import distributed_executor
 
         executor = distributed_executor(plan, nnodes=launch.nnodes, node_rank=launch.node_rank,

@@ -158,6 +158,8 @@ def plan_sweep(form: str, bench: Benchmark, given: Mapping[str, Any], opts: RunO
                          "oversubscribe the cores (their speedup shows it)")
     else:
         param, values, extra = _gpus_values(bench, fixed, devices, instances_text, values_text)
+        if bench.can("owns-system") and param == "devices" and len(values) == 1:
+            notes.append(f"one device: a sweep of 1 point ({bench.id}'s device scaling needs two or more GPUs)")
 
     # Fixed parameters, validated once (the swept value is validated per point below).
     runs: list[tuple[PlannedRun, RunOptions, dict[str, Any]]] = []
@@ -259,7 +261,7 @@ def _gpus_values(bench: Benchmark, fixed: set[str], devices: list[str] | None, i
                           "instances_per_device": k})
     if len(slots) > MAX_WORKERS:
         raise UsageError(f"{len(slots)} worker processes is more than {MAX_WORKERS}")
-    if per_slot == "cuda" and "device" not in bench.params:
+    if per_slot == "cuda" and "device" not in bench.params and not bench.can("owns-system"):
         raise UsageError(f"{bench.id} has no --device parameter: it cannot be placed on GPUs")
     if "device" in fixed:
         raise UsageError("a gpus sweep places each worker on its device: use --devices instead of --device")
