@@ -83,6 +83,8 @@ def test_sweep_table_shows_the_sharing(studies: Path) -> None:
 def test_device_sweep_refused_without_gpus(cli: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
     code, _, err = cli("sweep", "gpus", "scenario", "djinn", *TINY, "--out", str(tmp_path))
     assert code == 3 and "needs two or more" in err and err.count("\n") == 1
+    code, _, err = cli("sweep", "gpus", "scenario", "djinn", *TINY, "--devices", "cuda:0", "--out", str(tmp_path))
+    assert code == 3 and "needs two or more" in err and err.count("\n") == 1
     code, _, err = cli("sweep", "gpus", "scenario", "djinn", *TINY, "--devices", "cpu:2", "--out", str(tmp_path))
     assert code == 2 and "sweep instances" in err and err.count("\n") == 1
     assert not list(tmp_path.iterdir())

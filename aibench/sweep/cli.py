@@ -178,11 +178,13 @@ def sweep(ctx: click.Context, args: tuple[str, ...], values_text: str | None, ma
         raise UsageError("--devices and --instances-per-device apply to 'aibench sweep gpus'")
     if kind == "gpus":
         cuda = _cuda_count(devices_text)
-        if bench.can("owns-system") and cuda < 2 and devices_text is None:
+        on_cpu = devices_text is not None and devices_text.strip().lower().startswith("cpu")
+        if bench.can("owns-system") and not on_cpu and (cuda == 0 or (cuda < 2 and devices_text is None)):
+            one = " (--devices cuda:0 sweeps the one)" if cuda == 1 else ""
             raise UnavailableError(
                 f"this machine has {cuda} CUDA GPU(s): a device sweep of {bench.id} (DjiNN's Figs. 11/12) needs "
-                "two or more; name one to sweep 1 device (--devices cuda:0), or sweep CPU instances with "
-                f"'aibench sweep instances {bench.kind} {bench.name} --values 1,2,4'")
+                f"two or more{one}; sweep CPU instances with 'aibench sweep instances {bench.kind} {bench.name} "
+                "--values 1,2,4'")
         devices = parse_devices(devices_text, cuda)
     plan = plan_sweep(form, bench, given, opts, values_text=values_text, max_threads=max_threads,
                       usable_cpus=_usable_cpus(), devices=devices, instances_text=instances_text,
