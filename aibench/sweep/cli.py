@@ -137,6 +137,7 @@ def sweep(ctx: click.Context, args: tuple[str, ...], values_text: str | None, ma
       aibench sweep threads component imc --max 2
       aibench sweep gpus component dig --devices cpu:2
       aibench sweep gpus component dig --devices cuda:0 --instances-per-device 1,2,4
+      aibench sweep instances scenario djinn --app imc --values 1,2,4
       aibench sweep target_qps component imc --scenario server --values 50:400:x2 --latency-bound-ms 100
       aibench sweep m micro gemm --values 256:2048:x2 --n 1024 --k 1024
     """
