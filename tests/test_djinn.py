@@ -137,9 +137,11 @@ def test_ctrl_c_stops_the_server(tmp_path: Path) -> None:
     assert all(gone(pid) for pid in servers)
 
 
-def test_sweep_gpus_refuses_a_scenario_that_owns_its_system(cli: Any, tmp_path: Path) -> None:
+def test_sweep_gpus_of_a_scenario_on_cpu_workers_is_refused_up_front(cli: Any, tmp_path: Path) -> None:
+    """Its own server places the instances: CPU worker processes are not how it scales (it crashed in the
+    worker with a TypeError once)."""
     code, _out, err = cli("sweep", "gpus", "scenario", "djinn", *TINY, "--devices", "cpu:1", "--out", str(tmp_path))
-    assert code == 2 and "owns its system" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert not list(tmp_path.iterdir())
 
 

@@ -34,10 +34,14 @@ def _plain(text: str) -> str:
               help="Which metrics go in the github-benchmark file [default: the one direction they share].")
 @click.option("--github-benchmark-metric", "gh_metrics", multiple=True, metavar="NAME",
               help="Export this metric (repeatable) [default: each result's primary metric].")
+@click.option("--links", "links_path", type=click.Path(path_type=Path), metavar="FILE.json",
+              help="Reference link rates for the DjiNN bandwidth study [default: PCIe v3/v4/v5 x16, 10/40/400GbE "
+                   "at 80%, aibench/data/djinn/links.json].")
 @click.option("--title", default="aibench report", show_default=True, help="Title of the HTML page.")
 @click.pass_context
 def report(ctx: click.Context, paths: tuple[Path, ...], csv_path: Path | None, html_path: Path | None,
-           gh_path: Path | None, gh_direction: str | None, gh_metrics: tuple[str, ...], title: str) -> None:
+           gh_path: Path | None, gh_direction: str | None, gh_metrics: tuple[str, ...], title: str,
+           links_path: Path | None) -> None:
     """Report on result files: a CSV, an HTML page with plots, a github-action-benchmark file.
 
     PATHS are result files or folders (searched recursively; default: results). Inside folders, JSON files
@@ -51,6 +55,7 @@ def report(ctx: click.Context, paths: tuple[Path, ...], csv_path: Path | None, h
       aibench report results --html results/report.html --csv results/report.csv
       aibench report results/ cmp.json --html report.html   results plus a comparison
       aibench report results --github-benchmark bench.json --github-benchmark-direction smaller
+      aibench report djinn-results --html djinn.html --links links.json   DjiNN studies, own link rates
     """
     from aibench.report.load import load_inputs
     from aibench.results.store import check_outputs
@@ -61,6 +66,9 @@ def report(ctx: click.Context, paths: tuple[Path, ...], csv_path: Path | None, h
         raise UsageError("--github-benchmark-direction and --github-benchmark-metric need --github-benchmark FILE")
     # Before reading anything: an output never replaces an input, a result or anything but a regular file.
     targets = check_outputs({"--csv": csv_path, "--html": html_path, "--github-benchmark": gh_path}, roots)
+    from aibench.report.djinn_studies import load_links
+
+    links = load_links(links_path)  # a bad table: one line, exit 2, before anything is read
     inputs = load_inputs(roots)
     note = inputs.note()
     if inputs.empty:
@@ -85,12 +93,12 @@ def report(ctx: click.Context, paths: tuple[Path, ...], csv_path: Path | None, h
     if csv_path is not None:
         from aibench.report.csv_export import results_frame
 
-        frame = results_frame(inputs)
+        frame = results_frame(inputs, links)
         rendered.append((targets["--csv"], frame.to_csv(index=False, lineterminator="\n"), f"{len(frame)} rows"))
     if html_path is not None:
         from aibench.report.html_report import render_html
 
-        page = render_html(inputs, title)
+        page = render_html(inputs, title, links, str(links_path) if links_path else None)
         rendered.append((targets["--html"], page, f"{len(page.encode('utf-8')) / 1024:.0f} KiB"))
 
     from aibench.report.view import write_atomic

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from aibench.report.djinn_studies import load_links, study_figures
 from aibench.report.load import ReportInputs
 from aibench.report.view import (
     as_dict,
@@ -45,7 +46,8 @@ def _cell(x: Any) -> Any:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
-def _rows(r: Result, file: Path | None, param_keys: Sequence[str], with_sweep: bool) -> list[dict[str, Any]]:
+def _rows(r: Result, file: Path | None, param_keys: Sequence[str], with_sweep: bool,
+          links: Sequence[Any] = ()) -> list[dict[str, Any]]:
     bench = as_dict(r.benchmark)
     common: dict[str, Any] = {
         "benchmark": r.id, "kind": bench.get("kind"), "name": bench.get("name"), "load_scenario": r.load_scenario,
@@ -68,23 +70,29 @@ def _rows(r: Result, file: Path | None, param_keys: Sequence[str], with_sweep: b
                      "of": entry.get("of"), "primary": name == r.primary_metric,
                      "unavailable": entry.get("unavailable"),
                      "validity": "INVALID" if is_invalid(r) or entry.get("valid") is False else common["validity"]})
+    # the DjiNN studies' derived figures (aibench.report.djinn_studies): study.* metrics, never primary
+    for fig in study_figures(r, links):
+        rows.append({**common, **fig, "value": num(fig["value"]), "primary": False, "unavailable": None,
+                     "validity": "INVALID" if is_invalid(r) else common["validity"]})
     if not rows:
         rows.append({**common, "metric": None, "value": None, "unit": None, "direction": None, "primary": None,
                      "unavailable": None})
     return rows
 
 
-def results_frame(inputs: ReportInputs) -> Any:
-    """A pandas DataFrame of every result's metrics (see the module docstring for the columns)."""
+def results_frame(inputs: ReportInputs, links: Sequence[Any] | None = None) -> Any:
+    """A pandas DataFrame of every result's metrics (see the module docstring for the columns), with the
+    DjiNN studies' ``study.*`` rows (``links``: their reference links, default their table)."""
     import pandas as pd
 
+    links = list(links) if links is not None else load_links()
     param_keys: list[str] = []
     for r in inputs.results:
         param_keys.extend(k for k in r.params if k not in param_keys)
     with_sweep = any(sweep_of(r) for r in inputs.results)
     columns = [*BASE_COLUMNS, *(SWEEP_COLUMNS if with_sweep else ()), *(f"param.{k}" for k in param_keys)]
     rows = [{k: _cell(v) for k, v in row.items()}
-            for r in inputs.results for row in _rows(r, inputs.result_file(r), param_keys, with_sweep)]
+            for r in inputs.results for row in _rows(r, inputs.result_file(r), param_keys, with_sweep, links)]
     # dtype=object: an integer column with blanks stays integers (pandas would turn 4 into 4.0).
     return pd.DataFrame(rows, columns=columns, dtype=object)
 

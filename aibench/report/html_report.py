@@ -33,6 +33,7 @@ from typing import Any
 
 from aibench import __version__
 from aibench.report import plots
+from aibench.report.djinn_studies import studies_section
 from aibench.report.load import ReportInputs
 from aibench.report.tco_section import tco_section
 from aibench.report.view import (
@@ -707,12 +708,14 @@ def _environment_section(results: Sequence[Result]) -> str:
 
 # ----------------------------------------------------------------------------------------------- page
 SECTIONS = (("summary", "Results"), ("kernels", "Kernels"), ("batch", "Batch"), ("latency", "Latency"),
-            ("parts", "Parts"), ("sweeps", "Sweeps"), ("devices", "Devices"), ("energy", "Energy"),
+            ("parts", "Parts"), ("sweeps", "Sweeps"), ("studies", "DjiNN studies"), ("devices", "Devices"),
+            ("energy", "Energy"),
             ("comparisons", "Comparisons"), ("tco", "TCO"), ("failures", "Failures"), ("environment", "Environment"))
 
 
-def render_html(inputs: ReportInputs, title: str = "aibench report") -> str:
-    """The whole page as a string."""
+def render_html(inputs: ReportInputs, title: str = "aibench report", links: Sequence[Any] | None = None,
+                links_source: str | None = None) -> str:
+    """The whole page as a string (``links``: the DjiNN studies' reference links, default their table)."""
     results = inputs.results
     body: dict[str, str] = {}
     if results:
@@ -728,6 +731,7 @@ def render_html(inputs: ReportInputs, title: str = "aibench report") -> str:
     body["latency"] = _latency_section(results)
     body["parts"] = _parts_section(results)
     body["sweeps"] = _sweep_section(results, inputs.sweeps)
+    body["studies"] = studies_section(results, inputs.sweeps, e, _figure, _table, links, links_source)
     body["devices"] = _device_section(results)
     body["energy"] = _energy_section(results)
     body["comparisons"] = _comparison_section(inputs.comparisons)

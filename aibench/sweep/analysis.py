@@ -147,16 +147,31 @@ def metric_ci(r: Result | None, name: str) -> tuple[float, float] | None:
     return None
 
 
-def add_batch_latency(r: Result, batch: int | float) -> None:
+def effective_batch(r: Result, params: dict[str, Any]) -> int | float | None:
+    """The batch a point ran at when the swept value is not the batch (e.g. a server's max batch): the
+    calibration's (what the run used, a benchmark's 0 resolved to its default), else a positive ``batch``."""
+    cal = r.method.get("calibration") if isinstance(r.method, dict) else None
+    b = cal.get("batch") if isinstance(cal, dict) else None
+    if isinstance(b, int | float) and not isinstance(b, bool) and b > 0:
+        return b
+    b = params.get("batch")
+    return b if isinstance(b, int | float) and not isinstance(b, bool) and b > 0 else None
+
+
+def add_batch_latency(r: Result, batch: int | float | None) -> None:
     """``batch_latency`` (s) from the point's samples/s, or unavailable with the reason."""
     rate_entry = r.metrics.get("samples_per_s") or {}
     rate = rate_entry.get("value")
-    if r.status != "ok":
+    if batch is None and r.status == "ok":
+        r.metrics[BATCH_LATENCY] = metric(None, "s", "lower", unavailable="the point's batch is not recorded",
+                                          **_VALUE)
+    elif r.status != "ok":
         r.metrics[BATCH_LATENCY] = metric(None, "s", "lower", unavailable=f"the point {r.status}", **_VALUE)
     elif not rate:
         r.metrics[BATCH_LATENCY] = metric(None, "s", "lower", unavailable="no samples/s was measured", **_VALUE)
     else:
         extra = {"valid": False} if rate_entry.get("valid") is False else {}
+        assert batch is not None
         r.metrics[BATCH_LATENCY] = metric(batch / rate, "s", "lower", note=BATCH_LATENCY_NOTE, **_VALUE, **extra)
 
 

@@ -17,7 +17,7 @@ import click
 
 from aibench import lifetime
 from aibench.cli import EXIT_CODES_HELP, _check_devices, _split_args, _stderr_console, _stdout_console, run_cmd
-from aibench.errors import EXIT_FAILED, UsageError
+from aibench.errors import EXIT_FAILED, UnavailableError, UsageError
 from aibench.loadgen.options import build as loadgen_build
 from aibench.loadgen.options import check_applicable as loadgen_check
 from aibench.loadgen.options import loadgen_options
@@ -137,6 +137,7 @@ def sweep(ctx: click.Context, args: tuple[str, ...], values_text: str | None, ma
       aibench sweep threads component imc --max 2
       aibench sweep gpus component dig --devices cpu:2
       aibench sweep gpus component dig --devices cuda:0 --instances-per-device 1,2,4
+      aibench sweep instances scenario djinn --app imc --values 1,2,4
       aibench sweep target_qps component imc --scenario server --values 50:400:x2 --latency-bound-ms 100
       aibench sweep m micro gemm --values 256:2048:x2 --n 1024 --k 1024
     """
@@ -176,23 +177,27 @@ def sweep(ctx: click.Context, args: tuple[str, ...], values_text: str | None, ma
     devices = None
     if kind != "gpus" and (devices_text is not None or instances_text is not None):
         raise UsageError("--devices and --instances-per-device apply to 'aibench sweep gpus'")
-    if kind == "gpus" and bench.can("owns-system"):  # worker processes each build the factory's own system
-        raise UsageError(f"{bench.id} starts and owns its system under test, so 'sweep gpus' cannot run it in worker "
-                         "processes; sweep its own parameters instead (e.g. 'aibench sweep instances "
-                         f"{bench.kind} {bench.name} --values 1,2,4')")
     if kind == "gpus":
-        devices = parse_devices(devices_text, _cuda_count(devices_text))
+        cuda = _cuda_count(devices_text)
+        on_cpu = devices_text is not None and devices_text.strip().lower().startswith("cpu")
+        if bench.can("owns-system") and not on_cpu and (cuda == 0 or (cuda < 2 and devices_text is None)):
+            one = " (--devices cuda:0 sweeps the one)" if cuda == 1 else ""
+            raise UnavailableError(
+                f"this machine has {cuda} CUDA GPU(s): a device sweep of {bench.id} (DjiNN's Figs. 11/12) needs "
+                f"two or more{one}; sweep CPU instances with 'aibench sweep instances {bench.kind} {bench.name} "
+                "--values 1,2,4'")
+        devices = parse_devices(devices_text, cuda)
     plan = plan_sweep(form, bench, given, opts, values_text=values_text, max_threads=max_threads,
                       usable_cpus=_usable_cpus(), devices=devices, instances_text=instances_text,
                       latency_bound_ms=bound, latency_metric=latency_metric, threads_given=threads is not None)
     for p in plan.points:  # each point's own LoadGen options (a swept option differs between them)
         loadgen_check([p.run], p.opts.options_for("loadgen"))
-    if kind == "gpus" and inference:
+    if kind == "gpus" and inference and not bench.can("owns-system"):
         from aibench.sweep.scaleout import PoolExecutor
 
         executor: Any = PoolExecutor(bench, plan.points[0].extra["slots"], plan.points[0].opts.threads or 1, seed,
                                      plan.points[0].run.params)
-    elif kind == "gpus":
+    elif kind == "gpus" and not inference:
         from aibench.sweep.launch import distributed_executor
 
         executor = distributed_executor(plan, nnodes=launch.nnodes, node_rank=launch.node_rank,

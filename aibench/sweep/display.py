@@ -45,6 +45,10 @@ def sweep_table(plan: SweepPlan, record: SweepRecord, results: Sequence[Result |
         columns += [("speedup", ("speedup",)), ("efficiency", ("efficiency",))]
     for header, _ in columns:
         table.add_column(header, justify="right", no_wrap=True)
+    # How a system's instances share its device (a result's context.device_sharing: scenario/djinn's server)
+    sharing = any(sharing_text(r) for r in done)
+    if sharing:
+        table.add_column("device sharing")
     table.add_column("status")
     knee_index = (record.knee or {}).get("index")
     for p, r, sp in zip(record.points, results, spreads, strict=True):
@@ -54,10 +58,19 @@ def sweep_table(plan: SweepPlan, record: SweepRecord, results: Sequence[Result |
         for _, names in columns:
             entry = next((r.metrics[n] for n in names if r is not None and n in r.metrics), None)
             cells.append(_cell(entry))
+        if sharing:
+            cells.append(escape(sharing_text(r) or "–"))
         table.add_row(*cells, _status(p.status, p.error, r, sp) + (f" ({escape(p.note)})" if p.note else ""))
     table.caption = escape(_caption(judged, spreads, plan.scaling is not None, results))
     table.caption_justify = "left"
     return table
+
+
+def sharing_text(r: Result | None) -> str | None:
+    """``context.device_sharing.text`` of a point (how its instances share the device), if it says."""
+    entry = r.context.get("device_sharing") if r is not None and isinstance(r.context, dict) else None
+    text = entry.get("text") if isinstance(entry, dict) else None
+    return text if isinstance(text, str) else None
 
 
 def _caption(judged: str, spreads: Sequence[dict[str, Any]], scaling: bool,

@@ -302,7 +302,8 @@ def _run_sweep(plan: SweepPlan, out_dir: Path, executor: Executor, lock: SweepLo
 
 def _derive(plan: SweepPlan, point: PointPlan, result: Result, results: list[Result | None]) -> None:
     if plan.batch_latency:
-        analysis.add_batch_latency(result, point.value)
+        analysis.add_batch_latency(result, point.value if plan.param == "batch"
+                                   else analysis.effective_batch(result, point.run.params))
     if plan.scaling is not None:
         base_point = plan.points[0]
         base = result if point.index == 0 else results[0]

@@ -158,6 +158,8 @@ def plan_sweep(form: str, bench: Benchmark, given: Mapping[str, Any], opts: RunO
                          "oversubscribe the cores (their speedup shows it)")
     else:
         param, values, extra = _gpus_values(bench, fixed, devices, instances_text, values_text)
+        if bench.can("owns-system") and param == "devices" and len(values) == 1:
+            notes.append(f"one device: a sweep of 1 point ({bench.id}'s device scaling needs two or more GPUs)")
 
     # Fixed parameters, validated once (the swept value is validated per point below).
     runs: list[tuple[PlannedRun, RunOptions, dict[str, Any]]] = []
@@ -172,6 +174,9 @@ def plan_sweep(form: str, bench: Benchmark, given: Mapping[str, Any], opts: RunO
             point_opts.options_for(key).resolve()
         elif target == "threads":
             point_opts = replace(opts, threads=int(v))
+        elif bench.can("owns-system"):  # its own server places the instances: its devices/instances params
+            point_given["devices"] = "cuda:" + ",".join(d.removeprefix("cuda:") for d in extra[i]["devices"])
+            point_given["instances"] = extra[i]["instances_per_device"]
         else:
             if "device" in bench.params:
                 point_given["device"] = "cpu" if devices and devices[0] == "cpu" else "cuda"
@@ -181,7 +186,7 @@ def plan_sweep(form: str, bench: Benchmark, given: Mapping[str, Any], opts: RunO
         except UsageError as exc:
             raise UsageError(f"{param}={v}: {exc.message}") from None
         info = extra[i] if extra else {}
-        if info:
+        if info and not bench.can("owns-system"):
             info = {**info, "scale": {"devices": info["devices"], "instances_per_device": info["instances_per_device"],
                                       "workers": len(info["workers"]), "worker_threads": point_opts.threads}}
         runs.append((run, point_opts, info))
@@ -229,6 +234,8 @@ def _gpus_values(bench: Benchmark, fixed: set[str], devices: list[str] | None, i
     if any(k < 1 for k in instances):
         raise UsageError("--instances-per-device must be >= 1")
     per_slot = "cpu" if devices[0] == "cpu" else "cuda"
+    if bench.can("owns-system"):
+        owned_system_devices(bench, fixed, per_slot)
     if len(instances) > 1:
         if values_text is not None:
             raise UsageError("with several --instances-per-device values the sweep varies instances over "
@@ -254,7 +261,7 @@ def _gpus_values(bench: Benchmark, fixed: set[str], devices: list[str] | None, i
                           "instances_per_device": k})
     if len(slots) > MAX_WORKERS:
         raise UsageError(f"{len(slots)} worker processes is more than {MAX_WORKERS}")
-    if per_slot == "cuda" and "device" not in bench.params:
+    if per_slot == "cuda" and "device" not in bench.params and not bench.can("owns-system"):
         raise UsageError(f"{bench.id} has no --device parameter: it cannot be placed on GPUs")
     if "device" in fixed:
         raise UsageError("a gpus sweep places each worker on its device: use --devices instead of --device")
@@ -263,6 +270,22 @@ def _gpus_values(bench: Benchmark, fixed: set[str], devices: list[str] | None, i
     for e in extra:
         e["slots"] = slots
     return param, values, extra
+
+
+def owned_system_devices(bench: Benchmark, fixed: set[str], per_slot: str) -> None:
+    """A benchmark that starts its own system (scenario/djinn's server) is swept over devices and instances
+    through its own ``devices`` and ``instances`` parameters, one system per point, not a pool of workers."""
+    if not {"devices", "instances"} <= set(bench.params.by_name):
+        raise UsageError(f"{bench.id} starts its own system without --devices/--instances parameters: it cannot "
+                         "be swept over devices")
+    if per_slot == "cpu":
+        raise UsageError(f"{bench.id}'s server counts the CPU as one device (its instances split the cores): "
+                         f"sweep CPU instances with 'aibench sweep instances {bench.kind} {bench.name} --values "
+                         "1,2,4'; a device sweep needs GPUs (--devices cuda:0,1,...)")
+    taken = fixed & {"devices", "instances"}
+    if taken:
+        raise UsageError(f"a gpus sweep sets --{sorted(taken)[0]} itself: use --devices and "
+                         "--instances-per-device")
 
 
 def _knee(bench: Benchmark, param: str, first_opts: RunOptions, latency_bound_ms: float | None,

@@ -79,7 +79,7 @@ def run_scale_out(bench: Benchmark, params: dict[str, Any], result: Measurement,
                     "message while much is queued), at most 2 messages outstanding per worker",
         "meters_note": METERS_NOTE}
     if any(d.startswith("cuda") for d in devices):
-        scale_ctx["mps"] = _mps_note()
+        scale_ctx["mps"] = mps_note()
     result.context["scale_out"] = scale_ctx
     sut = PoolSystem(pool, workers, batch, name=f"{bench.id} x{len(workers)}")
     meter_devices: Any = [d for d in devices if d.startswith("cuda")] or "cpu"
@@ -108,7 +108,7 @@ def run_scale_out(bench: Benchmark, params: dict[str, Any], result: Measurement,
     return result
 
 
-def _mps_note() -> dict[str, Any]:
+def mps_note() -> dict[str, Any]:
     """Whether NVIDIA's Multi-Process Service looks active: without it, processes on one GPU time-share it."""
     import os
 

@@ -54,6 +54,7 @@ def served_app(params: dict[str, Any], result: Any) -> Iterator[tuple[Any, int]]
         system = ServedSystem(task, url, params["app"], server, name=f"scenario/djinn:{params['app']}",
                               in_flight=params["in_flight"], stats_url=stats_url)
         result.context["app"] = {"benchmark": bench.id, "params": ap}
+        record_sharing(params, server, result)
         try:
             yield system, int(ap.get("batch", 1) or 1)
         finally:
@@ -61,6 +62,49 @@ def served_app(params: dict[str, Any], result: Any) -> Iterator[tuple[Any, int]]
     finally:
         code = server.stop()
         result.method.setdefault("djinn", {})["server_exit"] = {"code": code, "alive_after_stop": server.alive()}
+
+
+def instance_sharing(instances: int, devices: list[str], threads: int | None, cores: int | None,
+                     mps_active: bool) -> dict[str, Any]:
+    """How the server's instances share each device (the paper's Figs. 8/9 used NVIDIA MPS on GPUs):
+    ``mode`` is ``cpu-split-cores`` (CPU instances split the usable cores between them), ``gpu-mps`` (MPS's
+    daemon is active: kernels of the instances may run concurrently) or ``gpu-time-shared`` (plain processes
+    time-sharing the GPU, no MPS); ``text`` says it in words (the sweep table and the report show it)."""
+    cpu = [d for d in devices if d == "cpu"]
+    if cpu and len(cpu) == len(devices):
+        mode = "cpu-split-cores"
+        text = (f"{instances} CPU instance{'s' if instances != 1 else ''} split {cores or '?'} core(s): "
+                f"{threads or '?'} thread(s) each")
+    elif instances == 1:
+        mode, text = "gpu-one-instance", f"one instance per GPU ({', '.join(devices)})"
+    elif mps_active:
+        mode, text = "gpu-mps", f"{instances} instances per GPU under NVIDIA MPS (kernels may run concurrently)"
+    else:
+        mode, text = "gpu-time-shared", (f"{instances} instances per GPU as plain processes, without MPS "
+                                         "(they time-share the GPU)")
+    return {"mode": mode, "text": text, "instances_per_device": instances, "devices": list(devices),
+            "threads_per_instance": threads, "cores": cores, "mps_daemon_detected": mps_active}
+
+
+def record_sharing(params: dict[str, Any], server: Any, result: Any) -> None:
+    """The server's own account of its instances (``/v2/aibench``) into ``method.djinn.instances`` and
+    ``context.device_sharing`` (the key a sweep table reads, whatever the benchmark)."""
+    from aibench.sweep.scaleout import mps_note
+
+    try:
+        desc = server.describe()
+    except Exception as exc:  # the run goes on; the sharing is then what was asked
+        desc = {"unavailable": f"the server's description could not be read: {exc}"}
+    devices = [str(params["devices"])]  # as asked, unless the server says which it uses
+    if isinstance(desc.get("config"), dict) and isinstance(desc["config"].get("devices"), list):
+        devices = [str(d) for d in desc["config"]["devices"]]
+    gpu = any(d.startswith("cuda") for d in devices)
+    sharing = instance_sharing(int(params["instances"]), devices, desc.get("threads_per_instance"),
+                               desc.get("cores"), bool(gpu and mps_note()["daemon_detected"]))
+    if "unavailable" in desc:
+        sharing["note"] = desc["unavailable"]
+    result.method.setdefault("djinn", {})["instances"] = sharing
+    result.context["device_sharing"] = {"mode": sharing["mode"], "text": sharing["text"]}
 
 
 def _proc(pid: int) -> dict[str, Any] | None:
