@@ -111,7 +111,8 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
     extra = {"words": 28} if args.model in ("pos", "chk", "ner") else {}
     task = component_task(args.model, args.batch, num_samples=max(2 * args.batch, 32), **extra)
     tmp = Path(tempfile.mkdtemp(prefix="aibench-bench-"))
-    srv = start_server([args.model], args=["--threads", str(args.threads)] if args.threads else [])
+    env = dict(os.environ, **dict(kv.split("=", 1) for kv in args.server_env))  # e.g. the old spin-wait
+    srv = start_server([args.model], args=["--threads", str(args.threads)] if args.threads else [], env=env)
     try:
         address = srv.djinn_address if args.protocol == "djinn" else None
         url = "djinn://{}:{}".format(*address) if address else str(srv.http_url)
@@ -396,6 +397,9 @@ def main() -> int:
     o.add_argument("--seconds", type=float, default=8.0)
     o.add_argument("--in-flight", type=int, default=4)
     o.add_argument("--threads", type=int, default=0)
+    o.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra environment of the server and its instance (GOMP_SPINCOUNT=300000: libgomp's "
+                        "spin-wait, the instances' policy before they were made passive)")
     c = sub.add_parser("ceiling")
     c.add_argument("--protocols", default="djinn,http,http-json")
     c.add_argument("--seconds", type=float, default=3.0)
