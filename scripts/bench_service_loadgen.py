@@ -361,10 +361,13 @@ def peer(args: argparse.Namespace) -> dict[str, Any]:
                                  args.latency_bound_ms)
                 entry["null_peak_qps"].append(peak["peak_qps"])
                 entry.setdefault("null_probes", []).append(peak["probes"])
-                isut = RemoteSystem(imc, url, "imc", in_flight=args.in_flight)
-                entry["imc_samples_per_s"].append(offline_rate(isut, args.batch, args.seconds, tmp / f"{r}-{name}-imc"))
+                if "imc" in args.parts:
+                    isut = RemoteSystem(imc, url, "imc", in_flight=args.in_flight)
+                    entry["imc_samples_per_s"].append(offline_rate(isut, args.batch, args.seconds,
+                                                                   tmp / f"{r}-{name}-imc"))
                 print(f"round {r + 1} {name}: null peak {peak['peak_qps']} QPS, IMC "
-                      f"{entry['imc_samples_per_s'][-1]:.2f} samples/s (load {loadavg()})", file=sys.stderr)
+                      f"{(entry['imc_samples_per_s'] or [float('nan')])[-1]:.2f} samples/s (load {loadavg()})",
+                      file=sys.stderr)
         a, m = res["servers"]["aibench"], res["servers"]["mlserver"]
 
         def med(xs: list[float | None]) -> float | None:
@@ -416,6 +419,7 @@ def main() -> int:
     p.add_argument("--in-flight", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--latency-bound-ms", type=float, default=10.0, help="the p99 bound of the null-model search")
+    p.add_argument("--parts", default="null,imc", help="null: the null model's peak; imc: IMC Offline (both)")
     args = ap.parse_args()
     if args.cmd == "overhead" and args.batch is None:
         args.batch = {"imc": 16, "pos": 64, "chk": 64, "ner": 64}.get(args.model, 16)
