@@ -260,7 +260,7 @@ class ImcModel(MLModel):
     runs on one thread of its own (as aibench serve's instance; not the event loop's main thread)."""
 
     async def load(self):
-        from aibench.workloads.tonic import _nets
+        from aibench.networks import tonic as _nets
         self.pool = ThreadPoolExecutor(1, initializer=_threads)
         self.net = _nets.build("imc", seed=0, device="cpu", dtype=torch.float32)
         await asyncio.get_running_loop().run_in_executor(self.pool, self._forward, np.zeros((1, 3, 227, 227),
