@@ -49,8 +49,8 @@ def worker_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     it, and they need a core between two parallel regions and between batches. libgomp's default lets each
     idle OpenMP thread spin for up to 300,000 iterations (milliseconds) after every region; on the shared
     2-core VM that spinning took the core the rest of the chain needed and multiplied the instance's forward
-    pass: POS (1792 rows, 2 threads) 29 ms a batch with the default against 12 ms passive at load 2-3
-    (in-process ~9 ms), served/in-process 0.26 -> 0.60; IMC at batch 16 0.92 -> 1.04 (docs/djinn.md).
+    pass: POS (1792 rows, 2 threads) 23 ms a batch spinning against 9 ms passive, served/in-process
+    0.25 -> 0.70; IMC at batch 16 0.80 -> 0.90 (side by side in one run at load 2-4: docs/djinn.md).
     In-process runs keep the default: there nothing else in the chain waits for the core."""
     env = dict(os.environ if base is None else base)
     if not any(env.get(name) for name in W.WAIT_POLICY_VARS):
