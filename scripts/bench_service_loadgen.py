@@ -111,7 +111,8 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
     extra = {"words": 28} if args.model in ("pos", "chk", "ner") else {}
     task = component_task(args.model, args.batch, num_samples=max(2 * args.batch, 32), **extra)
     tmp = Path(tempfile.mkdtemp(prefix="aibench-bench-"))
-    srv = start_server([args.model], args=["--threads", str(args.threads)] if args.threads else [])
+    env = dict(os.environ, **dict(kv.split("=", 1) for kv in args.server_env))  # e.g. the old spin-wait
+    srv = start_server([args.model], args=["--threads", str(args.threads)] if args.threads else [], env=env)
     try:
         address = srv.djinn_address if args.protocol == "djinn" else None
         url = "djinn://{}:{}".format(*address) if address else str(srv.http_url)
@@ -259,7 +260,7 @@ class ImcModel(MLModel):
     runs on one thread of its own (as aibench serve's instance; not the event loop's main thread)."""
 
     async def load(self):
-        from aibench.workloads.tonic import _nets
+        from aibench.networks import tonic as _nets
         self.pool = ThreadPoolExecutor(1, initializer=_threads)
         self.net = _nets.build("imc", seed=0, device="cpu", dtype=torch.float32)
         await asyncio.get_running_loop().run_in_executor(self.pool, self._forward, np.zeros((1, 3, 227, 227),
@@ -360,10 +361,13 @@ def peer(args: argparse.Namespace) -> dict[str, Any]:
                                  args.latency_bound_ms)
                 entry["null_peak_qps"].append(peak["peak_qps"])
                 entry.setdefault("null_probes", []).append(peak["probes"])
-                isut = RemoteSystem(imc, url, "imc", in_flight=args.in_flight)
-                entry["imc_samples_per_s"].append(offline_rate(isut, args.batch, args.seconds, tmp / f"{r}-{name}-imc"))
+                if "imc" in args.parts:
+                    isut = RemoteSystem(imc, url, "imc", in_flight=args.in_flight)
+                    entry["imc_samples_per_s"].append(offline_rate(isut, args.batch, args.seconds,
+                                                                   tmp / f"{r}-{name}-imc"))
                 print(f"round {r + 1} {name}: null peak {peak['peak_qps']} QPS, IMC "
-                      f"{entry['imc_samples_per_s'][-1]:.2f} samples/s (load {loadavg()})", file=sys.stderr)
+                      f"{(entry['imc_samples_per_s'] or [float('nan')])[-1]:.2f} samples/s (load {loadavg()})",
+                      file=sys.stderr)
         a, m = res["servers"]["aibench"], res["servers"]["mlserver"]
 
         def med(xs: list[float | None]) -> float | None:
@@ -396,6 +400,9 @@ def main() -> int:
     o.add_argument("--seconds", type=float, default=8.0)
     o.add_argument("--in-flight", type=int, default=4)
     o.add_argument("--threads", type=int, default=0)
+    o.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra environment of the server and its instance (GOMP_SPINCOUNT=300000: libgomp's "
+                        "spin-wait, the instances' policy before they were made passive)")
     c = sub.add_parser("ceiling")
     c.add_argument("--protocols", default="djinn,http,http-json")
     c.add_argument("--seconds", type=float, default=3.0)
@@ -412,6 +419,7 @@ def main() -> int:
     p.add_argument("--in-flight", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--latency-bound-ms", type=float, default=10.0, help="the p99 bound of the null-model search")
+    p.add_argument("--parts", default="null,imc", help="null: the null model's peak; imc: IMC Offline (both)")
     args = ap.parse_args()
     if args.cmd == "overhead" and args.batch is None:
         args.batch = {"imc": 16, "pos": 64, "chk": 64, "ner": 64}.get(args.model, 16)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import importlib.util
 import json
+import os
 import socket
 import struct
 import sys
@@ -407,6 +408,21 @@ def test_health_metadata_and_the_servers_own_view(server):
     roles = [p["role"] for p in view["processes"]]
     assert roles == ["server", "instance"] and all(p["rss_bytes"] > 0 for p in view["processes"])
     assert view["budget"]["used_bytes"] >= 0 and view["max_batch"]["null"] == 8
+
+
+def test_instances_let_idle_openmp_threads_sleep_unless_the_user_chose(server):
+    """The instance shares its cores with the server's loop (and the client): its idle OpenMP threads must
+    not spin on them. A wait policy the user set is kept."""
+    from aibench.service.instances import worker_environment
+
+    chosen = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME") if os.environ.get(k)}
+    environ = Path(f"/proc/{server.worker_pids[0]}/environ").read_bytes().split(b"\0")
+    want = [f"{k}={v}".encode() for k, v in (chosen or {"OMP_WAIT_POLICY": "PASSIVE"}).items()]
+    assert all(w in environ for w in want)
+    assert server.describe()["instances"][0]["omp_wait"] == (chosen or {"OMP_WAIT_POLICY": "PASSIVE"})
+    assert worker_environment({"PATH": "/bin"}) == {"PATH": "/bin", "OMP_WAIT_POLICY": "PASSIVE"}
+    for name, value in (("OMP_WAIT_POLICY", "ACTIVE"), ("GOMP_SPINCOUNT", "1000"), ("KMP_BLOCKTIME", "0")):
+        assert worker_environment({name: value}) == {name: value}
 
 
 def test_the_event_loop_process_never_loads_torch(server):

@@ -41,6 +41,23 @@ DEPTH = 2  # batches an instance may hold: one computing, one full batch waiting
 RESTART_WINDOW_S = 60.0
 
 
+def worker_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of an instance: the server's, with OpenMP's idle threads sleeping instead of spinning
+    (``OMP_WAIT_POLICY=PASSIVE``) unless the user chose a wait policy.
+
+    An instance never has its cores to itself: the server's event loop, and usually the client, run beside
+    it, and they need a core between two parallel regions and between batches. libgomp's default lets each
+    idle OpenMP thread spin for up to 300,000 iterations (milliseconds) after every region; on the shared
+    2-core VM that spinning took the core the rest of the chain needed and multiplied the instance's forward
+    pass: POS (1792 rows, 2 threads) 23 ms a batch spinning against 9 ms passive, served/in-process
+    0.25 -> 0.70; IMC at batch 16 0.80 -> 0.90 (side by side in one run at load 2-4: docs/djinn.md).
+    In-process runs keep the default: there nothing else in the chain waits for the core."""
+    env = dict(os.environ if base is None else base)
+    if not any(env.get(name) for name in W.WAIT_POLICY_VARS):
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    return env
+
+
 class InstanceLost(RuntimeError):
     """The instance died (or broke its stream) while it held a batch."""
 
@@ -105,7 +122,8 @@ class Instance:
         try:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "aibench.service.worker", str(theirs.fileno()), self.config.to_json(),
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                env=worker_environment())
         except BaseException:
             mine.close()
             raise

@@ -187,8 +187,8 @@ class Service:
         instances = []
         for inst in self.pool.instances:
             entry = {"index": inst.config.index, "device": inst.config.device, "threads": inst.config.threads,
-                     "pid": inst.pid, "alive": inst.alive, **({"down": self.pool.down[inst.config.index]}
-                                                              if inst.config.index in self.pool.down else {})}
+                     "omp_wait": inst.info.get("omp_wait"), "pid": inst.pid, "alive": inst.alive,
+                     **({"down": self.pool.down[inst.config.index]} if inst.config.index in self.pool.down else {})}
             instances.append(entry)
             if inst.alive and inst.pid is not None:
                 procs.append({"role": "instance", "index": inst.config.index, **proc_usage(inst.pid)})

@@ -47,6 +47,9 @@ T_OUTPUT = b"O"
 T_ERROR = b"E"
 TO_WORKER = (T_RUN, T_STOP)
 FROM_WORKER = (T_READY, T_TIMES, T_OUTPUT, T_ERROR)
+# Environment variables that choose how idle OpenMP threads wait (libgomp, Intel's OpenMP); the server sets
+# OMP_WAIT_POLICY=PASSIVE when none is set (aibench.service.instances.worker_environment).
+WAIT_POLICY_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
 
 def error_frame(exc: BaseException, ident: int = 0) -> Frame:
@@ -87,7 +90,8 @@ class Host:
                 self.run(len(self.models) - 1, torch.zeros((1, *spec.input_shape)))
         self.info = {"pid": os.getpid(), "device": str(self.device), "threads": torch.get_num_threads(),
                      "dtype": str(self.dtype).removeprefix("torch."), "models": self.names,
-                     "torch": torch.__version__}
+                     "torch": torch.__version__,
+                     "omp_wait": {k: os.environ[k] for k in WAIT_POLICY_VARS if k in os.environ}}
 
     def run(self, key: int, x: Any) -> tuple[Any, list[int]]:
         """One batch: (output rows on the host, [t_begin, t_input, t_infer, t_output]): ``time.monotonic_ns``
