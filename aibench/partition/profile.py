@@ -45,6 +45,22 @@ class Network:
     module: Any
 
 
+
+def task_layers(bench: Any, task: Any) -> tuple[Any, list[tuple[str, Any]]]:
+    """The network an inference task carries and its named layers; UsageError (exit 2) when it carries none
+    or it is not a chain of named layers."""
+    from aibench.networks import layers_of
+    from aibench.sut.task import InferenceTask
+
+    network = task.network if isinstance(task, InferenceTask) else None
+    if network is None:
+        raise UsageError(f"{bench.id}: its model is not a sequence of named layers (its task carries no network), "
+                         "so it cannot be cut")
+    try:
+        return network, layers_of(network)
+    except TypeError as exc:
+        raise UsageError(f"{bench.id}: {exc}") from None
+
 def load_network(ref: str, side: Side, batch: int = 1) -> Network:
     """The network of component benchmark ``ref`` (``component/imc`` or ``imc``) on ``side``'s device and
     dtype, with one input of ``batch`` requests. UsageError (exit 2) for an unknown benchmark or one whose
@@ -52,8 +68,6 @@ def load_network(ref: str, side: Side, batch: int = 1) -> Network:
     import torch
 
     from aibench import registry
-    from aibench.networks import layers_of
-    from aibench.sut.task import InferenceTask
 
     bench = registry.get(ref)
     if bench.kind != "component":
@@ -67,14 +81,7 @@ def load_network(ref: str, side: Side, batch: int = 1) -> Network:
     params = bench.resolve({k: v for k, v in given.items() if k in names})
     torch.manual_seed(0)
     task = bench.factory(params, torch.device(side.device), torch_dtype(side.dtype))
-    network = getattr(task, "network", None) if isinstance(task, InferenceTask) else None
-    if network is None:
-        raise UsageError(f"{bench.id}: its model is not a sequence of named layers (its task carries no network), "
-                         "so it cannot be cut")
-    try:
-        layers = layers_of(network)
-    except TypeError as exc:
-        raise UsageError(f"{bench.id}: {exc}") from None
+    network, layers = task_layers(bench, task)
     x = task.to_device(task.collate([task.load_sample(i % task.num_samples) for i in range(params.get("batch", 1))]),
                        task.device)
     if not isinstance(x, torch.Tensor):

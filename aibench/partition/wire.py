@@ -74,21 +74,13 @@ def build(net: str, params: dict[str, Any], dtype: str) -> Built:
     the CPU. UsageError when its model is not a chain of named layers taking one tensor."""
     import torch
 
-    from aibench.networks import layers_of
+    from aibench.partition.profile import task_layers
     from aibench.partition.sides import torch_dtype
-    from aibench.sut.task import InferenceTask
 
     bench, resolved = component_params(net, params)
     torch.manual_seed(0)
     task = bench.factory(resolved, torch.device("cpu"), torch_dtype(dtype))
-    network = getattr(task, "network", None) if isinstance(task, InferenceTask) else None
-    if network is None:
-        raise UsageError(f"{bench.id}: its model is not a sequence of named layers (its task carries no network), "
-                         "so it cannot be cut")
-    try:
-        layers = layers_of(network)
-    except TypeError as exc:
-        raise UsageError(f"{bench.id}: {exc}") from None
+    network, layers = task_layers(bench, task)
     return Built(bench, resolved, task, network, layers)
 
 
