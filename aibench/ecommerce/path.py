@@ -35,6 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from aibench.ecommerce.figures import AI_PARTS as AI_PARTS  # the names live in the light module; re-exported
+from aibench.ecommerce.figures import MODULES, RANKER_PARTS
+from aibench.ecommerce.figures import RECOMMENDER_PARTS as RECOMMENDER_PARTS
 from aibench.ecommerce.models import (
     Catalog,
     Models,
@@ -47,12 +50,6 @@ from aibench.ecommerce.models import (
 )
 from aibench.ecommerce.store import CLUSTERS, MAX_QUERY, PAGE, connect, read_info
 
-MODULES = ("planner", "recommender", "searcher", "ranker", "fetch")
-RECOMMENDER_PARTS = ("recommender/user_db", "recommender/classifier", "recommender/preference")
-RANKER_PARTS = ("ranker/features", "ranker/model", "ranker/select")
-# The parts that run a learned model (the AI share of the path): the two recommender models and the ranker's
-# model; everything else (planner, user database, searcher, the ranker's features and top-k, fetch) is not AI.
-AI_PARTS = ("recommender/classifier", "recommender/preference", "ranker/model")
 WINDOW = 2000
 MAX_TERMS = 32
 NEUTRAL_USER = (0, 35, 3)  # sex, age, purchasing power of a user the store does not know

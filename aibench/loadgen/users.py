@@ -3,7 +3,8 @@
 
 Each of ``--users`` threads thinks for an exponential time (mean ``--think-time-ms``, seeded per user), sends
 one sample, waits for its answer and repeats. A benchmark may set the warm-up, a count of measured requests
-after which the users stop, and a constant think time (:meth:`~aibench.loadgen.settings.Scenario.closed_loop_from`). Ctrl-C (or SIGTERM) aborts the system and ends the users
+after which the users stop, and a constant think time
+(:meth:`~aibench.loadgen.settings.Scenario.closed_loop_from`). Ctrl-C (or SIGTERM) aborts the system and ends the users
 within the driver's grace (:data:`aibench.loadgen.drive.ABORT_GRACE_S`), as a LoadGen test does.
 """
 
