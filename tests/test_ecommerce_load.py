@@ -185,3 +185,31 @@ def test_html_breakdown_escapes_everything(closed_loop: dict[str, Any], tmp_path
     assert "<script>" not in section and "&lt;script&gt;" in section and "&lt;b&gt;ranker" in section
     for name in ("searcher", "whole_path", "· preference", "AI (the models)", "ranker NDCG@10"):
         assert name in section
+
+
+def test_a_many_sample_query_is_served_one_sample_per_item(store: Path) -> None:
+    """LoadGen's Offline sends every sample in one query: each becomes its own item, so every worker serves."""
+    from aibench.ecommerce.path import ShopPath
+    from aibench.ecommerce.system import ShopSystem
+
+    path = ShopPath(store, window=50)
+    done: list[tuple[Any, Any, Any]] = []
+    all_in = threading.Event()
+
+    def on_complete(tokens: Any, responses: Any, issued: Any) -> None:
+        done.append((list(tokens), responses, issued))
+        if sum(len(t) for t, _, _ in done) == 6:
+            all_in.set()
+
+    try:
+        system = ShopSystem(path, path.sample(6), workers=2, threads=1)
+        system.start(on_complete, max_batch=1)
+        system.submit(list("abcdef"), list(range(6)))
+        assert all_in.wait(30)
+        assert system.stop(timeout=30)
+    finally:
+        path.close()
+    assert sorted(t for toks, _, _ in done for t in toks) == list("abcdef")
+    assert all(len(toks) == 1 and issued[0][1] == 1 and responses[0] in ("ok", "no_hits")
+               for toks, responses, issued in done)
+    assert system.report().samples == 6

@@ -92,7 +92,13 @@ class ShopSystem(SystemUnderTest):
             if ans is not None:
                 ans.drop(tokens)
             return
-        self._queue.put((tokens, indices, time.perf_counter()))
+        t = time.perf_counter()
+        put = self._queue.put
+        if len(indices) == 1:
+            put((tokens, indices, t))
+            return
+        for token, index in zip(tokens, indices, strict=True):  # a many-sample query (Offline): one item each,
+            put(([token], [index], t))                         # so every worker takes a share
 
     def flush(self) -> None:
         if self._answers is not None:
