@@ -75,8 +75,9 @@ def test_closed_loop_reports_every_module_the_ai_split_counts_and_quality(closed
     modules_total = sum(modules[n]["total"] for n in MODULES if n not in ("ranker", "fetch"))
     modules_total += modules["ranker"]["total"] + modules["fetch"]["total"]
     assert total == pytest.approx(modules_total, rel=1e-6)
-    assert m["ai_share"]["value"] == pytest.approx(stage["ai"]["total"] / total)
-    assert m["ai_share"]["of"] == "parts.stage.ai" and m["searcher_p99"]["of"] == "parts.module.searcher"
+    assert m["share_ai"]["value"] == pytest.approx(stage["ai"]["total"] / total)
+    assert m["share_ai"]["value"] + m["share_non_ai"]["value"] == pytest.approx(1.0)
+    assert m["share_ai"]["of"] == "parts.stage.ai" and m["share_ai"]["statistic"] == "ratio"
     # the models' quality, from the store's training record
     q = info["quality"]
     assert m["ranker_ndcg10"]["value"] == q["ranker"]["trained"]

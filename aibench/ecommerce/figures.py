@@ -50,28 +50,19 @@ QUALITY = (  # metric, path in the training record's quality report, help
 )
 
 
-def _module_metrics() -> list[MetricSpec]:
-    out = []
-    for name in ("queue", *MODULES, "whole_path"):
-        for stat, label in (("mean", "mean"), ("p99", "p99")):
-            out.append(MetricSpec(f"{name}_{stat}", "s", "lower", f"{label} of parts.module.{name}", stat,
-                                  f"parts.module.{name}"))
-    return out
-
-
 ECOMMERCE_METRICS = (
     # the in-process stage shares do not apply: the path's modules are in parts.module
     *(m for m in COMPONENT_METRICS if not m.of or not m.of.startswith("parts.stage.")),
-    MetricSpec("queries_ok", "queries", "higher", "measured queries answered with a page", "count"),
-    MetricSpec("queries_no_hits", "queries", "lower", "measured queries the searcher found nothing for", "count"),
+    # counts and quality figures are plain values (as their names read in a version-1 file); the module and
+    # AI/non-AI distributions are in parts.module and parts.stage, each with its own summary
+    MetricSpec("queries_ok", "queries", "higher", "measured queries answered with a page"),
+    MetricSpec("queries_no_hits", "queries", "lower", "measured queries the searcher found nothing for"),
     MetricSpec("queries_failed", "queries", "lower", "measured queries a module failed (method.ecommerce."
-               "failed_by_module says which)", "count"),
-    *_module_metrics(),
-    MetricSpec("ai_share", "fraction", "lower", "the AI parts' share of the path's summed time (recommender's "
-               "two models + the ranker's model)", "ratio", "parts.stage.ai"),
-    *(MetricSpec(f"{side}_{stat}", "s", "lower", f"{stat} per query of the path's {side.replace('_', '-')} "
-                 "time", stat, f"parts.stage.{side}")
-      for side in ("ai", "non_ai") for stat in ("mean", "p90", "p99")),
+               "failed_by_module says which)"),
+    MetricSpec("share_ai", "fraction", "lower", "the AI parts' share of the path's summed time (the "
+               "recommender's two models + the ranker's model)", "ratio", "parts.stage.ai"),
+    MetricSpec("share_non_ai", "fraction", "lower", "the non-AI parts' share of the path's summed time",
+               "ratio", "parts.stage.non_ai"),
     *(MetricSpec(name, "score", "higher", help) for name, _, help in QUALITY),
 )
 
@@ -90,7 +81,7 @@ def summarize_records(records: Iterable[Any], window: tuple[float, float] | None
                                                                            dict[str, Any]]:
     """``(parts, metrics, info)`` of the served queries (:class:`aibench.ecommerce.system.Record`) submitted
     in ``window`` (perf_counter bounds; None: all). ``parts``: ``{"module": {...}, "stage": {"ai", "non_ai"}}``;
-    ``metrics``: entries for every declared figure above except LoadGen's (a figure with nothing behind it
+    ``metrics``: the counts, the AI/non-AI shares and the quality figures (a figure with nothing behind it
     says why); ``info``: counts, failures by module, the first distinct error messages, what counts as AI."""
     from aibench.results.schema import metric
 
@@ -134,18 +125,12 @@ def summarize_records(records: Iterable[Any], window: tuple[float, float] | None
     m["queries_ok"] = metric(counts["ok"], "queries", "higher")
     m["queries_no_hits"] = metric(counts["no_hits"], "queries", "lower")
     m["queries_failed"] = metric(counts["failed"], "queries", "lower")
-    none = "no query was served in the measured window" if not recs else "no query in the window reached it"
-    for name in ("queue", *MODULES, "whole_path"):
-        s = modules.get(name, {}).get("summary")
-        for stat in ("mean", "p99"):
-            m[f"{name}_{stat}"] = metric(s[stat] if s else None, "s", "lower", None if s else none)
     total_ai, total_non = math.fsum(ai), math.fsum(non_ai)
-    share = total_ai / (total_ai + total_non) if total_ai + total_non > 0 else None
-    m["ai_share"] = metric(share, "fraction", "lower", None if share is not None else "no query was answered")
-    for side, xs in (("ai", stages.get("ai")), ("non_ai", stages.get("non_ai"))):
-        for stat in ("mean", "p90", "p99"):
-            v = xs["summary"][stat] if xs else None
-            m[f"{side}_{stat}"] = metric(v, "s", "lower", None if v is not None else "no query was answered")
+    whole = total_ai + total_non
+    for name, part, total in (("share_ai", "ai", total_ai), ("share_non_ai", "non_ai", total_non)):
+        m[name] = metric(total / whole if whole > 0 else None, "fraction", "lower",
+                         None if whole > 0 else "no query was answered in the measured window",
+                         seconds=total, statistic="ratio", of=f"parts.stage.{part}")
     for name, (model, key), _ in QUALITY:
         v = ((quality or {}).get(model) or {}).get(key) if isinstance(quality, Mapping) else None
         ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)

@@ -75,7 +75,7 @@ def _one(r: Any, e: Callable[[Any], str], figure: Callable[..., str], table: Cal
         if isinstance(s, dict):
             split.append([e(label), _ms(s.get("mean")), _ms(s.get("p90")), _ms(s.get("p99"))])
     if split:
-        share = _value(r, "ai_share")
+        share = _value(r, "share_ai")
         parts.append(table(["time per query", "average (ms)", "p90 (ms)", "p99 (ms)"], split, numeric=(1, 2, 3)))
         info = r.method.get("ecommerce") if isinstance(r.method, dict) else None
         note = info.get("ai_note") if isinstance(info, dict) else None
