@@ -1,5 +1,5 @@
-"""What a scenario/ecommerce run reports, light (no torch): the path's module names, the metrics the benchmark
-declares, and :func:`summarize_records`, which turns the served queries of a measured window into
+"""What a scenario/ecommerce run reports, light (no torch): the path's module names and
+:func:`summarize_records`, which turns the served queries of a measured window into
 ``parts.module`` (every module's latency distribution), ``parts.stage`` (the AI / non-AI split) and the
 figures.
 
@@ -16,8 +16,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from aibench.loadgen.metrics import COMPONENT_METRICS
-from aibench.registry import MetricSpec
+from aibench.workloads.scenario.ecommerce import QUALITY
 
 MODULES = ("planner", "recommender", "searcher", "ranker", "fetch")
 RECOMMENDER_PARTS = ("recommender/user_db", "recommender/classifier", "recommender/preference")
@@ -38,33 +37,8 @@ PART_NOTES = {
     "recommender/preference": "the user-preference network (AI)",
 }
 AFTER_HITS_NOTE = "queries that found candidates only (a query without hits does not reach it)"
-QUALITY = (  # metric, path in the training record's quality report, help
-    ("classifier_accuracy", ("classifier", "trained"), "the category classifier's held-out accuracy against the "
-     "true intents (from the store's training record)"),
-    ("classifier_accuracy_baseline", ("classifier", "baseline_majority"), "the majority category's accuracy"),
-    ("preference_category_accuracy", ("preference", "category_accuracy"), "the preference network's held-out "
-     "category accuracy of clicks"),
-    ("ranker_ndcg10", ("ranker", "trained"), "the ranker's held-out NDCG@10"),
-    ("ranker_ndcg10_baseline", ("ranker", "baseline_popularity"), "NDCG@10 of ordering by popularity "
-     "(rating sum), the ranker's baseline"),
-)
 
 
-ECOMMERCE_METRICS = (
-    # the in-process stage shares do not apply: the path's modules are in parts.module
-    *(m for m in COMPONENT_METRICS if not m.of or not m.of.startswith("parts.stage.")),
-    # counts and quality figures are plain values (as their names read in a version-1 file); the module and
-    # AI/non-AI distributions are in parts.module and parts.stage, each with its own summary
-    MetricSpec("queries_ok", "queries", "higher", "measured queries answered with a page"),
-    MetricSpec("queries_no_hits", "queries", "lower", "measured queries the searcher found nothing for"),
-    MetricSpec("queries_failed", "queries", "lower", "measured queries a module failed (method.ecommerce."
-               "failed_by_module says which)"),
-    MetricSpec("share_ai", "fraction", "lower", "the AI parts' share of the path's summed time (the "
-               "recommender's two models + the ranker's model)", "ratio", "parts.stage.ai"),
-    MetricSpec("share_non_ai", "fraction", "lower", "the non-AI parts' share of the path's summed time",
-               "ratio", "parts.stage.non_ai"),
-    *(MetricSpec(name, "score", "higher", help) for name, _, help in QUALITY),
-)
 
 
 def _part(values: Sequence[float], note: str | None) -> dict[str, Any] | None:
