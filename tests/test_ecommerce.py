@@ -121,7 +121,7 @@ def test_training_beats_the_baselines_and_saves_plain_state_dicts(trained: tuple
 
 
 def test_the_path_serves_a_page_and_times_each_module(trained: tuple[Path, Any]) -> None:
-    from aibench.ecommerce.path import MODULES, RECOMMENDER_PARTS, Query, ShopPath
+    from aibench.ecommerce.path import MODULES, RANKER_PARTS, RECOMMENDER_PARTS, Query, ShopPath
 
     out, _ = trained
     path = ShopPath(out, window=50)
@@ -130,7 +130,7 @@ def test_the_path_serves_a_page_and_times_each_module(trained: tuple[Path, Any])
         served = 0
         for q in queries:
             page, seconds = path.handle(q)
-            assert set(seconds) == set(MODULES) | set(RECOMMENDER_PARTS)
+            assert set(seconds) == set(MODULES) | set(RECOMMENDER_PARTS) | set(RANKER_PARTS)
             assert all(v >= 0 for v in seconds.values())
             if page.status == "ok":
                 served += 1

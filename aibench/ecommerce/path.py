@@ -10,12 +10,14 @@ driver can wrap the object as a system under test and report per-module latency 
   query's terms OR-ed and ordered by BM25, until ``window`` candidates are found (AIBench: 2000);
 - **ranker**: scores the candidates with the learned model over :func:`ranker_features` (text match, price
   fit, popularity, the classifier's and the preference network's probabilities of each candidate's
-  category and its attribute values) and keeps the top ``page``;
+  category and its attribute values) and keeps the top ``page`` (``ranker/features``, ``ranker/model``,
+  ``ranker/select``);
 - **fetch**: reads the page's product summaries from the store;
 - **planner**: the orchestration itself (the rest of the wall time of ``handle``).
 
 The five top-level modules add up to the whole path; the ``recommender/...`` parts break the
-recommender down (as the paper's Fig. 3c did). A query without hits is an outcome (``Page.status ==
+recommender down (as the paper's Fig. 3c did), the ``ranker/...`` parts the ranker. :data:`AI_PARTS` are the
+parts that run a learned model (the path's AI share). A query without hits is an outcome (``Page.status ==
 "no_hits"``, an empty page), not an error; an unknown user is served with a neutral profile
 (``Page.anonymous``). Each thread gets its own read-only SQLite connection; the models are only read.
 """
@@ -33,6 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from aibench.ecommerce.figures import AI_PARTS as AI_PARTS  # the names live in the light module; re-exported
+from aibench.ecommerce.figures import MODULES, RANKER_PARTS
+from aibench.ecommerce.figures import RECOMMENDER_PARTS as RECOMMENDER_PARTS
 from aibench.ecommerce.models import (
     Catalog,
     Models,
@@ -45,12 +50,21 @@ from aibench.ecommerce.models import (
 )
 from aibench.ecommerce.store import CLUSTERS, MAX_QUERY, PAGE, connect, read_info
 
-MODULES = ("planner", "recommender", "searcher", "ranker", "fetch")
-RECOMMENDER_PARTS = ("recommender/user_db", "recommender/classifier", "recommender/preference")
 WINDOW = 2000
 MAX_TERMS = 32
 NEUTRAL_USER = (0, 35, 3)  # sex, age, purchasing power of a user the store does not know
 _TERM = re.compile(r"\w+")
+
+
+class ModuleFailure(Exception):
+    """A module of the path raised while serving a query: ``module`` names it (one of :data:`MODULES`;
+    ``planner`` for the orchestration), ``cause`` is its exception. A load driver records the query as failed
+    with the module and goes on."""
+
+    def __init__(self, module: str, cause: BaseException) -> None:
+        self.module, self.cause = module, cause
+        first = (str(cause).splitlines() or [""])[0]
+        super().__init__(f"{module}: {type(cause).__name__}{': ' + first if first else ''}")
 
 
 @dataclass(frozen=True)
@@ -107,7 +121,15 @@ class ShopPath:
         return con
 
     def handle(self, query: Query) -> tuple[Page, dict[str, float]]:
-        """Serve one query: the page and each module's seconds (see the module's docstring)."""
+        """Serve one query: the page and each module's seconds (see the module's docstring). A module that
+        raises is reported as :class:`ModuleFailure` naming it."""
+        where = ["planner"]
+        try:
+            return self._handle(query, where)
+        except Exception as exc:
+            raise ModuleFailure(where[0], exc) from exc
+
+    def _handle(self, query: Query, where: list[str]) -> tuple[Page, dict[str, float]]:
         clock = time.perf_counter
         t_start = clock()
         con = self._con()
@@ -115,6 +137,7 @@ class ShopPath:
         times: dict[str, float] = {}
 
         # recommender
+        where[0] = "recommender"
         t0 = clock()
         row = con.execute("SELECT sex, age, power FROM users WHERE id = ?", (query.user,)).fetchone()
         t1 = clock()
@@ -136,6 +159,7 @@ class ShopPath:
         category = int(p_class.argmax())
 
         # searcher
+        where[0] = "searcher"
         t0 = clock()
         hits: list[int] = []
         searched = 0
@@ -149,28 +173,37 @@ class ShopPath:
                 if len(hits) >= self.window:
                     break
         times["searcher"] = clock() - t0
+        where[0] = "planner"
         if not hits:
-            times.update(ranker=0.0, fetch=0.0)
+            times.update(dict.fromkeys(("ranker", *RANKER_PARTS, "fetch"), 0.0))
             times["planner"] = max(0.0, clock() - t_start - sum(times[m] for m in MODULES[1:]))
             return Page(status="no_hits", clusters_searched=searched, category=category,
                         anonymous=anonymous), times
 
         # ranker
+        where[0] = "ranker"
         t0 = clock()
         cand = np.array(hits, dtype=np.int64)[None, :]
         ranker = models.ranker
         feats = ranker_features(q.numpy(), np.array([len(tokens)]), cand, self.catalog, np.array([power]),
                                 p_class.numpy(), p_cat.numpy(), p_attr.numpy(), ranker.cat_logprice.numpy(),
                                 ranker.idf.numpy())
+        t1 = clock()
         with torch.no_grad():
             scores = ranker(torch.from_numpy(feats))[0].numpy()
+        t2 = clock()
         k = min(self.page, len(hits))
         top = np.argpartition(-scores, k - 1)[:k] if k < len(hits) else np.arange(len(hits))
         top = top[np.argsort(-scores[top], kind="stable")]
         best = cand[0, top].tolist()
-        times["ranker"] = clock() - t0
+        t3 = clock()
+        times["ranker/features"] = t1 - t0
+        times["ranker/model"] = t2 - t1
+        times["ranker/select"] = t3 - t2
+        times["ranker"] = t3 - t0
 
         # product fetch
+        where[0] = "fetch"
         t0 = clock()
         rows = con.execute(
             "SELECT id, title, price, rating_sum, category, related FROM products WHERE id IN "
@@ -180,6 +213,7 @@ class ShopPath:
                      "category": by_id[i][4], "related": [int(x) for x in by_id[i][5].split()],
                      "score": float(scores[j])} for i, j in zip(best, top.tolist(), strict=True)]
         times["fetch"] = clock() - t0
+        where[0] = "planner"
         times["planner"] = max(0.0, clock() - t_start - sum(times[m] for m in MODULES[1:]))
         return Page(status="ok", products=products, hits=len(hits), clusters_searched=searched,
                     category=category, anonymous=anonymous), times

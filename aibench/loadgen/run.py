@@ -48,7 +48,7 @@ def run_loadgen_benchmark(bench: Benchmark, params: dict[str, Any], result: Meas
     """The runner registered as ``loadgen`` (:data:`aibench.loadgen.metrics.LOADGEN`)."""
     from aibench.measure.device import refusing_unsupported, resolve_device, resolve_dtype
 
-    s = options_from(opts).resolve()
+    s = options_from(opts).resolve().closed_loop_from(params)
     remote = options_from(opts).remote
     batch = int(params.get("batch", 1) or 1)
     result.load_scenario = s.scenario
@@ -61,7 +61,9 @@ def run_loadgen_benchmark(bench: Benchmark, params: dict[str, Any], result: Meas
     result.method["loadgen_request"] = s.to_dict()
     result.method["runner"] = "loadgen" if s.scenario != "closed-loop" else "closed-loop users"
     if s.scenario == "closed-loop":
-        result.method["think_time"] = "exponential, seeded per user (seed * 1000003 + user)"
+        result.method["think_time"] = ("constant (the first wait uniform below it), seeded per user "
+                                       "(seed * 1000003 + user)" if s.think == "constant" else
+                                       "exponential, seeded per user (seed * 1000003 + user)")
     result.primary_metric = logparse.PRIMARY[s.scenario]
     if remote is not None:  # the network runs at the endpoint; the client side here
         from aibench.sut.remote import remote_system

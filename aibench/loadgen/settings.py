@@ -216,6 +216,27 @@ class Scenario:
     out_dir: Path = field(default=Path("results"))
     spin_auto: bool = False  # Server without --spin-us: the poll window follows the target QPS
     find_peak_budget_s: float | None = None  # --find-peak: wall-time budget of the whole search
+    # closed-loop users, set by a benchmark's own parameters (closed_loop_from): the warm-up excluded from the
+    # figures (None: 10% of the duration, 0.05..10 s), the measured requests after which the users stop (None:
+    # after --duration-s), the think-time distribution (exponential: a Poisson process; constant)
+    warmup_s: float | None = None
+    max_queries: int | None = None
+    think: str = "exponential"
+
+    def closed_loop_from(self, params: dict[str, Any]) -> Scenario:
+        """The closed-loop settings a benchmark declares as its own parameters (``warmup_s``, ``queries``,
+        ``think``; scenario/ecommerce), applied when the run is closed-loop; 0 warm-up counts, 0 queries
+        means none set."""
+        if self.scenario != "closed-loop":
+            return self
+        out = self
+        if params.get("warmup_s") is not None:
+            out = replace(out, warmup_s=float(params["warmup_s"]))
+        if params.get("queries"):
+            out = replace(out, max_queries=int(params["queries"]))
+        if params.get("think") in ("exponential", "constant"):
+            out = replace(out, think=str(params["think"]))
+        return out
 
     def with_target(self, qps: float) -> Scenario:
         return replace(self, target_qps=qps, spin_us=server_spin_us(qps) if self.spin_auto else self.spin_us)

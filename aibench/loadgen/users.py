@@ -2,7 +2,9 @@
 :class:`~aibench.sut.SystemUnderTest` through its contract alone.
 
 Each of ``--users`` threads thinks for an exponential time (mean ``--think-time-ms``, seeded per user), sends
-one sample, waits for its answer and repeats. Ctrl-C (or SIGTERM) aborts the system and ends the users
+one sample, waits for its answer and repeats. A benchmark may set the warm-up, a count of measured requests
+after which the users stop, and a constant think time
+(:meth:`~aibench.loadgen.settings.Scenario.closed_loop_from`). Ctrl-C (or SIGTERM) aborts the system and ends the users
 within the driver's grace (:data:`aibench.loadgen.drive.ABORT_GRACE_S`), as a LoadGen test does.
 """
 
@@ -43,23 +45,37 @@ def run_users(sut: SystemUnderTest, s: Scenario, batch: int, seed: int) -> Outco
     before = sut.report()
     sut.start(on_complete, max_batch=batch, max_queue_delay_us=s.max_wait_us, spin_us=s.spin_us,
               on_error=on_error)
-    warmup = min(max(0.1 * s.duration_s, 0.05), 10.0)
+    warmup = s.warmup_s if s.warmup_s is not None else min(max(0.1 * s.duration_s, 0.05), 10.0)
     think = (s.think_time_ms or 0.0) / 1e3
+    constant = s.think == "constant"
     users = int(s.users or 1)
     records: list[list[tuple[float, float]]] = [[] for _ in range(users)]
     t_start = time.perf_counter()
     t_measure = t_start + warmup
-    t_end = t_measure + s.duration_s
+    # with max_queries, the window ends when the last measured request is sent (set then); else after duration
+    bounds = [t_measure + s.duration_s if s.max_queries is None else float("inf")]
+    sent = [0]
+    count_lock = threading.Lock()
 
     def user(u: int) -> None:
         rng = random.Random(seed * 1_000_003 + u)
         mine = records[u]
         perf = time.perf_counter
+        first = True
         while not stop.is_set():
-            if think > 0:
-                stop.wait(rng.expovariate(1.0 / think))
+            if think > 0:  # constant: the first wait is uniform in [0, think) so the users do not move in step
+                stop.wait((rng.uniform(0.0, think) if first else think) if constant
+                          else rng.expovariate(1.0 / think))
+            first = False
             t0 = perf()
-            if t0 >= t_end or stop.is_set():
+            if s.max_queries is not None and t0 >= t_measure:
+                with count_lock:
+                    sent[0] += 1
+                    if sent[0] > s.max_queries and bounds[0] == float("inf"):
+                        bounds[0] = t0
+            if t0 >= bounds[0] or stop.is_set():
+                if s.max_queries is not None:
+                    stop.set()  # the count is reached: the others stop thinking too
                 break
             ev = threading.Event()
             sut.submit([ev], [rng.randrange(sut.num_samples)])
@@ -101,9 +117,12 @@ def run_users(sut: SystemUnderTest, s: Scenario, batch: int, seed: int) -> Outco
     error = rep.error
     if isinstance(error, KeyboardInterrupt):
         interrupted, error = True, None
+    t_end = bounds[0]
+    if t_end == float("inf"):  # ended before the count (interrupted, or the system failed): up to the last answer
+        t_end = max((t1 for rec in records for _, t1 in rec), default=t_measure)
     lat = sorted(t1 - t0 for rec in records for t0, t1 in rec if t_measure <= t0 < t_end)
     done_in_window = sum(1 for rec in records for _, t1 in rec if t_measure <= t1 <= t_end)
-    window = s.duration_s
+    window = s.duration_s if s.max_queries is None else max(t_end - t_measure, 1e-9)
     log_lat = LatencyLog()
     for rec in records:
         for t0, t1 in rec:
@@ -128,5 +147,9 @@ def run_users(sut: SystemUnderTest, s: Scenario, batch: int, seed: int) -> Outco
     batches, samples = rep.batches - before.batches, rep.samples - before.samples
     adapter = {"batches": batches, "samples": samples, "mean_batch": samples / batches if batches else None,
                "max_batch": batch, "max_wait_us": s.max_wait_us, "warmup_s": warmup, "measured_s": window,
-               "requests_in_window": len(lat), "answers_in_window": done_in_window}
+               "requests_in_window": len(lat), "answers_in_window": done_in_window,
+               "think": s.think, "max_queries": s.max_queries,
+               # perf_counter readings (this process) bounding the window, so an in-process system can keep
+               # only the requests sent in it
+               "window_perf_s": [t_measure, t_end]}
     return Outcome(None, {}, None, m, log_lat, error, interrupted, adapter=adapter)

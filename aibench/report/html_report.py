@@ -34,6 +34,7 @@ from typing import Any
 from aibench import __version__
 from aibench.report import plots
 from aibench.report.djinn_studies import studies_section
+from aibench.report.ecommerce_section import ecommerce_section
 from aibench.report.load import ReportInputs
 from aibench.report.tco_section import tco_section
 from aibench.report.view import (
@@ -708,7 +709,8 @@ def _environment_section(results: Sequence[Result]) -> str:
 
 # ----------------------------------------------------------------------------------------------- page
 SECTIONS = (("summary", "Results"), ("kernels", "Kernels"), ("batch", "Batch"), ("latency", "Latency"),
-            ("parts", "Parts"), ("sweeps", "Sweeps"), ("studies", "DjiNN studies"), ("devices", "Devices"),
+            ("parts", "Parts"), ("ecommerce", "E-commerce"), ("sweeps", "Sweeps"), ("studies", "DjiNN studies"),
+            ("devices", "Devices"),
             ("energy", "Energy"),
             ("comparisons", "Comparisons"), ("tco", "TCO"), ("failures", "Failures"), ("environment", "Environment"))
 
@@ -730,6 +732,7 @@ def render_html(inputs: ReportInputs, title: str = "aibench report", links: Sequ
     body["batch"] = _batch_section(results)
     body["latency"] = _latency_section(results)
     body["parts"] = _parts_section(results)
+    body["ecommerce"] = ecommerce_section(results, e, _figure, _table)
     body["sweeps"] = _sweep_section(results, inputs.sweeps)
     body["studies"] = studies_section(results, inputs.sweeps, e, _figure, _table, links, links_source)
     body["devices"] = _device_section(results)
