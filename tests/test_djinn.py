@@ -4,7 +4,6 @@ gone afterwards (also when the run fails)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,28 +11,10 @@ import jsonschema
 import pytest
 
 from aibench.results.schema import json_schema
+from tests.processes import gone, wait_for_children
 
 TINY = ["--app", "pos", "--batch", "3", "--num-samples", "3", "--words", "7", "--data", "synthetic",
         "--duration-s", "0.2"]
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:  # a zombie not yet reaped is gone too
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
-def cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def pids(doc: dict[str, Any]) -> list[int]:
@@ -115,15 +96,7 @@ def test_ctrl_c_stops_the_server(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "aibench", "run", "scenario", "djinn", *TINY[:-2],
                              "--duration-s", "60", "--out", str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    servers: list[int] = []
-    deadline = time.monotonic() + 120
-    while not servers and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-        try:
-            kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-        except OSError:
-            kids = []
-        servers = [int(k) for k in kids if b"serve" in cmdline(int(k))]
+    servers = wait_for_children(proc, b"serve")
     assert servers, proc.communicate()[1].decode()[-2000:]
     time.sleep(3)  # the app is running (the server was ready before the client was built)
     proc.send_signal(signal.SIGINT)

@@ -16,20 +16,9 @@ import pytest
 
 from aibench.results.schema import json_schema
 from aibench.sut.transport import HEADER_SIZE
+from tests.processes import gone, wait_for_children
 
 TINY = ["--net", "pos", "--num-samples", "2", "--server-threads", "1", "--link-check-s", "0.05"]
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:  # a zombie not yet reaped is gone too
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def _params(**given: Any) -> tuple[dict[str, Any], Any]:
@@ -221,15 +210,7 @@ def test_ctrl_c_stops_the_server(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "aibench", "run", "scenario", "neurosurgeon", *TINY, "--cut",
                              "fc1", "--network", "wifi", "--scenario", "single-stream", "--duration-s", "60",
                              "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    servers: list[int] = []
-    deadline = time.monotonic() + 120
-    while not servers and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-        try:
-            kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-        except OSError:
-            kids = []
-        servers = [int(k) for k in kids if b"aibench.partition.server" in Path(f"/proc/{k}/cmdline").read_bytes()]
+    servers = wait_for_children(proc, b"aibench.partition.server")
     assert servers, proc.communicate()[1].decode()[-2000:]
     time.sleep(4)  # the queries are running (the server was ready before the link check)
     proc.send_signal(signal.SIGINT)
