@@ -22,7 +22,8 @@ import torch
 
 from aibench.ecommerce.models import Models, age_band, pad, ranker_features, tokenize
 from aibench.ecommerce.path import ShopPath
-from aibench.ecommerce.store import MAX_QUERY, PAGE, connect
+from aibench.ecommerce.store import MAX_QUERY, connect
+from aibench.ecommerce.train import page_matrices
 
 
 @dataclass(frozen=True)
@@ -65,13 +66,7 @@ class StreamingUpdater:
                            dtype=np.int64).reshape(-1, 4)
         finally:
             con.close()
-        n = len(sess)
-        shown = np.zeros((n, PAGE), dtype=np.int64)
-        labels = np.zeros((n, PAGE), dtype=np.int64)
-        present = np.zeros((n, PAGE), dtype=bool)
-        shown[imp[:, 0] - lo, imp[:, 1]] = imp[:, 2]
-        labels[imp[:, 0] - lo, imp[:, 1]] = imp[:, 3]
-        present[imp[:, 0] - lo, imp[:, 1]] = True
+        shown, labels, present = page_matrices(imp, len(sess), lo)
         rows = [tokenize(r[2], self.path.vocabulary) for r in sess]
         q_pad = pad(rows, MAX_QUERY)
         q_len = np.array([len(r) for r in rows])

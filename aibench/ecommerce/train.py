@@ -75,16 +75,23 @@ def load_data(info: StoreInfo) -> Data:
                        dtype=np.int64).reshape(-1, 4)
     finally:
         con.close()
-    S = len(sess)
-    shown = np.zeros((S, PAGE), dtype=np.int64)
-    labels = np.zeros((S, PAGE), dtype=np.int64)
-    present = np.zeros((S, PAGE), dtype=bool)
-    shown[imp[:, 0], imp[:, 1]] = imp[:, 2]
-    labels[imp[:, 0], imp[:, 1]] = imp[:, 3]
-    present[imp[:, 0], imp[:, 1]] = True
+    shown, labels, present = page_matrices(imp, len(sess))
     return Data(catalog=catalog, sex=users[:, 0], age=users[:, 1], power=users[:, 2],
                 q_pad=pad(q_rows, MAX_QUERY), q_len=np.array([len(r) for r in q_rows]), intent=intent,
                 s_user=sess[:, 0], s_query=sess[:, 1], shown=shown, labels=labels, complete=present.all(axis=1))
+
+
+def page_matrices(imp: np.ndarray, sessions: int, first: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Impression rows ``(session, position, product, label)`` of sessions ``first .. first + sessions - 1``
+    as per-session pages: the products shown, their labels, and which positions were present."""
+    shown = np.zeros((sessions, PAGE), dtype=np.int64)
+    labels = np.zeros((sessions, PAGE), dtype=np.int64)
+    present = np.zeros((sessions, PAGE), dtype=bool)
+    row = imp[:, 0] - first
+    shown[row, imp[:, 1]] = imp[:, 2]
+    labels[row, imp[:, 1]] = imp[:, 3]
+    present[row, imp[:, 1]] = True
+    return shown, labels, present
 
 
 def ndcg_at(scores: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
