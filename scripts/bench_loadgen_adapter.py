@@ -16,6 +16,7 @@ inference_mode, postprocess) on a null InferenceTask, per-sample latency log, Qu
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import statistics
 import tempfile
@@ -25,7 +26,7 @@ from typing import Any
 import mlperf_loadgen as lg
 
 from aibench.loadgen import logparse
-from aibench.loadgen.drive import run_loadgen
+from aibench.loadgen.drive import calibrate, run_loadgen
 from aibench.loadgen.settings import LoadgenOptions, Scenario, Sizing, test_settings
 
 try:
@@ -90,11 +91,15 @@ def _figures(log: dict[str, Any], s: Scenario) -> dict[str, Any]:
 def aibench_run(s: Scenario, sizing: Sizing, batch: int, out: Path, inline: bool | None = None) -> dict[str, Any]:
     """``inline``: let the system compute a lone query on LoadGen's thread (None: the driver's default, inline
     in SingleStream and MultiStream only)."""
-    kw = {} if inline is None else {"inline": inline}  # a tree from before issue 13 has no inline
-    o = run_loadgen(null_system(), s, batch, sizing, out, **kw)
+    system = null_system()
+    kw: dict[str, Any] = {} if inline is None else {"inline": inline}  # a tree from before issue 13 has no inline
+    if inline is None and "one_sample_s" in inspect.signature(run_loadgen).parameters:
+        # as `aibench run` does: the calibrated one-sample time decides inline computation in Server
+        kw["one_sample_s"] = calibrate(system, batch).per_sample_s
+    o = run_loadgen(system, s, batch, sizing, out, **kw)
     if o.error is not None:
         raise o.error
-    return _figures(o.log, s) | {"mean_batch": o.adapter["mean_batch"]}
+    return _figures(o.log, s) | {"mean_batch": o.adapter["mean_batch"], "inline": o.adapter.get("inline")}
 
 
 def _median(values: list[Any]) -> float | None:
@@ -115,7 +120,8 @@ def main() -> None:
     ap.add_argument("--offline-batch", type=int, default=1024)
     ap.add_argument("--server-batch", type=int, default=64)
     ap.add_argument("--inline", choices=("auto", "on", "off"), default="auto", help="compute a lone query on "
-                    "LoadGen's thread when the system is idle: auto = SingleStream and MultiStream only")
+                    "LoadGen's thread when the system is idle: auto = as `aibench run` decides (SingleStream, "
+                    "MultiStream, and Server where the target rate x the calibrated one-sample time is low)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="aibench-adapter-"))

@@ -312,6 +312,23 @@ def test_in_process_system_computes_a_lone_query_inline_when_allowed() -> None:
     assert sut.stop(timeout=5.0)
 
 
+def test_server_computes_inline_only_where_the_target_rate_leaves_the_issuing_thread_mostly_idle() -> None:
+    from aibench.loadgen.drive import SERVER_INLINE_MAX_LOAD, inline_choice
+
+    def scenario(name: str, qps: float | None = None) -> Any:
+        return LoadgenOptions(scenario=name, target_qps=qps, latency_bound_ms=10.0 if qps else None).resolve()
+
+    assert inline_choice(scenario("single-stream"), None)[0]
+    assert inline_choice(scenario("multi-stream"), 1.0)[0]
+    assert not inline_choice(scenario("offline"), 1e-9)[0]
+    server = scenario("server", 20000.0)
+    assert not inline_choice(server, None)[0]  # not calibrated: never
+    ok, why = inline_choice(server, SERVER_INLINE_MAX_LOAD / 20000.0)
+    assert ok and "load 0.50" in why
+    ok, why = inline_choice(server, 1e-3)  # 1 ms a query at 20k QPS: load 20, the batching worker takes them
+    assert not ok and "batching worker" in why
+
+
 def test_a_query_that_finds_the_in_process_system_busy_is_queued_not_run_alongside() -> None:
     release = threading.Event()
     running: list[int] = []

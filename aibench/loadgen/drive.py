@@ -45,6 +45,28 @@ ABORT_GRACE_S = 1.0
 # LoadGen waits for each query before it issues the next: a query that finds the system idle may be computed
 # on LoadGen's own thread (no hand-off to a worker thread).
 INLINE_SCENARIOS = ("single-stream", "multi-stream")
+# Server: a query that finds the system idle is computed on LoadGen's issuing thread too when the calibrated
+# one-sample time c is short for the target rate: load target_qps x c at most this. A query scheduled while
+# one is computed is then issued late by less than c (an M/D/1 queue on the issuing thread: mean wait
+# load x c / 2(1 - load) <= c / 2), where a hand-off to the worker thread costs ~100 us on a 2-vCPU VM
+# (docs/loadgen.md, "Overhead"). Above it the batching worker takes every query: batches form under load.
+SERVER_INLINE_MAX_LOAD = 0.5
+
+
+def inline_choice(s: Scenario, one_sample_s: float | None) -> tuple[bool, str]:
+    """Whether the driver lets a system compute an idle query on LoadGen's thread, and why."""
+    if s.scenario in INLINE_SCENARIOS:
+        return True, f"{s.scenario}: LoadGen waits for each query"
+    if s.scenario != "server" or not s.target_qps:
+        return False, f"{s.scenario}: the batching worker computes every query"
+    if one_sample_s is None:
+        return False, "server: no calibrated one-sample time"
+    load = s.target_qps * one_sample_s
+    if load <= SERVER_INLINE_MAX_LOAD:
+        return True, (f"server: target {s.target_qps:g} QPS x calibrated one-sample time {one_sample_s * 1e6:.1f} us"
+                      f" = load {load:.2f} <= {SERVER_INLINE_MAX_LOAD}")
+    return False, (f"server: target {s.target_qps:g} QPS x calibrated one-sample time {one_sample_s * 1e6:.1f} us"
+                   f" = load {load:.2f} > {SERVER_INLINE_MAX_LOAD}: queries go to the batching worker")
 
 
 class LatencyLog:
@@ -258,9 +280,10 @@ class Completer:
 
 
 def run_loadgen(sut: SystemUnderTest, s: Scenario, batch: int, sizing: Sizing, log_dir: Path,
-                inline: bool | None = None) -> Outcome:
+                inline: bool | None = None, one_sample_s: float | None = None) -> Outcome:
     """One LoadGen performance test of ``sut`` in the fresh folder ``log_dir``. ``inline``: let the system
-    compute a query on LoadGen's thread when idle (default: in :data:`INLINE_SCENARIOS`)."""
+    compute a query on LoadGen's thread when idle (default: :func:`inline_choice` from the calibrated
+    ``one_sample_s``)."""
     import mlperf_loadgen as lg
 
     lifetime.wait_abandoned()  # an earlier, interrupted test may still hold LoadGen
@@ -270,7 +293,13 @@ def run_loadgen(sut: SystemUnderTest, s: Scenario, batch: int, sizing: Sizing, l
     completer = Completer(lg, latencies)
     is_server = s.scenario == "server"
     limit = server_async_limit(s, batch) if is_server else 0
-    inline = s.scenario in INLINE_SCENARIOS if inline is None else inline
+    if inline is None:
+        inline, inline_why = inline_choice(s, one_sample_s)
+    else:
+        inline_why = "set by the caller"
+    inline = bool(inline and sut.capabilities.inline_ok)
+    if not sut.capabilities.inline_ok:
+        inline_why = "the system computes elsewhere (not inline_ok)"
     batches_before = sut.report().batches
     sut.start(completer, max_batch=batch, max_queue_delay_us=s.max_wait_us, spin_us=s.spin_us,
               hold_on_abort=is_server, inline=inline)
@@ -334,7 +363,7 @@ def run_loadgen(sut: SystemUnderTest, s: Scenario, batch: int, sizing: Sizing, l
     batches = rep.batches - batches_before
     adapter = {"batches": batches, "samples": c.samples, "mean_batch": c.samples / batches if batches else None,
                "max_batch": batch, "max_wait_us": s.max_wait_us, "spin_us": s.spin_us,
-               "inline": bool(inline and sut.capabilities.inline_ok), "test_wall_s": wall,
+               "inline": inline, "inline_why": inline_why, "test_wall_s": wall,
                "server_max_async_queries": limit if is_server else None}
     return Outcome(log_dir, log, valid, m, latencies, error, interrupted, logparse.effective_settings(log),
                    logparse.requested_settings(log), adapter, memory)

@@ -202,7 +202,7 @@ def _run_sized(sut: SystemUnderTest, s: Scenario, batch: int, cal: Calibration, 
     samples = 0
     while True:
         sizing = size_run(s, per_sample, batch_sample)
-        out = run_loadgen(sut, s, batch, sizing, folder)
+        out = run_loadgen(sut, s, batch, sizing, folder, one_sample_s=cal.per_sample_s)
         samples += out.latencies.seen
         measured = _measured_sizes(out, s) if resizable and _too_short(out) else None
         if measured is None or len(attempts) >= MAX_RESIZES:
@@ -326,7 +326,8 @@ def _find_peak(sut: SystemUnderTest, s: Scenario, batch: int, cal: Calibration, 
         probe = s.with_target(q)
         folder = base / f"probe-{len(probes) + 1:02d}-{q:.6g}qps"
         t_probe = time.monotonic()
-        out = run_loadgen(sut, probe, batch, size_run(probe, cal.per_sample_s, cal.batch_sample_s), folder)
+        out = run_loadgen(sut, probe, batch, size_run(probe, cal.per_sample_s, cal.batch_sample_s), folder,
+                          one_sample_s=cal.per_sample_s)
         last = out
         ok = bool(out.validity and out.validity["valid"])
         probes.append({"target_qps": q, "valid": ok, "summary": out.validity and out.validity["summary"],
