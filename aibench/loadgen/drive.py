@@ -7,8 +7,9 @@ looked for there and nowhere else). LoadGen's callbacks are the system's own met
 completions go to :class:`Completer`, which answers LoadGen and keeps the driver's record (per-sample
 latency from the issue times the completion carries). In SingleStream and MultiStream LoadGen waits for each
 query anyway, so the driver lets the system compute a query inline on LoadGen's thread when it is idle
-(``start(inline=True)``; :class:`~aibench.sut.batcher.BatchingSystem`). The calibration submits and waits,
-so it works for any asynchronous system.
+(``start(inline=True)``; :class:`~aibench.sut.batcher.BatchingSystem`); in Server too where the target rate
+leaves LoadGen's issuing thread mostly idle (:func:`inline_choice`). The calibration submits and waits, so
+it works for any asynchronous system.
 
 The test runs on a helper thread so that the main thread stays able to take Ctrl-C (and SIGTERM, handled the
 same: :mod:`aibench.lifetime`); a failing model or Ctrl-C switches the system to abort mode, which makes
