@@ -325,8 +325,10 @@ def test_server_computes_inline_only_where_the_target_rate_leaves_the_issuing_th
     assert not inline_choice(server, None)[0]  # not calibrated: never
     ok, why = inline_choice(server, SERVER_INLINE_MAX_LOAD / 20000.0)
     assert ok and "load 0.50" in why
-    ok, why = inline_choice(server, 1e-3)  # 1 ms a query at 20k QPS: load 20, the batching worker takes them
-    assert not ok and "batching worker" in why
+    ok, why = inline_choice(server, 1e-4)  # 0.1 ms a query at 20k QPS: load 2, the batching worker takes them
+    assert not ok and "load 2.00" in why and "batching worker" in why
+    ok, why = inline_choice(scenario("server", 10.0), 0.02)  # load 0.2, but 20 ms a query: batching protects
+    assert not ok and "20 ms" in why
 
 
 def test_a_query_that_finds_the_in_process_system_busy_is_queued_not_run_alongside() -> None:

@@ -51,7 +51,11 @@ INLINE_SCENARIOS = ("single-stream", "multi-stream")
 # one is computed is then issued late by less than c (an M/D/1 queue on the issuing thread: mean wait
 # load x c / 2(1 - load) <= c / 2), where a hand-off to the worker thread costs ~100 us on a 2-vCPU VM
 # (docs/loadgen.md, "Overhead"). Above it the batching worker takes every query: batches form under load.
+# And only for a short computation: queries that fall due during an inline one are issued after it and each
+# computed alone, where the worker would batch them; past 1 ms a query the ~100 us hand-off is under a tenth
+# of the latency, and the worker's batching of a backlog protects the tail.
 SERVER_INLINE_MAX_LOAD = 0.5
+SERVER_INLINE_MAX_ONE_SAMPLE_S = 1e-3
 
 
 def inline_choice(s: Scenario, one_sample_s: float | None) -> tuple[bool, str]:
@@ -62,12 +66,14 @@ def inline_choice(s: Scenario, one_sample_s: float | None) -> tuple[bool, str]:
         return False, f"{s.scenario}: the batching worker computes every query"
     if one_sample_s is None:
         return False, "server: no calibrated one-sample time"
+    if one_sample_s > SERVER_INLINE_MAX_ONE_SAMPLE_S:
+        return False, (f"server: calibrated one-sample time {one_sample_s * 1e3:.3g} ms > "
+                       f"{SERVER_INLINE_MAX_ONE_SAMPLE_S * 1e3:g} ms: queries go to the batching worker")
     load = s.target_qps * one_sample_s
+    what = f"server: target {s.target_qps:g} QPS x calibrated one-sample time {one_sample_s * 1e6:.1f} us"
     if load <= SERVER_INLINE_MAX_LOAD:
-        return True, (f"server: target {s.target_qps:g} QPS x calibrated one-sample time {one_sample_s * 1e6:.1f} us"
-                      f" = load {load:.2f} <= {SERVER_INLINE_MAX_LOAD}")
-    return False, (f"server: target {s.target_qps:g} QPS x calibrated one-sample time {one_sample_s * 1e6:.1f} us"
-                   f" = load {load:.2f} > {SERVER_INLINE_MAX_LOAD}: queries go to the batching worker")
+        return True, f"{what} = load {load:.2f} <= {SERVER_INLINE_MAX_LOAD}"
+    return False, f"{what} = load {load:.2f} > {SERVER_INLINE_MAX_LOAD}: queries go to the batching worker"
 
 
 class LatencyLog:
