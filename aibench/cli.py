@@ -14,7 +14,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -26,7 +26,10 @@ from aibench.errors import (
     AibenchError,
     UsageError,
 )
-from aibench.spec import FiniteFloat, Seed, option_bundle, runner_option_bundle
+from aibench.spec import FiniteFloat, RunnerArgs, Seed, option_bundle, runner_option_bundle
+
+if TYPE_CHECKING:
+    from aibench.harness import RunOptions
 
 log = logging.getLogger("aibench")
 
@@ -242,7 +245,7 @@ class MeasureOptions:
     seed: int
     out_dir: Path
 
-    def run_options(self, runner_options: dict[str, Any], interrupted_dir: Path | None = None) -> Any:
+    def run_options(self, runner_options: dict[str, Any], interrupted_dir: Path | None = None) -> RunOptions:
         """The harness's RunOptions: these settings with each runner's typed options (by key)."""
         from aibench.harness import RunOptions
         from aibench.measure.timer import TimerSettings
@@ -285,7 +288,7 @@ dry_run_option = click.option("--dry-run", is_flag=True, help="Validate and show
 @runner_option_bundle("runner_args")
 @click.pass_context
 def run_cmd(ctx: click.Context, args: tuple[str, ...], set_name: str | None, measure: MeasureOptions,
-            as_json: bool, dry_run: bool, runner_args: Any) -> None:
+            as_json: bool, dry_run: bool, runner_args: RunnerArgs) -> None:
     """Measure benchmarks and write one result file per configuration.
 
     BENCHMARK is KIND NAME, KIND/NAME, a pattern such as 'micro/*pool*', or a kind alone; with nothing,

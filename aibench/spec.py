@@ -299,7 +299,6 @@ def option_bundle(dest: str, cls: type, *options: Callable[[Any], Any]) -> Calla
     return deco
 
 
-
 @dataclass(frozen=True)
 class RunnerArgs:
     """What the runners' declared command-line options (:class:`~aibench.registry.RunnerCli`) received on one
