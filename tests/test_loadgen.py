@@ -4,6 +4,7 @@ refused settings, faults (failed model, Ctrl-C), find-peak, closed-loop users, a
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -438,6 +439,7 @@ def test_a_system_that_does_not_stop_is_recorded_and_shown(users: int | None, st
             super().stop(timeout)  # its thread does end: nothing is left behind by the test itself
             return stops or timeout is None  # the calibration waits without a timeout
 
+    caplog.set_level(logging.WARNING, logger="aibench.loadgen.drive")
     sut = NeverStops()
     kw: dict[str, Any] = {"users": users} if users else {"scenario": "offline", "expected_qps": 3000.0}
     s = LoadgenOptions(duration_s=0.1, out_dir=tmp_path, **kw).resolve()
