@@ -12,11 +12,11 @@ import json
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from click.core import ParameterSource
 
 from aibench import __version__, lifetime
 from aibench.errors import (
@@ -26,10 +26,10 @@ from aibench.errors import (
     AibenchError,
     UsageError,
 )
-from aibench.loadgen.options import build as loadgen_build
-from aibench.loadgen.options import check_applicable as loadgen_check
-from aibench.loadgen.options import loadgen_options
-from aibench.spec import FiniteFloat, Seed
+from aibench.spec import FiniteFloat, RunnerArgs, Seed, option_bundle, runner_option_bundle
+
+if TYPE_CHECKING:
+    from aibench.harness import RunOptions
 
 log = logging.getLogger("aibench")
 
@@ -231,33 +231,64 @@ class RunCommand(click.Command):
         return super().parse_args(ctx, args)
 
 
+@dataclass(frozen=True)
+class MeasureOptions:
+    """How each result is measured and where it goes: the options ``run`` and ``sweep`` share (one
+    definition, :data:`measure_options`), and what the runners' own options are built with
+    (:class:`~aibench.registry.RunnerCli`)."""
+
+    threads: int | None
+    max_time: float
+    warmup: float
+    min_rounds: int
+    target_ci: float
+    seed: int
+    out_dir: Path
+
+    def run_options(self, runner_options: dict[str, Any], interrupted_dir: Path | None = None) -> RunOptions:
+        """The harness's RunOptions: these settings with each runner's typed options (by key)."""
+        from aibench.harness import RunOptions
+        from aibench.measure.timer import TimerSettings
+
+        timer = TimerSettings(warmup_s=self.warmup, max_time_s=self.max_time, min_rounds=self.min_rounds,
+                              target_rel_ci=self.target_ci)
+        return RunOptions(threads=self.threads, seed=self.seed, timer=timer,
+                          interrupted_dir=interrupted_dir).with_options(**runner_options)
+
+
+measure_options = option_bundle(
+    "measure", MeasureOptions,
+    click.option("--threads", type=click.IntRange(1, 1024), metavar="N",
+                 help="Intra-op threads, pinned and recorded [default: 1 for micro benchmarks]."),
+    click.option("--max-time", type=FiniteFloat(0.0, 86400, min_open=True), default=2.0, show_default=True,
+                 metavar="S", help="Time budget for measuring one result (warm-up excluded)."),
+    click.option("--warmup", type=FiniteFloat(0.0, 3600), default=0.1, show_default=True, metavar="S",
+                 help="Minimum warm-up time before measuring."),
+    click.option("--min-rounds", type=click.IntRange(3, 1_000_000), default=10, show_default=True, metavar="N",
+                 help="Timed blocks before the stopping rule may end a measurement."),
+    click.option("--target-ci", type=FiniteFloat(0.0, 1.0, min_open=True), default=0.01, show_default=True,
+                 metavar="R", help="Stop once the 95% CI of the median is within ±R of it."),
+    click.option("--seed", type=Seed(), default=0, show_default=True,
+                 help="Seed for inputs and weights (and, when given, LoadGen's seeds): 0..2^64-1."),
+    click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
+                 show_default=True, help="Folder for result files."))
+
+dry_run_option = click.option("--dry-run", is_flag=True, help="Validate and show what would run, measure nothing.")
+
+
 @cli.command("run", cls=RunCommand, epilog=EXIT_CODES_HELP,
              context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--set", "set_name", metavar="NAME",
               help="Run every size of a named set (e.g. deepbench-inference-server).")
-@click.option("--threads", type=click.IntRange(1, 1024), metavar="N",
-              help="Intra-op threads, pinned and recorded [default: 1 for micro benchmarks].")
-@click.option("--max-time", type=FiniteFloat(0.0, 86400, min_open=True), default=2.0, show_default=True,
-              metavar="S", help="Time budget for measuring one result (warm-up excluded).")
-@click.option("--warmup", type=FiniteFloat(0.0, 3600), default=0.1, show_default=True, metavar="S",
-              help="Minimum warm-up time before measuring.")
-@click.option("--min-rounds", type=click.IntRange(3, 1_000_000), default=10, show_default=True, metavar="N",
-              help="Timed blocks before the stopping rule may end a measurement.")
-@click.option("--target-ci", type=FiniteFloat(0.0, 1.0, min_open=True), default=0.01, show_default=True,
-              metavar="R", help="Stop once the 95% CI of the median is within ±R of it.")
-@click.option("--seed", type=Seed(), default=0, show_default=True,
-              help="Seed for inputs and weights (and, when given, LoadGen's seeds): 0..2^64-1.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
-              show_default=True, help="Folder for result files.")
+@measure_options
 @click.option("--json", "as_json", is_flag=True,
               help="Print the result (an array if several) as JSON on stdout; tables go to stderr.")
-@click.option("--dry-run", is_flag=True, help="Validate and show what would run, measure nothing.")
-@loadgen_options
+@dry_run_option
+@runner_option_bundle("runner_args")
 @click.pass_context
-def run_cmd(ctx: click.Context, args: tuple[str, ...], set_name: str | None, threads: int | None,
-            max_time: float, warmup: float, min_rounds: int, target_ci: float, seed: int, out_dir: Path,
-            as_json: bool, dry_run: bool, **lg_given: Any) -> None:
+def run_cmd(ctx: click.Context, args: tuple[str, ...], set_name: str | None, measure: MeasureOptions,
+            as_json: bool, dry_run: bool, runner_args: RunnerArgs) -> None:
     """Measure benchmarks and write one result file per configuration.
 
     BENCHMARK is KIND NAME, KIND/NAME, a pattern such as 'micro/*pool*', or a kind alone; with nothing,
@@ -273,20 +304,13 @@ def run_cmd(ctx: click.Context, args: tuple[str, ...], set_name: str | None, thr
       aibench run micro --json > micro.json
       aibench run component imc --scenario server --target-qps 200 --latency-bound-ms 50
     """
-    from aibench.harness import RunOptions
-    from aibench.measure.timer import TimerSettings
-    from aibench.measure.train_task import TrainingOptions
-
     quiet = ctx.obj["quiet"] if ctx.obj else False
     refs, param_args = _split_args(list(args))
     benches = _select(refs)
     runs = _plan_runs(benches, param_args, set_name)
-    lg = loadgen_build(ctx, lg_given, seed, out_dir)
-    loadgen_check(runs, lg)
-    ttq_budget = max_time if ctx.get_parameter_source("max_time") != ParameterSource.DEFAULT else None
-    opts = RunOptions(threads=threads, seed=seed, timer=TimerSettings(
-        warmup_s=warmup, max_time_s=max_time, min_rounds=min_rounds, target_rel_ci=target_ci),
-        interrupted_dir=out_dir).with_options(loadgen=lg, training=TrainingOptions(ttq_budget_s=ttq_budget))
+    out_dir, threads = measure.out_dir, measure.threads
+    opts = measure.run_options(runner_args.build(measure), interrupted_dir=out_dir)
+    runner_args.check(runs, opts)
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0)
     if threads is not None and usable and threads > usable and not quiet:
         click.echo(f"warning: --threads {threads} is more than the {usable} CPU(s) this process may use: the "

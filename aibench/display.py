@@ -250,6 +250,9 @@ def _status(r: Result) -> str:
         return f"[red]{r.status}[/red]: {escape(r.error['message']) if r.error else ''}"
     if r.validity is not None and not r.validity.get("valid", True):
         return "[red]INVALID[/red] (see below)"
+    drivers = (r.method.get(k) for k in ("adapter", "closed_loop")) if isinstance(r.method, dict) else ()
+    if any(isinstance(d, dict) and d.get("stop_fault") for d in drivers):  # aibench.loadgen.drive.record_stop
+        return "[yellow]system did not stop[/yellow] (method.adapter.stop_fault)"
     faults = r.method.get("page_faults") if isinstance(r.method, dict) else None
     if r.noisy and isinstance(faults, dict) and faults.get("dominant"):
         per = (faults.get("minor_per_call") or 0) + (faults.get("major_per_call") or 0)

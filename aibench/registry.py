@@ -14,7 +14,7 @@ import difflib
 import fnmatch
 import importlib
 import pkgutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,8 +70,9 @@ class RunnerSpec:
       yielding ``(system under test, batch)`` that it starts and stops itself, e.g. scenario/djinn's server).
     - ``metrics``: the metrics it can produce (benchmarks declare these or a subset).
     - ``options``: the key of its typed options in :attr:`aibench.harness.RunOptions.runner_options`, and
-      ``options_type`` "module:Class" of that object (constructed with no arguments for its defaults). Its
-      command-line bundle is ``cli_options`` ("module:decorator").
+      ``options_type`` "module:Class" of that object (constructed with no arguments for its defaults).
+      ``cli_options``: "module:attribute" of a :class:`RunnerCli`, how ``aibench run`` and ``sweep`` offer and
+      build those options (one per ``options`` key; a runner sharing another's key leaves it None).
     - ``primary``: "module:function(bench, options) -> metric name": the run's primary metric when its
       options change it (LoadGen's scenario, --ttq); ``primary_from_args`` the same from a command line
       (``aibench gate``, which only sees words). ``sweepable``: numeric options a sweep may vary.
@@ -91,6 +92,25 @@ class RunnerSpec:
     sweepable: Mapping[str, type] = field(default_factory=dict)
     check_distributed: str | None = None
     describe: str = ""
+
+
+@dataclass(frozen=True)
+class RunnerCli:
+    """A runner's command-line options on ``aibench run`` and ``aibench sweep`` (what
+    :attr:`RunnerSpec.cli_options` names). The commands read these declarations; they name no runner.
+
+    - ``options``: click option decorators, in ``--help`` order.
+    - ``build(values, measure, given)``: the runner's typed options (its :attr:`RunnerSpec.options_type`) from
+      ``values`` (its options' values by name), ``measure`` (the options every run takes:
+      :class:`aibench.cli.MeasureOptions`, e.g. the seed, the results folder, the time budget) and ``given``
+      (the names of the command's options given on its command line).
+    - ``check(runs, options)``: refuse, before anything is measured, options that do not apply to the planned
+      runs, and contradictions (UsageError).
+    """
+
+    build: Callable[[Mapping[str, Any], Any, frozenset[str]], Any]
+    options: tuple[Callable[[Any], Any], ...] = ()
+    check: Callable[[Sequence[Any], Any], None] | None = None
 
 
 def load(dotted: str) -> Any:
@@ -121,9 +141,34 @@ def runner(name: str) -> RunnerSpec:
     return _RUNNERS[name]
 
 
+# The light modules (no torch) that register the built-in runners. Workloads import them for their contracts;
+# the commands import them at start-up to build their options without discovering every workload.
+RUNNER_MODULES = ("aibench.measure.op", "aibench.loadgen.metrics", "aibench.measure.train_task")
+
+
 def all_runners() -> list[RunnerSpec]:
     discover()
+    return declared_runners()
+
+
+def declared_runners() -> list[RunnerSpec]:
+    """The runners registered so far and those of :data:`RUNNER_MODULES` (imported now), by name; unlike
+    :func:`all_runners`, the workloads are not discovered (``aibench --help`` stays light)."""
+    for module in RUNNER_MODULES:
+        importlib.import_module(module)
     return sorted(_RUNNERS.values(), key=lambda r: r.name)
+
+
+def runner_clis() -> dict[str, RunnerCli]:
+    """The command-line declarations of the runners (:attr:`RunnerSpec.cli_options`), by their options key."""
+    out: dict[str, RunnerCli] = {}
+    for spec in declared_runners():
+        if spec.cli_options is None or spec.options is None:
+            continue
+        cli = load(spec.cli_options)
+        if out.setdefault(spec.options, cli) is not cli:
+            raise ValueError(f"runner {spec.name}: another runner already declares the options of {spec.options!r}")
+    return out
 
 
 @dataclass(frozen=True)

@@ -298,3 +298,59 @@ def option_bundle(dest: str, cls: type, *options: Callable[[Any], Any]) -> Calla
 
     return deco
 
+
+@dataclass(frozen=True)
+class RunnerArgs:
+    """What the runners' declared command-line options (:class:`~aibench.registry.RunnerCli`) received on one
+    command line: ``values`` by runner options key, then by option name; ``given``, the names of the command's
+    options given on its command line."""
+
+    values: Mapping[str, Mapping[str, Any]]
+    given: frozenset[str]
+    clis: Mapping[str, Any] = field(repr=False)
+
+    def build(self, measure: Any) -> dict[str, Any]:
+        """Each runner's typed options, by key (for :meth:`aibench.harness.RunOptions.with_options`)."""
+        return {key: cli.build(self.values[key], measure, self.given) for key, cli in self.clis.items()}
+
+    def check(self, runs: Sequence[Any], opts: Any) -> None:
+        """Each runner refuses what does not apply to ``runs`` under the run options ``opts`` (UsageError)."""
+        for key, cli in self.clis.items():
+            if cli.check is not None:
+                cli.check(runs, opts.options_for(key))
+
+
+def runner_option_bundle(dest: str) -> Callable[[Any], Any]:
+    """The command-line options every runner declares (:attr:`aibench.registry.RunnerSpec.cli_options`), added
+    to a command; the command receives ``dest=`` a :class:`RunnerArgs` instead of one keyword argument per
+    option. The command names no runner: a new runner's options appear by its declaration."""
+    import functools
+
+    from aibench import registry
+
+    clis = registry.runner_clis()
+    names: dict[str, list[str]] = {}
+    for key, cli in clis.items():
+        def probe() -> None: ...
+
+        for opt in cli.options:
+            opt(probe)
+        names[key] = [p.name for p in getattr(probe, "__click_params__", [])]
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            ctx = click.get_current_context()
+            given = frozenset(p.name for p in ctx.command.params if p.name is not None
+                              and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE)
+            values = {key: {n: kwargs.pop(n) for n in names[key]} for key in clis}
+            kwargs[dest] = RunnerArgs(values, given, clis)
+            return fn(*args, **kwargs)
+
+        out: Any = wrapper
+        for cli in reversed(list(clis.values())):
+            for opt in reversed(cli.options):
+                out = opt(out)
+        return out  # type: ignore[no-any-return]
+
+    return deco

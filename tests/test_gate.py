@@ -504,3 +504,32 @@ def test_gate_machine_and_runner_must_agree_and_runner_is_hidden(cli: Cli) -> No
     assert code == 2 and "disagree" in err
     code, out, _err = cli("gate", "--help")
     assert code == 0 and "--machine" in out and "--runner" not in out
+
+
+def test_every_gate_option_reaches_its_configuration(cli: Cli, monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    """The gate's options arrive in typed bundles (sides, rounds, decision, outputs): each one still lands in
+    the GateConfig (or the exit policy) it sets."""
+    seen: list[Any] = []
+
+    def fake_run_gate(cfg: Any, _progress: Any, inconclusive: str, improved: str) -> Any:
+        seen.append((cfg, inconclusive, improved))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("aibench.gate.gate.run_gate", fake_run_gate)
+    keep = tmp_path / "keep"
+    code, _out, err = cli("gate", "--baseline-python", sys.executable, "--candidate", f"{sys.executable} -X utf8",
+                          "--candidate-label", "pr", "--rounds", "4", "--max-rounds", "8", "--budget-s", "99",
+                          "--seed", "5", "--process-timeout", "7", "--metric", "time_p99", "--ignore-metric",
+                          "time_median", "--threshold", "3%", "--metric-threshold", "time_p99=20%",
+                          "--inconclusive", "pass", "--improved", "distinct", "--confidence", "0.9", "--ci-method",
+                          "BCa", "--trim", "0.1", "--out", str(keep), "micro/gemm", "--m", "8")
+    assert code == 130 and seen, err
+    cfg, inconclusive, improved = seen[0]
+    assert (cfg.rounds, cfg.max_rounds, cfg.budget_s, cfg.seed, cfg.timeout_s) == (4, 8, 99.0, 5, 7.0)
+    assert cfg.metrics == ("time_p99",) and cfg.ignore == ("time_median",)
+    assert cfg.threshold == pytest.approx(0.03) and cfg.thresholds == {"time_p99": pytest.approx(0.20)}
+    assert (inconclusive, improved) == ("pass", "distinct")
+    assert (cfg.confidence, cfg.method, cfg.trim, cfg.out_dir) == (0.9, "BCa", 0.1, keep)
+    assert cfg.candidate.label == "pr" and cfg.baseline.label != "pr"
+    assert [b.ref for b in cfg.benches] == ["micro/gemm"]

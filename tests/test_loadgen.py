@@ -4,6 +4,7 @@ refused settings, faults (failed model, Ctrl-C), find-peak, closed-loop users, a
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -420,3 +421,37 @@ def test_single_stream_says_when_its_estimate_is_the_maximum(tiny_bench: Any, tm
     es = q.metrics["latency_early_stopping"]
     assert es["queries"] >= 81 and es["estimate_is_max"] is False and es["estimate_rank"] >= 2
     assert es["value"] <= q.metrics["latency_max"]["value"]
+
+
+@pytest.mark.parametrize("users", [None, 2], ids=["loadgen", "closed-loop"])
+@pytest.mark.parametrize("stops", [True, False], ids=["stops", "does-not-stop"])
+def test_a_system_that_does_not_stop_is_recorded_and_shown(users: int | None, stops: bool, tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """After a test that ended normally, a system whose stop() times out (its threads still run) is a fault:
+    recorded in the driver's record (adapter / closed_loop), warned about, and shown in the results table."""
+    from aibench.display import _status
+    from aibench.loadgen.drive import STOP_TIMEOUT_S
+    from aibench.loadgen.run import drive_system
+    from tests.test_sut import FakeRemote, _result
+
+    class NeverStops(FakeRemote):
+        def stop(self, timeout: float | None = None) -> bool:
+            super().stop(timeout)  # its thread does end: nothing is left behind by the test itself
+            return stops or timeout is None  # the calibration waits without a timeout
+
+    caplog.set_level(logging.WARNING, logger="aibench.loadgen.drive")
+    sut = NeverStops()
+    kw: dict[str, Any] = {"users": users} if users else {"scenario": "offline", "expected_qps": 3000.0}
+    s = LoadgenOptions(duration_s=0.1, out_dir=tmp_path, **kw).resolve()
+    result = _result()
+    drive_system(sut, s, 4, result)
+    record = result.method["closed_loop" if users else "adapter"]
+    assert record["stopped"] is stops
+    result.validity = None  # a 0.1 s LoadGen test may be INVALID, which the status column shows first
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "did not stop" in r.getMessage()]
+    if stops:
+        assert "stop_fault" not in record and not warned and "did not stop" not in _status(result)
+    else:
+        assert "fake-remote" in record["stop_fault"] and f"{STOP_TIMEOUT_S:g} s" in record["stop_fault"]
+        assert warned == [record["stop_fault"]]
+        assert "system did not stop" in _status(result)

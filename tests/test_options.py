@@ -3,7 +3,9 @@ nothing measured and nothing written (issue 12, item 5). Also: one "did you mean
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import click
 import pytest
 
 from aibench.errors import EXIT_USAGE
+from aibench.registry import RunnerCli, RunnerSpec
 from aibench.spec import SEED_MAX, FiniteFloat, Seed
 from tests.conftest import TINY_FLAGS
 
@@ -176,3 +179,89 @@ def test_a_did_you_mean_is_given_once(cli, word: str) -> None:
 def test_every_suggestion_is_given_once(cli, tmp_path: Path, args: list[str]) -> None:
     code, _out, err = cli(*args, *(TINY_FLAGS if args[0] == "run" else []))
     assert code == EXIT_USAGE and err.lower().count("did you mean") == 1, err
+
+
+# -- the runners' own options: declared by each runner (RunnerSpec.cli_options), offered by run and sweep -------
+
+@dataclasses.dataclass(frozen=True)
+class _KnobOptions:
+    knob: int = 1
+    given: bool = False
+    seed: int = 0
+
+
+KNOB_CHECKED: list[tuple[list[Any], Any]] = []
+
+
+def _knob_build(values: Any, measure: Any, given: frozenset[str]) -> _KnobOptions:
+    return _KnobOptions(knob=values["knob"], given="knob" in given, seed=measure.seed)
+
+
+def _knob_check(runs: Any, options: Any) -> None:
+    KNOB_CHECKED.append((list(runs), options))
+
+
+KNOB_CLI = RunnerCli(build=_knob_build, options=(click.option("--knob", type=int, default=1, help="A knob."),),
+                     check=_knob_check)
+
+
+@pytest.mark.parametrize("args", [[], ["--knob", "7", "--max-time", "5", "--seed", "3"]])
+def test_a_runner_s_declared_options_reach_the_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                       args: list[str]) -> None:
+    """A new runner's options appear on a command through its declaration alone; its build gets their values,
+    the shared measuring options and what was given; its check sees the planned runs. Training's declaration
+    (no option of its own) makes an explicit --max-time the --ttq budget."""
+    from click.testing import CliRunner
+
+    from aibench import registry
+    from aibench.cli import MeasureOptions, measure_options
+    from aibench.spec import runner_option_bundle
+
+    spec = RunnerSpec(name="knob-runner", contract="x:Y", measure="x:y", options="knob",
+                      cli_options=f"{__name__}:KNOB_CLI")
+    monkeypatch.setitem(registry._RUNNERS, spec.name, spec)
+    KNOB_CHECKED.clear()
+    got: dict[str, Any] = {}
+
+    @click.command()
+    @measure_options
+    @runner_option_bundle("runner_args")
+    def cmd(measure: MeasureOptions, runner_args: Any) -> None:
+        opts = measure.run_options(runner_args.build(measure))
+        run = types.SimpleNamespace(bench=types.SimpleNamespace(id="x/y", runner_spec=spec))
+        runner_args.check([run], opts)
+        got["opts"] = opts
+
+    res = CliRunner().invoke(cmd, [*args, "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "--knob" in CliRunner().invoke(cmd, ["--help"]).output
+    opts = got["opts"]
+    knob = opts.options_for("knob")
+    assert knob == (_KnobOptions(7, True, 3) if args else _KnobOptions(1, False, 0))
+    assert KNOB_CHECKED and KNOB_CHECKED[0][1] == knob
+    assert opts.options_for("training").ttq_budget_s == (5.0 if args else None)
+    assert opts.options_for("loadgen").explicit == () and opts.options_for("loadgen").out_dir == tmp_path
+
+
+def test_run_and_sweep_take_the_loadgen_options_from_its_declaration() -> None:
+    """The commands name no runner: LoadGen's options are on run and sweep because its RunnerSpec declares
+    them."""
+    import inspect
+
+    import aibench.cli
+    import aibench.sweep.cli
+    from aibench import registry
+    from aibench.loadgen.metrics import LOADGEN
+
+    assert LOADGEN.cli_options is not None
+    declared = registry.load(LOADGEN.cli_options)
+
+    def probe() -> None: ...
+
+    for opt in declared.options:
+        opt(probe)
+    names = {p.name for p in probe.__click_params__}  # type: ignore[attr-defined]
+    assert {"scenario", "target_qps", "users", "remote"} <= names
+    for module, cmd in ((aibench.cli, aibench.cli.run_cmd), (aibench.sweep.cli, aibench.sweep.cli.sweep)):
+        assert names <= {p.name for p in cmd.params}, cmd.name
+        assert "aibench.loadgen" not in inspect.getsource(module), module.__name__

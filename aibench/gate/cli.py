@@ -7,7 +7,7 @@ import logging
 import secrets
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,23 +70,64 @@ class SideOptions:
 
 
 @dataclass(frozen=True)
-class GateOutputs:
-    """Where the gate's record goes besides the table: JSON, markdown, JUnit XML."""
+class RoundOptions:
+    """How the rounds run: K before the first decision, at most N while undecided, the time budget, the seed
+    of the side order (and bootstrap), and how long one benchmark process may run."""
 
+    rounds: int
+    max_rounds: int | None
+    budget_s: float
+    seed: int | None
+    process_timeout: float
+
+    def checked(self) -> RoundOptions:
+        """These options with the seed drawn when none was given; UsageError when N < K."""
+        if self.max_rounds is not None and self.max_rounds < self.rounds:
+            raise UsageError(f"--max-rounds {self.max_rounds} must be at least --rounds {self.rounds}")
+        return self if self.seed is not None else replace(self, seed=secrets.randbelow(2**31))
+
+
+@dataclass(frozen=True)
+class DecisionOptions:
+    """What the gate decides on and how: the metrics gated and ignored, the thresholds (a machine preset, one
+    for every metric, one per metric), the exit code of an inconclusive or improved outcome, and the interval
+    the verdicts rest on."""
+
+    metrics: tuple[str, ...]
+    ignore: tuple[str, ...]
+    machine: str
+    runner_alias: str | None
+    threshold: str | None
+    metric_thresholds: tuple[str, ...]
+    inconclusive: str
+    improved: str
+    confidence: float
+    ci_method: str
+    trim: float
+
+    def thresholds(self, ctx: click.Context) -> tuple[float, dict[str, float]]:
+        """The threshold of every metric and those of single metrics (UsageError on a bad one)."""
+        return _thresholds(self.threshold, self._machine(ctx), self.metric_thresholds)
+
+    def _machine(self, ctx: click.Context) -> str:
+        """--machine, or its older spelling --runner (hidden, same values); both given must agree."""
+        if self.runner_alias is None:
+            return self.machine
+        given = ctx.get_parameter_source("machine") != click.core.ParameterSource.DEFAULT
+        if given and self.machine != self.runner_alias:
+            raise UsageError(f"--machine {self.machine} and --runner {self.runner_alias} disagree (--runner is the "
+                             "older name of --machine: give one)")
+        return self.runner_alias
+
+
+@dataclass(frozen=True)
+class GateOutputs:
+    """Where the gate's findings go besides the table: the processes' result files, JSON, markdown, JUnit XML."""
+
+    out_dir: Path | None
     json_out: str | None
     md_out: str | None
     junit_out: str | None
-
-
-def _machine(ctx: click.Context, machine: str, runner_alias: str | None) -> str:
-    """--machine, or its older spelling --runner (hidden, same values); both given must agree."""
-    if runner_alias is None:
-        return machine
-    given = ctx.get_parameter_source("machine") != click.core.ParameterSource.DEFAULT
-    if given and machine != runner_alias:
-        raise UsageError(f"--machine {machine} and --runner {runner_alias} disagree (--runner is the older "
-                         "name of --machine: give one)")
-    return runner_alias
 
 
 def _thresholds(base: str | None, machine: str, per_metric: tuple[str, ...]) -> tuple[float, dict[str, float]]:
@@ -239,59 +280,59 @@ def compare(ctx: click.Context, baseline: Path, candidate: Path, metrics: tuple[
     click.option("--candidate-label", metavar="TEXT", help="Name shown for the candidate."))
 @click.option("-b", "--benchmark", "bench_specs", multiple=True, metavar="'KIND/NAME [ARGS]'",
               help="A benchmark and its 'aibench run' arguments as one string (repeatable).")
-@click.option("--rounds", type=click.IntRange(decide.MIN_ROUNDS, 10_000), default=10, show_default=True,
-              metavar="K", help="Interleaved rounds before the first decision; each round runs every benchmark "
-              "once per side.")
-@click.option("--max-rounds", type=click.IntRange(decide.MIN_ROUNDS, 30_000), default=None, metavar="N",
-              help="While a metric is undecided, add rounds (K/2 at a time) up to N. The error rate is split "
-              "over the looks (half at the first), so all looks together keep --confidence. N = K: one look "
-              "at --confidence. [default: 3 × K]")
-@click.option("--budget-s", type=FiniteFloat(1.0, 7 * 86400.0), default=decide.DEFAULT_BUDGET_S,
-              show_default=True, metavar="S", help="Add no batch of rounds that would end more than S seconds "
-              "after the gate started (the first K rounds always run).")
-@click.option("--metric", "metrics", multiple=True, metavar="NAME",
-              help="Also gate on this metric (repeatable, e.g. time_p99); the primary metric always counts.")
-@click.option("--ignore-metric", "ignore", multiple=True, metavar="NAME",
-              help="Never gate on this metric (repeatable), e.g. a primary metric too noisy on shared runners.")
-@click.option("--machine", type=click.Choice(sorted(decide.MACHINE_THRESHOLDS)), default="dedicated",
-              show_default=True, help="Threshold preset for the machine the gate runs on: dedicated 5%, shared "
-              "10% (a CI runner shared with other jobs).")
-@click.option("--runner", "runner_alias", type=click.Choice(sorted(decide.MACHINE_THRESHOLDS)), hidden=True,
-              help="Older name of --machine (same values).")
-@click.option("--threshold", metavar="T", help="Threshold for every metric (5% or 0.05); overrides --machine. "
-              "Tail metrics (p99, p99.9, max) get 2×.")
-@click.option("--metric-threshold", "metric_thresholds", multiple=True, metavar="NAME=T",
-              help="Threshold for one metric, e.g. latency_p99=20% (repeatable).")
-@click.option("--inconclusive", type=click.Choice(["pass", "fail"]), default="fail", show_default=True,
-              help="How CI treats an inconclusive gate: exit 0, or exit 11.")
-@click.option("--improved", type=click.Choice(["pass", "distinct"]), default="pass", show_default=True,
-              help="Exit code of an improved gate: 0, or 13 (to tell it from pass in a script).")
-@click.option("--confidence", type=FiniteFloat(0.5, 1.0, min_open=True, max_open=True), default=0.95,
-              show_default=True, metavar="C", help="Confidence level of the interval the verdicts rest on.")
-@click.option("--ci-method", type=click.Choice(["trimmed-t", "BCa", "percentile"]), default="trimmed-t",
-              show_default=True, help="Interval of the (trimmed) geometric mean: Yuen's trimmed t, or a seeded "
-              "bootstrap (too narrow with few rounds).")
-@click.option("--trim", type=FiniteFloat(0.0, 0.5, max_open=True), default=0.2, show_default=True,
-              metavar="F", help="Share of rounds trimmed from each end before the geometric mean (robust to a "
-              "round hit by another job); 0: plain geometric mean.")
-@click.option("--seed", type=Seed(), default=None, metavar="N",
-              help="Seed of the side order and the bootstrap [default: random, recorded in the JSON].")
-@click.option("--process-timeout", type=FiniteFloat(1.0, 86400.0), default=600.0, show_default=True,
-              metavar="S", help="Kill a benchmark process that runs longer (outcome: error).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
-              help="Keep every process's result files here [default: a temporary folder, removed].")
+@option_bundle(
+    "schedule", RoundOptions,
+    click.option("--rounds", type=click.IntRange(decide.MIN_ROUNDS, 10_000), default=10, show_default=True,
+                 metavar="K", help="Interleaved rounds before the first decision; each round runs every benchmark "
+                 "once per side."),
+    click.option("--max-rounds", type=click.IntRange(decide.MIN_ROUNDS, 30_000), default=None, metavar="N",
+                 help="While a metric is undecided, add rounds (K/2 at a time) up to N. The error rate is split "
+                 "over the looks (half at the first), so all looks together keep --confidence. N = K: one look "
+                 "at --confidence. [default: 3 × K]"),
+    click.option("--budget-s", type=FiniteFloat(1.0, 7 * 86400.0), default=decide.DEFAULT_BUDGET_S,
+                 show_default=True, metavar="S", help="Add no batch of rounds that would end more than S seconds "
+                 "after the gate started (the first K rounds always run)."),
+    click.option("--seed", type=Seed(), default=None, metavar="N",
+                 help="Seed of the side order and the bootstrap [default: random, recorded in the JSON]."),
+    click.option("--process-timeout", type=FiniteFloat(1.0, 86400.0), default=600.0, show_default=True,
+                 metavar="S", help="Kill a benchmark process that runs longer (outcome: error)."))
+@option_bundle(
+    "decision", DecisionOptions,
+    click.option("--metric", "metrics", multiple=True, metavar="NAME",
+                 help="Also gate on this metric (repeatable, e.g. time_p99); the primary metric always counts."),
+    click.option("--ignore-metric", "ignore", multiple=True, metavar="NAME",
+                 help="Never gate on this metric (repeatable), e.g. a primary metric too noisy on shared runners."),
+    click.option("--machine", type=click.Choice(sorted(decide.MACHINE_THRESHOLDS)), default="dedicated",
+                 show_default=True, help="Threshold preset for the machine the gate runs on: dedicated 5%, shared "
+                 "10% (a CI runner shared with other jobs)."),
+    click.option("--runner", "runner_alias", type=click.Choice(sorted(decide.MACHINE_THRESHOLDS)), hidden=True,
+                 help="Older name of --machine (same values)."),
+    click.option("--threshold", metavar="T", help="Threshold for every metric (5% or 0.05); overrides --machine. "
+                 "Tail metrics (p99, p99.9, max) get 2×."),
+    click.option("--metric-threshold", "metric_thresholds", multiple=True, metavar="NAME=T",
+                 help="Threshold for one metric, e.g. latency_p99=20% (repeatable)."),
+    click.option("--inconclusive", type=click.Choice(["pass", "fail"]), default="fail", show_default=True,
+                 help="How CI treats an inconclusive gate: exit 0, or exit 11."),
+    click.option("--improved", type=click.Choice(["pass", "distinct"]), default="pass", show_default=True,
+                 help="Exit code of an improved gate: 0, or 13 (to tell it from pass in a script)."),
+    click.option("--confidence", type=FiniteFloat(0.5, 1.0, min_open=True, max_open=True), default=0.95,
+                 show_default=True, metavar="C", help="Confidence level of the interval the verdicts rest on."),
+    click.option("--ci-method", type=click.Choice(["trimmed-t", "BCa", "percentile"]), default="trimmed-t",
+                 show_default=True, help="Interval of the (trimmed) geometric mean: Yuen's trimmed t, or a seeded "
+                 "bootstrap (too narrow with few rounds)."),
+    click.option("--trim", type=FiniteFloat(0.0, 0.5, max_open=True), default=0.2, show_default=True,
+                 metavar="F", help="Share of rounds trimmed from each end before the geometric mean (robust to a "
+                 "round hit by another job); 0: plain geometric mean."))
 @option_bundle(
     "outputs", GateOutputs,
+    click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+                 help="Keep every process's result files here [default: a temporary folder, removed]."),
     click.option("--json", "json_out", metavar="FILE|-", help="Write the gate's record as JSON ('-': stdout)."),
     click.option("--markdown", "md_out", metavar="FILE|-", help="Write a markdown summary (for a PR comment)."),
     click.option("--junit", "junit_out", metavar="FILE", help="Write JUnit XML (one test case per metric)."))
 @click.pass_context
-def gate(ctx: click.Context, bench_args: tuple[str, ...], sides: SideOptions, bench_specs: tuple[str, ...], rounds: int,
-         max_rounds: int | None, budget_s: float, metrics: tuple[str, ...], ignore: tuple[str, ...], machine: str,
-         runner_alias: str | None, threshold: str | None,
-         metric_thresholds: tuple[str, ...],
-         inconclusive: str, improved: str, confidence: float, ci_method: str, trim: float, seed: int | None,
-         process_timeout: float, out_dir: Path | None, outputs: GateOutputs) -> None:
+def gate(ctx: click.Context, bench_args: tuple[str, ...], sides: SideOptions, bench_specs: tuple[str, ...],
+         schedule: RoundOptions, decision: DecisionOptions, outputs: GateOutputs) -> None:
     """The CI performance decision: run benchmarks for a baseline and a candidate environment
     interleaved in this job, and decide pass / improved / regression / inconclusive.
 
@@ -316,34 +357,28 @@ def gate(ctx: click.Context, bench_args: tuple[str, ...], sides: SideOptions, be
     """
     from aibench.gate.gate import BenchSpec, GateConfig, run_gate
     from aibench.gate.render import table
+    from aibench.results.store import check_outputs, ensure_writable_dir
 
     baseline, candidate = sides.specs()
-    json_out = outputs.json_out
     benches = [BenchSpec.parse(s) for s in bench_specs]
     if bench_args:
         benches.append(BenchSpec.from_words(list(bench_args)))
     if not benches:
         raise UsageError("name a benchmark: 'aibench gate [OPTIONS] KIND/NAME [ARGS]' or -b 'KIND/NAME ARGS'")
-    thr, overrides = _thresholds(threshold, _machine(ctx, machine, runner_alias), metric_thresholds)
-    _check_metrics(benches, metrics, ignore)
-    from aibench.results.store import check_outputs
-
+    thr, overrides = decision.thresholds(ctx)
+    _check_metrics(benches, decision.metrics, decision.ignore)
     # Before the rounds, which may take long: an output never replaces a result or anything but a regular file.
-    targets = check_outputs({"--json": json_out, "--markdown": outputs.md_out, "--junit": outputs.junit_out},
+    targets = check_outputs({"--json": outputs.json_out, "--markdown": outputs.md_out, "--junit": outputs.junit_out},
                             stdout_ok=("--json", "--markdown"))
-    if seed is None:
-        seed = secrets.randbelow(2**31)
-    if out_dir is not None:
-        from aibench.results.store import ensure_writable_dir
-
-        ensure_writable_dir(out_dir)
-    if max_rounds is not None and max_rounds < rounds:
-        raise UsageError(f"--max-rounds {max_rounds} must be at least --rounds {rounds}")
-    cfg = GateConfig(baseline=baseline, candidate=candidate, benches=benches, rounds=rounds, metrics=metrics,
-                     max_rounds=max_rounds, budget_s=budget_s,
-                     ignore=ignore,
-                     threshold=thr, thresholds=overrides, seed=seed, timeout_s=process_timeout, out_dir=out_dir,
-                     trim=trim, confidence=confidence, method=ci_method)
+    schedule = schedule.checked()
+    if outputs.out_dir is not None:
+        ensure_writable_dir(outputs.out_dir)
+    rounds, inconclusive = schedule.rounds, decision.inconclusive
+    cfg = GateConfig(baseline=baseline, candidate=candidate, benches=benches, rounds=rounds,
+                     metrics=decision.metrics, max_rounds=schedule.max_rounds, budget_s=schedule.budget_s,
+                     ignore=decision.ignore, threshold=thr, thresholds=overrides, seed=schedule.seed,
+                     timeout_s=schedule.process_timeout, out_dir=outputs.out_dir, trim=decision.trim,
+                     confidence=decision.confidence, method=decision.ci_method)
     quiet = _quiet(ctx)
     console = _console()
     bar = None
@@ -372,12 +407,12 @@ def gate(ctx: click.Context, bench_args: tuple[str, ...], sides: SideOptions, be
 
     if not quiet:
         console.print(f"aibench gate: {rounds} rounds (up to {cfg.rounds_max} while undecided, budget "
-                      f"{budget_s:g} s) × {len(benches)} benchmark(s) × 2 sides, seed {seed}, "
+                      f"{schedule.budget_s:g} s) × {len(benches)} benchmark(s) × 2 sides, seed {schedule.seed}, "
                       f"threshold {thr * 100:g}%", highlight=False, markup=False)
     if bar is not None:
         bar.start()
     try:
-        doc = run_gate(cfg, progress, inconclusive, improved)
+        doc = run_gate(cfg, progress, inconclusive, decision.improved)
     finally:
         if bar is not None:
             bar.stop()
@@ -389,7 +424,7 @@ def gate(ctx: click.Context, bench_args: tuple[str, ...], sides: SideOptions, be
     code = doc["exit_code"]
     if doc["interrupted"]:
         click.echo(f"aibench: {lifetime.verb()}; {doc['rounds']} round(s) were complete"
-                   + (" and are in the JSON" if json_out else ""), err=True)
+                   + (" and are in the JSON" if outputs.json_out else ""), err=True)
         ctx.exit(lifetime.exit_code())
     click.echo(f"aibench gate: {doc['outcome']} (exit {code})", err=True)
     ctx.exit(code)

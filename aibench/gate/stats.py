@@ -19,9 +19,6 @@ import numpy as np
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 9999
-# A bootstrap over many raw samples is bounded in memory: resamples are drawn in batches of at most this many
-# values (resamples × samples per batch).
-_MAX_BATCH_VALUES = 4_000_000
 # "trimmed-t": Tukey–McLaughlin / Yuen interval of the trimmed mean (Student t on the winsorized variance,
 # h − 1 degrees of freedom): the paired trimmed-mean t-test, calibrated even for a handful of rounds.
 # "BCa" (bias-corrected and accelerated) and "percentile": bootstrap intervals of the same statistic; with
@@ -124,34 +121,6 @@ def geomean_ci(ratios: Sequence[float], confidence: float = CONFIDENCE, seed: in
                         method="percentile", vectorized=True, rng=np.random.default_rng(seed))
         lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
     return math.exp(lo), math.exp(hi)
-
-
-def ratio_of_quantiles_ci(baseline: Sequence[float], candidate: Sequence[float], q: float = 50.0,
-                          confidence: float = CONFIDENCE, seed: int = 0,
-                          n_resamples: int = 2000) -> tuple[float, float]:
-    """Percentile-bootstrap interval of quantile_q(candidate) / quantile_q(baseline) from two independent
-    sets of raw samples (each side resampled on its own; seeded).
-
-    This is what ``compare`` can say from two stored runs: how precisely each *run* pinned its figure. It
-    knows nothing of the variation between runs taken at different moments, which on a shared machine is
-    usually larger (see ``aibench gate``).
-    """
-    b = _positive(baseline, "baseline samples")
-    c = _positive(candidate, "candidate samples")
-    rng = np.random.default_rng(seed)
-    per_batch = max(1, _MAX_BATCH_VALUES // max(b.size, c.size))
-    stats: list[np.ndarray] = []
-    done = 0
-    while done < n_resamples:
-        n = min(per_batch, n_resamples - done)
-        qb = np.percentile(rng.choice(b, size=(n, b.size), replace=True), q, axis=1)
-        qc = np.percentile(rng.choice(c, size=(n, c.size), replace=True), q, axis=1)
-        stats.append(qc / qb)
-        done += n
-    ratios = np.concatenate(stats)
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.percentile(ratios, [100.0 * alpha, 100.0 * (1.0 - alpha)])
-    return float(lo), float(hi)
 
 
 def rounds_needed(ratios: Sequence[float], half_width: float, target_half_width: float) -> int | None:

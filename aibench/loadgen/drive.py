@@ -27,6 +27,7 @@ the same process waits for it first (LoadGen is one per process).
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -286,6 +287,25 @@ class Completer:
                 add(t_issue, k, done)
 
 
+# After a test that ended normally, how long the driver waits for the system under test to stop.
+STOP_TIMEOUT_S = 30.0
+
+
+def record_stop(adapter: dict[str, Any], sut: SystemUnderTest, stopped: bool | None, interrupted: bool) -> None:
+    """Record in a test's ``adapter`` record whether the system stopped when the driver was done
+    (``stopped``; None: not asked, the test being left to end after an interruption). A system that did not
+    stop within :data:`STOP_TIMEOUT_S` after a test that ended normally is a fault the user must see: its
+    threads still run and may still compute during what follows (the next test, the meters' window). It is
+    recorded as ``stop_fault`` and logged as a warning."""
+    adapter["stopped"] = stopped
+    if stopped is False and not interrupted:
+        fault = (f"the system under test ({getattr(sut, 'name', type(sut).__name__)}) did not stop within "
+                 f"{STOP_TIMEOUT_S:g} s after the test ended: its threads are still running and may disturb "
+                 "what follows")
+        adapter["stop_fault"] = fault
+        logging.getLogger(__name__).warning(fault)
+
+
 def run_loadgen(sut: SystemUnderTest, s: Scenario, batch: int, sizing: Sizing, log_dir: Path,
                 inline: bool | None = None, one_sample_s: float | None = None) -> Outcome:
     """One LoadGen performance test of ``sut`` in the fresh folder ``log_dir``. ``inline``: let the system
@@ -339,8 +359,9 @@ def run_loadgen(sut: SystemUnderTest, s: Scenario, batch: int, sizing: Sizing, l
     with on_ctrl_c(interrupt):
         thread.start()
         finished = wait_interruptible([thread], ctrl_c)
+        stopped = None
         if finished:
-            stopped = sut.stop(timeout=ABORT_GRACE_S if ctrl_c else 30.0)
+            stopped = sut.stop(timeout=ABORT_GRACE_S if ctrl_c else STOP_TIMEOUT_S)
             if ctrl_c:
                 finished = stopped
 
@@ -372,5 +393,6 @@ def run_loadgen(sut: SystemUnderTest, s: Scenario, batch: int, sizing: Sizing, l
                "max_batch": batch, "max_wait_us": s.max_wait_us, "spin_us": s.spin_us,
                "inline": inline, "inline_why": inline_why, "test_wall_s": wall,
                "server_max_async_queries": limit if is_server else None}
+    record_stop(adapter, sut, stopped, interrupted)
     return Outcome(log_dir, log, valid, m, latencies, error, interrupted, logparse.effective_settings(log),
                    logparse.requested_settings(log), adapter, memory)

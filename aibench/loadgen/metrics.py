@@ -81,7 +81,7 @@ INFERENCE_CONTRACT = "aibench.sut.task:InferenceTask"
 LOADGEN = register_runner(RunnerSpec(
     name="loadgen", contract=INFERENCE_CONTRACT, measure="aibench.loadgen.run:run_loadgen_benchmark",
     capabilities=frozenset({"inference"}), metrics=COMPONENT_METRICS, options="loadgen",
-    options_type="aibench.loadgen.settings:LoadgenOptions", cli_options="aibench.loadgen.options:loadgen_options",
+    options_type="aibench.loadgen.settings:LoadgenOptions", cli_options="aibench.loadgen.options:CLI",
     primary="aibench.loadgen.metrics:primary", primary_from_args="aibench.loadgen.metrics:primary_from_args",
     sweepable=SWEEPABLE,
     describe="MLPerf LoadGen (SingleStream, MultiStream, Server, Offline) or closed-loop users"))

@@ -1,4 +1,5 @@
-"""The ``aibench run`` options of the load generator, as one click decorator bundle (no torch, no LoadGen).
+"""The LoadGen runner's command-line options on ``aibench run`` and ``sweep`` (no torch, no LoadGen): the
+:class:`~aibench.registry.RunnerCli` its registration names (:data:`aibench.loadgen.metrics.LOADGEN`).
 
 Every float option is a :class:`~aibench.spec.FiniteFloat` with its range, so nan, inf and out-of-range
 values are refused while the command line is parsed (exit 2), before any benchmark is selected or built.
@@ -7,14 +8,14 @@ values are refused while the command line is parsed (exit 2), before any benchma
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import click
 
 from aibench.errors import UsageError
 from aibench.loadgen.settings import PROFILES, SCENARIOS, LoadgenOptions
+from aibench.registry import RunnerCli
 from aibench.spec import FiniteFloat
 
 _OPTIONS = (
@@ -61,22 +62,14 @@ _OPTIONS = (
 )
 
 
-def loadgen_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the load-generator options to a click command (they arrive as keyword arguments)."""
-    for opt in reversed(_OPTIONS):
-        fn = opt(fn)
-    return fn
+def build(values: Mapping[str, Any], measure: Any, given: frozenset[str]) -> LoadgenOptions:
+    """LoadgenOptions from the parsed options. ``--seed`` sets LoadGen's seeds only when given on the command
+    line (otherwise the profile's: MLPerf's for official, 0 for quick and ci); logs go to the results folder."""
+    return LoadgenOptions(**dict(values), seed=measure.seed if "seed" in given else None, out_dir=measure.out_dir,
+                          explicit=tuple(k for k in values if k in given))
 
 
-def build(ctx: click.Context, given: Mapping[str, Any], seed: int, out_dir: Path) -> LoadgenOptions:
-    """LoadgenOptions from the parsed options. ``--seed`` sets LoadGen's seeds only when given explicitly
-    (otherwise the profile's: MLPerf's for official, 0 for quick and ci)."""
-    explicit = tuple(k for k in given if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE)
-    seed_given = ctx.get_parameter_source("seed") == click.core.ParameterSource.COMMANDLINE
-    return LoadgenOptions(**dict(given), seed=seed if seed_given else None, out_dir=out_dir, explicit=explicit)
-
-
-def check_applicable(runs: list[Any], lg: LoadgenOptions) -> None:
+def check_applicable(runs: Sequence[Any], lg: LoadgenOptions) -> None:
     """Refuse load-generator options for benchmarks whose runner does not read them (its RunnerSpec's
     ``options`` is not ``loadgen``), and contradictions."""
     mine = [r for r in runs if r.bench.runner_spec.options == "loadgen"]
@@ -87,3 +80,6 @@ def check_applicable(runs: list[Any], lg: LoadgenOptions) -> None:
                          f"{other} is not one")
     if mine:
         lg.resolve()  # contradictory settings are refused before anything runs
+
+
+CLI = RunnerCli(build=build, options=_OPTIONS, check=check_applicable)

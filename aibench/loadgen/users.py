@@ -17,7 +17,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from aibench import lifetime
-from aibench.loadgen.drive import ABORT_GRACE_S, LatencyLog, Outcome, later, on_ctrl_c, wait_interruptible
+from aibench.loadgen.drive import (
+    ABORT_GRACE_S,
+    STOP_TIMEOUT_S,
+    LatencyLog,
+    Outcome,
+    later,
+    on_ctrl_c,
+    record_stop,
+    wait_interruptible,
+)
 from aibench.loadgen.settings import Scenario
 from aibench.sut import SystemUnderTest
 
@@ -100,8 +109,9 @@ def run_users(sut: SystemUnderTest, s: Scenario, batch: int, seed: int) -> Outco
             t.start()
         finished = wait_interruptible(threads, ctrl_c)
         stop.set()
+        stopped = None
         if finished:
-            stopped = sut.stop(timeout=ABORT_GRACE_S if ctrl_c else 30.0)
+            stopped = sut.stop(timeout=ABORT_GRACE_S if ctrl_c else STOP_TIMEOUT_S)
             if ctrl_c:
                 finished = stopped
     if not finished:  # a user waits on a batch that is still running: stop the system once it is done
@@ -152,4 +162,5 @@ def run_users(sut: SystemUnderTest, s: Scenario, batch: int, seed: int) -> Outco
                # perf_counter readings (this process) bounding the window, so an in-process system can keep
                # only the requests sent in it
                "window_perf_s": [t_measure, t_end]}
+    record_stop(adapter, sut, stopped, interrupted)
     return Outcome(None, {}, None, m, log_lat, error, interrupted, adapter=adapter)

@@ -24,13 +24,13 @@ step needs; it knows nothing about timing. A :class:`TrainingTask` holds
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aibench import meters
 from aibench.errors import UsageError
-from aibench.registry import MetricSpec, RunnerSpec, register_runner
+from aibench.registry import MetricSpec, RunnerCli, RunnerSpec, register_runner
 
 MODES = ("train", "infer")
 # A --ttq run without --max-time trains for at most this long (the CLI's --max-time default, 2 s, is the
@@ -148,6 +148,12 @@ class TrainingOptions:
         return {}
 
 
+def cli_options(values: Mapping[str, Any], measure: Any, given: frozenset[str]) -> TrainingOptions:
+    """The training runner's options from ``aibench run``/``sweep``: it adds no option of its own; an explicit
+    --max-time is the --ttq time budget."""
+    return TrainingOptions(ttq_budget_s=measure.max_time if "max_time" in given else None)
+
+
 def _is_on(word: str | None) -> bool:
     return word is not None and word.lower() not in ("0", "false", "no", "off")
 
@@ -174,10 +180,13 @@ def check_data_parallel(params: dict[str, Any]) -> None:
                          "follow; sweep throughput (without --ttq)")
 
 
+CLI = RunnerCli(build=cli_options)
+
 TRAINING = register_runner(RunnerSpec(
     name="training", contract="aibench.measure.train_task:TrainingTask",
     measure="aibench.measure.training:run_training", capabilities=frozenset({"trains"}),
     metrics=TRAINING_METRICS, options="training", options_type="aibench.measure.train_task:TrainingOptions",
-    primary="aibench.measure.train_task:primary", primary_from_args="aibench.measure.train_task:primary_from_args",
+    cli_options="aibench.measure.train_task:CLI", primary="aibench.measure.train_task:primary",
+    primary_from_args="aibench.measure.train_task:primary_from_args",
     check_distributed="aibench.measure.train_task:check_data_parallel",
     describe="training loop: steps timed one by one, init/setup/warm-up/run, optional time to quality"))

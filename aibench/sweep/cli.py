@@ -1,7 +1,8 @@
 """``aibench sweep``: one result per point of a parameter, thread or device sweep, a sweep record linking them,
 and a table at the end. Thin: parse, plan (:mod:`aibench.sweep.plan`), run (:mod:`aibench.sweep.engine`),
-print. The measuring options are the ``run`` command's own option objects (and the LoadGen bundle), so the
-two commands parse them identically.
+print. The measuring options and the runners' own options are the ``run`` command's bundles
+(:data:`aibench.cli.measure_options`, :func:`aibench.spec.runner_option_bundle`), so the two commands parse
+them identically.
 """
 
 from __future__ import annotations
@@ -10,22 +11,36 @@ import json
 import os
 import sys
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import click
 
 from aibench import lifetime
-from aibench.cli import EXIT_CODES_HELP, _check_devices, _split_args, _stderr_console, _stdout_console, run_cmd
+from aibench.cli import (
+    EXIT_CODES_HELP,
+    MeasureOptions,
+    _check_devices,
+    _split_args,
+    _stderr_console,
+    _stdout_console,
+    dry_run_option,
+    measure_options,
+)
 from aibench.errors import EXIT_FAILED, UnavailableError, UsageError
-from aibench.loadgen.options import build as loadgen_build
-from aibench.loadgen.options import check_applicable as loadgen_check
-from aibench.loadgen.options import loadgen_options
-from aibench.spec import option_bundle
+from aibench.spec import RunnerArgs, option_bundle, runner_option_bundle
 from aibench.sweep.analysis import LATENCY_CHOICES
 
-# The run command's options that mean the same here (the objects themselves are shared, not copied).
-SHARED_RUN_OPTIONS = ("threads", "max_time", "warmup", "min_rounds", "target_ci", "seed", "out_dir", "dry_run")
+
+@dataclass(frozen=True)
+class PointOptions:
+    """Which points a sweep measures (--values, --max, --devices, --instances-per-device) and the latency its
+    knee's bound applies to (--latency-metric)."""
+
+    values_text: str | None
+    max_threads: int | None
+    devices_text: str | None
+    instances_text: str | None
+    latency_metric: str | None
 
 
 @dataclass(frozen=True)
@@ -40,14 +55,6 @@ class LaunchOptions:
     def multi_node(self) -> bool:
         """Any of the options given (they only make sense for a distributed sweep)."""
         return self.nnodes > 1 or bool(self.node_rank) or bool(self.rdzv_endpoint)
-
-
-def _run_options(fn: Any) -> Any:
-    params = [p for p in run_cmd.params if p.name in SHARED_RUN_OPTIONS]
-    if not hasattr(fn, "__click_params__"):
-        fn.__click_params__ = []
-    fn.__click_params__.extend(reversed(params))  # click reverses the list when it builds the command
-    return fn
 
 
 class SweepCommand(click.Command):
@@ -78,18 +85,21 @@ class SweepCommand(click.Command):
 @click.command("sweep", cls=SweepCommand, epilog=EXIT_CODES_HELP,
                context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-@click.option("--values", "values_text", metavar="LIST",
-              help="The points: 1,2,4,8 · 1:64:x2 (×2 steps) · 1:16 or 1:16:+4 (added steps); items combine.")
-@click.option("--max", "max_threads", type=click.IntRange(1, 1024), metavar="N",
-              help="threads: sweep 1..N [default: the CPUs this process may use].")
-@click.option("--devices", "devices_text", metavar="SPEC",
-              help="gpus: cpu:N (N CPU worker processes) · cuda · cuda:0,1 · N (GPUs 0..N-1) [default: every GPU].")
-@click.option("--instances-per-device", "instances_text", metavar="K[,K…]",
-              help="gpus: worker processes per device [default: 1]; several values sweep instances (MPS-style "
-                   "study) over all --devices.")
-@click.option("--latency-metric", type=click.Choice(LATENCY_CHOICES), default=None,
-              help="With --latency-bound-ms: the latency the knee's bound applies to [default: batch in Offline "
-                   "(batch / samples/s), p99 otherwise].")
+@option_bundle(
+    "points", PointOptions,
+    click.option("--values", "values_text", metavar="LIST",
+                 help="The points: 1,2,4,8 · 1:64:x2 (×2 steps) · 1:16 or 1:16:+4 (added steps); items combine."),
+    click.option("--max", "max_threads", type=click.IntRange(1, 1024), metavar="N",
+                 help="threads: sweep 1..N [default: the CPUs this process may use]."),
+    click.option("--devices", "devices_text", metavar="SPEC",
+                 help="gpus: cpu:N (N CPU worker processes) · cuda · cuda:0,1 · N (GPUs 0..N-1) [default: every "
+                      "GPU]."),
+    click.option("--instances-per-device", "instances_text", metavar="K[,K…]",
+                 help="gpus: worker processes per device [default: 1]; several values sweep instances (MPS-style "
+                      "study) over all --devices."),
+    click.option("--latency-metric", type=click.Choice(LATENCY_CHOICES), default=None,
+                 help="With --latency-bound-ms: the latency the knee's bound applies to [default: batch in "
+                      "Offline (batch / samples/s), p99 otherwise]."))
 @click.option("--json", "as_json", is_flag=True,
               help="Print {\"sweep\": the sweep record, \"results\": one result per point} as JSON on stdout; "
                    "tables go to stderr.")
@@ -105,15 +115,12 @@ class SweepCommand(click.Command):
                  help="gpus, distributed: node 0's address and a port for torchrun's static rendezvous (its store "
                       "listens there on every interface) [default with --nnodes 1: no torchrun; aibench hosts the "
                       "store on 127.0.0.1, a free port]."))
-@_run_options
-@loadgen_options
+@measure_options
+@dry_run_option
+@runner_option_bundle("runner_args")
 @click.pass_context
-def sweep(ctx: click.Context, args: tuple[str, ...], values_text: str | None, max_threads: int | None,
-          devices_text: str | None, instances_text: str | None, latency_metric: str | None, as_json: bool,
-          resume: bool,
-          launch: LaunchOptions, threads: int | None, max_time: float,
-          warmup: float, min_rounds: int, target_ci: float, seed: int, out_dir: Path, dry_run: bool,
-          **lg_given: Any) -> None:
+def sweep(ctx: click.Context, args: tuple[str, ...], points: PointOptions, as_json: bool, resume: bool,
+          launch: LaunchOptions, measure: MeasureOptions, dry_run: bool, runner_args: RunnerArgs) -> None:
     """Measure a benchmark at every point of a sweep: one result file per point, a sweep record
     (sweep-<id>.json) linking them, and a table.
 
@@ -141,71 +148,25 @@ def sweep(ctx: click.Context, args: tuple[str, ...], values_text: str | None, ma
       aibench sweep target_qps component imc --scenario server --values 50:400:x2 --latency-bound-ms 100
       aibench sweep m micro gemm --values 256:2048:x2 --n 1024 --k 1024
     """
-    from aibench import registry
-    from aibench.harness import RunOptions
-    from aibench.measure.timer import TimerSettings
-    from aibench.spec import parse_cli_params
-    from aibench.sweep.plan import parse_devices, plan_sweep, resolve_form
+    from aibench.sweep.plan import plan_sweep, resolve_form
 
     quiet = ctx.obj["quiet"] if ctx.obj else False
-    refs, param_args = _split_args(list(args))
-    if len(refs) < 2:
-        raise UsageError("name what to sweep and a benchmark: aibench sweep PARAM|threads|gpus KIND NAME "
-                         "(see 'aibench sweep --help')")
-    form = refs[0]
-    bench_id, rest = registry.split_ref(refs[1:])
-    if rest:
-        raise UsageError(f"unexpected arguments {' '.join(rest)!r}: benchmark parameters are --name VALUE")
-    if any(ch in bench_id for ch in "*?["):
-        raise UsageError("a sweep measures one benchmark: name it, not a pattern")
-    bench = registry.get(bench_id)
-    given = parse_cli_params(param_args, bench.params)
+    form, bench, given = _benchmark(args)
     kind, _param, _target = resolve_form(form, bench)
-
-    bound = lg_given.get("latency_bound_ms")
-    lg = loadgen_build(ctx, lg_given, seed, out_dir)
-    scenario = lg.scenario or ("closed-loop" if lg.users is not None else "offline")
-    if bound is not None and scenario != "server":  # the knee's bound only: LoadGen takes a bound in Server
-        lg = replace(lg, latency_bound_ms=None, explicit=tuple(x for x in lg.explicit if x != "latency_bound_ms"))
-    opts = RunOptions(threads=threads, seed=seed, timer=TimerSettings(
-        warmup_s=warmup, max_time_s=max_time, min_rounds=min_rounds, target_rel_ci=target_ci)).with_options(loadgen=lg)
-    inference = bench.can("inference")
-    distributed = kind == "gpus" and not inference
-    if launch.multi_node and not distributed:
+    runner_options = runner_args.build(measure)
+    bound = _knee_bound(runner_options)
+    opts = measure.run_options(runner_options)
+    if launch.multi_node and not (kind == "gpus" and not bench.can("inference")):
         raise UsageError("--nnodes, --node-rank and --rdzv-endpoint apply to distributed benchmarks (training, "
                          "all-reduce) in 'aibench sweep gpus'; inference scales out within one machine")
-    devices = None
-    if kind != "gpus" and (devices_text is not None or instances_text is not None):
-        raise UsageError("--devices and --instances-per-device apply to 'aibench sweep gpus'")
-    if kind == "gpus":
-        cuda = _cuda_count(devices_text)
-        on_cpu = devices_text is not None and devices_text.strip().lower().startswith("cpu")
-        if bench.can("owns-system") and not on_cpu and (cuda == 0 or (cuda < 2 and devices_text is None)):
-            one = " (--devices cuda:0 sweeps the one)" if cuda == 1 else ""
-            raise UnavailableError(
-                f"this machine has {cuda} CUDA GPU(s): a device sweep of {bench.id} (DjiNN's Figs. 11/12) needs "
-                f"two or more{one}; sweep CPU instances with 'aibench sweep instances {bench.kind} {bench.name} "
-                "--values 1,2,4'")
-        devices = parse_devices(devices_text, cuda)
-    plan = plan_sweep(form, bench, given, opts, values_text=values_text, max_threads=max_threads,
-                      usable_cpus=_usable_cpus(), devices=devices, instances_text=instances_text,
-                      latency_bound_ms=bound, latency_metric=latency_metric, threads_given=threads is not None)
-    for p in plan.points:  # each point's own LoadGen options (a swept option differs between them)
-        loadgen_check([p.run], p.opts.options_for("loadgen"))
-    if kind == "gpus" and inference and not bench.can("owns-system"):
-        from aibench.sweep.scaleout import PoolExecutor
-
-        executor: Any = PoolExecutor(bench, plan.points[0].extra["slots"], plan.points[0].opts.threads or 1, seed,
-                                     plan.points[0].run.params)
-    elif kind == "gpus" and not inference:
-        from aibench.sweep.launch import distributed_executor
-
-        executor = distributed_executor(plan, nnodes=launch.nnodes, node_rank=launch.node_rank,
-                                        rdzv_endpoint=launch.rdzv_endpoint)
-    else:
-        from aibench.sweep.engine import InProcessExecutor
-
-        executor = InProcessExecutor()
+    plan = plan_sweep(form, bench, given, opts, values_text=points.values_text, max_threads=points.max_threads,
+                      usable_cpus=_usable_cpus(), devices=_devices(kind, bench, points),
+                      instances_text=points.instances_text, latency_bound_ms=bound,
+                      latency_metric=points.latency_metric, threads_given=measure.threads is not None)
+    for p in plan.points:  # each point's own runner options (a swept option differs between them)
+        runner_args.check([p.run], p.opts)
+    executor = _executor(kind, bench, plan, launch, measure.seed)
+    out_dir = measure.out_dir
 
     err = _stderr_console()
     for note in plan.notes:
@@ -274,6 +235,78 @@ def sweep(ctx: click.Context, args: tuple[str, ...], values_text: str | None, ma
         console.print(f"sweep record written to {outcome.record_path}", markup=False, highlight=False)
     if any(p.status != "ok" for p in record.points):
         ctx.exit(EXIT_FAILED)
+
+
+def _benchmark(args: tuple[str, ...]) -> tuple[str, Any, dict[str, Any]]:
+    """The form (what is swept), the benchmark and its fixed parameters, from the command's words."""
+    from aibench import registry
+    from aibench.spec import parse_cli_params
+
+    refs, param_args = _split_args(list(args))
+    if len(refs) < 2:
+        raise UsageError("name what to sweep and a benchmark: aibench sweep PARAM|threads|gpus KIND NAME "
+                         "(see 'aibench sweep --help')")
+    bench_id, rest = registry.split_ref(refs[1:])
+    if rest:
+        raise UsageError(f"unexpected arguments {' '.join(rest)!r}: benchmark parameters are --name VALUE")
+    if any(ch in bench_id for ch in "*?["):
+        raise UsageError("a sweep measures one benchmark: name it, not a pattern")
+    bench = registry.get(bench_id)
+    return refs[0], bench, dict(parse_cli_params(param_args, bench.params))
+
+
+def _knee_bound(runner_options: dict[str, Any]) -> float | None:
+    """--latency-bound-ms: the bound of the sweep's knee. LoadGen takes a bound in Server only, so elsewhere it
+    is removed from LoadGen's options (``runner_options`` is updated) and is the knee's alone."""
+    lg = runner_options.get("loadgen")
+    bound = getattr(lg, "latency_bound_ms", None)
+    if lg is None or bound is None:
+        return None
+    scenario = lg.scenario or ("closed-loop" if lg.users is not None else "offline")
+    if scenario != "server":
+        runner_options["loadgen"] = replace(lg, latency_bound_ms=None,
+                                            explicit=tuple(x for x in lg.explicit if x != "latency_bound_ms"))
+    return float(bound)
+
+
+def _devices(kind: str, bench: Any, points: PointOptions) -> list[str] | None:
+    """The device slots of a gpus sweep (None for another form, which refuses --devices and
+    --instances-per-device); UnavailableError when the machine has too few GPUs for the benchmark."""
+    from aibench.sweep.plan import parse_devices
+
+    text = points.devices_text
+    if kind != "gpus":
+        if text is not None or points.instances_text is not None:
+            raise UsageError("--devices and --instances-per-device apply to 'aibench sweep gpus'")
+        return None
+    cuda = _cuda_count(text)
+    on_cpu = text is not None and text.strip().lower().startswith("cpu")
+    if bench.can("owns-system") and not on_cpu and (cuda == 0 or (cuda < 2 and text is None)):
+        one = " (--devices cuda:0 sweeps the one)" if cuda == 1 else ""
+        raise UnavailableError(
+            f"this machine has {cuda} CUDA GPU(s): a device sweep of {bench.id} (DjiNN's Figs. 11/12) needs "
+            f"two or more{one}; sweep CPU instances with 'aibench sweep instances {bench.kind} {bench.name} "
+            "--values 1,2,4'")
+    devices: list[str] = parse_devices(text, cuda)
+    return devices
+
+
+def _executor(kind: str, bench: Any, plan: Any, launch: LaunchOptions, seed: int) -> Any:
+    """Where the points run: one pool of worker processes (a gpus sweep of an inference benchmark), distributed
+    ranks (a gpus sweep of a training or collective benchmark), or this process."""
+    if kind == "gpus" and bench.can("inference") and not bench.can("owns-system"):
+        from aibench.sweep.scaleout import PoolExecutor
+
+        first = plan.points[0]
+        return PoolExecutor(bench, first.extra["slots"], first.opts.threads or 1, seed, first.run.params)
+    if kind == "gpus" and not bench.can("inference"):
+        from aibench.sweep.launch import distributed_executor
+
+        return distributed_executor(plan, nnodes=launch.nnodes, node_rank=launch.node_rank,
+                                    rdzv_endpoint=launch.rdzv_endpoint)
+    from aibench.sweep.engine import InProcessExecutor
+
+    return InProcessExecutor()
 
 
 def _usable_cpus() -> int:
