@@ -455,3 +455,18 @@ def test_a_system_that_does_not_stop_is_recorded_and_shown(users: int | None, st
         assert "fake-remote" in record["stop_fault"] and f"{STOP_TIMEOUT_S:g} s" in record["stop_fault"]
         assert warned == [record["stop_fault"]]
         assert "system did not stop" in _status(result)
+
+
+def test_a_stop_fault_of_an_earlier_test_of_the_run_reaches_the_result() -> None:
+    """Re-sized attempts and find-peak probes are several LoadGen tests; the result carries the last (or the
+    chosen) one's adapter record, and a system that did not stop after an earlier one must still show."""
+    from types import SimpleNamespace
+
+    from aibench.loadgen.run import _carry_stop_fault
+
+    out = SimpleNamespace(adapter={"stopped": True})
+    _carry_stop_fault(out, [{"stop_fault": None}, {"stop_fault": "did not stop (probe 2)"}])  # type: ignore[arg-type]
+    assert out.adapter["stop_fault"] == "did not stop (probe 2)"
+    own = SimpleNamespace(adapter={"stopped": False, "stop_fault": "its own"})
+    _carry_stop_fault(own, [{"stop_fault": "earlier"}])  # type: ignore[arg-type]
+    assert own.adapter["stop_fault"] == "its own"

@@ -299,7 +299,7 @@ def record_stop(adapter: dict[str, Any], sut: SystemUnderTest, stopped: bool | N
     recorded as ``stop_fault`` and logged as a warning."""
     adapter["stopped"] = stopped
     if stopped is False and not interrupted:
-        fault = (f"the system under test ({getattr(sut, 'name', type(sut).__name__)}) did not stop within "
+        fault = (f"the system under test ({sut.name}) did not stop within "
                  f"{STOP_TIMEOUT_S:g} s after the test ended: its threads are still running and may disturb "
                  "what follows")
         adapter["stop_fault"] = fault

@@ -208,15 +208,26 @@ def _run_sized(sut: SystemUnderTest, s: Scenario, batch: int, cal: Calibration, 
         if measured is None or len(attempts) >= MAX_RESIZES:
             break
         attempts.append({"log_dir": str(folder), "expected_qps": sizing.expected_qps,
-                         "expected_latency_ns": sizing.expected_latency_ns, "summary": out.validity["summary"]})
+                         "expected_latency_ns": sizing.expected_latency_ns, "summary": out.validity["summary"],
+                         "stop_fault": out.adapter.get("stop_fault")})
         log.info("LoadGen ran out of queries before the minimum duration; re-sizing from the measured rate")
         per_sample, batch_sample = measured
         folder = base.with_name(f"{base.name[:-len('.loadgen')]}.resized-{len(attempts)}.loadgen")
     result.method["loadgen_logs"] = str(folder)
     if attempts:
         result.method["resized_after"] = attempts
+    _carry_stop_fault(out, attempts)
     _fill(result, out, s)
     return out, samples
+
+
+def _carry_stop_fault(out: Outcome, earlier: list[dict[str, Any]]) -> None:
+    """A system that did not stop after an earlier test of the same run (a re-sized attempt, a find-peak
+    probe) is a fault of the run, though only one test's adapter record reaches the result."""
+    if not out.adapter.get("stop_fault"):
+        fault = next((e["stop_fault"] for e in earlier if e.get("stop_fault")), None)
+        if fault:
+            out.adapter["stop_fault"] = fault
 
 
 def _derived_metrics(result: Result, sut: SystemUnderTest) -> None:
@@ -333,7 +344,8 @@ def _find_peak(sut: SystemUnderTest, s: Scenario, batch: int, cal: Calibration, 
         probes.append({"target_qps": q, "valid": ok, "summary": out.validity and out.validity["summary"],
                        "samples": out.latencies.seen, "wall_s": time.monotonic() - t_probe,
                        "completed_samples_per_s": out.metrics["samples_per_s"]["value"],
-                       "latency_p99_s": out.metrics["latency_p99"]["value"], "log_dir": str(folder)})
+                       "latency_p99_s": out.metrics["latency_p99"]["value"], "log_dir": str(folder),
+                       "stop_fault": out.adapter.get("stop_fault")})
         _say(_probe_line(len(probes), probes[-1], out))
         if out.error is not None or out.interrupted:
             break
@@ -360,6 +372,7 @@ def _find_peak(sut: SystemUnderTest, s: Scenario, batch: int, cal: Calibration, 
             q = (lo[0] * hi) ** 0.5
     assert last is not None
     chosen = lo[1] if lo is not None else last
+    _carry_stop_fault(chosen, probes)
     _fill(result, chosen, s)
     peak = lo[0] if lo is not None else None
     result.method["find_peak"] = {
