@@ -117,12 +117,22 @@ class Deployment:
         """SIGTERM to every started process at once (the planner first), then wait for each; their exit
         codes (0: stopped after its requests in flight finished)."""
         import signal
+        import subprocess
+        import time
 
         for _role, proc in reversed(self.started):
             if proc.alive():
                 with contextlib.suppress(OSError):
-                    proc.process.send_signal(signal.SIGTERM)
-        codes = {role: proc.stop(timeout_s) for role, proc in reversed(self.started)}
+                    proc.process.send_signal(signal.SIGTERM)  # once: a second SIGTERM means "stop at once"
+        deadline = time.monotonic() + timeout_s
+        codes: dict[str, int] = {}
+        for role, proc in reversed(self.started):
+            try:
+                proc.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.process.kill()
+                proc.process.wait()
+            codes[role] = int(proc.process.returncode)
         self.started = []
         return codes
 
