@@ -222,3 +222,35 @@ def test_a_module_bounds_requests_and_stops_on_sigterm(store: Path) -> None:
     finally:
         assert srv.stop() == 0
     assert any(e.get("event") == "stopped" for e in srv.events)
+
+
+def test_ctrl_c_during_a_services_run_stops_every_module(store: Path, tmp_path: Path) -> None:
+    """SIGINT while the users run: exit 130, the run recorded as interrupted, no module or model server left."""
+    from tests.processes import wait_for_children
+
+    proc = subprocess.Popen([sys.executable, "-m", "aibench", "run", "scenario", "ecommerce", "--store", str(store),
+                             *FAST, "--deploy", "services", "--users", "1", "--think-time-ms", "5", "--warmup-s", "0",
+                             "--duration-s", "120", "--out", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        planner = wait_for_children(proc, b"planner")  # the last one started: the others are up
+        assert planner, proc.communicate()[1].decode()[-2000:]
+        kids = [int(k) for k in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        time.sleep(2)  # the users are running
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err.decode()[-2000:]
+    doc = json.loads(next(tmp_path.glob("scenario-ecommerce-*.json")).read_text())
+    assert doc["status"] == "interrupted"
+    assert len(kids) == 6 and _wait_gone(kids)
+
+
+def test_serve_with_a_model_dir_that_is_not_a_store_is_one_line(tmp_path: Path) -> None:
+    for arg, code, why in ((f"ecommerce={tmp_path}", 4, "no e-commerce store"), ("other=x", EXIT_USAGE, "family")):
+        proc = subprocess.run([sys.executable, "-m", "aibench", "serve", "--model-dir", arg, "--port", "0",
+                               "--djinn-port", "off"], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == code and why in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, \
+            proc.stderr

@@ -188,7 +188,7 @@ class Peer:
         except TimeoutError:
             raise HopFailure(self.name, ModuleTimeout(f"no answer from {self.url} within {self.timeout_s:g} s")) \
                 from None
-        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, ConnectionError) as exc:
+        except (aiohttp.ClientConnectionError, ConnectionError) as exc:  # refused, reset, dropped
             why = getattr(getattr(exc, "os_error", None), "strerror", None) or str(exc) or type(exc).__name__
             raise HopFailure(self.name, ModuleDown(f"cannot reach {self.url}: {why}")) from None
         except (aiohttp.ClientError, RemoteError, OSError) as exc:
@@ -235,7 +235,7 @@ class ModelServer:
         except TimeoutError:
             raise HopFailure(self.owner, ModuleTimeout(f"the model server {self.url} did not answer {model} within "
                                                        f"{self.timeout_s:g} s")) from None
-        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, ConnectionError) as exc:
+        except (aiohttp.ClientConnectionError, ConnectionError) as exc:  # refused, reset, dropped
             why = getattr(getattr(exc, "os_error", None), "strerror", None) or str(exc) or type(exc).__name__
             raise HopFailure(self.owner, ModuleDown(f"cannot reach the model server {self.url}: {why}")) from None
         except (aiohttp.ClientError, RemoteError, OSError) as exc:
@@ -644,9 +644,11 @@ async def _serve(cfg: ModuleConfig, sock: socket.socket) -> int:
     runner = web.AppRunner(make_app(module, cfg, state), handle_signals=False, access_log=None,
                            keepalive_timeout=cfg.idle_timeout_s, max_line_size=8190, max_field_size=8190,
                            max_headers=64, shutdown_timeout=cfg.shutdown_timeout_s)
+    set_up = False
     try:
         await module.start(session)
         await runner.setup()
+        set_up = True
         site = web.SockSite(runner, sock)
         await site.start()
         host, port = sock.getsockname()[:2]
@@ -660,7 +662,8 @@ async def _serve(cfg: ModuleConfig, sock: socket.socket) -> int:
         announce(cfg, f"{why}: stopping (requests in flight finish first)", event="stopping", signal=why)
         state["draining"] = True
     finally:
-        await runner.cleanup()  # stops listening, waits for handlers in flight (up to shutdown_timeout_s)
+        if set_up:
+            await runner.cleanup()  # stops listening, waits for handlers in flight (up to shutdown_timeout_s)
         await session.close()
         await module.close()
     announce(cfg, "stopped", event="stopped", exit_code=0)
