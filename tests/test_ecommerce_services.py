@@ -221,6 +221,9 @@ def test_a_module_bounds_requests_and_stops_on_sigterm(store: Path) -> None:
             assert json.loads(resp.read())["module"] == "fetch"
     finally:
         assert srv.stop() == 0
+    deadline = time.monotonic() + 10  # the reader thread takes the last lines after the exit
+    while not any(e.get("event") == "stopped" for e in srv.events) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert any(e.get("event") == "stopped" for e in srv.events)
 
 
