@@ -1,9 +1,9 @@
 """The services deployment of the path under load (``aibench run scenario ecommerce --deploy services``).
 
-:func:`start_deployment` starts what ``--addresses`` does not name, each on a free loopback port and in this
-order (each stage's processes start together): the model server (``aibench serve --model-dir
-ecommerce=DIR``, the three models) with the searcher and the fetch, then the recommender and the ranker (told
-the model server's address), then the planner (told the four modules' addresses). A process that cannot
+:func:`start_deployment` starts what ``--addresses`` does not name, each on a free loopback port, in two
+stages whose processes start together: the model server (``aibench serve --model-dir ecommerce=DIR``, the
+three models, on a port chosen beforehand), the searcher, the fetch, the recommender and the ranker (told
+the model server's address); then the planner (told the four modules' addresses). A process that cannot
 start stops everything started so far and the run fails in one line (its own error and exit code). Every
 process dies with this one, even on SIGKILL (``AIBENCH_PARENT_PID``, :mod:`aibench.lifetime`), and
 :meth:`Deployment.stop` (SIGTERM, in-flight requests finish) runs on the way out of a run, on failure and on
@@ -11,8 +11,8 @@ Ctrl-C too.
 
 ``--addresses planner=URL`` uses a planner started elsewhere (``aibench scenario ecommerce serve-module
 planner --peers ...``) and starts nothing; ``--addresses searcher=URL`` (or recommender, ranker, fetch,
-models) starts the rest here and points them at it. Every given address is checked before the load
-starts: a module must answer ``GET /health`` for the same store (exit 4 otherwise), the model server must
+models) starts the rest here and points them at it. Every given address is checked before anything is
+started (and every started module before the load): a module must answer ``GET /health`` for the same store (exit 4 otherwise), the model server must
 serve the three models; one that cannot be reached is one line, exit 3.
 
 :class:`RemotePath` is the load driver's side: it has the in-process path's interface (``handle``,
@@ -48,7 +48,7 @@ from aibench.ecommerce.services import (
     ModuleTimeout,
     check_url,
 )
-from aibench.errors import ResultIOError, UnavailableError, UsageError
+from aibench.errors import ListenError, ResultIOError, UnavailableError, UsageError
 
 ADDRESS_KEYS = (*MODULE_NAMES, MODEL_SERVER)
 START_TIMEOUT_S = 300.0
@@ -161,24 +161,49 @@ def start_deployment(store: Path, addresses: dict[str, str], *, window: int, wor
     def module(name: str, peers: dict[str, str], timeout_s: float) -> list[str]:
         return module_command(name, store, peers, workers=workers, timeout_s=timeout_s, window=window)
 
-    try:
-        first: dict[str, list[str]] = {}
-        if MODEL_SERVER not in urls and not {"recommender", "ranker"} <= set(urls):
-            first[MODEL_SERVER] = serve_command(NAMES, port=0, djinn_port="off", args=[
-                "--model-dir", f"{FAMILY}={store}", "--threads", str(model_threads), "--instances", "1"])
-        first.update({m: module(m, {}, t["planner_peers"]) for m in ("searcher", "fetch") if m not in urls})
-        stage(first)
-        stage({m: module(m, {MODEL_SERVER: urls[MODEL_SERVER]}, t["models"])
-               for m in ("recommender", "ranker") if m not in urls})
-        stage({"planner": module("planner", {p: urls[p] for p in PEERS["planner"]}, t["planner_peers"])})
-    except BaseException:
+    def abandon() -> None:
         ready = {id(p.process) for _r, p in dep.started}
         for _role, starting in spawned:
             if id(starting.process) not in ready:
                 starting.kill()
+        spawned.clear()
         dep.stop()
-        raise
-    return dep
+
+    for attempt in range(2):
+        try:
+            first: dict[str, list[str]] = {}
+            if MODEL_SERVER not in addresses and not {"recommender", "ranker"} <= set(addresses):
+                # its port is chosen here so that the recommender and the ranker start beside it, not after it
+                # (each imports torch: seconds); another program taking the port meanwhile is retried once
+                port = free_port()
+                urls[MODEL_SERVER] = f"http://127.0.0.1:{port}"
+                first[MODEL_SERVER] = serve_command(NAMES, port=port, djinn_port="off", args=[
+                    "--model-dir", f"{FAMILY}={store}", "--threads", str(model_threads), "--instances", "1"])
+            first.update({m: module(m, {}, t["planner_peers"]) for m in ("searcher", "fetch") if m not in urls})
+            first.update({m: module(m, {MODEL_SERVER: urls[MODEL_SERVER]}, t["models"])
+                          for m in ("recommender", "ranker") if m not in urls})
+            stage(first)
+            stage({"planner": module("planner", {p: urls[p] for p in PEERS["planner"]}, t["planner_peers"])})
+            return dep
+        except ListenError:
+            abandon()
+            if attempt or MODEL_SERVER not in first:
+                raise
+            urls.clear()
+            urls.update(addresses)
+        except BaseException:
+            abandon()
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def free_port() -> int:
+    """A loopback port free now (for a server told its port before its clients start)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _get_json(url: str, what: str) -> dict[str, Any]:
@@ -311,12 +336,12 @@ def services_system(params: dict[str, Any], result: Any) -> Iterator[tuple[Any, 
     addresses = parse_addresses(str(params.get("addresses") or ""))
     hop = float(params["hop_timeout_s"])
     workers = int(params["workers"])
+    check_addresses(addresses, tuple(addresses), sid)  # what is given, before anything is started
     dep = start_deployment(info.path.parent, addresses, window=int(params["window"]), workers=workers,
                            hop_timeout_s=hop, model_threads=torch.get_num_threads())
     path: RemotePath | None = None
     try:
-        check_addresses(dep.urls, ("planner",) if "planner" in addresses else
-                        tuple(a for a in ADDRESS_KEYS if a in dep.urls), sid)
+        check_addresses(dep.urls, tuple(r for r, _p in dep.started if r != MODEL_SERVER), sid)
         path = RemotePath(dep.urls["planner"], info, window=int(params["window"]), page=PAGE,
                           timeout_s=timeouts(hop)["client"], in_flight=workers)
         queries = path.sample(int(params["samples"]), seed=0)  # the in-process run's workload
