@@ -168,6 +168,12 @@ def test_a_run_as_services_reports_each_hop_and_leaves_no_process(store: Path, c
     assert all(u.startswith("http://127.0.0.1:") for u in dep["urls"].values())
     pids = [p["pid"] for p in dep["processes"]]
     assert len(pids) == 7 and _wait_gone(pids)
+    # the HTML report's per-module section shows the hops
+    code, _out, err = cli("report", str(next(tmp_path.glob("scenario-ecommerce-*.json"))), "--html",
+                          str(tmp_path / "r.html"))
+    assert code == 0, err
+    page = (tmp_path / "r.html").read_text()
+    assert "deploy=services" in page and "communication (services)" in page and "· planner-searcher" in page
 
 
 def test_bad_addresses_and_an_unreachable_planner_are_one_line(store: Path, cli: Any, tmp_path: Path) -> None:

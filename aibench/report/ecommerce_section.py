@@ -71,7 +71,7 @@ def _one(r: Any, e: Callable[[Any], str], figure: Callable[..., str], table: Cal
                          rows, numeric=(1, 2, 3, 4, 5, 6, 7))]
     stages = (r.parts or {}).get("stage") or {}
     split = []
-    for side, label in (("ai", "AI (the models)"), ("non_ai", "non-AI")):
+    for side, label in (("ai", "AI (the models)"), ("non_ai", "non-AI"), ("communication", "communication (services)")):
         s = (stages.get(side) or {}).get("summary") if isinstance(stages.get(side), dict) else None
         if isinstance(s, dict):
             split.append([e(label), _ms(s.get("mean")), _ms(s.get("p90")), _ms(s.get("p99"))])
