@@ -62,15 +62,17 @@ def test_services_answer_as_in_process_and_a_slow_or_dead_module_is_a_named_fail
     server, each fail the query with the module named within the timeouts; stopping leaves nothing."""
     import numpy as np
 
-    from aibench.ecommerce.deploy import RemotePath, start_deployment, timeouts
+    from aibench.ecommerce.deploy import RemotePath, check_addresses, start_deployment, timeouts
     from aibench.ecommerce.path import ModuleFailure, ShopPath
-    from aibench.ecommerce.store import PAGE
+    from aibench.ecommerce.store import PAGE, store_id
+    from aibench.errors import ResultIOError
 
     hop = 2.0
     dep = start_deployment(store, {}, window=100, workers=1, hop_timeout_s=hop, model_threads=1)
     pids = [pid for _role, pid in dep.pids()]
     roles = dict(dep.started)
     local = ShopPath(store, window=100)
+    local_id = store_id(local.info)
     remote = RemotePath(dep.urls["planner"], local.info, window=100, page=PAGE, timeout_s=timeouts(hop)["client"],
                         in_flight=1)
     try:
@@ -100,6 +102,21 @@ def test_services_answer_as_in_process_and_a_slow_or_dead_module_is_a_named_fail
         for q in (type(queries[0])(10 ** 9, queries[0].text), type(queries[0])(1, "!!")):
             assert remote.handle(q)[0].status == local.handle(q)[0].status
             assert remote.handle(q)[0].anonymous == local.handle(q)[0].anonymous
+
+        # modules placed elsewhere (here: this deployment's): only the planner is started, pointed at them
+        given = {k: dep.urls[k] for k in ("recommender", "searcher", "ranker", "fetch", "models")}
+        check_addresses(given, tuple(given), local_id)
+        with pytest.raises(ResultIOError, match="serves another store"):
+            check_addresses(given, ("searcher",), "another-store")
+        dep2 = start_deployment(store, given, window=100, workers=1, hop_timeout_s=hop, model_threads=1)
+        remote2 = RemotePath(dep2.urls["planner"], local.info, window=100, page=PAGE, timeout_s=10.0, in_flight=1)
+        try:
+            assert [r for r, _ in dep2.started] == ["planner"]
+            assert [p["id"] for p in remote2.handle(queries[0])[0].products] == \
+                [p["id"] for p in local.handle(queries[0])[0].products]
+        finally:
+            remote2.close()
+            assert dep2.stop() == {"planner": 0}
 
         planner = dep.urls["planner"] + "/query"
         assert _post(planner, b"{not json")[0] == 400
