@@ -11,9 +11,9 @@ Ctrl-C too.
 
 ``--addresses planner=URL`` uses a planner started elsewhere (``aibench scenario ecommerce serve-module
 planner --peers ...``) and starts nothing; ``--addresses searcher=URL`` (or recommender, ranker, fetch,
-models) starts the rest here and points them at it. Every given address is checked before anything is
-started (and every started module before the load): a module must answer ``GET /health`` for the same store (exit 4 otherwise), the model server must
-serve the three models; one that cannot be reached is one line, exit 3.
+models) starts the rest here and points them at it. Every given address is checked before anything is started
+(and every started module before the load): a module must answer ``GET /health`` for the same store (exit 4
+otherwise), the model server must serve the three models; one that cannot be reached is one line, exit 3.
 
 :class:`RemotePath` is the load driver's side: it has the in-process path's interface (``handle``,
 ``sample``, ``info``, ``close``), so :class:`~aibench.ecommerce.system.ShopSystem` serves either, with the
