@@ -106,6 +106,9 @@ def test_services_answer_as_in_process_and_a_slow_or_dead_module_is_a_named_fail
         # modules placed elsewhere (here: this deployment's): only the planner is started, pointed at them
         given = {k: dep.urls[k] for k in ("recommender", "searcher", "ranker", "fetch", "models")}
         check_addresses(given, tuple(given), local_id)
+        check_addresses({"planner": dep.urls["planner"]}, ("planner",), local_id)  # a planner given: nothing started
+        assert start_deployment(store, {"planner": dep.urls["planner"]}, window=100, workers=1, hop_timeout_s=hop,
+                                model_threads=1).started == []
         with pytest.raises(ResultIOError, match="serves another store"):
             check_addresses(given, ("searcher",), "another-store")
         dep2 = start_deployment(store, given, window=100, workers=1, hop_timeout_s=hop, model_threads=1)
