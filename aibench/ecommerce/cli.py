@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from aibench.cli import LazyGroup
-from aibench.spec import Seed
+from aibench.spec import FiniteFloat, Seed
 
 EPILOG = """\b
 Exit codes: 0 ok · 2 bad usage (a size below its minimum, an existing store without --force,
@@ -43,6 +43,7 @@ def ecommerce() -> None:
       aibench scenario ecommerce generate --out shop
       aibench scenario ecommerce train --store shop
       aibench scenario ecommerce search --store shop --user 7 "1613 505"
+      aibench scenario ecommerce serve-module searcher --store shop      a module as a service
     """
 
 
@@ -214,3 +215,62 @@ def search_cmd(store: Path, user: int, window: int, as_json: bool, text: str) ->
                           f"{p['score']:.3f}")
         console.print(table)
     console.print("  ".join(f"{k} {v * 1e3:.3f} ms" for k, v in seconds.items()))
+
+
+SERVE_EPILOG = """\b
+Exit codes: 0 stopped by SIGTERM or Ctrl-C after requests in flight finished · 2 bad usage (a peer
+address that is not http://HOST:PORT, a peer the module does not call) · 4 the store is missing,
+half-written or untrained · 6 the port is in use (or the address cannot be listened on) ·
+70 internal error."""
+
+
+@ecommerce.command("serve-module", epilog=SERVE_EPILOG)
+@click.argument("module", type=click.Choice(["planner", "recommender", "searcher", "ranker", "fetch"]))
+@STORE_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every interface, reachable by anyone who can reach the machine).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, metavar="PORT",
+              help="Port (0: any free port, announced) [default: planner 8100, recommender 8101, searcher 8102, "
+                   "ranker 8103, fetch 8104].")
+@click.option("--peers", default=None, metavar="NAME=URL,...",
+              help="Where the modules it calls listen: the planner's recommender, searcher, ranker and fetch; "
+                   "the recommender's and ranker's models (the model server, 'aibench serve --model-dir "
+                   "ecommerce=DIR') [default: their default ports on 127.0.0.1; models :8000].")
+@click.option("--workers", type=click.IntRange(1, 256), default=2, show_default=True,
+              help="Threads for the module's blocking work (SQLite, numpy), each with its own connection.")
+@click.option("--timeout-s", type=FiniteFloat(0.01, 3600), default=10.0, show_default=True, metavar="S",
+              help="Timeout of every call to a peer: a peer that does not answer in time fails the query, named.")
+@click.option("--window", type=click.IntRange(1, 1_000_000), default=2000, show_default=True,
+              help="The planner's candidate window when a query does not give one.")
+@click.option("--max-request-mb", type=FiniteFloat(0.001, 4096), default=16.0, show_default=True, metavar="MB",
+              help="Largest request body it accepts (413 past it), and largest answer it reads from a peer.")
+@click.option("--body-timeout", type=FiniteFloat(0.1, 86400), default=30.0, show_default=True, metavar="S",
+              help="A request body must arrive within S seconds (408).")
+@click.option("--json", "json_lines", is_flag=True,
+              help="Announce as JSON lines on stdout (listening, ready, stopping, stopped).")
+def serve_module_cmd(module: str, store: Path, host: str, port: int | None, peers: str | None, workers: int,
+                     timeout_s: float, window: int, max_request_mb: float, body_timeout: float,
+                     json_lines: bool) -> None:
+    """Serve one module of the path behind HTTP: planner, recommender, searcher, ranker or fetch (the
+    services deployment; 'aibench run scenario ecommerce --deploy services' starts all of them itself).
+
+    \b
+    All on one machine, default ports:
+      aibench serve --model-dir ecommerce=shop --djinn-port off      the models, :8000
+      aibench scenario ecommerce serve-module searcher --store shop  (and fetch, recommender, ranker)
+      aibench scenario ecommerce serve-module planner --store shop
+      aibench run scenario ecommerce --store shop --deploy services --addresses planner=http://127.0.0.1:8100
+    """
+    import os
+
+    from aibench.ecommerce.services import DEFAULT_PORTS, MiB, ModuleConfig, parse_peers, serve_module
+    from aibench.lifetime import PARENT_ENV, die_with_parent
+
+    parent = os.environ.get(PARENT_ENV, "")
+    if parent.isdigit():  # started by an aibench run (aibench.ecommerce.deploy): die with it
+        die_with_parent(int(parent))
+    cfg = ModuleConfig(module=module, store=store, host=host, port=DEFAULT_PORTS[module] if port is None else port,
+                       peers=parse_peers(peers, module), workers=workers, timeout_s=timeout_s,
+                       max_request_bytes=int(max_request_mb * MiB), body_timeout_s=body_timeout, window=window,
+                       json_lines=json_lines)
+    raise click.exceptions.Exit(serve_module(cfg))

@@ -23,11 +23,20 @@ RECOMMENDER_PARTS = ("recommender/user_db", "recommender/classifier", "recommend
 RANKER_PARTS = ("ranker/features", "ranker/model", "ranker/select")
 # The parts that run a learned model (the AI share of the path); see the module docstring.
 AI_PARTS = ("recommender/classifier", "recommender/preference", "ranker/model")
-# parts.module, in the path's order: the wait for a worker, the modules and their sub-parts, the whole path
+# The services deployment's hops (aibench.ecommerce.services), caller-callee: each one's communication time is
+# the caller's round trip minus the callee's own work. INNER_HOPS are made by a module itself (inside its time).
+HOPS = ("client-planner", "planner-recommender", "recommender-classifier", "recommender-preference",
+        "planner-searcher", "planner-ranker", "ranker-model", "planner-fetch")
+HOP_PARTS = tuple(f"communication/{h}" for h in HOPS)
+INNER_HOPS = ("communication/recommender-classifier", "communication/recommender-preference",
+              "communication/ranker-model")
+# parts.module, in the path's order: the wait for a worker, the modules and their sub-parts, communication
+# (services only: all hops per query, then each hop), the whole path
 PARTS = ("queue", "planner", "recommender", *RECOMMENDER_PARTS, "searcher", "ranker", *RANKER_PARTS, "fetch",
-         "whole_path")
+         "communication", *HOP_PARTS, "whole_path")
 # Parts that run only when the searcher found candidates
-AFTER_HITS = frozenset({"ranker", *RANKER_PARTS, "fetch"})
+AFTER_HITS = frozenset({"ranker", *RANKER_PARTS, "fetch", "communication/planner-ranker", "communication/ranker-model",
+                        "communication/planner-fetch"})
 PART_NOTES = {
     "queue": "from submit until a worker took the query (waiting for a free worker; not a module)",
     "whole_path": "from submit to answer as the system saw it (queue + the five modules)",
@@ -35,7 +44,17 @@ PART_NOTES = {
     "ranker/model": "the learned ranker's forward pass (AI)",
     "recommender/classifier": "the category classifier (AI)",
     "recommender/preference": "the user-preference network (AI)",
+    "communication": "services: every hop's communication time in the query, summed (in neither AI nor non-AI)",
+    "communication/client-planner": "services: the load driver's round trip to the planner minus the planner's work",
+    "communication/recommender-classifier": "services: the recommender's round trip to the model server minus the "
+                                            "server's queue and compute (inside the recommender's time)",
+    "communication/recommender-preference": "services: as recommender-classifier, for the preference network",
+    "communication/ranker-model": "services: the ranker's round trip to the model server minus the server's queue "
+                                  "and compute (inside the ranker's time)",
 }
+for _hop in ("recommender", "searcher", "ranker", "fetch"):
+    PART_NOTES.setdefault(f"communication/planner-{_hop}", f"services: the planner's round trip to the {_hop} "
+                          f"minus the {_hop}'s work (HTTP, JSON, waiting for the {_hop}'s loop or a thread)")
 AFTER_HITS_NOTE = "queries that found candidates only (a query without hits does not reach it)"
 
 
@@ -63,6 +82,7 @@ def summarize_records(records: Iterable[Any], window: tuple[float, float] | None
     values: dict[str, list[float]] = {name: [] for name in PARTS}
     ai: list[float] = []
     non_ai: list[float] = []
+    comm: list[float] = []
     counts = {"ok": 0, "no_hits": 0, "failed": 0}
     failed_by: dict[str, int] = {}
     errors: dict[str, int] = {}
@@ -80,7 +100,13 @@ def summarize_records(records: Iterable[Any], window: tuple[float, float] | None
                 values[name].append(v)
         a = math.fsum(r.seconds.get(p, 0.0) for p in AI_PARTS)
         ai.append(a)
-        non_ai.append(max(0.0, math.fsum(r.seconds.get(m, 0.0) for m in MODULES) - a))
+        inner = math.fsum(r.seconds.get(h, 0.0) for h in INNER_HOPS)  # a module's own hops: communication
+        non_ai.append(max(0.0, math.fsum(r.seconds.get(m, 0.0) for m in MODULES) - a - inner))
+        hops = [r.seconds[h] for h in HOP_PARTS if h in r.seconds]
+        if hops:
+            c = math.fsum(hops)
+            comm.append(c)
+            values["communication"].append(c)
     modules: dict[str, Any] = {}
     for name in PARTS:
         note = PART_NOTES.get(name) or (AFTER_HITS_NOTE if name in AFTER_HITS else None)
@@ -89,7 +115,9 @@ def summarize_records(records: Iterable[Any], window: tuple[float, float] | None
             modules[name] = entry
     stages: dict[str, Any] = {}
     for name, xs, note in (("ai", ai, "per query: " + " + ".join(AI_PARTS)),
-                           ("non_ai", non_ai, "per query: the five modules' time minus the AI parts")):
+                           ("non_ai", non_ai, "per query: the five modules' time minus the AI parts (and, as "
+                            "services, minus the recommender's and ranker's own hops to the model server)"),
+                           ("communication", comm, "services: per query, every hop's communication time")):
         entry = _part(xs, note)
         if entry is not None:
             stages[name] = entry
@@ -116,5 +144,6 @@ def summarize_records(records: Iterable[Any], window: tuple[float, float] | None
             "ai_parts": list(AI_PARTS),
             "ai_note": "AI: the parts that run a learned model (the recommender's classifier and preference "
                        "network, the ranker's model); non-AI: planner, user database, searcher, the ranker's "
-                       "features and top-k, fetch; the wait for a worker (parts.module.queue) is in neither"}
+                       "features and top-k, fetch; the wait for a worker (parts.module.queue) and, as services, the "
+                       "communication between processes (parts.module.communication) are in neither"}
     return parts, m, info

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import re
 import shutil
 import sqlite3
 from dataclasses import dataclass
@@ -29,43 +28,24 @@ import numpy as np
 import torch
 from torch import nn
 
+from aibench.ecommerce.modules import pad as pad  # re-exported: light, the recommender service uses them
+from aibench.ecommerce.modules import tokenize as tokenize
 from aibench.ecommerce.store import (
     ATTRIBUTE_VALUES,
     ATTRIBUTES,
-    MAX_QUERY,
     MAX_TITLE,
+    MODELS_DIR,
+    MODELS_FORMAT,
     StoreError,
     StoreInfo,
-    connect,
+    models_config,
 )
+from aibench.ecommerce.store import store_id as store_id  # re-exported (it lived here)
 
-MODELS_DIR = "models"
-MODELS_FORMAT = "aibench-ecommerce-models"
 AGE_BANDS = 13  # 5-year bands from 15 (the first holds everyone younger, the last everyone 75 and older)
 N_FEATURES = 11
 FEATURES = ("match", "idf_match", "rating", "rel_price", "power", "price_x_power", "log_p_class",
             "log_p_pref", "attr_fit", "popular", "rel_price_sq")
-_TOKEN = re.compile(r"\d+")
-
-
-def tokenize(text: str, vocabulary: int) -> list[int]:
-    """The model tokens of a query: its integer terms below ``vocabulary``, each once, in order, at most
-    MAX_QUERY (unknown terms cannot help a model; the searcher still ORs every term)."""
-    out: list[int] = []
-    for m in _TOKEN.findall(text):
-        t = int(m) if len(m) < 10 else 0
-        if 0 < t < vocabulary and t not in out:
-            out.append(t)
-        if len(out) == MAX_QUERY:
-            break
-    return out
-
-
-def pad(rows: list[list[int]], width: int) -> np.ndarray:
-    out = np.zeros((len(rows), width), dtype=np.int64)
-    for i, r in enumerate(rows):
-        out[i, :len(r)] = r[:width]
-    return out
 
 
 def age_band(age: np.ndarray | int) -> np.ndarray:
@@ -220,18 +200,7 @@ def save(models: Models, info: StoreInfo) -> Path:
 def load(info: StoreInfo, store_id: str) -> Models:
     """The trained models of a store; refused (exit 4) when missing, damaged or trained on another store."""
     folder = models_dir(info)
-    desc = folder / "models.json"
-    if not desc.is_file():
-        raise StoreError(f"no trained models in {folder.parent} (run 'aibench scenario ecommerce train "
-                         f"--store {folder.parent}')")
-    try:
-        config = json.loads(desc.read_text())
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"cannot read {desc}: {exc}") from None
-    if not isinstance(config, dict) or config.get("format") != MODELS_FORMAT:
-        raise StoreError(f"{desc} is not an aibench e-commerce model description")
-    if config.get("store_id") != store_id:
-        raise StoreError(f"the models in {folder} were trained on another store; train them again")
+    config = models_config(info, store_id)
     try:
         models = build(config)
         for name in ("classifier", "preference", "ranker"):
@@ -240,11 +209,3 @@ def load(info: StoreInfo, store_id: str) -> Models:
     except (OSError, RuntimeError, KeyError, ValueError, TypeError, EOFError, pickle.UnpicklingError) as exc:
         raise StoreError(f"cannot load the models in {folder}: {str(exc).splitlines()[0]}") from None
     return models.eval()
-
-
-def store_id(info: StoreInfo) -> str:
-    con = connect(info.path)
-    try:
-        return str(con.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()[0])
-    finally:
-        con.close()

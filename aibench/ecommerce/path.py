@@ -24,7 +24,6 @@ parts that run a learned model (the path's AI share). A query without hits is an
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import threading
 import time
@@ -48,12 +47,12 @@ from aibench.ecommerce.models import (
     store_id,
     tokenize,
 )
-from aibench.ecommerce.store import CLUSTERS, MAX_QUERY, PAGE, connect, read_info
+from aibench.ecommerce.modules import NEUTRAL_USER as NEUTRAL_USER
+from aibench.ecommerce.modules import fetch, read_user, sample_sessions, search, select_top
+from aibench.ecommerce.modules import fts_query as fts_query  # re-exported: the searcher's query text
+from aibench.ecommerce.store import MAX_QUERY, PAGE, connect, read_info
 
 WINDOW = 2000
-MAX_TERMS = 32
-NEUTRAL_USER = (0, 35, 3)  # sex, age, purchasing power of a user the store does not know
-_TERM = re.compile(r"\w+")
 
 
 class ModuleFailure(Exception):
@@ -84,15 +83,6 @@ class Page:
     clusters_searched: int = 0
     category: int = -1
     anonymous: bool = False
-
-
-def fts_query(text: str) -> str | None:
-    """The query's terms OR-ed for FTS5 (each quoted, so no term is read as an operator), or None when it
-    has none."""
-    terms = list(dict.fromkeys(_TERM.findall(text.lower())))[:MAX_TERMS]
-    if not terms:
-        return None
-    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
 
 
 class ShopPath:
@@ -139,10 +129,8 @@ class ShopPath:
         # recommender
         where[0] = "recommender"
         t0 = clock()
-        row = con.execute("SELECT sex, age, power FROM users WHERE id = ?", (query.user,)).fetchone()
+        (sex, age, power), anonymous = read_user(con, query.user)
         t1 = clock()
-        anonymous = row is None
-        sex, age, power = NEUTRAL_USER if row is None else row
         tokens = tokenize(query.text, self.vocabulary)
         q = torch.from_numpy(pad([tokens], MAX_QUERY))
         with torch.no_grad():
@@ -161,17 +149,7 @@ class ShopPath:
         # searcher
         where[0] = "searcher"
         t0 = clock()
-        hits: list[int] = []
-        searched = 0
-        match = fts_query(query.text)
-        if match is not None:
-            for name in CLUSTERS:
-                searched += 1
-                hits += [r[0] for r in con.execute(
-                    f"SELECT rowid FROM search_{name} WHERE search_{name} MATCH ? ORDER BY rank LIMIT ?",
-                    (match, self.window - len(hits)))]
-                if len(hits) >= self.window:
-                    break
+        hits, searched = search(con, query.text, self.window)
         times["searcher"] = clock() - t0
         where[0] = "planner"
         if not hits:
@@ -192,9 +170,7 @@ class ShopPath:
         with torch.no_grad():
             scores = ranker(torch.from_numpy(feats))[0].numpy()
         t2 = clock()
-        k = min(self.page, len(hits))
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(hits) else np.arange(len(hits))
-        top = top[np.argsort(-scores[top], kind="stable")]
+        top = select_top(scores, self.page)
         best = cand[0, top].tolist()
         t3 = clock()
         times["ranker/features"] = t1 - t0
@@ -205,13 +181,7 @@ class ShopPath:
         # product fetch
         where[0] = "fetch"
         t0 = clock()
-        rows = con.execute(
-            "SELECT id, title, price, rating_sum, category, related FROM products WHERE id IN "
-            f"({', '.join('?' * len(best))})", best).fetchall()
-        by_id = {r[0]: r for r in rows}
-        products = [{"id": i, "title": by_id[i][1], "price": by_id[i][2], "rating_sum": by_id[i][3],
-                     "category": by_id[i][4], "related": [int(x) for x in by_id[i][5].split()],
-                     "score": float(scores[j])} for i, j in zip(best, top.tolist(), strict=True)]
+        products = fetch(con, best, scores[top].tolist())
         times["fetch"] = clock() - t0
         where[0] = "planner"
         times["planner"] = max(0.0, clock() - t_start - sum(times[m] for m in MODULES[1:]))
@@ -227,12 +197,7 @@ class ShopPath:
     def sample(self, n: int, seed: int = 0) -> list[Query]:
         """``n`` queries as the store's sessions pair them (a user and a query text), drawn with replacement
         (seeded): the workload a load driver replays."""
-        con = self._con()
-        texts = [r[0] for r in con.execute("SELECT text FROM queries ORDER BY id")]
-        sessions = con.execute("SELECT user, query FROM sessions ORDER BY id").fetchall()
-        rng = np.random.default_rng(seed)
-        picks = rng.integers(0, len(sessions), n)
-        return [Query(sessions[i][0], texts[sessions[i][1]]) for i in picks.tolist()]
+        return [Query(user, text) for user, text in sample_sessions(self._con(), n, seed)]
 
     def close(self) -> None:
         """Close every thread's connection (call once no thread is serving)."""

@@ -149,6 +149,38 @@ def read_info(location: Path) -> StoreInfo:
         raise StoreError(f"{path} has damaged metadata ({exc})") from None
 
 
+MODELS_DIR = "models"
+MODELS_FORMAT = "aibench-ecommerce-models"
+
+
+def store_id(info: StoreInfo) -> str:
+    con = connect(info.path)
+    try:
+        return str(con.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()[0])
+    finally:
+        con.close()
+
+
+def models_config(info: StoreInfo, store_id: str) -> dict[str, Any]:
+    """The store's ``models/models.json`` (sizes, seed, quality), checked without torch: refused (exit 4) when
+    missing, damaged or written for another store. :func:`aibench.ecommerce.models.load` and the model
+    service's light side (:mod:`aibench.ecommerce.served`) both read it here."""
+    folder = info.path.parent / MODELS_DIR
+    desc = folder / "models.json"
+    if not desc.is_file():
+        raise StoreError(f"no trained models in {folder.parent} (run 'aibench scenario ecommerce train "
+                         f"--store {folder.parent}')")
+    try:
+        config = json.loads(desc.read_text())
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"cannot read {desc}: {exc}") from None
+    if not isinstance(config, dict) or config.get("format") != MODELS_FORMAT:
+        raise StoreError(f"{desc} is not an aibench e-commerce model description")
+    if config.get("store_id") != store_id:
+        raise StoreError(f"the models in {folder} were trained on another store; train them again")
+    return config
+
+
 MIN_SIZES = {"products": 20, "users": 1, "queries": 10, "sessions": 10}
 
 

@@ -64,13 +64,14 @@ def _one(r: Any, e: Callable[[Any], str], figure: Callable[..., str], table: Cal
         rows.append([label, *(_ms(s.get(k)) for k, _ in STATS), e(s.get("n")), cell])
     params = r.params if isinstance(r.params, dict) else {}
     head = (f"<h3>run <code>{e(str(r.run_id)[:8])}</code> · {e(r.load_scenario or '')} · "
-            + " ".join(f"{e(k)}={e(v)}" for k, v in params.items() if k in ("store", "workers", "think", "queries"))
+            + " ".join(f"{e(k)}={e(v)}" for k, v in params.items()
+                       if k in ("store", "deploy", "workers", "think", "queries"))
             + "</h3>")
     parts = [head, table(["part", *(f"{label} (ms)" for _, label in STATS), "n", "share of the modules' mean"],
                          rows, numeric=(1, 2, 3, 4, 5, 6, 7))]
     stages = (r.parts or {}).get("stage") or {}
     split = []
-    for side, label in (("ai", "AI (the models)"), ("non_ai", "non-AI")):
+    for side, label in (("ai", "AI (the models)"), ("non_ai", "non-AI"), ("communication", "communication (services)")):
         s = (stages.get(side) or {}).get("summary") if isinstance(stages.get(side), dict) else None
         if isinstance(s, dict):
             split.append([e(label), _ms(s.get("mean")), _ms(s.get("p90")), _ms(s.get("p99"))])
@@ -96,7 +97,8 @@ def _one(r: Any, e: Callable[[Any], str], figure: Callable[..., str], table: Cal
         counts.append([e("failed by module"), e(", ".join(f"{k}: {v}" for k, v in failed.items()))])
     if counts:
         parts.append(table(["figure", "value"], counts, numeric=(1,)))
-    bars = [n for n in ("queue", *TOP, "whole_path") if n in summaries and num(summaries[n].get("p99")) is not None]
+    bars = [n for n in ("queue", *TOP, "communication", "whole_path")
+            if n in summaries and num(summaries[n].get("p99")) is not None]
     if bars:
         title = f"{BENCHMARK} run {str(r.run_id)[:8]}: mean and p99 per module"
         parts.append(figure("ecommerce", partial(module_bars, title, bars,
@@ -116,4 +118,6 @@ def ecommerce_section(results: Sequence[Any], e: Callable[[Any], str], figure: C
     return ('<section id="ecommerce"><h2>E-commerce search: per-module breakdown</h2><p class="muted">Each '
             "module's latency per query (<code>parts.module</code>): the five modules add up to the path; the "
             "indented parts break the recommender and the ranker down; <code>queue</code> is the wait for a free "
-            "worker; <code>whole_path</code> is submit to answer.</p>" + "".join(blocks) + "</section>")
+            "worker; <code>communication</code> (services only) is every hop's round trip minus the callee's own "
+            "work, summed, then each hop; <code>whole_path</code> is submit to answer.</p>" + "".join(blocks)
+            + "</section>")

@@ -13,8 +13,9 @@ from aibench.spec import FiniteFloat
 
 EPILOG = """\b
 Exit codes: 0 stopped by SIGTERM or Ctrl-C after in-flight requests finished · 2 bad usage ·
-3 device or dtype not available · 6 a port is in use (or the address cannot be listened on) ·
-70 internal error · 130 a second SIGTERM/Ctrl-C stopped it at once."""
+3 device or dtype not available · 4 a --model-dir folder that cannot be used (missing, untrained) ·
+6 a port is in use (or the address cannot be listened on) · 70 internal error ·
+130 a second SIGTERM/Ctrl-C stopped it at once."""
 
 
 def _port(value: str, option: str) -> int | None:
@@ -59,8 +60,13 @@ def _devices(value: str) -> tuple[str, ...]:
 
 
 @click.command("serve", epilog=EPILOG, context_settings={"max_content_width": 110})
-@click.option("--models", default=",".join(TONIC_MODELS), show_default=True, metavar="M,M,...",
-              help=f"Models to serve: {', '.join(SPECS)} (null does no work: it measures the server).")
+@click.option("--models", default=None, metavar="M,M,...",
+              help=f"Models to serve: {', '.join(SPECS)} (null does no work: it measures the server), and "
+                   "those of --model-dir [default: the --model-dir models if any, else "
+                   f"{','.join(TONIC_MODELS)}].")
+@click.option("--model-dir", "model_dirs", multiple=True, metavar="FAMILY=DIR",
+              help="Also serve the trained models of a folder: ecommerce=DIR adds ecommerce-classifier, "
+                   "ecommerce-preference and ecommerce-ranker from an e-commerce store (repeatable).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0 listens on every interface: anyone who can reach the "
                    "machine can use the server).")
@@ -99,7 +105,8 @@ def _devices(value: str) -> tuple[str, ...]:
               help="The null model sleeps U microseconds per batch (a stand-in network of known compute time).")
 @click.option("--json", "json_lines", is_flag=True,
               help="Announce as JSON lines on stdout (listening, model_ready, ready, stopping, stopped).")
-def serve(models: str, host: str, port: str, djinn_port: str, instances: int, devices: str, threads: int | None,
+def serve(models: str | None, model_dirs: tuple[str, ...], host: str, port: str, djinn_port: str, instances: int,
+          devices: str, threads: int | None,
           dtype: str, max_batch: str | None, max_queue_delay_us: str | None, max_request_mb: float,
           max_json_mb: float, max_pending_mb: float, idle_timeout: float, body_timeout: float,
           shutdown_timeout: float, null_delay_us: float, json_lines: bool) -> None:
@@ -129,7 +136,17 @@ def serve(models: str, host: str, port: str, djinn_port: str, instances: int, de
     if parent.isdigit():  # started by an aibench process (aibench.service.launch): die with it
         die_with_parent(int(parent))
 
-    names = tuple(m.strip() for m in models.split(",") if m.strip())
+    from aibench.service.models import add_model_dirs
+
+    dirs: dict[str, str] = {}
+    for item in model_dirs:
+        family, eq, folder = item.partition("=")
+        if not eq or not family.strip() or not folder:
+            raise UsageError(f"--model-dir must be FAMILY=DIR; got {item!r}")
+        dirs[family.strip()] = folder
+    added = add_model_dirs(dirs)  # checks each folder now, before any port is taken
+    names = tuple(m.strip() for m in models.split(",") if m.strip()) if models is not None else \
+        (added or TONIC_MODELS)
     cfg = ServeConfig(
         models=names, host=host, port=_port(port, "--port"), djinn_port=_port(djinn_port, "--djinn-port"),
         devices=_devices(devices), instances=instances, threads=threads, dtype=dtype,
@@ -137,6 +154,7 @@ def serve(models: str, host: str, port: str, djinn_port: str, instances: int, de
         max_queue_delay_us=_per_model(max_queue_delay_us, "--max-queue-delay-us", names, float),
         max_request_bytes=int(max_request_mb * MiB), max_json_bytes=int(max_json_mb * MiB),
         max_pending_bytes=int(max_pending_mb * MiB), idle_timeout_s=idle_timeout, body_timeout_s=body_timeout,
-        shutdown_timeout_s=shutdown_timeout, null_delay_us=null_delay_us, json_lines=json_lines)
+        shutdown_timeout_s=shutdown_timeout, null_delay_us=null_delay_us, json_lines=json_lines,
+        model_dirs=dirs)
     code = run_server(cfg)
     raise click.exceptions.Exit(code)

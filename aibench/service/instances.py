@@ -79,11 +79,13 @@ class InstanceConfig:
     dtype: str
     max_bytes: int  # the largest frame either way
     null_delay_us: float = 0.0
+    model_dirs: tuple[tuple[str, str], ...] = ()  # --model-dir FAMILY=DIR pairs
 
     def to_json(self) -> str:
         return json.dumps({"index": self.index, "device": self.device, "threads": self.threads,
                            "models": list(self.models), "dtype": self.dtype, "max_bytes": self.max_bytes,
-                           "null_delay_us": self.null_delay_us, "parent_pid": os.getpid()})
+                           "null_delay_us": self.null_delay_us, "model_dirs": dict(self.model_dirs),
+                           "parent_pid": os.getpid()})
 
 
 @dataclass

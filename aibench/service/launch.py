@@ -30,7 +30,16 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-from aibench.errors import EXIT_LISTEN, EXIT_UNAVAILABLE, EXIT_USAGE, ListenError, UnavailableError, UsageError
+from aibench.errors import (
+    EXIT_IO,
+    EXIT_LISTEN,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    ListenError,
+    ResultIOError,
+    UnavailableError,
+    UsageError,
+)
 from aibench.lifetime import PARENT_ENV
 
 
@@ -114,56 +123,90 @@ def start_server(models: Sequence[str], *, port: int | str = 0, djinn_port: int 
                  timeout_s: float = 600.0, env: dict[str, str] | None = None) -> ServerProcess:
     """Start ``aibench serve`` for ``models`` (any free loopback ports unless told; ``"off"`` turns a port
     off; ``args`` are more ``serve`` options) and return once every model is ready."""
+    return spawn(serve_command(models, port=port, djinn_port=djinn_port, args=args), env=env).ready(timeout_s)
+
+
+class Starting:
+    """A process started by :func:`spawn` that announces itself in JSON lines (``listening``, then
+    ``ready``), as ``aibench serve --json`` and ``aibench scenario ecommerce serve-module --json`` do; several
+    can start at once, then :meth:`ready` waits for each."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.process = proc
+        self.events: list[dict[str, Any]] = []
+        self.inbox: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self.stderr_lines: collections.deque[str] = collections.deque(maxlen=200)
+        for target in (self._read_stdout, self._read_stderr):
+            threading.Thread(target=target, name=f"aibench-serve-{target.__name__}", daemon=True).start()
+
+    def _read_stdout(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            try:
+                event = json.loads(raw)
+            except ValueError:
+                event = {"event": "output", "message": raw.decode(errors="replace").rstrip()}
+            self.events.append(event)
+            self.inbox.put(event)
+        self.inbox.put(None)
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for raw in self.process.stderr:
+            self.stderr_lines.append(raw.decode(errors="replace").rstrip())
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+    def ready(self, timeout_s: float = 600.0) -> ServerProcess:
+        """Wait for ``ready``; a process that exits first raises with its own one-line error, as the exception
+        its exit code stands for; one not ready in time (or Ctrl-C meanwhile) is killed."""
+        proc = self.process
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                event = self.inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+            except BaseException as exc:  # not ready in time, or Ctrl-C/SIGTERM meanwhile: it must not outlive this
+                self.kill()
+                if isinstance(exc, queue.Empty):
+                    raise ServerExited(f"{_name(proc)} was not ready within {timeout_s:g} s") from None
+                raise
+            if event is None:  # stdout closed: the process ended
+                code = proc.wait()
+                time.sleep(0.05)  # let the stderr reader take the last line
+                last = next((ln for ln in reversed(self.stderr_lines) if ln.strip()), f"exit code {code}")
+                text = last.removeprefix("aibench: error: ")
+                if code == EXIT_LISTEN:
+                    raise ListenError(text)
+                if code == EXIT_UNAVAILABLE:
+                    raise UnavailableError(text)
+                if code == EXIT_USAGE:
+                    raise UsageError(text)
+                if code == EXIT_IO:
+                    raise ResultIOError(text)
+                raise ServerExited(f"{_name(proc)} exited with code {code} before it was ready: {last}")
+            if event.get("event") == "ready":
+                return ServerProcess(proc, event, self.events, self.stderr_lines)
+
+
+def _name(proc: subprocess.Popen[bytes]) -> str:
+    args = [str(a) for a in proc.args] if isinstance(proc.args, list | tuple) else [str(proc.args)]
+    if "serve-module" in args:
+        i = args.index("serve-module")
+        return f"the {args[i + 1]} module" if i + 1 < len(args) else "serve-module"
+    return "aibench serve"
+
+
+def spawn(cmd: Sequence[str], env: dict[str, str] | None = None) -> Starting:
+    """Start ``cmd`` (an aibench command announcing itself in JSON lines) so that it dies with this process,
+    even on SIGKILL (``AIBENCH_PARENT_PID``: start it from the main thread); :meth:`Starting.ready` waits."""
     environ = dict(os.environ if env is None else env)
     environ[PARENT_ENV] = str(os.getpid())
     environ.setdefault("PYTHONUNBUFFERED", "1")
     src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     environ["PYTHONPATH"] = os.pathsep.join(p for p in (src, environ.get("PYTHONPATH", "")) if p)
-    proc = subprocess.Popen(serve_command(models, port=port, djinn_port=djinn_port, args=args), env=environ,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    events: list[dict[str, Any]] = []
-    inbox: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
-    stderr_lines: collections.deque[str] = collections.deque(maxlen=200)
-
-    def read_stdout() -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            try:
-                event = json.loads(raw)
-            except ValueError:
-                event = {"event": "output", "message": raw.decode(errors="replace").rstrip()}
-            events.append(event)
-            inbox.put(event)
-        inbox.put(None)
-
-    def read_stderr() -> None:
-        assert proc.stderr is not None
-        for raw in proc.stderr:
-            stderr_lines.append(raw.decode(errors="replace").rstrip())
-
-    for target in (read_stdout, read_stderr):
-        threading.Thread(target=target, name=f"aibench-serve-{target.__name__}", daemon=True).start()
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            event = inbox.get(timeout=max(0.0, deadline - time.monotonic()))
-        except BaseException as exc:  # not ready in time, or Ctrl-C/SIGTERM meanwhile: it must not outlive this
-            proc.kill()
-            proc.wait()
-            if isinstance(exc, queue.Empty):
-                raise ServerExited(f"aibench serve was not ready within {timeout_s:g} s") from None
-            raise
-        if event is None:  # stdout closed: the server ended
-            code = proc.wait()
-            time.sleep(0.05)  # let the stderr reader take the last line
-            last = next((ln for ln in reversed(stderr_lines) if ln.strip()), f"exit code {code}")
-            text = last.removeprefix("aibench: error: ")
-            if code == EXIT_LISTEN:
-                raise ListenError(text)
-            if code == EXIT_UNAVAILABLE:
-                raise UnavailableError(text)
-            if code == EXIT_USAGE:
-                raise UsageError(text)
-            raise ServerExited(f"aibench serve exited with code {code} before it was ready: {last}")
-        if event.get("event") == "ready":
-            return ServerProcess(proc, event, events, stderr_lines)
+    proc = subprocess.Popen(list(cmd), env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    return Starting(proc)

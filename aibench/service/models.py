@@ -28,6 +28,7 @@ class ModelSpec:
     output_shape: tuple[int, ...]  # one row; () = one value per row
     output_dtype: str  # "float32" or "int64" (numpy names)
     default_max_batch: int  # rows per executed batch: the paper's Table 3 batch × rows per query
+    source: str | None = None  # "FAMILY=DIR" for a model read from files (--model-dir); None: built in
 
     @property
     def row_elements(self) -> int:
@@ -64,6 +65,34 @@ SPECS: dict[str, ModelSpec] = {s.name: s for s in (
               "float32", 64),
 )}
 TONIC_MODELS = ("imc", "dig", "face", "asr", "pos", "chk", "ner")
+# Families of trained models read from a folder (``aibench serve --model-dir FAMILY=DIR``). Each provider
+# module has ``model_specs(folder) -> list[ModelSpec]`` (light, no torch: it checks the folder and says the
+# shapes; the server's event loop calls it) and ``build(spec, device, dtype)`` (in each instance).
+PROVIDERS = {"ecommerce": "aibench.ecommerce.served"}
+
+
+def _provider(family: str) -> Any:
+    import importlib
+
+    return importlib.import_module(PROVIDERS[family])
+
+
+def add_model_dirs(dirs: dict[str, str]) -> tuple[str, ...]:
+    """Register the models of each ``FAMILY: DIR`` in :data:`SPECS` (the server and each of its instances
+    call this with the same folders); the names added. An unknown family is a usage error; a folder its
+    provider cannot use raises the provider's error (one line, its exit code)."""
+    from aibench.errors import UsageError
+
+    added: list[str] = []
+    for family, folder in dirs.items():
+        if family not in PROVIDERS:
+            raise UsageError(f"--model-dir: unknown model family {family!r}; known: {', '.join(PROVIDERS)}")
+        for spec in _provider(family).model_specs(folder):
+            if spec.name in SPECS and SPECS[spec.name].source is None:
+                raise UsageError(f"--model-dir {family}: model {spec.name!r} is a built-in name")
+            SPECS[spec.name] = spec
+            added.append(spec.name)
+    return tuple(added)
 
 
 def build(name: str, device: Any, dtype: Any, null_delay_s: float = 0.0) -> Any:
@@ -72,6 +101,9 @@ def build(name: str, device: Any, dtype: Any, null_delay_s: float = 0.0) -> Any:
 
     if name == "null":
         return NullModel(null_delay_s)
+    spec = SPECS[name]
+    if spec.source is not None:
+        return _provider(spec.source.partition("=")[0]).build(spec, device, dtype)
     from aibench.workloads.tonic import _apps
 
     return _apps.prepare_net(name, {}, device, dtype)

@@ -58,6 +58,7 @@ class ServeConfig:
     shutdown_timeout_s: float = 30.0
     null_delay_us: float = 0.0
     json_lines: bool = False
+    model_dirs: dict[str, str] = field(default_factory=dict)  # --model-dir FAMILY=DIR (registered in SPECS)
 
 
 def usable_cores() -> int:
@@ -143,7 +144,7 @@ class Service:
         largest = max(self.max_batch[m] * max(SPECS[m].row_bytes, SPECS[m].out_row_bytes) for m in cfg.models)
         configs = [InstanceConfig(index=i * cfg.instances + k, device=dev, threads=self.threads,
                                   models=tuple(cfg.models), dtype=cfg.dtype, max_bytes=largest + MiB,
-                                  null_delay_us=cfg.null_delay_us)
+                                  null_delay_us=cfg.null_delay_us, model_dirs=tuple(cfg.model_dirs.items()))
                    for i, dev in enumerate(cfg.devices) for k in range(cfg.instances)]
         self.pool = InstancePool(configs, on_free=self._on_free, announce=self.warn)
         self.scheduler = Scheduler(self.specs, self.max_batch, self.delay_s, self.pool, self.stats)

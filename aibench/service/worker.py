@@ -69,7 +69,7 @@ class Host:
         import torch
 
         from aibench.measure.device import refusing_unsupported, resolve_device, resolve_dtype
-        from aibench.service.models import SPECS, build
+        from aibench.service.models import SPECS, add_model_dirs, build
 
         self.torch = torch
         threads = int(cfg["threads"])
@@ -79,6 +79,7 @@ class Host:
             torch.cuda.set_device(self.device)
         self.dtype = resolve_dtype(cfg.get("dtype", "float32"), self.device)
         self.names: list[str] = list(cfg["models"])
+        add_model_dirs(dict(cfg.get("model_dirs") or {}))  # the server's --model-dir models, as it read them
         self.specs = [SPECS[n] for n in self.names]
         self.models: list[Any] = []
         self.out_dtypes = {"float32": torch.float32, "int64": torch.int64}

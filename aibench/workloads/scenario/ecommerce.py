@@ -24,6 +24,7 @@ QUALITY = (  # metric, path in the training record's quality report, help
     ("ranker_ndcg10_baseline", ("ranker", "baseline_popularity"), "NDCG@10 of ordering by popularity "
      "(rating sum), the ranker's baseline"),
 )
+DEPLOYMENTS = ("in-process", "services")
 ECOMMERCE_METRICS = (
     # the in-process stage shares do not apply: the path's modules are in parts.module
     *(m for m in COMPONENT_METRICS if not m.of or not m.of.startswith("parts.stage.")),
@@ -44,7 +45,8 @@ ECOMMERCE_METRICS = (
 
 @benchmark(
     kind="scenario", name="ecommerce",
-    description="AIBench's e-commerce search (planner, recommender, searcher, ranker, fetch) in process, "
+    description="AIBench's e-commerce search (planner, recommender, searcher, ranker, fetch) in process or as "
+                "services (--deploy services: communication per hop), "
                 "under closed-loop users (--users, --think-time-ms) or LoadGen: every module's latency "
                 "distribution, the AI vs non-AI share, queries without hits and failed, the models' quality",
     source="AIBench (Gao et al., 2019), §4.1 and §6.1",
@@ -63,6 +65,17 @@ ECOMMERCE_METRICS = (
               "each request picks one at random", minimum=1, maximum=10_000_000),
         Param("window", int, 2000, "candidates the searcher collects for the ranker (AIBench: 2000)",
               minimum=1, maximum=1_000_000),
+        # the deployment (docs/ecommerce.md "As services")
+        Param("deploy", str, "in-process", "in-process: the path in this process; services: each module a "
+              "process behind HTTP and the models behind 'aibench serve' (started here unless --addresses), "
+              "with each hop's communication time as a part", choices=DEPLOYMENTS),
+        Param("addresses", str, "", "--deploy services: modules placed elsewhere, NAME=http://HOST:PORT,... "
+              "(NAME: planner alone, or any of recommender, searcher, ranker, fetch, models = the model server); "
+              "the rest are started here on free loopback ports"),
+        Param("hop_timeout_s", float, 10.0, "--deploy services: the planner's timeout per call to a module (the "
+              "recommender's and ranker's calls to the model server get a third of it, the driver's call to the "
+              "planner four times it + 1 s); a module that does not answer in time fails the query, named",
+              unit="s", minimum=0.01, maximum=3600.0),
     ],
     metrics=ECOMMERCE_METRICS,
     primary_metric="samples_per_s",
@@ -73,6 +86,14 @@ ECOMMERCE_METRICS = (
 def ecommerce(params: dict[str, Any], result: Any) -> contextlib.AbstractContextManager[tuple[Any, int]]:
     """A context manager yielding (the path as a system under test, batch 1); on leaving, the measured
     window's per-module figures are recorded into ``result``."""
+    if params.get("deploy") == "services":
+        from aibench.ecommerce.deploy import services_system  # starts and stops the module processes
+
+        return services_system(params, result)
+    if params.get("addresses"):
+        from aibench.errors import UsageError
+
+        raise UsageError("--addresses places modules of --deploy services; this run is --deploy in-process")
     from aibench.ecommerce.load import shop_system  # the store, torch and the path: only when it runs
 
     return shop_system(params, result)
