@@ -38,6 +38,14 @@ ECOMMERCE_METRICS = (
     MetricSpec("share_non_ai", "fraction", "lower", "the non-AI parts' share of the path's summed time",
                "ratio", "parts.stage.non_ai"),
     *(MetricSpec(name, "score", "higher", help) for name, _, help in QUALITY),
+    # the query generator's and harness's CPU, the streaming updates (docs/ecommerce.md)
+    MetricSpec("harness_cpu_share", "fraction", "lower", "the share of the process's CPU spent outside the path's "
+               "modules and the updater (the query generator, the harness, the hand-off to the workers)"),
+    MetricSpec("path_cpu_ms", "ms", "lower", "the path's CPU time per query (the serving thread's)", "mean"),
+    MetricSpec("updates", "updates", "higher", "streaming updates (--update-every-s) that started in the "
+               "measured window", "count"),
+    MetricSpec("ranker_ndcg10_streamed", "score", "higher", "NDCG@10 of the last ranker a streaming update "
+               "swapped in, on the updater's held-out lists"),
 )
 
 
@@ -63,6 +71,16 @@ ECOMMERCE_METRICS = (
               "each request picks one at random", minimum=1, maximum=10_000_000),
         Param("window", int, 2000, "candidates the searcher collects for the ranker (AIBench: 2000)",
               minimum=1, maximum=1_000_000),
+        # streaming-like updates during the run (issue 17 item 2) and the model-size study (item 5)
+        Param("update_every_s", float, 0.0, "streaming updates: every S seconds of the run (warm-up included), "
+              "fine-tune a copy of the ranker on the store's next sessions and swap it in atomically; 0: none",
+              unit="s", minimum=0.0, maximum=86400.0),
+        Param("update_sessions", int, 2000, "streaming updates: sessions of the store's log each update reads",
+              minimum=1, maximum=100_000_000),
+        Param("update_steps", int, 20, "streaming updates: optimizer steps per update", minimum=1, maximum=100_000),
+        Param("pref_hidden", int, 0, "the model-size study: serve the set whose preference network has this "
+              "hidden width (models/ if it has it, else models-pref<N>/ from 'train --pref-hidden N "
+              "--size-study'); 0: the store's models/", minimum=0, maximum=65536),
     ],
     metrics=ECOMMERCE_METRICS,
     primary_metric="samples_per_s",
