@@ -210,6 +210,10 @@ def test_streaming_updates_during_a_run_are_recorded(store: Path, cli: Any, tmp_
     assert split == modules["whole_path"]["seen"]
     cpu = doc["metrics"]["harness_cpu_share"]
     assert cpu["updater_cpu_s"] > 0 and 0 <= cpu["value"] <= 1
+    code, _out, err = cli("report", str(tmp_path), "--html", str(tmp_path.parent / f"{tmp_path.name}.html"))
+    assert code == 0, err
+    page = (tmp_path.parent / f"{tmp_path.name}.html").read_text()
+    assert "Streaming updates every 0.05 s" in page and "NDCG@10 after" in page and "· during_update" in page
 
 
 def test_the_model_size_study_sweeps_the_preference_network(store: Path, cli: Any, tmp_path: Path) -> None:
