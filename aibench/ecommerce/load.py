@@ -102,12 +102,14 @@ def _cpu_metrics(records: Sequence[Any], cpu: float | None, torch_threads: int,
                               note="the serving thread's CPU time in the path per query (time.thread_time), "
                                    "every query served, warm-up included")
     why = None
+    share = None
     if cpu is None or cpu <= 0 or not records:
         why = "no query was served, or the process's CPU time could not be read"
     elif torch_threads > 1:
         why = (f"torch ran {torch_threads} intra-op threads, whose CPU a serving thread's time misses (it would "
                "count as the harness's): measure with --threads 1")
-    share = None if why else max(0.0, (cpu - path_cpu - upd_cpu) / cpu)  # type: ignore[operator]
+    else:
+        share = max(0.0, (cpu - path_cpu - upd_cpu) / cpu)
     m["harness_cpu_share"] = metric(share, "fraction", "lower", why,
                                     note="1 - (the path's CPU + the updater's) / the process's CPU, from the "
                                          "system's start to its end: the query generator's and harness's share",

@@ -200,7 +200,7 @@ def size_variant(pref_hidden: int) -> str:
 def model_sizes(models: Models) -> dict[str, dict[str, int]]:
     """Each model's parameter count and the bytes of its state_dict's tensors (buffers included): the model
     size of the paper's 184 -> 253 MB study."""
-    out = {}
+    out: dict[str, dict[str, int]] = {}
     for name in ("classifier", "preference", "ranker"):
         m = getattr(models, name)
         out[name] = {"parameters": sum(p.numel() for p in m.parameters()),

@@ -82,6 +82,7 @@ class StreamingUpdater:
         self._version = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._threads = torch.get_num_threads()  # the run's count, for the updater's thread (OpenMP's is per thread)
         # torch's first optimizer imports torch._dynamo (seconds): pay it here, not in the first update
         # of a measured run.
         torch.optim.Adam([torch.zeros(1, requires_grad=True)])
@@ -199,6 +200,7 @@ class StreamingUpdater:
 
     # -- on its own thread ------------------------------------------------------------------------------
     def _run(self) -> None:
+        torch.set_num_threads(self._threads)
         try:
             while not self._stop.wait(self.every_s):
                 self.update_once()
