@@ -72,8 +72,9 @@ ECOMMERCE_METRICS = (
         Param("window", int, 2000, "candidates the searcher collects for the ranker (AIBench: 2000)",
               minimum=1, maximum=1_000_000),
         # streaming-like updates during the run (issue 17 item 2) and the model-size study (item 5)
-        Param("update_every_s", float, 0.0, "streaming updates: S seconds after the run starts and after each update "
-              "ends (warm-up included), fine-tune a copy of the ranker on the store's next sessions and swap it in atomically; 0: none",
+        Param("update_every_s", float, 0.0, "streaming updates: S seconds after the run starts and after each "
+              "update ends (warm-up included), fine-tune a copy of the ranker on the store's next sessions and "
+              "swap it in atomically; 0: none",
               unit="s", minimum=0.0, maximum=86400.0),
         Param("update_sessions", int, 2000, "streaming updates: sessions of the store's log each update reads",
               minimum=1, maximum=100_000_000),
