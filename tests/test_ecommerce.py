@@ -306,8 +306,11 @@ def test_streaming_updates_swap_a_fine_tuned_ranker_in(trained: tuple[Path, Any]
     try:
         first = path.models
         upd = StreamingUpdater(path, every_s=0.05, sessions=300, steps=5, lr=1e-2)
+        assert upd.eval_size > 0 and upd.ndcg10_start is not None
         one = upd.update_once()
         assert one.sessions > 0 and one.loss_after <= one.loss_before
+        assert one.version == 1 and one.ended >= one.started and one.cpu_s >= 0
+        assert one.ndcg10 is not None and 0 < one.ndcg10 <= 1  # the quality after the update, held out
         assert path.models is not first and path.models.classifier is first.classifier
         changed = any(not torch.equal(a, b) for a, b in zip(first.ranker.state_dict().values(),
                                                           path.models.ranker.state_dict().values(), strict=True))
@@ -322,6 +325,118 @@ def test_streaming_updates_swap_a_fine_tuned_ranker_in(trained: tuple[Path, Any]
         assert upd.error is None and len(upd.updates) >= 3
     finally:
         path.close()
+
+
+def test_the_stream_trains_on_training_queries_only(trained: tuple[Path, Any]) -> None:
+    """The held-out tenth of the queries stays held out: the updates' quality figure is on lists they never saw."""
+    from aibench.ecommerce.path import ShopPath
+    from aibench.ecommerce.store import PAGE, connect
+    from aibench.ecommerce.stream import StreamingUpdater
+    from aibench.ecommerce.train import HOLDOUT_EVERY
+
+    out, _ = trained
+    path = ShopPath(out, window=50)
+    try:
+        upd = StreamingUpdater(path, every_s=1, sessions=path.info.sessions, steps=1)
+        lists = upd._slice()
+        con = connect(path.info.path)
+        try:  # every complete list with a click of a training query, none of a held-out one
+            expected = sum(1 for (n, clicks, q) in con.execute(
+                "SELECT count(*), sum(label > 0), s.query FROM impressions i JOIN sessions s ON s.id = i.session "
+                "GROUP BY i.session") if n == PAGE and clicks > 0 and q % HOLDOUT_EVERY != 0)
+        finally:
+            con.close()
+        assert len(lists.labels) == expected > 0
+    finally:
+        path.close()
+
+
+def test_queries_never_see_a_half_swapped_model(trained: tuple[Path, Any]) -> None:
+    """While updates swap new rankers in, every scoring a query does reads a ranker whose weights never change
+    (the updater trains a copy), and queries move on to the new sets."""
+    import hashlib
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from aibench.ecommerce.models import Ranker
+    from aibench.ecommerce.path import ShopPath
+    from aibench.ecommerce.stream import StreamingUpdater
+
+    out, _ = trained
+    path = ShopPath(out, window=50)
+    seen: dict[int, set[str]] = {}
+    keep: list[Any] = []  # the rankers seen stay alive, so no id is reused
+    lock = threading.Lock()
+
+    def hook(module: Any, _args: Any, _output: Any) -> None:
+        if isinstance(module, Ranker) and threading.current_thread().name.startswith("serve"):
+            digest = hashlib.sha1(b"".join(t.numpy().tobytes() for t in module.state_dict().values())).hexdigest()
+            with lock:
+                if id(module) not in seen:
+                    keep.append(module)
+                seen.setdefault(id(module), set()).add(digest)
+
+    stop = threading.Event()
+    served = [0]
+
+    def serve(queries: list[Any]) -> None:
+        while not stop.is_set():
+            for q in queries:
+                path.handle(q)
+                with lock:
+                    served[0] += 1
+
+    registered = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        upd = StreamingUpdater(path, every_s=1, sessions=200, steps=5, lr=1e-2)
+        queries = [q for q in path.sample(40, seed=2) if path.handle(q)[0].status == "ok"]
+        with ThreadPoolExecutor(2, thread_name_prefix="serve") as pool:
+            futures = [pool.submit(serve, queries) for _ in range(2)]
+            for _ in range(4):
+                mark = served[0]
+                while served[0] < mark + 5 and not any(f.done() for f in futures):
+                    time.sleep(0.01)  # some queries with the set now serving
+                upd.update_once()
+            mark = served[0]
+            while served[0] < mark + 5 and not any(f.done() for f in futures):
+                time.sleep(0.01)
+            stop.set()
+            for f in futures:
+                f.result()
+    finally:
+        registered.remove()
+        path.close()
+    assert [u.version for u in upd.updates] == [1, 2, 3, 4]
+    assert len(seen) >= 2  # queries moved on to swapped-in rankers
+    assert all(len(digests) == 1 for digests in seen.values())  # none changed under a query
+
+
+def test_the_size_study_trains_a_set_beside_the_default_one(trained: tuple[Path, Any], tmp_path: Path,
+                                                             cli: Any) -> None:
+    from aibench.ecommerce.models import resolve, size_variant
+
+    out, _ = trained
+    shutil.copy(out / STORE_FILE, tmp_path / STORE_FILE)
+    shutil.copytree(out / "models", tmp_path / "models")
+    default = (tmp_path / "models" / "models.json").read_text()
+    info = read_info(tmp_path)
+    with pytest.raises(StoreError, match="--pref-hidden 16 --size-study"):
+        resolve(info, 16)
+    code, text, err = cli("scenario", "ecommerce", "train", "--store", str(tmp_path), "--epochs", "1",
+                          "--pref-hidden", "16", "--size-study", "--json")
+    assert code == 0, err
+    doc = json.loads(text)
+    assert doc["models"] == size_variant(16) == "models-pref16"
+    small = doc["sizes"]["preference"]
+    assert (tmp_path / "models" / "models.json").read_text() == default  # the default set is left as it is
+    desc = json.loads((tmp_path / "models-pref16" / "models.json").read_text())
+    assert desc["pref_hidden"] == 16 and desc["sizes"]["preference"] == small
+    big = json.loads(default)["sizes"]["preference"]  # 64 units
+    assert big["parameters"] > small["parameters"] > 0 and big["bytes"] > small["bytes"] >= 4 * small["parameters"]
+    assert resolve(info, 16) == "models-pref16"
+    assert resolve(info, 64) == resolve(info, 0) == "models"  # the default set has 64 units
 
 
 def test_a_store_too_small_to_hold_out_is_refused_before_training(cli, tmp_path: Path) -> None:

@@ -24,11 +24,13 @@ FAST = ("--threads", "1", "--workers", "1", "--samples", "30", "--window", "100"
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny store, generated and trained once for the module."""
+    from aibench.ecommerce.models import size_variant
     from aibench.ecommerce.train import train
 
     out = tmp_path_factory.mktemp("shop")
     info = generate(out, TINY, seed=5)
     train(info, seed=0, epochs=1)
+    train(info, seed=0, epochs=1, pref_hidden=8, models_name=size_variant(8))  # the model-size study's set
     return out
 
 
@@ -83,6 +85,15 @@ def test_closed_loop_reports_every_module_the_ai_split_counts_and_quality(closed
     assert m["ranker_ndcg10"]["value"] == q["ranker"]["trained"]
     assert m["classifier_accuracy"]["value"] == q["classifier"]["trained"]
     assert m["samples_per_s"]["value"] > 0
+    # the query generator's and harness's CPU share (one torch thread: the serving threads' time is the path's)
+    cpu = m["harness_cpu_share"]
+    assert 0 <= cpu["value"] <= 1 and cpu["process_cpu_s"] > 0 and 0 < cpu["path_cpu_s"] <= cpu["process_cpu_s"]
+    assert m["path_cpu_ms"]["value"] > 0
+    assert m["updates"]["value"] is None and "--update-every-s 0" in m["updates"]["unavailable"]
+    assert "updates" not in info and "update" not in modules
+    models = doc["context"]["store"]["models"]
+    assert models["folder"] == "models" and models["pref_hidden"] == 64
+    assert models["sizes"]["preference"]["bytes"] > models["sizes"]["ranker"]["bytes"] > 0
 
 
 def test_constant_think_time_and_a_module_failure_recorded_while_the_run_goes_on(store: Path) -> None:
@@ -170,6 +181,61 @@ def test_users_sweep_finds_where_p99_crosses_the_bound(store: Path, cli: Any, tm
     assert code == 0, err
     record = json.loads(out)["sweep"]
     assert record["knee"] is None and record["knee_note"]  # every point crosses a bound of a nanosecond
+
+
+def test_streaming_updates_during_a_run_are_recorded(store: Path, cli: Any, tmp_path: Path) -> None:
+    """--update-every-s starts the updater with the run: every update is recorded (when, how long, the quality
+    after), and the path's latency is split by whether an update ran meanwhile."""
+    code, out, err = cli("-q", "run", "scenario", "ecommerce", "--store", str(store), *FAST, "--users", "2",
+                         "--think-time-ms", "5", "--warmup-s", "0.5", "--queries", "40", "--update-every-s", "0.05",
+                         "--update-sessions", "200", "--update-steps", "2", "--out", str(tmp_path), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    jsonschema.validate(doc, json_schema())
+    upd = doc["method"]["ecommerce"]["updates"]
+    assert upd["every_s"] == 0.05 and upd["sessions"] == 200 and upd["steps"] == 2
+    assert upd["error"] is None and upd["stopped"] and upd["eval_lists"] > 0
+    rows = upd["list"]
+    assert len(rows) >= 2  # the warm-up alone lasts ten periods
+    assert [r["version"] for r in rows] == list(range(1, len(rows) + 1))
+    for r in rows:
+        assert r["seconds"] > 0 and r["sessions"] > 0 and 0 < r["ndcg10"] <= 1 and r["at_window_s"] is not None
+    assert rows[0]["at_window_s"] < 0  # the first ones ran during the warm-up
+    assert doc["metrics"]["ranker_ndcg10_streamed"]["value"] == rows[-1]["ndcg10"]
+    assert doc["metrics"]["updates"]["value"] == sum(1 for r in rows if r["at_window_s"] >= 0)
+    modules = doc["parts"]["module"]
+    assert modules["update"]["seen"] == len(rows)
+    split = sum(modules[n]["seen"] for n in ("whole_path/during_update", "whole_path/between_updates")
+                if n in modules)
+    assert split == modules["whole_path"]["seen"]
+    cpu = doc["metrics"]["harness_cpu_share"]
+    assert cpu["updater_cpu_s"] > 0 and 0 <= cpu["value"] <= 1
+    code, _out, err = cli("report", str(tmp_path), "--html", str(tmp_path.parent / f"{tmp_path.name}.html"))
+    assert code == 0, err
+    page = (tmp_path.parent / f"{tmp_path.name}.html").read_text()
+    assert "Streaming updates every 0.05 s" in page and "NDCG@10 after" in page and "· during_update" in page
+
+
+def test_the_model_size_study_sweeps_the_preference_network(store: Path, cli: Any, tmp_path: Path) -> None:
+    code, out, err = cli("-q", "sweep", "pref_hidden", "scenario", "ecommerce", "--store", str(store), *FAST,
+                         "--values", "8,64", "--users", "1", "--think-time-ms", "1", "--warmup-s", "0",
+                         "--queries", "10", "--out", str(tmp_path), "--json")
+    assert code == 0, err
+    results = json.loads(out)["results"]
+    models = [r["context"]["store"]["models"] for r in results]
+    assert [m["pref_hidden"] for m in models] == [8, 64] and [m["folder"] for m in models] == ["models-pref8",
+                                                                                            "models"]
+    assert models[0]["sizes"]["preference"]["bytes"] < models[1]["sizes"]["preference"]["bytes"]
+    assert all(r["parts"]["module"]["recommender/preference"]["seen"] == 10 for r in results)
+    code, _out, err = cli("run", "scenario", "ecommerce", "--store", str(store), "--pref-hidden", "32",
+                          "--users", "1", "--out", str(tmp_path / "none"))
+    assert code == EXIT_IO and "--pref-hidden 32 --size-study" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "html").mkdir()
+    code, _out, err = cli("report", str(tmp_path), "--html", str(tmp_path / "html" / "r.html"))
+    assert code == 0, err
+    page = (tmp_path / "html" / "r.html").read_text()
+    section = page[page.index('<section id="ecommerce">'):]
+    assert "Model size" in section and "models-pref8" in section
 
 
 def test_html_breakdown_escapes_everything(closed_loop: dict[str, Any], tmp_path: Path, cli: Any) -> None:

@@ -149,28 +149,37 @@ def _quality_table(report: dict[str, Any]) -> Any:
 @click.option("--threads", type=click.IntRange(1, 1024), default=1, show_default=True,
               help="torch intra-op threads while training.")
 @click.option("--seed", type=Seed(), default=0, show_default=True, help="Seed of the initial weights and batches.")
-@click.option("--json", "as_json", is_flag=True, help="Print the quality report as JSON.")
-def train_cmd(store: Path, epochs: int, pref_hidden: int, threads: int, seed: int, as_json: bool) -> None:
+@click.option("--size-study", is_flag=True,
+              help="Save this set as models-pref<H>/ beside the store's models/ (left as it is), for the "
+                   "model-size study: 'aibench run scenario ecommerce --pref-hidden H' serves it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the quality report (and the models' sizes) as JSON.")
+def train_cmd(store: Path, epochs: int, pref_hidden: int, threads: int, seed: int, size_study: bool,
+              as_json: bool) -> None:
     """Fit the category classifier, the user-preference network and the learning-to-rank model on the
     store's interactions; report their quality on held-out queries beside baselines; save them (state_dicts,
-    loaded with weights_only) in the store's models/ folder."""
+    loaded with weights_only) in the store's models/ folder (models-pref<H>/ with --size-study)."""
+    from aibench.ecommerce.models import MODELS_DIR, size_variant
     from aibench.ecommerce.store import read_info
 
     info = read_info(store)
     from aibench.ecommerce.train import train
 
+    name = size_variant(pref_hidden) if size_study else MODELS_DIR
     with _Bar(show=not _quiet() and not as_json and sys.stderr.isatty()) as bar:
-        _models, report = train(info, seed=seed, epochs=epochs, pref_hidden=pref_hidden, threads=threads,
-                                progress=bar)
+        models, report = train(info, seed=seed, epochs=epochs, pref_hidden=pref_hidden, threads=threads,
+                               models_name=name, progress=bar)
+    sizes = models.config["sizes"]
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        click.echo(json.dumps({**report, "sizes": sizes, "models": name}, indent=2))
         return
     if not _quiet():
         from aibench.cli import _stdout_console
 
         console = _stdout_console()
         console.print(_quality_table(report))
-        console.print(f"trained in {report['seconds']:.1f} s; models in {info.path.parent / 'models'}")
+        pref = sizes["preference"]
+        console.print(f"preference network: {pref['parameters']:,} parameters, {pref['bytes'] / 1e6:.2f} MB")
+        console.print(f"trained in {report['seconds']:.1f} s; models in {info.path.parent / name}")
 
 
 @ecommerce.command("search", epilog=EPILOG)

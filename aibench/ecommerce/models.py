@@ -168,16 +168,51 @@ def build(config: dict[str, Any]) -> Models:
                   ranker=Ranker(V, C, int(config["ranker_hidden"])), config=config)
 
 
-def models_dir(info: StoreInfo) -> Path:
-    return info.path.parent / MODELS_DIR
+def models_dir(info: StoreInfo, name: str = MODELS_DIR) -> Path:
+    return info.path.parent / name
 
 
-def save(models: Models, info: StoreInfo) -> Path:
+def size_variant(pref_hidden: int) -> str:
+    """The folder of a model-size study's set (``train --size-study``): ``models-pref<H>``."""
+    return f"{MODELS_DIR}-pref{int(pref_hidden)}"
+
+
+def model_sizes(models: Models) -> dict[str, dict[str, int]]:
+    """Each model's parameter count and the bytes of its state_dict's tensors (buffers included): the model
+    size of the paper's 184 -> 253 MB study."""
+    out: dict[str, dict[str, int]] = {}
+    for name in ("classifier", "preference", "ranker"):
+        m = getattr(models, name)
+        out[name] = {"parameters": sum(p.numel() for p in m.parameters()),
+                     "bytes": sum(t.numel() * t.element_size() for t in m.state_dict().values())}
+    return out
+
+
+def resolve(info: StoreInfo, pref_hidden: int = 0) -> str:
+    """The models folder a run serves: ``models/`` for 0 or when its preference network has ``pref_hidden``
+    units; else the size study's ``models-pref<H>/``, refused (exit 4) with the command that trains it."""
+    if pref_hidden <= 0:
+        return MODELS_DIR
+    try:
+        default = json.loads((models_dir(info) / "models.json").read_text())
+    except (OSError, ValueError):
+        default = None
+    if isinstance(default, dict) and default.get("pref_hidden") == pref_hidden:
+        return MODELS_DIR
+    name = size_variant(pref_hidden)
+    if not (models_dir(info, name) / "models.json").is_file():
+        raise StoreError(f"no models with a {pref_hidden}-unit preference network in {info.path.parent} (run "
+                         f"'aibench scenario ecommerce train --store {info.path.parent} --pref-hidden "
+                         f"{pref_hidden} --size-study')")
+    return name
+
+
+def save(models: Models, info: StoreInfo, name: str = MODELS_DIR) -> Path:
     """Write the three state_dicts and ``models.json`` into a fresh folder, then swap it in for
-    ``models/`` (a reader sees the old set or the new one, never a mix)."""
-    final = models_dir(info)
-    tmp = final.parent / f".models.partial-{os.getpid()}"
-    old = final.parent / f".models.old-{os.getpid()}"
+    ``name`` (default ``models/``; a reader sees the old set or the new one, never a mix)."""
+    final = models_dir(info, name)
+    tmp = final.parent / f".{name}.partial-{os.getpid()}"
+    old = final.parent / f".{name}.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
@@ -197,10 +232,11 @@ def save(models: Models, info: StoreInfo) -> Path:
     return final
 
 
-def load(info: StoreInfo, store_id: str) -> Models:
-    """The trained models of a store; refused (exit 4) when missing, damaged or trained on another store."""
-    folder = models_dir(info)
-    config = models_config(info, store_id)
+def load(info: StoreInfo, store_id: str, name: str = MODELS_DIR) -> Models:
+    """The trained models of a store (``name``: its models folder); refused (exit 4) when missing, damaged or
+    trained on another store."""
+    folder = models_dir(info, name)
+    config = models_config(info, store_id, name)
     try:
         models = build(config)
         for name in ("classifier", "preference", "ranker"):

@@ -38,6 +38,7 @@ from aibench.ecommerce.figures import AI_PARTS as AI_PARTS  # the names live in 
 from aibench.ecommerce.figures import MODULES, RANKER_PARTS
 from aibench.ecommerce.figures import RECOMMENDER_PARTS as RECOMMENDER_PARTS
 from aibench.ecommerce.models import (
+    MODELS_DIR,
     Catalog,
     Models,
     age_band,
@@ -88,9 +89,10 @@ class Page:
 class ShopPath:
     """The in-process deployment of the path over a generated and trained store."""
 
-    def __init__(self, store: Path, *, window: int = WINDOW, page: int = PAGE) -> None:
+    def __init__(self, store: Path, *, window: int = WINDOW, page: int = PAGE, models: str = MODELS_DIR) -> None:
         self.info = read_info(store)
-        self.models = load(self.info, store_id(self.info))
+        self.models_name = models  # the store's models folder this path serves (a size study's set, or models/)
+        self.models = load(self.info, store_id(self.info), models)
         self.window, self.page = window, page
         con = connect(self.info.path)
         try:
@@ -192,7 +194,8 @@ class ShopPath:
         """Serve later queries with ``models`` (by default, the store's models as now saved, e.g. after a
         new training). The swap is one reference assignment: a query in flight finishes with the set it
         started with, and no query sees a mix."""
-        self.models = models.eval() if models is not None else load(self.info, store_id(self.info))
+        self.models = models.eval() if models is not None else load(self.info, store_id(self.info),
+                                                                     self.models_name)
 
     def sample(self, n: int, seed: int = 0) -> list[Query]:
         """``n`` queries as the store's sessions pair them (a user and a query text), drawn with replacement

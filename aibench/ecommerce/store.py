@@ -161,11 +161,12 @@ def store_id(info: StoreInfo) -> str:
         con.close()
 
 
-def models_config(info: StoreInfo, store_id: str) -> dict[str, Any]:
-    """The store's ``models/models.json`` (sizes, seed, quality), checked without torch: refused (exit 4) when
-    missing, damaged or written for another store. :func:`aibench.ecommerce.models.load` and the model
-    service's light side (:mod:`aibench.ecommerce.served`) both read it here."""
-    folder = info.path.parent / MODELS_DIR
+def models_config(info: StoreInfo, store_id: str, name: str = MODELS_DIR) -> dict[str, Any]:
+    """The store's ``models/models.json`` (or another models folder ``name``: a size study's set), sizes,
+    seed, quality, checked without torch: refused (exit 4) when missing, damaged or written for another
+    store. :func:`aibench.ecommerce.models.load` and the model service's light side
+    (:mod:`aibench.ecommerce.served`) both read it here."""
+    folder = info.path.parent / name
     desc = folder / "models.json"
     if not desc.is_file():
         raise StoreError(f"no trained models in {folder.parent} (run 'aibench scenario ecommerce train "

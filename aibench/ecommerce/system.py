@@ -7,7 +7,8 @@ drawn from the store's sessions (:meth:`ShopPath.sample`).
 
 Every served query is recorded: when it was submitted, when a worker took it, when it was answered, its
 outcome (``ok``, ``no_hits``, ``failed``), each module's seconds and, when a module raised
-(:class:`~aibench.ecommerce.path.ModuleFailure`), which one and why. A failed query is answered (the user
+(:class:`~aibench.ecommerce.path.ModuleFailure`), which one and why, and the serving thread's CPU seconds in
+the path (the run's harness CPU share is the process's CPU less these). A failed query is answered (the user
 sees an error page) and counted; the run goes on. Only a fault of this wrapper itself fails the system.
 :func:`summarize_records` turns the records of a measured window into the result's ``parts.module`` and
 figures (:mod:`aibench.ecommerce.load`).
@@ -41,6 +42,7 @@ class Record:
     seconds: dict[str, float] | None
     module: str | None = None
     error: str | None = None
+    cpu: float = 0.0  # the serving thread's CPU seconds in the path (time.thread_time around handle)
 
 
 class ShopSystem(SystemUnderTest):
@@ -155,6 +157,7 @@ class ShopSystem(SystemUnderTest):
     def _work(self, q: queue.SimpleQueue[Any], ans: Answers) -> None:
         self._torch.set_num_threads(self._threads)  # OpenMP's count is per thread: carry the run's over
         perf = time.perf_counter
+        cpu = time.thread_time
         handle = self.path.handle
         queries = self.queries
         while True:
@@ -170,12 +173,12 @@ class ShopSystem(SystemUnderTest):
             try:
                 statuses = []
                 for i in indices:
-                    started = perf()
+                    started, c0 = perf(), cpu()
                     try:
                         page, seconds = handle(queries[i])
-                        rec = Record(submitted, started, perf(), page.status, seconds)
+                        rec = Record(submitted, started, perf(), page.status, seconds, cpu=cpu() - c0)
                     except ModuleFailure as exc:
-                        rec = Record(submitted, started, perf(), "failed", None, exc.module, str(exc))
+                        rec = Record(submitted, started, perf(), "failed", None, exc.module, str(exc), cpu() - c0)
                     with self._lock:
                         self.records.append(rec)
                     statuses.append(rec.status)

@@ -26,10 +26,12 @@ import torch
 
 from aibench.ecommerce.generate import KEY_ATTRIBUTES
 from aibench.ecommerce.models import (
+    MODELS_DIR,
     Catalog,
     Models,
     age_band,
     build,
+    model_sizes,
     pad,
     ranker_features,
     save,
@@ -117,10 +119,15 @@ def _t(a: np.ndarray) -> torch.Tensor:
 
 
 def train(info: StoreInfo, *, seed: int = 0, epochs: int = 4, dim: int = 32, pref_hidden: int = 64,
-          ranker_hidden: int = 32, threads: int = 1,
+          ranker_hidden: int = 32, threads: int = 1, models_name: str = MODELS_DIR,
           progress: Progress | None = None) -> tuple[Models, dict[str, Any]]:
     """Fit the three models on the store's training split and score them on its held-out split; save them
-    into the store's ``models/`` folder. Returns the models and the quality report.
+    into the store's ``models_name`` folder (``models/``; the model-size study's sets go beside it,
+    :func:`~aibench.ecommerce.models.size_variant`). Returns the models and the quality report.
+
+    ``pref_hidden``: the preference network's hidden width, the model-size study's knob (its body holds
+    about ``pref_hidden**2`` weights); each model's parameter count and bytes are recorded in
+    ``models.json`` (``sizes``).
 
     ``threads``: torch's intra-op threads while training (one by default: these models are small, and on a
     shared machine two spinning threads made a training step eight times slower than one).
@@ -287,7 +294,8 @@ def train(info: StoreInfo, *, seed: int = 0, epochs: int = 4, dim: int = 32, pre
     }
     report["seconds"] = round(time.perf_counter() - t0, 3)
     models.config["quality"] = report
+    models.config["sizes"] = model_sizes(models)
     progress("saving", 0.95)
-    save(models, info)
+    save(models, info, models_name)
     progress("done", 1.0)
     return models.eval(), report

@@ -39,6 +39,14 @@ ECOMMERCE_METRICS = (
     MetricSpec("share_non_ai", "fraction", "lower", "the non-AI parts' share of the path's summed time",
                "ratio", "parts.stage.non_ai"),
     *(MetricSpec(name, "score", "higher", help) for name, _, help in QUALITY),
+    # the query generator's and harness's CPU, the streaming updates (docs/ecommerce.md)
+    MetricSpec("harness_cpu_share", "fraction", "lower", "the share of the process's CPU spent outside the path's "
+               "modules and the updater (the query generator, the harness, the hand-off to the workers)"),
+    MetricSpec("path_cpu_ms", "ms", "lower", "the path's CPU time per query (the serving thread's)", "mean"),
+    MetricSpec("updates", "updates", "higher", "streaming updates (--update-every-s) that started in the "
+               "measured window", "count"),
+    MetricSpec("ranker_ndcg10_streamed", "score", "higher", "NDCG@10 of the last ranker a streaming update "
+               "swapped in, on the updater's held-out lists"),
 )
 
 
@@ -76,6 +84,17 @@ ECOMMERCE_METRICS = (
               "recommender's and ranker's calls to the model server get a third of it, the driver's call to the "
               "planner four times it + 1 s); a module that does not answer in time fails the query, named",
               unit="s", minimum=0.01, maximum=3600.0),
+        # streaming-like updates during the run (issue 17 item 2) and the model-size study (item 5)
+        Param("update_every_s", float, 0.0, "streaming updates: S seconds after the run starts and after each "
+              "update ends (warm-up included), fine-tune a copy of the ranker on the store's next sessions and "
+              "swap it in atomically; 0: none",
+              unit="s", minimum=0.0, maximum=86400.0),
+        Param("update_sessions", int, 2000, "streaming updates: sessions of the store's log each update reads",
+              minimum=1, maximum=100_000_000),
+        Param("update_steps", int, 20, "streaming updates: optimizer steps per update", minimum=1, maximum=100_000),
+        Param("pref_hidden", int, 0, "the model-size study: serve the set whose preference network has this "
+              "hidden width (models/ if it has it, else models-pref<N>/ from 'train --pref-hidden N "
+              "--size-study'); 0: the store's models/", minimum=0, maximum=65536),
     ],
     metrics=ECOMMERCE_METRICS,
     primary_metric="samples_per_s",
@@ -88,6 +107,13 @@ def ecommerce(params: dict[str, Any], result: Any) -> contextlib.AbstractContext
     window's per-module figures are recorded into ``result``."""
     if params.get("deploy") == "services":
         from aibench.ecommerce.deploy import services_system  # starts and stops the module processes
+
+        if params.get("update_every_s") or params.get("pref_hidden"):
+            from aibench.errors import UsageError
+
+            # the model server loads the store's models/ once: swaps and size-study sets reach only the
+            # in-process path, and a run must not claim what it did not do
+            raise UsageError("--update-every-s and --pref-hidden apply to --deploy in-process only")
 
         return services_system(params, result)
     if params.get("addresses"):
