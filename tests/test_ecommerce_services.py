@@ -283,3 +283,13 @@ def test_serve_with_a_model_dir_that_is_not_a_store_is_one_line(tmp_path: Path) 
                                "--djinn-port", "off"], capture_output=True, text=True, timeout=60)
         assert proc.returncode == code and why in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, \
             proc.stderr
+
+
+def test_the_updater_and_the_size_study_are_refused_as_services() -> None:
+    """Swaps and size-study sets reach only the in-process path: a services run refuses them, one line."""
+    from aibench.errors import UsageError
+    from aibench.workloads.scenario.ecommerce import ecommerce
+
+    for extra in ({"update_every_s": 5.0}, {"pref_hidden": 1024}):
+        with pytest.raises(UsageError, match="in-process only"):
+            ecommerce({"deploy": "services", **extra}, None)
