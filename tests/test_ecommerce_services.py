@@ -166,6 +166,8 @@ def test_a_run_as_services_reports_each_hop_and_leaves_no_process(store: Path, c
     assert doc["params"]["deploy"] == "services"
     m, info = doc["metrics"], doc["method"]["ecommerce"]
     assert m["queries_failed"]["value"] == 0 and m["queries_ok"]["value"] + m["queries_no_hits"]["value"] == 30
+    for cpu in ("path_cpu_ms", "harness_cpu_share"):  # the path's CPU is in the module processes, not here
+        assert m[cpu]["value"] is None and "module processes" in m[cpu]["unavailable"]
     modules = doc["parts"]["module"]
     assert set(modules) <= set(PARTS) and {*MODULES, "queue", "whole_path", "communication"} <= set(modules)
     assert {"communication/client-planner", "communication/planner-recommender", "communication/planner-searcher",

@@ -353,7 +353,7 @@ def services_system(params: dict[str, Any], result: Any) -> Iterator[tuple[Any, 
         try:
             yield system, 1
         finally:
-            record(system, result, quality)
+            record(system, result, quality, services=True)
             after = _usage(dep.pids())
             procs = [{"role": role, "pid": pid, **after[pid],
                       "cpu_s_run": after[pid]["cpu_s"] - before[pid]["cpu_s"] if pid in before else None}

@@ -62,10 +62,11 @@ def shop_system(params: dict[str, Any], result: Any) -> Iterator[tuple[Any, int]
 
 
 def record(system: Any, result: Any, quality: Any, *, cpu: float | None = None, torch_threads: int = 1,
-           updater: Any = None, updater_stopped: bool = True) -> None:
+           updater: Any = None, updater_stopped: bool = True, services: bool = False) -> None:
     """The measured window's parts and figures into ``result``: closed-loop users name their window (requests
     sent after the warm-up, up to the end); a LoadGen test's are all the system served after the calibration.
-    ``cpu``: the process's CPU seconds while the system served (for the harness's share)."""
+    ``cpu``: the process's CPU seconds while the system served (for the harness's share). ``services``: the
+    path ran in module processes, so this process's CPU says nothing of it."""
     closed = (result.method.get("closed_loop") or {}) if isinstance(result.method, dict) else {}
     bounds = closed.get("window_perf_s")
     window = (float(bounds[0]), float(bounds[1])) if isinstance(bounds, list) and len(bounds) == 2 else None
@@ -77,7 +78,7 @@ def record(system: Any, result: Any, quality: Any, *, cpu: float | None = None, 
     for kind, group in parts.items():
         if group:
             result.parts.setdefault(kind, {}).update(group)
-    metrics.update(_cpu_metrics(records, cpu, torch_threads, updates))
+    metrics.update(_cpu_metrics(records, cpu, torch_threads, updates, services))
     metrics.update(_update_metrics(updater, updates, window))
     result.metrics.update(metrics)
     info.update(workers=system.workers, window="closed-loop measured window (warm-up excluded)" if window
@@ -90,20 +91,24 @@ def record(system: Any, result: Any, quality: Any, *, cpu: float | None = None, 
 # --- the harness's CPU share --------------------------------------------------------------------------------
 
 def _cpu_metrics(records: Sequence[Any], cpu: float | None, torch_threads: int,
-                 updates: Sequence[Any]) -> dict[str, Any]:
+                 updates: Sequence[Any], services: bool = False) -> dict[str, Any]:
     """``harness_cpu_share``: the share of the process's CPU, from the system's start to its end (warm-up
     included), spent outside the path's modules and the updater: the query generator (the users or LoadGen),
     the harness, the hand-off to the workers. ``path_cpu_ms``: the path's CPU per query, over the same span."""
     path_cpu = math.fsum(getattr(r, "cpu", 0.0) for r in records)
     upd_cpu = math.fsum(u.cpu_s for u in updates)
     m: dict[str, Any] = {}
-    m["path_cpu_ms"] = metric(1e3 * path_cpu / len(records) if records else None, "ms", "lower",
-                              None if records else "no query was served",
+    elsewhere = ("the path ran in the module processes (--deploy services): their CPU time is in "
+                 "method.ecommerce.deployment, not in a serving thread of this process")
+    m["path_cpu_ms"] = metric(1e3 * path_cpu / len(records) if records and not services else None, "ms", "lower",
+                              elsewhere if services else None if records else "no query was served",
                               note="the serving thread's CPU time in the path per query (time.thread_time), "
                                    "every query served, warm-up included")
     why = None
     share = None
-    if cpu is None or cpu <= 0 or not records:
+    if services:
+        why = elsewhere
+    elif cpu is None or cpu <= 0 or not records:
         why = "no query was served, or the process's CPU time could not be read"
     elif torch_threads > 1:
         why = (f"torch ran {torch_threads} intra-op threads, whose CPU a serving thread's time misses (it would "
