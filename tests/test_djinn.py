@@ -62,6 +62,21 @@ def test_scenario_djinn_protocol_djinn_users(cli: Any, tmp_path: Path) -> None:
     assert all(gone(pid) for pid in pids(doc))
 
 
+def test_scenario_djinn_with_resident_inputs(cli: Any, tmp_path: Path) -> None:
+    """Fig. 12's setting: the server keeps rows on its instances' device, requests name them; on a CPU the
+    result says what that removes (no host-to-device copy: the device is the host)."""
+    code, out, err = cli("-q", "run", "scenario", "djinn", *TINY, "--resident-inputs", "16", "--out",
+                         str(tmp_path), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    inputs = doc["context"]["inputs"]
+    assert inputs["mode"] == "resident" and inputs["rows"] == 16 and "the device is the host" in inputs["note"]
+    assert doc["metrics"]["bytes_up_per_query"]["value"] < 300  # the rows named, not 7 x 300 floats
+    assert doc["context"]["device_sharing"]["text"].endswith("inputs resident (16 rows)")
+    assert doc["method"]["remote"]["inputs"].startswith("resident")
+    assert doc["metrics"]["server_mean_batch_rows"]["value"] >= 7
+
+
 def test_server_stopped_when_the_run_fails() -> None:
     from aibench.registry import get
     from aibench.results.schema import Result

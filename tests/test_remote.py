@@ -22,7 +22,7 @@ POS = ["--batch", "3", "--num-samples", "3", "--words", "7", "--data", "syntheti
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
-    srv = start_server(["pos", "imc", "chk"])
+    srv = start_server(["pos", "imc", "chk"], args=["--resident-inputs", "pos=64,chk=64"])
     yield srv
     assert srv.stop() == 0
 
@@ -92,6 +92,25 @@ def test_outputs_equal_in_process(server: ServerProcess, protocol: str) -> None:
     rs = RemoteSystem(chk, url(server, protocol), "chk")
     assert run_once(rs, [0, 1, 2], max_batch=3) == dict(enumerate(chk.run_batch([0, 1, 2])))
     assert set(rs.networks) == {"pos", "chk"}
+
+
+@pytest.mark.parametrize("protocol", ["http", "djinn"])
+def test_resident_inputs_send_row_numbers_not_tensors(server: ServerProcess, protocol: str) -> None:
+    """With resident=True the client side runs as usual, but each request names as many of the server's
+    resident rows as its tensor has (from a counter per network) instead of carrying the tensor."""
+    pos = task("pos", stage="app")
+    rs = RemoteSystem(pos, url(server, protocol), "pos", resident=True)
+    assert len(run_once(rs, [0, 1, 2], max_batch=3)) == 3  # tags for the resident rows' outputs
+    assert rs._next_row["pos"] == 21  # 3 sentences x 7 words, named in turn
+    rep = rs.report()
+    assert rep.batches == 1 and 0 < rep.bytes_in < 400  # a JSON naming the rows (HTTP) or one int32 (DjiNN)
+    assert rs.remote_info()["inputs"].startswith("resident")
+    chk = task("chk", stage="app")  # two networks: the POS answer feeds the CHK request, both resident
+    rs = RemoteSystem(chk, url(server, protocol), "chk", resident=True)
+    assert len(run_once(rs, [0, 1, 2], max_batch=3)) == 3
+    assert rs._next_row == {"pos": 21, "chk": 21} and rs.report().bytes_in < 800
+    with pytest.raises(EndpointError, match="no resident inputs for 'imc'"):
+        RemoteSystem(task("imc", num_samples=2), url(server, protocol), "imc", resident=True)
 
 
 def test_json_when_the_server_has_no_binary_extension(server: ServerProcess, monkeypatch: Any) -> None:

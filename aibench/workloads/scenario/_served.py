@@ -31,7 +31,27 @@ def server_args(params: dict[str, Any], networks: tuple[str, ...]) -> list[str]:
         args += ["--max-queue-delay-us", f"{params['max_queue_delay_us']:g}"]
     if params["server_threads"]:
         args += ["--threads", str(params["server_threads"])]
+    if params.get("resident_inputs"):
+        args += ["--resident-inputs", str(params["resident_inputs"])]
     return args
+
+
+def inputs_context(params: dict[str, Any]) -> dict[str, Any]:
+    """How the inputs reached the network (``context.inputs``; the sweep table and the report read it): the
+    paper's Fig. 11 (transferred) or Fig. 12 (resident), and what resident removes on this run's devices."""
+    rows = int(params.get("resident_inputs") or 0)
+    if not rows:
+        return {"mode": "transferred", "text": "inputs transferred: every request carries its tensor"}
+    on_gpu = any(d.startswith("cuda") for d in str(params["devices"]).split(","))
+    removed = ("the request payload, the server's gathering of rows into a batch, its hand-off to the instance "
+               "and the host-to-device copy" if on_gpu else
+               "the request payload, the server's gathering of rows into a batch and its hand-off to the instance; "
+               "the device is the host here, so there was no host-to-device copy to remove")
+    return {"mode": "resident", "rows": rows,
+            "text": f"inputs resident: {rows} rows per network on each instance's device",
+            "note": f"resident inputs remove {removed}; the instance still gathers the named rows into one batch "
+                    "on its device, and the client side still runs (its tensors are made, not sent); the "
+                    "answers are the resident rows' outputs, not the samples'"}
 
 
 @contextlib.contextmanager
@@ -52,8 +72,10 @@ def served_app(params: dict[str, Any], result: Any) -> Iterator[tuple[Any, int]]
             assert server.djinn_address is not None
             url, stats_url = "djinn://{}:{}".format(*server.djinn_address), server.http_url
         system = ServedSystem(task, url, params["app"], server, name=f"scenario/djinn:{params['app']}",
-                              in_flight=params["in_flight"], stats_url=stats_url)
+                              in_flight=params["in_flight"], stats_url=stats_url,
+                              resident=bool(params.get("resident_inputs")))
         result.context["app"] = {"benchmark": bench.id, "params": ap}
+        result.context["inputs"] = inputs_context(params)
         record_sharing(params, server, result)
         try:
             yield system, int(ap.get("batch", 1) or 1)
@@ -104,7 +126,10 @@ def record_sharing(params: dict[str, Any], server: Any, result: Any) -> None:
     if "unavailable" in desc:
         sharing["note"] = desc["unavailable"]
     result.method.setdefault("djinn", {})["instances"] = sharing
-    result.context["device_sharing"] = {"mode": sharing["mode"], "text": sharing["text"]}
+    text = sharing["text"]
+    if params.get("resident_inputs"):  # the sweep table shows this text: say which of Figs. 11/12 a point is
+        text += f"; inputs resident ({int(params['resident_inputs'])} rows)"
+    result.context["device_sharing"] = {"mode": sharing["mode"], "text": text}
 
 
 def _proc(pid: int) -> dict[str, Any] | None:
