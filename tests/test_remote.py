@@ -149,6 +149,47 @@ def test_run_remote_under_loadgen(cli: Any, server: ServerProcess, tmp_path: Pat
     assert doc["meters"]["memory"]["client_to_server"]["bytes_total"] > 0
 
 
+def ctrl_c_while_measuring(args: list[str], out: Path) -> tuple[int, str, dict[str, Any]]:
+    """Run ``aibench ARGS --out OUT`` in a session of its own and, once LoadGen's measured test has started
+    (its log folder exists: the calibration is over) and has run a second, send SIGINT to the whole process
+    group, as a terminal's Ctrl-C does. (exit code, stderr, the interrupted record)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "aibench", *args, "--out", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not list(out.glob("*.loadgen")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert list(out.glob("*.loadgen")), proc.communicate(timeout=60)[1].decode()[-2000:]
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    records = [json.loads(p.read_text()) for p in out.glob("*.json")]
+    assert len(records) == 1, err.decode()[-2000:]
+    return proc.returncode, err.decode(), records[0]
+
+
+def test_an_interrupted_remote_run_keeps_the_servers_statistics(server: ServerProcess, tmp_path: Path) -> None:
+    """Ctrl-C during the measured test: the interrupted record still carries what the server had measured
+    by then (its statistics delta), marked partial."""
+    code, err, doc = ctrl_c_while_measuring(["run", "component", "pos", *POS, "--remote", url(server, "http"),
+                                             "--duration-s", "60"], tmp_path)
+    assert code == 130, err[-2000:]
+    assert doc["status"] == "interrupted" and doc["validity"]["valid"] is False
+    remote = doc["method"]["remote"]
+    assert remote["partial"].startswith("interrupted (Ctrl-C)")
+    assert remote["server_stats"]["pos"]["executed_batches"] >= 1 and remote["bytes"]["samples"] > 0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

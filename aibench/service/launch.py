@@ -119,8 +119,12 @@ def start_server(models: Sequence[str], *, port: int | str = 0, djinn_port: int 
     environ.setdefault("PYTHONUNBUFFERED", "1")
     src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     environ["PYTHONPATH"] = os.pathsep.join(p for p in (src, environ.get("PYTHONPATH", "")) if p)
+    # Its own session: a Ctrl-C in the terminal reaches aibench's process group, not the server, which keeps
+    # answering (its statistics and /proc figures go into the interrupted run's record) until aibench stops
+    # it. It still dies with aibench, even on SIGKILL (AIBENCH_PARENT_PID).
     proc = subprocess.Popen(serve_command(models, port=port, djinn_port=djinn_port, args=args), env=environ,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
     events: list[dict[str, Any]] = []
     inbox: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
     stderr_lines: collections.deque[str] = collections.deque(maxlen=200)

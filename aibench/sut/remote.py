@@ -870,12 +870,15 @@ class RemoteSystem(TaskSamples, SystemUnderTest):
         for v in getattr(self, "stage_times", {}).values():
             v.clear()
 
-    def record(self, result: Any) -> None:
+    def record(self, result: Any, partial: str | None = None) -> None:
         """Into a result: the endpoint and how it was spoken to, the server's statistics over the measured
         run, and the bytes per sample each way (``method.remote``; the meters' host-to-device entry, which
-        does not apply, becomes ``client_to_server``)."""
+        does not apply, becomes ``client_to_server``). ``partial``: the run was interrupted; these cover it
+        up to then (``method.remote.partial`` says so)."""
         rep = self.report()
         info = {**self.remote_info(), "server_stats": rep.extra.get("server_stats")}
+        if partial:
+            info["partial"] = partial
         if rep.samples:
             info["bytes"] = {"up_total": rep.bytes_in, "down_total": rep.bytes_out,
                              "up_per_sample": rep.bytes_in / rep.samples if rep.bytes_in is not None else None,

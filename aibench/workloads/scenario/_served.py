@@ -77,10 +77,9 @@ def served_app(params: dict[str, Any], result: Any) -> Iterator[tuple[Any, int]]
         result.context["app"] = {"benchmark": bench.id, "params": ap}
         result.context["inputs"] = inputs_context(params)
         record_sharing(params, server, result)
-        try:
-            yield system, int(ap.get("batch", 1) or 1)
-        finally:
-            system.record(result)
+        # the driver has the system record its figures (ServedSystem.record) before any result is written,
+        # also an interrupted one, while the server still runs
+        yield system, int(ap.get("batch", 1) or 1)
     finally:
         code = server.stop()
         result.method.setdefault("djinn", {})["server_exit"] = {"code": code, "alive_after_stop": server.alive()}
@@ -175,9 +174,9 @@ class ServedSystem(RemoteSystem):
         if hasattr(self, "server_process"):
             self._cpu_before = {pid: p["cpu_s"] for _, pid in self.pids() if (p := _proc(pid)) is not None}
 
-    def record(self, result: Any) -> None:
-        super().record(result)
-        record_server(self, result)
+    def record(self, result: Any, partial: str | None = None) -> None:
+        super().record(result, partial)
+        record_server(self, result, partial)
 
 
 PART_NOTES = {
@@ -189,10 +188,14 @@ PART_NOTES = {
 }
 
 
-def record_server(sut: Any, result: Any) -> None:
-    """The scenario's own figures into ``result`` (see the module docstring)."""
+def record_server(sut: Any, result: Any, partial: str | None = None) -> None:
+    """The scenario's own figures into ``result`` (see the module docstring). ``partial``: the run was
+    interrupted; the figures (and ``method.djinn.partial``) say they cover the run up to then."""
     from aibench.results.parts import part_entry
-    from aibench.results.schema import metric
+    from aibench.results.schema import metric as plain_metric
+
+    def metric(*args: Any, **kw: Any) -> dict[str, Any]:
+        return plain_metric(*args, **kw, **({"partial": partial} if partial else {}))
 
     rep = sut.report()
     # the driver kept each stage per batch; here a batch is one request: say so, and what each part holds
@@ -200,6 +203,8 @@ def record_server(sut: Any, result: Any) -> None:
              if (p := part_entry(values, "s", "request", PART_NOTES.get(name))) is not None}
     result.parts.setdefault("stage", {}).update(parts)
     info: dict[str, Any] = result.method.setdefault("djinn", {})
+    if partial:
+        info["partial"] = partial
     queries = rep.samples
     rate = (result.metrics.get("samples_per_s") or {}).get("value")
     if queries:
