@@ -37,8 +37,7 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from aibench.service.models import resident_row_numbers
 from aibench.service.scheduler import Request, ServiceError
 
 if TYPE_CHECKING:
@@ -210,8 +209,7 @@ class DjinnProtocol(asyncio.BufferedProtocol):
             if start < 0:
                 self.close("bad_resident")
                 return
-            kept = s.resident_rows[self.model]
-            rows = (np.arange(start, start + self.rows, dtype=np.int64) % kept).astype("<i4").tobytes()
+            rows = resident_row_numbers(start, self.rows, s.resident_rows[self.model])
             req = s.scheduler.submit(self.model, self.rows, rows, t_received, resident=True)
         else:
             req = s.scheduler.submit(self.model, self.rows, self.buffer, t_received)

@@ -73,6 +73,18 @@ RESIDENT_PARAM = "resident_input"
 RESIDENT_EXTENSION = "aibench_resident_inputs"
 
 
+def resident_row_numbers(start: int, rows: int, kept: int) -> bytes:
+    """The int32 row numbers a request naming ``rows`` resident rows from ``start`` stands for: ``start``,
+    ``start + 1``, … each modulo the ``kept`` rows (0 <= start < 2**31, 1 <= kept < 2**31). Four bytes per row
+    (uint32 sums cannot overflow: below 2**31 + rows), so a request's bound on its bytes bounds this too."""
+    import numpy as np
+
+    at = np.arange(rows, dtype=np.uint32)
+    at += np.uint32(start % kept)
+    at %= np.uint32(kept)
+    return at.astype("<i4").tobytes()
+
+
 def resident_inputs(name: str, rows: int) -> Any:
     """The ``rows`` resident input rows of model ``name`` (``aibench serve --resident-inputs``): standard normal
     float32 on the host, seeded by the model's name, so every instance (and every run) holds the same rows and

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from aibench import __version__
-from aibench.service.models import RESIDENT_EXTENSION, RESIDENT_PARAM, ModelSpec
+from aibench.service.models import RESIDENT_EXTENSION, RESIDENT_PARAM, ModelSpec, resident_row_numbers
 from aibench.service.scheduler import ServiceError
 
 if TYPE_CHECKING:
@@ -300,8 +300,6 @@ class Handlers:
     def _resident_rows(self, spec: ModelSpec, start: Any, rows: int) -> bytes:
         """The int32 row numbers a request naming resident rows stands for: ``start``, ``start + 1``, … (``rows``
         of them), each modulo the rows the instances keep (see :data:`RESIDENT_PARAM`)."""
-        import numpy as np
-
         kept = self.service.resident_rows.get(spec.name, 0)
         if not kept:
             raise RequestError(400, f"model '{spec.name}' has no resident inputs (aibench serve --resident-inputs)",
@@ -311,7 +309,7 @@ class Handlers:
                                f"2147483647, not {str(start)[:40]}", "bad_resident")
         if rows * 4 > self.service.config.max_request_bytes:
             raise RequestError(413, f"{rows} resident rows are over the request limit", "too_large")
-        return (np.arange(start, start + rows, dtype=np.int64) % kept).astype("<i4").tobytes()
+        return resident_row_numbers(start, rows, kept)
 
     @staticmethod
     def _json_tensor(data: Any, shape: list[int]) -> bytes:
