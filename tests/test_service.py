@@ -539,14 +539,19 @@ def test_a_bad_resident_request_is_a_400_and_the_server_goes_on(server, model, s
     assert infer_resident(server, "pos", 0, 1)[0] == 200
 
 
-def test_resident_inputs_refused_in_one_line(tmp_path):
-    """--resident-inputs naming a model not served, or too many rows: exit 2 before anything starts."""
+def test_resident_inputs_refused_in_one_line():
+    """--resident-inputs naming a model not served, a negative count or too many rows: exit 2 in one line
+    before anything starts."""
     import subprocess
 
-    for value, text in (("imc=4", "not a served model"), ("null=-1", "between 0"),
-                        ("pos=999999999", "MiB per instance")):
-        proc = subprocess.run([sys.executable, "-m", "aibench", "serve", "--models", "null,pos", "--port", "0",
-                               "--djinn-port", "off", "--resident-inputs", value], capture_output=True, text=True,
-                              timeout=60)
-        assert proc.returncode == 2 and text in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, \
-            proc.stderr
+    from aibench.errors import UsageError
+    from aibench.service.server import ServeConfig, check_config
+
+    for rows, text in (({"imc": 4}, "not served"), ({"null": -1}, "between 0"), ({"pos": 999_999_999}, "MiB per")):
+        with pytest.raises(UsageError, match=text):
+            check_config(ServeConfig(models=("null", "pos"), resident_rows=rows))
+    proc = subprocess.run([sys.executable, "-m", "aibench", "serve", "--models", "null,pos", "--port", "0",
+                           "--djinn-port", "off", "--resident-inputs", "pos=999999999"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "MiB per instance" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, \
+        proc.stderr
