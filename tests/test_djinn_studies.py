@@ -108,6 +108,11 @@ def test_device_sweep_plans_one_server_per_point(cli: Callable[..., tuple[int, s
     assert code == 0, err
     assert [("--instances=1 " in ln, "--instances=2 " in ln, "--instances=4 " in ln)
             for ln in out.splitlines()[:3]] == [(True, False, False), (False, True, False), (False, False, True)]
+    # Fig. 12: the same device sweep with inputs resident on the devices
+    code, out, err = cli("sweep", "gpus", "scenario", "djinn", *TINY, "--devices", "cuda:0,1", "--resident-inputs",
+                         "64", "--dry-run", "--out", str(tmp_path))
+    assert code == 0, err
+    assert all("--resident-inputs=64 " in ln for ln in out.splitlines()[:2])
 
 
 def test_instance_sharing_modes() -> None:
