@@ -183,6 +183,13 @@ def test_report_draws_resident_beside_transferred(studies: Path, cli: Callable[.
     assert 'data-plot="djinn-resident-pos-instances"' in section
     assert section.count("2.00x") >= 2  # resident / transferred at each of the two points
     assert "no host-to-device copy to remove" in section and "no sweep with inputs resident" not in section
+    # the resident runs (twice the samples/s here) are not the application's: Figs. 4 and 13 keep the others
+    from aibench.report.djinn_studies import bandwidth, dnn_split
+    from aibench.results.schema import Result
+
+    for path in tmp_path.glob("r-*.json"):
+        r = Result.from_dict(json.loads(path.read_text()))
+        assert dnn_split(r) is None and bandwidth(r, []) is None
 
 
 def test_report_links_override_and_refusal(studies: Path, cli: Callable[..., tuple[int, str, str]],

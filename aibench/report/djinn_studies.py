@@ -120,8 +120,9 @@ def _total(parts: dict[str, Any], name: str) -> float | None:
 
 def dnn_split(r: Result) -> dict[str, Any] | None:
     """Seconds in the DNN, the application's pre- and post-processing and (served) the network and queue,
-    summed over the run's requests or batches, and the DNN's share; None without per-part figures."""
-    if r.status != "ok":
+    summed over the run's requests or batches, and the DNN's share; None without per-part figures, and for a
+    run with resident inputs (its requests moved no inputs: it is Fig. 12's, not the application's)."""
+    if r.status != "ok" or inputs_mode(r) == "resident":
         return None
     parts = as_dict(as_dict(r.parts).get("stage"))
     pre, post = _total(parts, "client_pre"), _total(parts, "client_post")
@@ -150,8 +151,9 @@ def dnn_split(r: Result) -> dict[str, Any] | None:
 
 def bandwidth(r: Result, links: Sequence[Link]) -> dict[str, Any] | None:
     """Bytes per query (up, down), the measured samples/s and the bandwidth that rate needs, with its share
-    of each link's usable rate; None when the result carries no byte counts."""
-    if r.status != "ok":
+    of each link's usable rate; None when the result carries no byte counts, and for a run with resident
+    inputs (it names rows instead of sending them: its bytes are not the application's)."""
+    if r.status != "ok" or inputs_mode(r) == "resident":
         return None
     up, down = metric_value(r, "bytes_up_per_query"), metric_value(r, "bytes_down_per_query")
     if up is None or down is None:
