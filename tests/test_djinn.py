@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 from aibench.results.schema import json_schema
-from tests.processes import gone, wait_for_children
+from tests.processes import gone
 
 TINY = ["--app", "pos", "--batch", "3", "--num-samples", "3", "--words", "7", "--data", "synthetic",
         "--duration-s", "0.2"]
@@ -62,6 +62,21 @@ def test_scenario_djinn_protocol_djinn_users(cli: Any, tmp_path: Path) -> None:
     assert all(gone(pid) for pid in pids(doc))
 
 
+def test_scenario_djinn_with_resident_inputs(cli: Any, tmp_path: Path) -> None:
+    """Fig. 12's setting: the server keeps rows on its instances' device, requests name them; on a CPU the
+    result says what that removes (no host-to-device copy: the device is the host)."""
+    code, out, err = cli("-q", "run", "scenario", "djinn", *TINY, "--resident-inputs", "16", "--out",
+                         str(tmp_path), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    inputs = doc["context"]["inputs"]
+    assert inputs["mode"] == "resident" and inputs["rows"] == 16 and "the device is the host" in inputs["note"]
+    assert doc["metrics"]["bytes_up_per_query"]["value"] < 300  # the rows named, not 7 x 300 floats
+    assert doc["context"]["device_sharing"]["text"].endswith("inputs resident (16 rows)")
+    assert doc["method"]["remote"]["inputs"].startswith("resident")
+    assert doc["metrics"]["server_mean_batch_rows"]["value"] >= 7
+
+
 def test_server_stopped_when_the_run_fails() -> None:
     from aibench.registry import get
     from aibench.results.schema import Result
@@ -86,24 +101,26 @@ def test_listed_as_a_scenario(cli: Any, tmp_path: Path) -> None:
     assert code == 2 and "--remote applies to component" in err
 
 
-def test_ctrl_c_stops_the_server(tmp_path: Path) -> None:
-    """SIGINT while the app runs: exit 130, the run recorded as interrupted, no server process left."""
-    import signal
-    import subprocess
-    import sys
+def test_ctrl_c_stops_the_server_and_keeps_its_figures(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C (SIGINT to the whole process group) while the app runs: exit 130, the run recorded
+    as interrupted with the server's side as measured up to then (statistics, CPU and memory from /proc),
+    marked partial; no server process left."""
     import time
 
-    proc = subprocess.Popen([sys.executable, "-m", "aibench", "run", "scenario", "djinn", *TINY[:-2],
-                             "--duration-s", "60", "--out", str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    servers = wait_for_children(proc, b"serve")
-    assert servers, proc.communicate()[1].decode()[-2000:]
-    time.sleep(3)  # the app is running (the server was ready before the client was built)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err.decode()[-2000:]
-    doc = json.loads(next(tmp_path.glob("scenario-djinn-*.json")).read_text())
-    assert doc["status"] == "interrupted"
+    from tests.test_remote import ctrl_c_while_measuring
+
+    code, err, doc = ctrl_c_while_measuring(["run", "scenario", "djinn", *TINY[:-2], "--duration-s", "60"],
+                                            tmp_path)
+    assert code == 130, err[-2000:]
+    assert doc["status"] == "interrupted" and doc["validity"]["valid"] is False
+    dj, m = doc["method"]["djinn"], doc["metrics"]
+    assert dj["partial"].startswith("interrupted (Ctrl-C)") and doc["method"]["remote"]["partial"]
+    assert dj["batches"]["executed"] >= 1 and m["server_mean_batch_rows"]["value"] >= 7
+    assert m["server_cpu_s_per_query"]["value"] > 0 and m["server_cpu_s_per_query"]["partial"] == dj["partial"]
+    assert m["server_peak_rss_bytes"]["value"] > 0
+    assert {p["role"] for p in dj["server_processes"]} == {"server", "instance-0"}
+    # the statistics were read after the Ctrl-C: the server kept serving until aibench stopped it
+    servers = pids(doc)
     deadline = time.monotonic() + 10
     while not all(gone(pid) for pid in servers) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -108,6 +108,11 @@ def test_device_sweep_plans_one_server_per_point(cli: Callable[..., tuple[int, s
     assert code == 0, err
     assert [("--instances=1 " in ln, "--instances=2 " in ln, "--instances=4 " in ln)
             for ln in out.splitlines()[:3]] == [(True, False, False), (False, True, False), (False, False, True)]
+    # Fig. 12: the same device sweep with inputs resident on the devices
+    code, out, err = cli("sweep", "gpus", "scenario", "djinn", *TINY, "--devices", "cuda:0,1", "--resident-inputs",
+                         "64", "--dry-run", "--out", str(tmp_path))
+    assert code == 0, err
+    assert all("--resident-inputs=64" in ln for ln in out.splitlines()[:2])
 
 
 def test_instance_sharing_modes() -> None:
@@ -139,12 +144,13 @@ def test_report_draws_every_study(studies: Path, cli: Callable[..., tuple[int, s
     html = page.read_text()
     section = html[html.index('<section id="studies">'):]
     section = section[:section.index("</section>")]
-    for heading in ("Batch size per application (Fig. 7)", "Instances and devices (Figs. 8/9, 11)",
+    for heading in ("Batch size per application (Fig. 7)", "Instances and devices (Figs. 8/9, 11/12)",
                     "DNN share of each application (Fig. 4)", "Bandwidth per query and at the measured rate"):
         assert heading in section
     assert 'data-plot="djinn-share"' in section and 'data-plot="djinn-bandwidth"' in section
     assert "split 2 core" in section or "split 1 core" in section or "CPU instance" in section
-    assert "PCIe v3 x16" in section and "400GbE" in section and "cudasharedmemory" in section
+    assert "PCIe v3 x16" in section and "400GbE" in section
+    assert "no sweep with inputs resident" in section and "--resident-inputs N" in section  # Fig. 12: how
     assert "component/pos" in section  # the --breakdown run's DNN share
     rows = list(csv.DictReader(io.StringIO(table.read_text())))
     shares = [r for r in rows if r["metric"] == "study.dnn_share"]
@@ -152,6 +158,38 @@ def test_report_draws_every_study(studies: Path, cli: Callable[..., tuple[int, s
     assert {r["benchmark"] for r in shares} == {"scenario/djinn", "component/pos"}
     assert any(r["metric"] == "study.link_share[10GbE]" for r in rows)
     assert all(r["primary"] == "False" for r in rows if r["metric"].startswith("study."))
+
+
+def test_report_draws_resident_beside_transferred(studies: Path, cli: Callable[..., tuple[int, str, str]],
+                                                  tmp_path: Path) -> None:
+    """The same instances sweep with inputs transferred (Fig. 11) and resident (Fig. 12): one plot, and a
+    table pairing the points. The resident sweep is the fixture's, relabelled (its server is the same)."""
+    results, _ = _docs(studies / "instances")
+    for doc in results:
+        (tmp_path / f"t-{doc['run_id']}.json").write_text(json.dumps(doc))
+        res = json.loads(json.dumps(doc))
+        res["run_id"] = doc["run_id"][:-4] + "beef"
+        res["context"]["sweep"]["id"] = "resident-sweep"
+        res["params"]["resident_inputs"] = 16
+        res["context"]["inputs"] = {"mode": "resident", "rows": 16, "text": "inputs resident"}
+        res["metrics"]["samples_per_s"]["value"] *= 2
+        (tmp_path / f"r-{res['run_id']}.json").write_text(json.dumps(res))
+    page = tmp_path / "r.html"
+    code, _, err = cli("report", str(tmp_path), "--html", str(page))
+    assert code == 0, err
+    html = page.read_text()
+    section = html[html.index('<section id="studies">'):]
+    assert "inputs transferred (Fig. 11) and resident (Fig. 12)" in section
+    assert 'data-plot="djinn-resident-pos-instances"' in section
+    assert section.count("2.00x") >= 2  # resident / transferred at each of the two points
+    assert "no host-to-device copy to remove" in section and "no sweep with inputs resident" not in section
+    # the resident runs (twice the samples/s here) are not the application's: Figs. 4 and 13 keep the others
+    from aibench.report.djinn_studies import bandwidth, dnn_split
+    from aibench.results.schema import Result
+
+    for path in tmp_path.glob("r-*.json"):
+        r = Result.from_dict(json.loads(path.read_text()))
+        assert dnn_split(r) is None and bandwidth(r, []) is None
 
 
 def test_report_links_override_and_refusal(studies: Path, cli: Callable[..., tuple[int, str, str]],

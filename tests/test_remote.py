@@ -22,7 +22,7 @@ POS = ["--batch", "3", "--num-samples", "3", "--words", "7", "--data", "syntheti
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
-    srv = start_server(["pos", "imc", "chk"])
+    srv = start_server(["pos", "imc", "chk"], args=["--resident-inputs", "pos=64,chk=64"])
     yield srv
     assert srv.stop() == 0
 
@@ -94,6 +94,25 @@ def test_outputs_equal_in_process(server: ServerProcess, protocol: str) -> None:
     assert set(rs.networks) == {"pos", "chk"}
 
 
+@pytest.mark.parametrize("protocol", ["http", "djinn"])
+def test_resident_inputs_send_row_numbers_not_tensors(server: ServerProcess, protocol: str) -> None:
+    """With resident=True the client side runs as usual, but each request names as many of the server's
+    resident rows as its tensor has (from a counter per network) instead of carrying the tensor."""
+    pos = task("pos", stage="app")
+    rs = RemoteSystem(pos, url(server, protocol), "pos", resident=True)
+    assert len(run_once(rs, [0, 1, 2], max_batch=3)) == 3  # tags for the resident rows' outputs
+    assert rs._next_row["pos"] == 21  # 3 sentences x 7 words, named in turn
+    rep = rs.report()
+    assert rep.batches == 1 and 0 < rep.bytes_in < 400  # a JSON naming the rows (HTTP) or one int32 (DjiNN)
+    assert rs.remote_info()["inputs"].startswith("resident")
+    chk = task("chk", stage="app")  # two networks: the POS answer feeds the CHK request, both resident
+    rs = RemoteSystem(chk, url(server, protocol), "chk", resident=True)
+    assert len(run_once(rs, [0, 1, 2], max_batch=3)) == 3
+    assert rs._next_row == {"pos": 21, "chk": 21} and rs.report().bytes_in < 800
+    with pytest.raises(EndpointError, match="no resident inputs for 'imc'"):
+        RemoteSystem(task("imc", num_samples=2), url(server, protocol), "imc", resident=True)
+
+
 def test_json_when_the_server_has_no_binary_extension(server: ServerProcess, monkeypatch: Any) -> None:
     pos = task("pos", stage="app")
     rs = RemoteSystem(pos, url(server, "http"), "pos")
@@ -128,6 +147,47 @@ def test_run_remote_under_loadgen(cli: Any, server: ServerProcess, tmp_path: Pat
         stats = remote["server_stats"]["pos"]
         assert stats["executed_batches"] >= 1 and sum(stats["batch_histogram"].values()) == stats["executed_batches"]
     assert doc["meters"]["memory"]["client_to_server"]["bytes_total"] > 0
+
+
+def ctrl_c_while_measuring(args: list[str], out: Path) -> tuple[int, str, dict[str, Any]]:
+    """Run ``aibench ARGS --out OUT`` in a session of its own and, once LoadGen's measured test has started
+    (its log folder exists: the calibration is over) and has run a second, send SIGINT to the whole process
+    group, as a terminal's Ctrl-C does. (exit code, stderr, the interrupted record)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "aibench", *args, "--out", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not list(out.glob("*.loadgen")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert list(out.glob("*.loadgen")), proc.communicate(timeout=60)[1].decode()[-2000:]
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    records = [json.loads(p.read_text()) for p in out.glob("*.json")]
+    assert len(records) == 1, err.decode()[-2000:]
+    return proc.returncode, err.decode(), records[0]
+
+
+def test_an_interrupted_remote_run_keeps_the_servers_statistics(server: ServerProcess, tmp_path: Path) -> None:
+    """Ctrl-C during the measured test: the interrupted record still carries what the server had measured
+    by then (its statistics delta), marked partial."""
+    code, err, doc = ctrl_c_while_measuring(["run", "component", "pos", *POS, "--remote", url(server, "http"),
+                                             "--duration-s", "60"], tmp_path)
+    assert code == 130, err[-2000:]
+    assert doc["status"] == "interrupted" and doc["validity"]["valid"] is False
+    remote = doc["method"]["remote"]
+    assert remote["partial"].startswith("interrupted (Ctrl-C)")
+    assert remote["server_stats"]["pos"]["executed_batches"] >= 1 and remote["bytes"]["samples"] > 0
 
 
 def free_port() -> int:

@@ -27,8 +27,10 @@ from aibench.service.models import SPECS
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("null", "pos", "dig")
+RESIDENT = {"pos": 40, "dig": 5}  # resident input rows per instance (null has none)
 ARGS = ["--max-request-mb", "2", "--max-json-mb", "1", "--idle-timeout", "1", "--body-timeout", "1",
-        "--max-batch", "null=8", "--instances", "1"]
+        "--max-batch", "null=8", "--instances", "1",
+        "--resident-inputs", ",".join(f"{m}={n}" for m, n in RESIDENT.items())]
 LIMIT = 2 << 20
 
 
@@ -445,3 +447,111 @@ def test_fuzz_at_a_small_size(server):
     assert report["failed"] == 0, report["failures"]
     assert report["valid"] > 50 and report["ready_after"] == 200
     assert report["memory"]["samples"] > 10
+
+
+# -- resident inputs (--resident-inputs): requests name rows kept on the instance's device -------------------
+
+def resident_reference(task: Any, name: str, start: int, rows: int) -> np.ndarray:
+    """What the network gives for ``rows`` resident rows from ``start`` (modulo the rows kept)."""
+    from aibench.service.models import resident_inputs
+
+    kept = resident_inputs(name, RESIDENT[name])
+    idx = torch.arange(start, start + rows) % RESIDENT[name]
+    return reference(task, kept[idx])
+
+
+def infer_resident(srv, model: str, start: Any, rows: int, binary_out: bool = False,
+                   **extra: Any) -> tuple[int, dict[str, str], bytes]:
+    inp = {"name": "INPUT0", "shape": [rows, *SPECS[model].input_shape], "datatype": "FP32",
+           "parameters": {"resident_input": start}, **extra}
+    doc = {"inputs": [inp], "parameters": {"binary_data_output": binary_out}}
+    return post(srv, f"/v2/models/{model}/infer", json.dumps(doc).encode())
+
+
+@pytest.mark.parametrize("name, start, rows", [("pos", 0, 7), ("pos", 37, 9), ("dig", 3, 12)])
+def test_resident_rows_over_http_give_the_networks_outputs_for_those_rows(server, tasks, name, start, rows):
+    """The request carries no tensor: rows start, start+1, ... (wrapping) of the resident inputs, seeded by
+    the model's name, so the in-process network on the same rows gives the same outputs."""
+    want = resident_reference(tasks[name], name, start, rows)
+    for binary in (False, True):
+        status, headers, body = infer_resident(server, name, start, rows, binary_out=binary)
+        assert status == 200, body
+        assert len(body) < 400 + (want.nbytes if binary else 40 * want.size)
+        got = decode(headers, body)
+        assert got.shape == want.shape
+        assert np.allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert "aibench_resident_inputs" in json.loads(get(server, "/v2")[1])["extensions"]
+    config = json.loads(get(server, f"/v2/models/{name}/config")[1])
+    assert config["parameters"]["resident_rows"]["string_value"] == str(RESIDENT[name])
+
+
+def test_resident_rows_over_djinn_a_negative_count_then_one_int32_per_request(server, tasks):
+    rows = 9
+    s = djinn_connect(server, b"pos\0\0", -rows)
+    try:
+        for start in (0, 35, 80):  # 35 and 80 wrap around the 40 rows kept
+            s.sendall(struct.pack("<i", start))
+            got = np.frombuffer(recv_exactly(s, 4 * rows * 45), np.float32).reshape(rows, 45)
+            assert np.allclose(got, resident_reference(tasks["pos"], "pos", start, rows), rtol=1e-5, atol=1e-6)
+        s.sendall(struct.pack("<i", -1))  # a negative first row: the connection is closed
+        assert closed_by_server(s)
+    finally:
+        s.close()
+
+
+def test_resident_and_transferred_requests_at_once_each_get_their_own_answer(server, tasks):
+    """Resident requests are batched apart from tensors (a batch is all one or the other)."""
+    task = tasks["pos"]
+    x = task.load_sample(0).numpy()
+    want_t, want_r = reference(task, torch.from_numpy(x)), resident_reference(task, "pos", 5, 6)
+    errors: list[str] = []
+
+    def one(i: int) -> None:
+        try:
+            if i % 2:
+                status, headers, body = infer_resident(server, "pos", 5, 6, binary_out=True)
+                assert status == 200, body
+                assert np.allclose(decode(headers, body), want_r, rtol=1e-5, atol=1e-6)
+            else:
+                assert np.allclose(infer_binary(server, "pos", x), want_t, rtol=1e-5, atol=1e-6)
+        except AssertionError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors[:2]
+
+
+@pytest.mark.parametrize("model, start, extra, fragment", [
+    ("null", 0, {}, "no resident inputs"),
+    ("pos", -1, {}, "resident_input must be an integer"),
+    ("pos", "3", {}, "resident_input must be an integer"),
+    ("pos", True, {}, "resident_input must be an integer"),
+    ("pos", 1 << 31, {}, "resident_input must be an integer"),
+    ("pos", 0, {"data": [0.0] * 300}, "carries no data"),
+])
+def test_a_bad_resident_request_is_a_400_and_the_server_goes_on(server, model, start, extra, fragment):
+    status, _headers, body = infer_resident(server, model, start, 1, **extra)
+    assert status == 400 and fragment in json.loads(body)["error"], body
+    assert infer_resident(server, "pos", 0, 1)[0] == 200
+
+
+def test_resident_inputs_refused_in_one_line():
+    """--resident-inputs naming a model not served, a negative count or too many rows: exit 2 in one line
+    before anything starts."""
+    import subprocess
+
+    from aibench.errors import UsageError
+    from aibench.service.server import ServeConfig, check_config
+
+    for rows, text in (({"imc": 4}, "not served"), ({"null": -1}, "between 0"), ({"pos": 999_999_999}, "MiB per")):
+        with pytest.raises(UsageError, match=text):
+            check_config(ServeConfig(models=("null", "pos"), resident_rows=rows))
+    proc = subprocess.run([sys.executable, "-m", "aibench", "serve", "--models", "null,pos", "--port", "0",
+                           "--djinn-port", "off", "--resident-inputs", "pos=999999999"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "MiB per instance" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, \
+        proc.stderr

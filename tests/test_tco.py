@@ -25,8 +25,11 @@ Cli = Callable[..., tuple[int, str, str]]
 
 def write_run(out: Path, app: str, value: float | None, *, device: str = "cpu", kind: str = "component",
               primary: str = "samples_per_s", valid: bool = True, status: str = "ok",
-              devices_param: str | None = None) -> Path:
-    """A tiny result file through the project's writer: a Tonic app's run with one throughput figure."""
+              devices_param: str | None = None, split: tuple[float, float, float] | None = None,
+              query_bytes: tuple[float, float] | None = None, resident: bool = False) -> Path:
+    """A tiny result file through the project's writer: a Tonic app's run with one throughput figure (and,
+    as scenario/djinn writes them, seconds of DNN, pre- and post-processing in ``parts.stage`` and bytes per
+    query up and down)."""
     params: dict[str, Any] = {"batch": 4}
     if devices_param is not None:
         params.update(app=app, devices=devices_param)
@@ -40,6 +43,17 @@ def write_run(out: Path, app: str, value: float | None, *, device: str = "cpu", 
                           "description": "test"},
                params=params, config_hash="ab" * 8, primary_metric=primary, metrics=metrics, status=status,
                load_scenario="offline", validity={"valid": valid, "result": "VALID" if valid else "INVALID"})
+    if split is not None:
+        from aibench.results.parts import part_entry
+
+        r.parts["stage"] = {name: part_entry([t / 2, t / 2], "s", "request")
+                            for name, t in zip(("server_compute", "client_pre", "client_post"), split, strict=True)}
+    if query_bytes is not None:
+        r.metrics["bytes_up_per_query"] = metric(query_bytes[0], "B", "lower")
+        r.metrics["bytes_down_per_query"] = metric(query_bytes[1], "B", "lower")
+    if resident:
+        r.params["resident_inputs"] = 16
+        r.context["inputs"] = {"mode": "resident", "rows": 16, "text": "inputs resident"}
     out.mkdir(parents=True, exist_ok=True)
     return write_result(r, out)
 
@@ -99,6 +113,24 @@ def test_bandwidth_bound_service_by_hand() -> None:
     assert ratio(p, "integrated-qpi", 1.0) == pytest.approx(15.875 / 307.2 * (10864 + 12 * 3314) / 6864)
 
 
+def test_dnn_share_keeps_the_rest_of_the_app_on_beefy_servers_by_hand() -> None:
+    """dnn_share_imc = 0.5: half of the CPU servers the app had stay (its pre- and post-processing); the GPUs
+    take the DNN queries as before. At 1 (the default) the model is the DNN service alone."""
+    p = plain(dnn_share_imc=0.5)
+    gpu_part_int, gpu_part_dis = (6864 + 12 * 3314) / 120, 0.1 * 3314 + 0.1 / 12 * 1716
+    assert ratio(p, "integrated", 0.0) == pytest.approx(1.0) and ratio(p, "disaggregated", 0.0) == pytest.approx(1.0)
+    assert ratio(p, "integrated", 1.0) == pytest.approx((0.5 * 6864 + gpu_part_int) / 6864)
+    assert ratio(p, "disaggregated", 1.0) == pytest.approx((0.5 * 6864 + gpu_part_dis) / 6864)
+    # 50% DNN: the non-DNN half, plus half of the app's half, plus half the GPU part
+    assert ratio(p, "integrated", 0.5) == pytest.approx(0.5 + 0.25 + gpu_part_int / 2 / 6864)
+    assert ratio(plain(dnn_share_imc=1.0), "integrated", 1.0) == pytest.approx(gpu_part_int / 6864)
+    # a mix: only the apps in it count, each with its weight
+    w = {"imc": 0.5, "pos": 0.5}
+    p = plain(dnn_share_imc=0.5, dnn_share_pos=0.9, query_bytes_pos=0.0)
+    pt = model.build(p, model.DESIGN["integrated"], 1.0, w, {"imc": 10.0, "pos": 10.0}, {"imc": 100.0, "pos": 100.0})
+    assert pt.counts()["server"] == pytest.approx(0.5 * 0.5 + 0.5 * 0.1)
+
+
 def test_rounding_to_whole_servers() -> None:
     p = plain(datacenter_servers=100)
     # 100 CPU servers at 1% DNN: 1 CPU server of imc = 10 q/s = 0.1 GPU: one whole 12-GPU server
@@ -139,6 +171,7 @@ def test_params_sources_and_overrides(tmp_path: Path) -> None:
     ("gpu_price=nan", "must be finite"), ("pue=inf", "must be finite"),
     ("gpus_per_server=0", "must be positive"), ("gpu_price=cheap", "must be a number"),
     ("gpu_price", "expected NAME=VALUE"),
+    ("dnn_share_imc=1.5", "must be at most 1"), ("dnn_share_pos=0", "must be positive"),
 ])
 def test_bad_params(text: str, words: str) -> None:
     with pytest.raises(UsageError, match=None) as exc:
@@ -168,6 +201,36 @@ def test_best_valid_figure_and_its_file(tmp_path: Path) -> None:
     assert "pos" not in side.figures
     note = side.note() or ""
     assert "1 INVALID run" in note and "primary metric is not a throughput" in note and "accelerator run" in note
+
+
+def test_measured_dnn_share_and_bytes_replace_defaults_not_given_values(tmp_path: Path) -> None:
+    """Per app the best run (by throughput) that has per-part figures gives the DNN share; bytes per query
+    come from the CPU side, else the accelerator side; a resident-input run's bytes do not count (and on the
+    CPU side its throughput does not either); --param wins over any of them."""
+    from aibench.tco.inputs import measured_params
+
+    cpu, acc = tmp_path / "cpu", tmp_path / "acc"
+    write_run(cpu, "pos", 100.0, kind="scenario", devices_param="cpu", split=(1.0, 2.0, 1.0))  # share 0.25
+    best = write_run(cpu, "pos", 200.0, kind="scenario", devices_param="cpu", split=(3.0, 0.5, 0.5),
+                     query_bytes=(33600.0, 5000.0))  # share 0.75
+    write_run(cpu, "pos", 900.0, kind="scenario", devices_param="cpu", split=(1.0, 0.0, 0.0),
+              query_bytes=(150.0, 5000.0), resident=True)  # skipped: resident, on the CPU side
+    write_run(cpu, "imc", 10.0)  # no parts, no bytes: defaults stay
+    acc_imc = write_run(acc, "imc", 500.0, kind="scenario", devices_param="cuda:0", query_bytes=(618000.0, 8.0))
+    write_run(acc, "pos", 9000.0, kind="scenario", devices_param="cuda:0", query_bytes=(100.0, 5000.0),
+              resident=True)  # counts as the accelerator's throughput; its bytes do not
+    cpu_side, acc_side = read_side("cpu", [cpu]), read_side("accelerator", [acc])
+    assert cpu_side.figures["pos"]["samples/s"].value == 200.0 and "resident-input run" in (cpu_side.note() or "")
+    assert acc_side.figures["pos"]["samples/s"].value == 9000.0
+    got = measured_params(cpu_side, acc_side)
+    assert got["dnn_share_pos"][0] == pytest.approx(0.75) and got["dnn_share_pos"][1].startswith(str(best))
+    assert got["query_bytes_pos"][0] == 38600.0 and str(best) in got["query_bytes_pos"][1]
+    assert got["query_bytes_imc"][0] == 618008.0 and str(acc_imc) in got["query_bytes_imc"][1]
+    assert "dnn_share_imc" not in got
+    resolved = tparams.with_measured(tparams.resolve(["dnn_share_pos=0.5"]), got)
+    assert (resolved["dnn_share_pos"].value, resolved["dnn_share_pos"].source) == (0.5, "--param")
+    assert resolved["query_bytes_pos"].value == 38600.0 and resolved["query_bytes_pos"].source.startswith("measured: ")
+    assert resolved["dnn_share_imc"].value == 1.0 and resolved["dnn_share_imc"].source.startswith("chosen: 1")
 
 
 def test_accelerator_figure_per_device(tmp_path: Path) -> None:
@@ -209,6 +272,23 @@ def test_cli_outputs_and_provenance(folders: tuple[Path, Path], tmp_path: Path, 
     rows = c.read_text().splitlines()
     assert rows[0].startswith("mix,design,dnn_share_percent,tco_vs_cpu_only")
     assert len(rows) == 1 + 3 * len(model.DESIGNS) * 101
+
+
+def test_cli_shows_measured_dnn_share_and_bytes_with_their_files(tmp_path: Path, cli: Cli) -> None:
+    cpu = tmp_path / "cpu"
+    run = write_run(cpu, "pos", 200.0, kind="scenario", devices_param="cpu", split=(3.0, 0.5, 0.5),
+                    query_bytes=(33600.0, 5000.0))
+    code, out, err = cli("tco", str(cpu), "--speedup", "10", "--json", "-")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["params"]["dnn_share_pos"]["value"] == pytest.approx(0.75)
+    assert doc["params"]["dnn_share_pos"]["source"].startswith(f"measured: {run} (scenario/djinn; served")
+    assert doc["params"]["query_bytes_pos"]["value"] == 38600.0
+    assert doc["params"]["dnn_share_imc"]["source"].startswith("chosen")
+    assert "dnn_share" in err and f"measured: {run}" in err  # the table goes to stderr with --json -
+    # 100% NLP on integrated GPUs keeps a quarter of the POS servers (its pre- and post-processing)
+    nlp = next(x for x in doc["series"] if x["mix"] == "NLP" and x["design"] == "integrated")
+    assert nlp["counts"]["server"][-1] == pytest.approx(0.25)
 
 
 def test_cli_speedup_is_given_not_measured(folders: tuple[Path, Path], cli: Cli) -> None:

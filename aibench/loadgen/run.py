@@ -68,11 +68,7 @@ def run_loadgen_benchmark(bench: Benchmark, params: dict[str, Any], result: Meas
     if remote is not None:  # the network runs at the endpoint; the client side here
         from aibench.sut.remote import remote_system
 
-        rsut = remote_system(bench, params, remote)
-        try:
-            drive_system(rsut, s, batch, result, seed=getattr(opts, "seed", 0))
-        finally:
-            rsut.record(result)
+        drive_system(remote_system(bench, params, remote), s, batch, result, seed=getattr(opts, "seed", 0))
         return result
     if bench.can("owns-system"):  # its factory builds and owns its system (scenario/djinn: the server it starts)
         with bench.factory(params, result=result) as (sut, qbatch):
@@ -100,12 +96,33 @@ def drive_system(sut: SystemUnderTest, s: Scenario, batch: int, result: Result, 
     Raises the model's exception after recording (the caller marks the result failed); on Ctrl-C (or
     SIGTERM) writes the result as interrupted and raises KeyboardInterrupt (Terminated) naming that file
     (``record``). The meters wrap exactly the measured run(s), not the calibration; ``device`` is what they
-    meter (for a remote system, the local side)."""
+    meter (for a remote system, the local side). The system records its own figures (``sut.record``) once,
+    however the run ends, before any record is written: an interrupted record keeps what the system had
+    measured up to then (a server's statistics, its processes' CPU and memory), marked partial."""
+    recorded: list[bool] = []
+
+    def system_figures(partial: str | None = None) -> None:
+        if not recorded:
+            recorded.append(True)
+            sut.record(result, partial)
+
+    try:
+        _drive(sut, s, batch, result, seed, device, system_figures)
+    except KeyboardInterrupt as exc:  # one not caught by the test's own handler (between two tests)
+        system_figures(f"interrupted ({lifetime.describe(exc)}): up to the interruption")
+        raise
+    finally:
+        system_figures()  # a failure: what the system has, before the caller records the failed run
+
+
+def _drive(sut: SystemUnderTest, s: Scenario, batch: int, result: Result, seed: int, device: Any,
+           system_figures: Any) -> None:
     info = sut.describe()
     result.context["task"] = {k: info.get(k) for k in TASK_CONTEXT}
     try:
         cal = calibrate(sut, batch, budget_s=min(0.5, max(0.02, 0.1 * s.duration_s)))
     except KeyboardInterrupt as exc:
+        system_figures(f"interrupted ({lifetime.describe(exc)}) during the calibration, before the measured run")
         exc.record = _write_interrupted(result, s.out_dir, exc)  # type: ignore[attr-defined]
         raise
     result.method["calibration"] = cal.to_dict()
@@ -134,6 +151,8 @@ def drive_system(sut: SystemUnderTest, s: Scenario, batch: int, result: Result, 
         result.validity = {**result.validity, "valid": False, "loadgen_result": result.validity.get("result"),
                            "result": "INVALID", "summary": f"INVALID: {why}; LoadGen's verdict on the partial "
                            f"run was {result.validity.get('result')}"}
+    system_figures(f"interrupted ({lifetime.describe()}): over the measured run up to the interruption"
+                   if out.interrupted else None)
     if out.interrupted:
         raise lifetime.interruption(_write_interrupted(result, s.out_dir))
     if out.error is not None:

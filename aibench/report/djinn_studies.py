@@ -10,7 +10,10 @@ records, so each study is one ``aibench sweep`` (or run) and one ``aibench repor
   --links FILE.json`` replaces them).
 - **Batch** (Fig. 7), **instances** (Figs. 8/9) and **devices** (Figs. 11/12): the sweeps' knees, and per
   point the throughput against the first point with how the instances shared the device
-  (``context.device_sharing``). The curves themselves are in the Sweeps section.
+  (``context.device_sharing``) and how the inputs reached the network (``context.inputs``). The same
+  instances or devices sweep with inputs transferred (Fig. 11) and resident on the server's devices (Fig. 12,
+  ``--resident-inputs N``) is drawn on one plot and paired point by point. The curves themselves are in the
+  Sweeps section.
 
 Pure Python over :class:`~aibench.results.schema.Result` (no torch). Every string from a file is escaped by
 the ``e`` the page passes in.
@@ -39,12 +42,22 @@ FIG4 = {"imc": "almost all", "dig": "almost all", "face": "almost all", "asr": "
 DEFAULT_LINKS = Path(__file__).resolve().parent.parent / "data" / "djinn" / "links.json"
 MAX_LINKS_BYTES = 1 << 20
 RESIDENT_MISSING = (
-    "inputs resident on the device are not measured through the service: every request's tensor "
-    "crosses the wire and the instance copies it to its device. Missing in aibench serve and its client: a "
-    "device-memory input registry (as Triton's CUDA shared-memory extension, /v2/cudasharedmemory, with "
-    "requests naming a registered region). The compute ceiling without the host link is measured in-process "
-    "instead: 'aibench sweep gpus component APP --devices cuda:0,1,...' (each worker stages its samples and "
-    "copies each batch to its own device: the host link of one machine, not the network)")
+    "no sweep with inputs resident on the device among these results: run the same sweep with "
+    "--resident-inputs N (aibench serve then keeps N input rows per network on each instance's device and the "
+    "requests name rows of them instead of carrying tensors) to draw it beside the transferred one")
+RESIDENT_CPU = (
+    "on a CPU the device is the host: resident inputs remove the request payload, the server's gathering of "
+    "rows into a batch and its hand-off to the instance, but there is no host-to-device copy to remove")
+MODES = {"transferred": "inputs transferred (Fig. 11)", "resident": "inputs resident (Fig. 12)"}
+
+
+def inputs_mode(r: Result) -> str:
+    """``transferred`` or ``resident``: how a run's inputs reached the network (scenario/djinn's
+    ``context.inputs``, else its ``resident_inputs`` parameter)."""
+    mode = as_dict(as_dict(r.context).get("inputs")).get("mode")
+    if mode in MODES:
+        return str(mode)
+    return "resident" if r.params.get("resident_inputs") else "transferred"
 
 
 @dataclass(frozen=True)
@@ -107,8 +120,9 @@ def _total(parts: dict[str, Any], name: str) -> float | None:
 
 def dnn_split(r: Result) -> dict[str, Any] | None:
     """Seconds in the DNN, the application's pre- and post-processing and (served) the network and queue,
-    summed over the run's requests or batches, and the DNN's share; None without per-part figures."""
-    if r.status != "ok":
+    summed over the run's requests or batches, and the DNN's share; None without per-part figures, and for a
+    run with resident inputs (its requests moved no inputs: it is Fig. 12's, not the application's)."""
+    if r.status != "ok" or inputs_mode(r) == "resident":
         return None
     parts = as_dict(as_dict(r.parts).get("stage"))
     pre, post = _total(parts, "client_pre"), _total(parts, "client_post")
@@ -137,8 +151,9 @@ def dnn_split(r: Result) -> dict[str, Any] | None:
 
 def bandwidth(r: Result, links: Sequence[Link]) -> dict[str, Any] | None:
     """Bytes per query (up, down), the measured samples/s and the bandwidth that rate needs, with its share
-    of each link's usable rate; None when the result carries no byte counts."""
-    if r.status != "ok":
+    of each link's usable rate; None when the result carries no byte counts, and for a run with resident
+    inputs (it names rows instead of sending them: its bytes are not the application's)."""
+    if r.status != "ok" or inputs_mode(r) == "resident":
         return None
     up, down = metric_value(r, "bytes_up_per_query"), metric_value(r, "bytes_down_per_query")
     if up is None or down is None:
@@ -225,6 +240,20 @@ def bandwidth_plot(title: str, labels: Sequence[str], required: Sequence[float],
     return plots.to_svg(fig, title)
 
 
+@plots._draw
+def scaling_plot(title: str, xlabel: str, series: Sequence[tuple[str, Sequence[float], Sequence[float]]]) -> str:
+    """Samples/s against the swept count, one line per series (transferred and resident inputs)."""
+    fig, (ax,) = plots.new_figure(5.6, 3.0)
+    for i, (label, xs, ys) in enumerate(series):
+        ax.plot(xs, ys, marker="o", color=plots.PALETTE[i % len(plots.PALETTE)], label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("samples/s")
+    ax.set_ylim(bottom=0)
+    ax.set_title(plots.wrap(title, 80))
+    fig.legend(loc="outside right center", frameon=False, fontsize=7)
+    return plots.to_svg(fig, title)
+
+
 # --------------------------------------------------------------------------------------------- section
 def _fmt(x: Any, spec: str = ".3g", unit: str = "") -> str:
     return f"{x:{spec}}{unit}" if isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) \
@@ -293,8 +322,46 @@ def _bandwidth_part(results: Sequence[Result], links: Sequence[Link], links_sour
             + table(["link", "B/s", "efficiency", "usable B/s", "source"], link_rows, numeric=(1, 2, 3)))
 
 
+def _resident_part(by_sweep: dict[str, list[tuple[Any, Result]]], params: dict[str, str], e: Callable[[Any], str],
+                   figure: Callable[..., str], table: Callable[..., str]) -> str:
+    """Figs. 11 and 12 side by side: per (app, swept count), the sweep with transferred inputs and the one with
+    resident inputs, drawn on one plot and paired point by point (the latest sweep of each kind)."""
+    groups: dict[tuple[str, str], dict[str, list[tuple[Any, Result]]]] = {}
+    for sid, pts in by_sweep.items():
+        if params[sid] not in ("instances", "instances_per_device", "devices"):
+            continue
+        app = app_of(pts[0][1])
+        groups.setdefault((str(app), params[sid]), {})[inputs_mode(pts[0][1])] = pts
+    out = []
+    for (app, param), modes in groups.items():
+        if len(modes) < 2:
+            continue
+        series, rates = [], {}
+        for mode in MODES:
+            pts = [(v, metric_value(r, "samples_per_s")) for v, r in modes[mode]]
+            pts = [(v, y) for v, y in pts if isinstance(v, int | float) and y is not None]
+            rates[mode] = dict(pts)
+            series.append((MODES[mode], [v for v, _ in pts], [y for _, y in pts]))
+        rows = []
+        for v in sorted(set(rates["transferred"]) | set(rates["resident"])):
+            t, res = rates["transferred"].get(v), rates["resident"].get(v)
+            rows.append([e(_fmt(v, "g")), e(_fmt(t, ".4g")), e(_fmt(res, ".4g")),
+                         e(_fmt(res / t, ".2f", "x") if t and res else "–")])
+        cpu = any(str(r.params.get("devices", "cpu")).startswith("cpu") for pts in modes.values() for _, r in pts)
+        note = f" {RESIDENT_CPU}." if cpu else ""
+        title = f"{app}: samples/s by {param}, inputs transferred vs resident"
+        out.append(f"<h4>{e(app)}: {e(param)}, inputs transferred (Fig. 11) and resident (Fig. 12)</h4>"
+                   f'<p class="note">The gap between the lines is what moving the inputs costs (the request '
+                   f"payload and its copies): where it grows with the count, the host link, not the compute, is "
+                   f"the ceiling.{e(note)}</p>"
+                   + figure(f"djinn-resident-{app}-{param}", lambda t=title, p=param, s=series: scaling_plot(t, p, s))
+                   + table([param, "transferred samples/s", "resident samples/s", "resident / transferred"], rows,
+                           numeric=(0, 1, 2, 3)))
+    return "".join(out)
+
+
 def _sweep_part(results: Sequence[Result], records: Sequence[dict[str, Any]], e: Callable[[Any], str],
-                table: Callable[..., str]) -> str:
+                table: Callable[..., str], figure: Callable[..., str] | None = None) -> str:
     """Batch knees (Fig. 7) and the instance/device sweeps (Figs. 8/9, 11/12) of the apps, point by point."""
     by_sweep: dict[str, list[tuple[Any, Result]]] = {}
     params: dict[str, str] = {}
@@ -327,27 +394,30 @@ def _sweep_part(results: Sequence[Result], records: Sequence[dict[str, Any]], e:
                                           "latency at knee (ms)", "bound (ms)", "note", "sweep"], batch_rows,
                                          numeric=(4, 5, 6, 7)))
     scale_rows = []
-    devices_seen = False
     for sid, pts in by_sweep.items():
         if params[sid] not in ("instances", "instances_per_device", "devices"):
             continue
-        devices_seen = devices_seen or params[sid] == "devices"
         base = metric_value(pts[0][1], "samples_per_s")
         for value, r in pts:
             rate = metric_value(r, "samples_per_s")
             sharing = as_dict(as_dict(r.context).get("device_sharing")).get("text")
-            scale_rows.append([e(app_of(r)), e(params[sid]), e(_fmt(value, "g")), e(_fmt(rate, ".4g")),
-                               e(_fmt(rate / base, ".2f", "x") if rate and base else "–"),
+            scale_rows.append([e(app_of(r)), e(params[sid]), e(_fmt(value, "g")), e(inputs_mode(r)),
+                               e(_fmt(rate, ".4g")), e(_fmt(rate / base, ".2f", "x") if rate and base else "–"),
                                e(sharing if isinstance(sharing, str) else "–"),
                                e("INVALID" if is_invalid(r) else r.status), e(sid)])
     if scale_rows:
-        out.append("<h3>Instances and devices (Figs. 8/9, 11)</h3><p class=\"note\">Throughput per point "
-                   "against the sweep's first, and how the server's instances shared the device (on a CPU they "
-                   "split the cores; on a GPU they time-share it unless NVIDIA MPS runs, as in the paper).</p>"
-                   + table(["app", "swept", "value", "samples/s", "vs first", "device sharing", "status", "sweep"],
-                           scale_rows, numeric=(2, 3, 4)))
-    if devices_seen or scale_rows:
-        out.append(f'<p class="note">Fig. 12: {e(RESIDENT_MISSING)}.</p>')
+        out.append("<h3>Instances and devices (Figs. 8/9, 11/12)</h3><p class=\"note\">Throughput per point "
+                   "against the sweep's first, how the inputs reached the network (transferred with each request, "
+                   "or resident on the server's devices), and how the server's instances shared the device (on a "
+                   "CPU they split the cores; on a GPU they time-share it unless NVIDIA MPS runs, as in the "
+                   "paper).</p>"
+                   + table(["app", "swept", "value", "inputs", "samples/s", "vs first", "device sharing", "status",
+                            "sweep"], scale_rows, numeric=(2, 4, 5)))
+        paired = _resident_part(by_sweep, params, e, figure, table) if figure is not None else ""
+        if paired:
+            out.append(paired)
+        elif not any(inputs_mode(r) == "resident" for pts in by_sweep.values() for _, r in pts):
+            out.append(f'<p class="note">Fig. 12: {e(RESIDENT_MISSING)}.</p>')
     return "".join(out)
 
 
@@ -357,7 +427,7 @@ def studies_section(results: Sequence[Result], records: Sequence[dict[str, Any]]
     """The "DjiNN studies" section, or "" when no result feeds any study."""
     links = list(links) if links is not None else load_links()
     source = links_source or "the default table (aibench/data/djinn/links.json)"
-    body = (_sweep_part(results, records, e, table) + _share_part(results, e, figure, table)
+    body = (_sweep_part(results, records, e, table, figure) + _share_part(results, e, figure, table)
             + _bandwidth_part(results, links, source, e, figure, table))
     if not body:
         return ""

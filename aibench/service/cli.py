@@ -103,13 +103,18 @@ def _devices(value: str) -> tuple[str, ...]:
               metavar="S", help="On SIGTERM/Ctrl-C, how long in-flight requests may take to finish.")
 @click.option("--null-delay-us", type=FiniteFloat(0, 60e6), default=0.0, show_default=True, metavar="U",
               help="The null model sleeps U microseconds per batch (a stand-in network of known compute time).")
+@click.option("--resident-inputs", metavar="N|M=N,...",
+              help="Rows of input each instance keeps on its device, per model or for every model (seeded, the "
+                   "same everywhere); a request may then name rows of them instead of carrying its tensor "
+                   "(no request payload, no host-to-device copy: the device's compute ceiling, the paper's "
+                   "Fig. 12) [default: 0, none].")
 @click.option("--json", "json_lines", is_flag=True,
               help="Announce as JSON lines on stdout (listening, model_ready, ready, stopping, stopped).")
 def serve(models: str | None, model_dirs: tuple[str, ...], host: str, port: str, djinn_port: str, instances: int,
           devices: str, threads: int | None,
           dtype: str, max_batch: str | None, max_queue_delay_us: str | None, max_request_mb: float,
           max_json_mb: float, max_pending_mb: float, idle_timeout: float, body_timeout: float,
-          shutdown_timeout: float, null_delay_us: float, json_lines: bool) -> None:
+          shutdown_timeout: float, null_delay_us: float, resident_inputs: str | None, json_lines: bool) -> None:
     """Serve the Tonic networks as a DNN service (DjiNN & Tonic, ISCA 2015): DjiNN's own binary protocol
     and the Open Inference Protocol (KServe v2, as Triton, TorchServe and MLServer speak it), with dynamic
     batching and several worker processes per device.
@@ -125,6 +130,7 @@ def serve(models: str | None, model_dirs: tuple[str, ...], host: str, port: str,
       aibench serve --models imc --instances 2 --max-queue-delay-us 2000
       aibench serve --models imc --devices cuda:0,1 --instances 4
       aibench serve --models null --port 0 --djinn-port off    any free port (printed)
+      aibench serve --models pos --resident-inputs 1792       requests may name resident rows
       curl -s localhost:8000/v2/models/imc                  the model's metadata
       curl -s localhost:8000/v2/models/imc/stats            Triton's statistics
     """
@@ -155,6 +161,7 @@ def serve(models: str | None, model_dirs: tuple[str, ...], host: str, port: str,
         max_request_bytes=int(max_request_mb * MiB), max_json_bytes=int(max_json_mb * MiB),
         max_pending_bytes=int(max_pending_mb * MiB), idle_timeout_s=idle_timeout, body_timeout_s=body_timeout,
         shutdown_timeout_s=shutdown_timeout, null_delay_us=null_delay_us, json_lines=json_lines,
-        model_dirs=dirs)
+        model_dirs=dirs,
+        resident_rows={k: int(v) for k, v in _per_model(resident_inputs, "--resident-inputs", names, int).items()})
     code = run_server(cfg)
     raise click.exceptions.Exit(code)

@@ -15,6 +15,12 @@ forever), a count <= 0, over the request size limit, or not a multiple of the ne
 original truncates the batch and loses track of where the next request starts). A request is one query of
 ``count / row size`` rows, batched dynamically with everyone else's.
 
+**Resident inputs** (aibench's extension, only with ``aibench serve --resident-inputs``): a *negative* count
+``-R`` (which the original service refuses: it closes the connection) makes each request of the connection
+one int32 ``S`` instead of ``4 R`` bytes of floats: it names rows ``S``, ``S+1``, … ``S+R-1`` (modulo the rows
+kept) of the network's resident inputs, already on the instances' devices; the answer is the same R rows of
+output. Without resident inputs for the network, a negative count closes the connection as before.
+
 Each connection receives straight into its own request buffer (``asyncio.BufferedProtocol``), reserved
 from the server's byte budget for the connection's life. While its request is being computed the connection
 stops reading (the client's next request waits in the socket), so a connection holds at most one request.
@@ -31,6 +37,7 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any
 
+from aibench.service.models import resident_row_numbers
 from aibench.service.scheduler import Request, ServiceError
 
 if TYPE_CHECKING:
@@ -69,6 +76,7 @@ class DjinnProtocol(asyncio.BufferedProtocol):
         self.timer: asyncio.TimerHandle | None = None
         self.request: Request | None = None
         self.requests = 0
+        self.resident = False  # each request is an int32 first row of the network's resident inputs
 
     # -- connection -----------------------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -144,6 +152,9 @@ class DjinnProtocol(asyncio.BufferedProtocol):
             self.close("unknown_model")
             return
         (count,) = struct.unpack("<i", self.header[NAME_BYTES:])
+        if count < 0 and s.resident_rows.get(spec.name):
+            self._on_resident_header(name, -count)
+            return
         if count <= 0 or 4 * count > s.config.max_request_bytes or count % spec.row_elements:
             log.info("djinn: %s: bad count %d (row size %d, limit %d bytes): closing the connection", name, count,
                      spec.row_elements, s.config.max_request_bytes)
@@ -163,6 +174,25 @@ class DjinnProtocol(asyncio.BufferedProtocol):
         self.buffer = bytearray(4 * count)
         self._expect(DATA, memoryview(self.buffer))
 
+    def _on_resident_header(self, name: str, rows: int) -> None:
+        """A connection whose requests name ``rows`` resident rows each (see the module docstring)."""
+        s = self.service
+        spec = s.specs[name]
+        if 4 * rows > s.config.max_request_bytes:
+            self.close("bad_count")
+            return
+        if s.not_ready_reason() is not None:
+            self.close("not_ready")
+            return
+        need = 4 * rows + rows * spec.out_row_bytes
+        if not s.budget.try_reserve(need):
+            self.close("busy")
+            return
+        self.reserved = need
+        self.model, self.rows, self.resident = name, rows, True
+        self.buffer = bytearray(4)
+        self._expect(DATA, memoryview(self.buffer))
+
     def _expect(self, state: str, view: memoryview) -> None:
         self.state, self.view, self.got = state, view, 0
         self._arm(self.service.config.idle_timeout_s, "idle")
@@ -173,7 +203,16 @@ class DjinnProtocol(asyncio.BufferedProtocol):
         assert self.transport is not None
         self.transport.pause_reading()
         self.state = BUSY
-        req = s.scheduler.submit(self.model, self.rows, self.buffer, time.monotonic_ns())
+        t_received = time.monotonic_ns()
+        if self.resident:
+            (start,) = struct.unpack("<i", self.buffer)  # type: ignore[arg-type]
+            if start < 0:
+                self.close("bad_resident")
+                return
+            rows = resident_row_numbers(start, self.rows, s.resident_rows[self.model])
+            req = s.scheduler.submit(self.model, self.rows, rows, t_received, resident=True)
+        else:
+            req = s.scheduler.submit(self.model, self.rows, self.buffer, t_received)
         self.request = req
         req.future.add_done_callback(self._answered)
 

@@ -80,11 +80,13 @@ class InstanceConfig:
     max_bytes: int  # the largest frame either way
     null_delay_us: float = 0.0
     model_dirs: tuple[tuple[str, str], ...] = ()  # --model-dir FAMILY=DIR pairs
+    resident_rows: tuple[tuple[str, int], ...] = ()  # (model, rows) of resident inputs made on the device
 
     def to_json(self) -> str:
         return json.dumps({"index": self.index, "device": self.device, "threads": self.threads,
                            "models": list(self.models), "dtype": self.dtype, "max_bytes": self.max_bytes,
                            "null_delay_us": self.null_delay_us, "model_dirs": dict(self.model_dirs),
+                           "resident_rows": dict(self.resident_rows),
                            "parent_pid": os.getpid()})
 
 
@@ -170,8 +172,9 @@ class Instance:
     def outstanding(self) -> int:
         return len(self._pending)
 
-    def send(self, key: int, rows: int, payload: Any, row_shape: tuple[int, ...]) -> _Batch:
-        """Hand one batch to this instance now; its ``future`` gets the output frame, and ``times`` the
+    def send(self, key: int, payload: Any, dtype: str, shape: tuple[int, ...]) -> _Batch:
+        """Hand one batch to this instance now: ``float32`` rows of ``shape``, or ``int32`` ``(rows,)`` row
+        numbers of the model's resident inputs. Its ``future`` gets the output frame, and ``times`` the
         worker's four ``monotonic_ns`` stamps (see :mod:`aibench.service.worker`), ``prev_done`` when the
         instance finished the batch before it (it could not begin this one earlier)."""
         if not self.alive or self.transport is None:
@@ -179,7 +182,7 @@ class Instance:
         self._next_id += 1
         entry = _Batch(self._next_id, asyncio.get_running_loop().create_future())
         self._pending.append(entry)
-        write_frames(self.transport, [Frame(W.T_RUN, payload, "float32", (rows, *row_shape), key, entry.id)])
+        write_frames(self.transport, [Frame(W.T_RUN, payload, dtype, shape, key, entry.id)])
         return entry
 
     # -- the stream's callbacks (on the event loop, no task per frame) --------------------------------------

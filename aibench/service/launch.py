@@ -207,6 +207,9 @@ def spawn(cmd: Sequence[str], env: dict[str, str] | None = None) -> Starting:
     environ.setdefault("PYTHONUNBUFFERED", "1")
     src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     environ["PYTHONPATH"] = os.pathsep.join(p for p in (src, environ.get("PYTHONPATH", "")) if p)
+    # Its own session: a Ctrl-C in the terminal reaches aibench's process group, not the server, which keeps
+    # answering (its statistics and /proc figures go into the interrupted run's record) until aibench stops
+    # it. It still dies with aibench, even on SIGKILL (AIBENCH_PARENT_PID).
     proc = subprocess.Popen(list(cmd), env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, start_new_session=True)
     return Starting(proc)

@@ -93,6 +93,37 @@ def add_model_dirs(dirs: dict[str, str]) -> tuple[str, ...]:
             SPECS[spec.name] = spec
             added.append(spec.name)
     return tuple(added)
+RESIDENT_MAX_BYTES = 2048 << 20  # resident input rows of one model in one instance, at most
+# aibench's extension of the Open Inference Protocol (``aibench serve --resident-inputs``): an input whose
+# parameters hold ``{"resident_input": S}`` (and no data) names rows S, S+1, … S+rows-1 (modulo the rows
+# kept) of the model's resident inputs, already on each instance's device, instead of carrying a tensor.
+# ``GET /v2`` lists RESIDENT_EXTENSION among its extensions when any model has them.
+RESIDENT_PARAM = "resident_input"
+RESIDENT_EXTENSION = "aibench_resident_inputs"
+
+
+def resident_row_numbers(start: int, rows: int, kept: int) -> bytes:
+    """The int32 row numbers a request naming ``rows`` resident rows from ``start`` stands for: ``start``,
+    ``start + 1``, … each modulo the ``kept`` rows (0 <= start < 2**31, 1 <= kept < 2**31). Four bytes per row
+    (uint32 sums cannot overflow: below 2**31 + rows), so a request's bound on its bytes bounds this too."""
+    import numpy as np
+
+    at = np.arange(rows, dtype=np.uint32)
+    at += np.uint32(start % kept)
+    at %= np.uint32(kept)
+    return at.astype("<i4").tobytes()
+
+
+def resident_inputs(name: str, rows: int) -> Any:
+    """The ``rows`` resident input rows of model ``name`` (``aibench serve --resident-inputs``): standard normal
+    float32 on the host, seeded by the model's name, so every instance (and every run) holds the same rows and
+    a test can compute their outputs in process. Imports torch."""
+    import zlib
+
+    import torch
+
+    gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+    return torch.randn((rows, *SPECS[name].input_shape), generator=gen)
 
 
 def build(name: str, device: Any, dtype: Any, null_delay_s: float = 0.0) -> Any:

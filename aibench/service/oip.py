@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from aibench import __version__
-from aibench.service.models import ModelSpec
+from aibench.service.models import RESIDENT_EXTENSION, RESIDENT_PARAM, ModelSpec, resident_row_numbers
 from aibench.service.scheduler import ServiceError
 
 if TYPE_CHECKING:
@@ -48,6 +48,12 @@ INPUT_NAME = "INPUT0"
 OUTPUT_NAME = "OUTPUT0"
 JSON_BYTES_PER_VALUE = 24  # what a value costs as JSON text, generously (for bounding a JSON response)
 SERVICE_KEY: web.AppKey[Service] = web.AppKey("service")
+
+
+def _names_resident(doc: dict[str, Any]) -> bool:
+    """Whether a parsed request (already validated) names resident rows."""
+    params = doc["inputs"][0].get("parameters") or {}
+    return RESIDENT_PARAM in params
 
 
 class RequestError(Exception):
@@ -126,8 +132,10 @@ class Handlers:
 
     # -- metadata, health, stats --------------------------------------------------------------------------
     async def server_metadata(self, request: web.Request) -> web.Response:
-        return web.json_response({"name": "aibench", "version": __version__,
-                                  "extensions": ["binary_tensor_data", "statistics", "model_configuration"]})
+        extensions = ["binary_tensor_data", "statistics", "model_configuration"]
+        if any(self.service.resident_rows.values()):
+            extensions.append(RESIDENT_EXTENSION)
+        return web.json_response({"name": "aibench", "version": __version__, "extensions": extensions})
 
     async def live(self, request: web.Request) -> web.Response:
         return web.Response(status=200)
@@ -162,7 +170,8 @@ class Handlers:
                         "dims": list(spec.output_shape)}],
             "dynamic_batching": {"max_queue_delay_microseconds": int(s.delay_s[spec.name] * 1e6)},
             "instance_group": [group],
-            "parameters": {"description": {"string_value": spec.description}},
+            "parameters": {"description": {"string_value": spec.description},
+                           "resident_rows": {"string_value": str(s.resident_rows.get(spec.name, 0))}},
         })
 
     async def stats_all(self, request: web.Request) -> web.Response:
@@ -199,11 +208,12 @@ class Handlers:
                                    "body_timeout", close=True) from None
             t_received = time.monotonic_ns()
             doc, tensor, rows, binary_out = self._parse(spec, request, body)
+            resident = _names_resident(doc)
             out_bytes = rows * (spec.out_row_bytes if binary_out else spec.out_row_elements * JSON_BYTES_PER_VALUE)
             if not s.budget.try_reserve(out_bytes):
                 raise RequestError(503, "server busy: too many bytes in requests in flight; retry later", "busy")
             reserved += out_bytes
-            req = s.scheduler.submit(spec.name, rows, tensor, t_received)
+            req = s.scheduler.submit(spec.name, rows, tensor, t_received, resident=resident)
             try:
                 out = await req.future
             except ServiceError as exc:
@@ -254,13 +264,19 @@ class Handlers:
         rows = shape[0]
         if rows < 1:
             raise RequestError(400, "a request needs at least one row", "bad_shape")
+        params = inp.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise RequestError(400, "'parameters' must be an object", "bad_parameters")
+        if RESIDENT_PARAM in params:
+            if (header is not None and len(body) != hlen) or "binary_data_size" in params or "data" in inp:
+                raise RequestError(400, f"input '{INPUT_NAME}' names resident rows ({RESIDENT_PARAM}): it carries "
+                                   "no data and no binary_data_size", "bad_resident")
+            tensor: Any = self._resident_rows(spec, params[RESIDENT_PARAM], rows)
+            return doc, tensor, rows, self._binary_output(doc)
         nbytes = math.prod(shape) * 4  # Python integers: no overflow
         if nbytes > s.config.max_request_bytes:
             raise RequestError(413, f"input of {nbytes} bytes is over the limit of {s.config.max_request_bytes}",
                                "too_large")
-        params = inp.get("parameters") or {}
-        if not isinstance(params, dict):
-            raise RequestError(400, "'parameters' must be an object", "bad_parameters")
         if "binary_data_size" in params:
             size = params["binary_data_size"]
             if not isinstance(size, int) or isinstance(size, bool) or size != nbytes:
@@ -272,7 +288,7 @@ class Handlers:
             if len(body) - hlen != nbytes:
                 raise RequestError(400, f"unexpected size for input '{INPUT_NAME}': the body holds "
                                    f"{len(body) - hlen} bytes after the JSON, expecting {nbytes}", "bad_binary_size")
-            tensor: Any = memoryview(body)[hlen:]
+            tensor = memoryview(body)[hlen:]
         else:
             if header is not None and len(body) != hlen:
                 raise RequestError(400, "bytes after the JSON but no input has a binary_data_size",
@@ -280,6 +296,20 @@ class Handlers:
             tensor = self._json_tensor(inp.get("data"), shape)
         binary_out = self._binary_output(doc)
         return doc, tensor, rows, binary_out
+
+    def _resident_rows(self, spec: ModelSpec, start: Any, rows: int) -> bytes:
+        """The int32 row numbers a request naming resident rows stands for: ``start``, ``start + 1``, … (``rows``
+        of them), each modulo the rows the instances keep (see :data:`RESIDENT_PARAM`)."""
+        kept = self.service.resident_rows.get(spec.name, 0)
+        if not kept:
+            raise RequestError(400, f"model '{spec.name}' has no resident inputs (aibench serve --resident-inputs)",
+                               "no_resident")
+        if not isinstance(start, int) or isinstance(start, bool) or not 0 <= start < 1 << 31:
+            raise RequestError(400, f"input '{INPUT_NAME}': {RESIDENT_PARAM} must be an integer from 0 to "
+                               f"2147483647, not {str(start)[:40]}", "bad_resident")
+        if rows * 4 > self.service.config.max_request_bytes:
+            raise RequestError(413, f"{rows} resident rows are over the request limit", "too_large")
+        return resident_row_numbers(start, rows, kept)
 
     @staticmethod
     def _json_tensor(data: Any, shape: list[int]) -> bytes:

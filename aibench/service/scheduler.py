@@ -10,6 +10,10 @@ go to an instance that is still computing (at most one waiting in its socket, se
 :mod:`aibench.service.instances`), so the instance never idles while the server hands it the next batch; a
 partial batch never does: it waits and may still grow.
 
+A request that names rows of the model's *resident inputs* (``aibench serve --resident-inputs``) carries
+int32 row numbers instead of float32 rows; it is batched in a queue of its own (a batch is all tensors or all
+row numbers) and its batch goes to the instance as row numbers, which the instance gathers on its device.
+
 A request's bytes are not copied when its batch is exactly that request (the common case of a client that
 sends whole batches); otherwise the rows are gathered into one buffer for the instance.
 
@@ -74,6 +78,7 @@ class Request:
     infer_ns: int = 0
     output_ns: int = 0
     batches: list[int] = field(default_factory=list)  # sizes of the batches that computed it
+    resident: bool = False  # ``data`` holds int32 row numbers of the model's resident inputs
 
     def timing(self) -> dict[str, Any]:
         """What the server spent on this request (the response's parameters)."""
@@ -82,12 +87,18 @@ class Request:
                 "batch_size": self.batches[0] if len(self.batches) == 1 else list(self.batches)}
 
 
+QueueKey = tuple[str, bool]  # (model, resident)
+
+
 class Scheduler:
     def __init__(self, specs: dict[str, ModelSpec], max_batch: dict[str, int], delay_s: dict[str, float],
-                 pool: InstancePool, stats: dict[str, ModelStats]) -> None:
+                 pool: InstancePool, stats: dict[str, ModelStats], resident: frozenset[str] = frozenset()) -> None:
         self.specs = specs
         self.keys = {name: i for i, name in enumerate(specs)}
-        self.queues = {name: BatchQueue(max_batch[name], delay_s[name]) for name in specs}
+        # one queue per model, and one more for the requests naming its resident inputs (when it has them)
+        self.queues: dict[QueueKey, BatchQueue] = {
+            (name, res): BatchQueue(max_batch[name], delay_s[name])
+            for name in specs for res in ((False, True) if name in resident else (False,))}
         self.pool = pool
         self.stats = stats
         self.flushing = False
@@ -97,11 +108,12 @@ class Scheduler:
         self._idle.set()
 
     # -- requests ------------------------------------------------------------------------------------------
-    def submit(self, model: str, rows: int, data: Any, t_received: int) -> Request:
+    def submit(self, model: str, rows: int, data: Any, t_received: int, resident: bool = False) -> Request:
         """Queue a request; its ``future`` resolves to the output bytes (rows × output row bytes) or raises
-        :class:`ServiceError`."""
+        :class:`ServiceError`. ``resident``: ``data`` is ``rows`` int32 row numbers of the model's resident
+        inputs (only for a model that has them)."""
         loop = asyncio.get_running_loop()
-        req = Request(model, rows, data, loop.create_future(), t_received)
+        req = Request(model, rows, data, loop.create_future(), t_received, resident=resident)
         if self.pool.live == 0:
             req.future.set_exception(ServiceError("no instance is running: the server cannot compute", 503))
             return req
@@ -109,7 +121,7 @@ class Scheduler:
         self.in_flight += 1
         self._idle.clear()
         req.future.add_done_callback(self._finished)
-        self.queues[model].add([req] * rows, range(rows), time.perf_counter())
+        self.queues[(model, resident)].add([req] * rows, range(rows), time.perf_counter())
         self.kick()
         return req
 
@@ -137,10 +149,10 @@ class Scheduler:
             return
         while True:
             now = time.perf_counter()
-            best: str | None = None
+            best: QueueKey | None = None
             best_oldest = 0.0
             soonest: float | None = None
-            for name, q in self.queues.items():
+            for key, q in self.queues.items():
                 wait = q.wait_s(now)
                 if wait is None:
                     continue
@@ -149,7 +161,7 @@ class Scheduler:
                     continue
                 oldest = q.oldest or now
                 if best is None or oldest < best_oldest:
-                    best, best_oldest = name, oldest
+                    best, best_oldest = key, oldest
             if best is None:
                 if soonest is not None:
                     self._timer = asyncio.get_running_loop().call_later(soonest, self.kick)
@@ -171,9 +183,10 @@ class Scheduler:
             self.stats[req.model].record_failure(time.monotonic_ns() - req.t_received)
             req.future.set_exception(exc)
 
-    def _dispatch(self, inst: Instance, model: str, batch: Batch) -> None:
+    def _dispatch(self, inst: Instance, queue: QueueKey, batch: Batch) -> None:
         """Send ``batch`` to ``inst`` now (so the instance's room is taken before the next decision);
         :meth:`_complete` runs when its output arrives."""
+        model, resident = queue
         spec = self.specs[model]
         t_start = time.monotonic_ns()
         # Runs of rows that belong to one request: (request, first row, rows).
@@ -183,7 +196,7 @@ class Scheduler:
             segments.append((batch.tokens[pos], int(batch.indices[pos]), count))
             pos += count
         rows = len(batch)
-        rb = spec.row_bytes
+        rb = 4 if resident else spec.row_bytes  # an int32 row number, or the row itself
         first, start, count = segments[0]
         if len(segments) == 1 and start == 0 and count == first.rows:
             payload: Any = first.data  # the request is the batch: no copy
@@ -195,7 +208,8 @@ class Scheduler:
                 at += count * rb
             payload = buf
         try:
-            entry = inst.send(self.keys[model], rows, payload, spec.input_shape)
+            entry = inst.send(self.keys[model], payload, "int32" if resident else "float32",
+                              (rows,) if resident else (rows, *spec.input_shape))
         except InstanceLost as exc:
             self._fail_segments(segments, exc)
             return

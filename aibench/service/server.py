@@ -29,7 +29,7 @@ from typing import Any
 
 from aibench.errors import EXIT_INTERRUPTED, AibenchError, ListenError, UsageError
 from aibench.service.instances import InstanceConfig, InstancePool
-from aibench.service.models import SPECS, ModelSpec
+from aibench.service.models import RESIDENT_MAX_BYTES, SPECS, ModelSpec
 from aibench.service.scheduler import ByteBudget, Scheduler
 from aibench.service.stats import ModelStats
 
@@ -59,6 +59,7 @@ class ServeConfig:
     null_delay_us: float = 0.0
     json_lines: bool = False
     model_dirs: dict[str, str] = field(default_factory=dict)  # --model-dir FAMILY=DIR (registered in SPECS)
+    resident_rows: dict[str, int] = field(default_factory=dict)  # model -> resident input rows per instance
 
 
 def usable_cores() -> int:
@@ -95,6 +96,14 @@ def check_config(cfg: ServeConfig) -> None:
             raise UsageError(f"--max-queue-delay-us names {name!r}, which is not served")
         if not 0 <= us <= 60e6:
             raise UsageError(f"--max-queue-delay-us {name}={us:g}: between 0 and 60,000,000")
+    for name, rows in cfg.resident_rows.items():
+        if name not in cfg.models:
+            raise UsageError(f"--resident-inputs names {name!r}, which is not served")
+        if not 0 <= rows < 1 << 31:
+            raise UsageError(f"--resident-inputs {name}={rows}: between 0 and 2,147,483,647 rows")
+        if rows * SPECS[name].row_bytes > RESIDENT_MAX_BYTES:
+            raise UsageError(f"--resident-inputs {name}={rows}: {rows} rows of {SPECS[name].row_bytes} bytes exceed "
+                             f"{RESIDENT_MAX_BYTES >> 20} MiB per instance")
     if cfg.max_pending_bytes < cfg.max_request_bytes:
         raise UsageError("--max-pending-mb must be at least --max-request-mb")
 
@@ -128,6 +137,8 @@ class Service:
         self.specs: dict[str, ModelSpec] = {m: SPECS[m] for m in cfg.models}
         self.max_batch = {m: cfg.max_batch.get(m, SPECS[m].default_max_batch) for m in cfg.models}
         self.delay_s = {m: cfg.max_queue_delay_us.get(m, 0.0) / 1e6 for m in cfg.models}
+        # rows of resident inputs each instance keeps per model on its device (0: none; requests carry tensors)
+        self.resident_rows = {m: int(cfg.resident_rows.get(m, 0)) for m in cfg.models}
         self.stats = {m: ModelStats(m) for m in cfg.models}
         self.budget = ByteBudget(cfg.max_pending_bytes)
         self.started = False
@@ -144,10 +155,12 @@ class Service:
         largest = max(self.max_batch[m] * max(SPECS[m].row_bytes, SPECS[m].out_row_bytes) for m in cfg.models)
         configs = [InstanceConfig(index=i * cfg.instances + k, device=dev, threads=self.threads,
                                   models=tuple(cfg.models), dtype=cfg.dtype, max_bytes=largest + MiB,
-                                  null_delay_us=cfg.null_delay_us, model_dirs=tuple(cfg.model_dirs.items()))
+                                  null_delay_us=cfg.null_delay_us, model_dirs=tuple(cfg.model_dirs.items()),
+                                  resident_rows=tuple((m, n) for m, n in self.resident_rows.items() if n))
                    for i, dev in enumerate(cfg.devices) for k in range(cfg.instances)]
         self.pool = InstancePool(configs, on_free=self._on_free, announce=self.warn)
-        self.scheduler = Scheduler(self.specs, self.max_batch, self.delay_s, self.pool, self.stats)
+        self.scheduler = Scheduler(self.specs, self.max_batch, self.delay_s, self.pool, self.stats,
+                                   frozenset(m for m, n in self.resident_rows.items() if n))
         self.listening: dict[str, tuple[str, int]] = {}
 
     # -- state ----------------------------------------------------------------------------------------------
@@ -200,6 +213,7 @@ class Service:
                 "ready": self.not_ready_reason() is None, "not_ready": self.not_ready_reason(),
                 "config": cfg, "max_batch": self.max_batch,
                 "max_queue_delay_us": {m: s * 1e6 for m, s in self.delay_s.items()},
+                "resident_rows": self.resident_rows,
                 "threads_per_instance": self.threads, "cores": self.cores, "instances": instances,
                 "processes": procs,
                 "budget": {"limit_bytes": self.budget.limit, "used_bytes": self.budget.used,
@@ -276,6 +290,10 @@ async def _serve(cfg: ServeConfig, socks: dict[str, socket.socket]) -> int:
                       f"{cfg.instances * len(cpu)} CPU instance{'s' if cfg.instances * len(cpu) != 1 else ''})"))
     if any(d.startswith("cuda") for d in cfg.devices) and cfg.instances > 1:
         how.append("instances on one GPU share it as plain processes (no MPS)")
+    resident = {m: n for m, n in service.resident_rows.items() if n}
+    if resident:
+        how.append("each instance keeps resident inputs on its device ("
+                   + ", ".join(f"{m} {n} rows" for m, n in resident.items()) + ")")
     service.announce(f"starting {cfg.instances} instance{'s' if cfg.instances != 1 else ''} per device on "
                      f"{devices}" + (f": {'; '.join(how)}" if how else ""), event="starting",
                      instances=cfg.instances, devices=list(cfg.devices), threads_per_instance=service.threads)
@@ -290,8 +308,10 @@ async def _serve(cfg: ServeConfig, socks: dict[str, socket.socket]) -> int:
             service.announce(
                 f"model {name} ready: FP32{[-1, *spec.input_shape]} -> "
                 f"{'INT64' if spec.output_dtype == 'int64' else 'FP32'}{[-1, *spec.output_shape]}, max batch "
-                f"{service.max_batch[name]} rows, max queue delay {service.delay_s[name] * 1e6:g} us",
+                f"{service.max_batch[name]} rows, max queue delay {service.delay_s[name] * 1e6:g} us"
+                + (f", {service.resident_rows[name]} resident input rows" if service.resident_rows[name] else ""),
                 event="model_ready", model=name, max_batch=service.max_batch[name],
+                resident_rows=service.resident_rows[name],
                 max_queue_delay_us=service.delay_s[name] * 1e6, input_shape=[-1, *spec.input_shape],
                 output_shape=[-1, *spec.output_shape])
         inst = [{"index": i.config.index, "pid": i.pid, "device": i.config.device, "threads": i.info.get("threads")}

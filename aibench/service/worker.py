@@ -4,8 +4,10 @@ Started by the server as ``python -m aibench.service.worker FD CONFIG_JSON`` (a 
 event loop, sockets or CUDA state), it inherits one end of a socket pair as file descriptor ``FD`` and talks
 over it in frames of :mod:`aibench.sut.transport` (nothing is pickled):
 
-- server → worker: ``X`` (key = model number, id = batch id, a float32 tensor of rows) runs one batch;
-  ``S`` stops the worker.
+- server → worker: ``X`` (key = model number, id = batch id, a float32 tensor of rows) runs one batch; an
+  ``X`` of int32 ``[rows]`` runs the batch of those rows of the model's *resident inputs* (``aibench serve
+  --resident-inputs``: rows the worker made on its device at start, so no input crosses to it); ``S`` stops
+  the worker.
 - worker → server: ``R`` ready (JSON: what it built, its pid and threads); for each batch ``T`` (int64
   [4]: ``time.monotonic_ns`` when it began, when the input was on the device, when the forward pass had
   finished with the device synchronised, when the output was on the host) then ``O`` (the output rows);
@@ -69,7 +71,7 @@ class Host:
         import torch
 
         from aibench.measure.device import refusing_unsupported, resolve_device, resolve_dtype
-        from aibench.service.models import SPECS, add_model_dirs, build
+        from aibench.service.models import SPECS, add_model_dirs, build, resident_inputs
 
         self.torch = torch
         threads = int(cfg["threads"])
@@ -82,28 +84,41 @@ class Host:
         add_model_dirs(dict(cfg.get("model_dirs") or {}))  # the server's --model-dir models, as it read them
         self.specs = [SPECS[n] for n in self.names]
         self.models: list[Any] = []
+        resident_rows = {str(k): int(v) for k, v in dict(cfg.get("resident_rows") or {}).items()}
+        self.resident: list[Any] = []  # per model: its resident input rows on the device, or None
         self.out_dtypes = {"float32": torch.float32, "int64": torch.int64}
         with refusing_unsupported(self.device, self.dtype):
             for spec in self.specs:
                 model = build(spec.name, self.device, self.dtype, float(cfg.get("null_delay_us", 0)) / 1e6)
                 self.models.append(model)
+                n = resident_rows.get(spec.name, 0)
+                self.resident.append(resident_inputs(spec.name, n).to(self.device, self.dtype) if n else None)
                 # One untimed row: an unsupported dtype is refused now, and the first request is not slow.
                 self.run(len(self.models) - 1, torch.zeros((1, *spec.input_shape)))
         self.info = {"pid": os.getpid(), "device": str(self.device), "threads": torch.get_num_threads(),
                      "dtype": str(self.dtype).removeprefix("torch."), "models": self.names,
                      "torch": torch.__version__,
+                     "resident_rows": {n: int(r.shape[0]) for n, r in zip(self.names, self.resident, strict=True)
+                                       if r is not None},
                      "omp_wait": {k: os.environ[k] for k in WAIT_POLICY_VARS if k in os.environ}}
 
-    def run(self, key: int, x: Any) -> tuple[Any, list[int]]:
+    def run(self, key: int, x: Any, resident: bool = False) -> tuple[Any, list[int]]:
         """One batch: (output rows on the host, [t_begin, t_input, t_infer, t_output]): ``time.monotonic_ns``
         when it began, when the input was on the device, when the forward pass had finished (device
         synchronised) and when the output was on the host. CLOCK_MONOTONIC is one clock for every process of
-        the machine, so the server places these among its own stamps."""
+        the machine, so the server places these among its own stamps. ``resident``: ``x`` holds row numbers of
+        the model's resident inputs (int32), gathered into the batch on the device (its only input copy)."""
         torch = self.torch
         clock = time.monotonic_ns
         spec = self.specs[key]
         t0 = clock()
-        x = x.to(self.device, self.dtype, non_blocking=True)
+        if resident:
+            rows = self.resident[key]
+            if rows is None:
+                raise ValueError(f"{spec.name} has no resident inputs")
+            x = rows.index_select(0, x.to(self.device, torch.long, non_blocking=True))
+        else:
+            x = x.to(self.device, self.dtype, non_blocking=True)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         t1 = clock()
@@ -152,10 +167,11 @@ def serve(sock: socket.socket, host: Host, max_bytes: int) -> None:
             return
         try:
             spec = host.specs[frame.key]
-            if frame.dtype != "float32" or tuple(frame.shape[1:]) != spec.input_shape:
+            resident = frame.dtype == "int32" and len(frame.shape) == 1
+            if not resident and (frame.dtype != "float32" or tuple(frame.shape[1:]) != spec.input_shape):
                 raise ValueError(f"batch of {frame.dtype}{list(frame.shape)} for {spec.name}")
-            x = torch.frombuffer(frame.payload, dtype=torch.float32).view(frame.shape)
-            y, times = host.run(frame.key, x)
+            x = torch.frombuffer(frame.payload, dtype=torch.int32 if resident else torch.float32).view(frame.shape)
+            y, times = host.run(frame.key, x, resident)
             send_frames(sock, [Frame(T_TIMES, array("q", times), "int64", (4,), frame.key, frame.id),
                                Frame(T_OUTPUT, y.numpy(), spec.output_dtype, tuple(y.shape), frame.key, frame.id)])
         except OSError:

@@ -140,6 +140,13 @@ class SystemUnderTest(ABC):
     def reset_report(self) -> None:
         """Forget what happened so far (after the calibration)."""
 
+    def record(self, result: Any, partial: str | None = None) -> None:
+        """The system's own figures into ``result`` (a server's statistics, its processes' CPU and memory):
+        called by the driver once, when the measured run ends however it ends, before the result is written
+        (also an interrupted one: ``partial`` then says why the figures cover only part of the run, and the
+        system marks them so). Default: nothing of its own."""
+        return None
+
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """What the result records about the system: ``num_samples``, ``flops_per_sample`` (counted, or None

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aibench.errors import UnavailableError, UsageError
+from aibench.service.models import RESIDENT_PARAM
 from aibench.sut import Capabilities, Completion, SutReport, SystemUnderTest, Token
 from aibench.sut.batcher import Answers
 from aibench.sut.task import TaskSamples
@@ -58,6 +59,11 @@ REQUEST_TIMEOUT_S = 300.0
 STATS_TIMEOUT_S = 10.0
 DJINN_NAME_BYTES = 5
 OIP_DTYPES = {"FP32": "<f4", "INT64": "<i8", "FP64": "<f8", "INT32": "<i4", "FP16": "<f2"}
+
+
+RESIDENT_NOTE = ("resident: each request names rows of the inputs the server keeps on its devices (aibench serve "
+                 "--resident-inputs) instead of carrying the tensor the client side made, which is not sent; the "
+                 "answers are those rows' outputs, not the samples' (no accuracy)")
 
 
 class EndpointError(UnavailableError):
@@ -181,7 +187,25 @@ class HttpClient:
                 doc["outputs"] = [{"name": info.output_name}]
             body = json.dumps(doc, separators=(",", ":")).encode()
             headers = {"Content-Type": "application/json"}
-        rows = arr.shape[0] if arr.ndim else 1
+        return await self._post(model, body, headers, arr.shape[0] if arr.ndim else 1)
+
+    async def infer_resident(self, model: str, start: int, rows: int) -> Reply:
+        """``rows`` rows of the model's resident inputs from row ``start`` (``aibench serve
+        --resident-inputs``): the request carries the rows' numbers, not a tensor."""
+        info = self.models[model]
+        inp = {"name": info.input_name, "shape": [rows, *(info.row_shape or ())], "datatype": "FP32",
+               "parameters": {RESIDENT_PARAM: int(start)}}
+        doc: dict[str, Any] = {"inputs": [inp]}
+        if self.binary:
+            doc["parameters"] = {"binary_data_output": True}
+        if info.output_name:
+            doc["outputs"] = [{"name": info.output_name, **({"parameters": {"binary_data": True}} if self.binary
+                                                            else {})}]
+        body = json.dumps(doc, separators=(",", ":")).encode()
+        return await self._post(model, body, {"Content-Type": "application/json"}, rows)
+
+    async def _post(self, model: str, body: bytes | bytearray, headers: dict[str, str], rows: int) -> Reply:
+        info = self.models[model]
         async with self.session.post(self._urls[model], data=body, headers=headers) as resp:
             raw = await _read_bounded(resp, _response_limit(info, rows), f"{self.endpoint.url} ({model})")
             if resp.status != 200:
@@ -333,17 +357,26 @@ class DjinnClient:
     async def infer(self, model: str, x: Any) -> Reply:
         import numpy as np
 
-        info = self.models[model]
         arr = np.ascontiguousarray(x, dtype="<f4")
-        rows = arr.shape[0]
+        return await self._exchange(model, arr.size, memoryview(arr).cast("B"), arr.shape[0])
+
+    async def infer_resident(self, model: str, start: int, rows: int) -> Reply:
+        """``rows`` rows of the model's resident inputs from row ``start``: a connection whose header count is
+        ``-rows`` sends one int32 per request (aibench's extension: :mod:`aibench.service.djinn`)."""
+        return await self._exchange(model, -rows, struct.pack("<i", int(start)), rows)
+
+    async def _exchange(self, model: str, count: int, payload: Any, rows: int) -> Reply:
+        """One request on a pooled connection of (``model``, header ``count``)."""
+        import numpy as np
+
+        info = self.models[model]
         out_shape = (rows, *(info.out_row_shape or ()))
         out_bytes = 4 * math.prod(out_shape)
-        key = (model, arr.size)
+        key = (model, count)
         pool = self.idle[key]
-        conn = pool.pop() if pool else await self.connect(model, arr.size, out_bytes)
+        conn = pool.pop() if pool else await self.connect(model, count, out_bytes)
         try:
-            raw = await asyncio.wait_for(conn.request(asyncio.get_running_loop(), memoryview(arr).cast("B")),
-                                         REQUEST_TIMEOUT_S)
+            raw = await asyncio.wait_for(conn.request(asyncio.get_running_loop(), payload), REQUEST_TIMEOUT_S)
         except TimeoutError:
             conn.close()
             raise RemoteError(f"{self.endpoint.url} did not answer a {model} request of {rows} row(s) within "
@@ -360,7 +393,7 @@ class DjinnClient:
         out = np.frombuffer(raw, dtype="<f4").reshape(out_shape)
         out = out.astype(info.out_dtype) if info.out_dtype != "<f4" else out.copy()  # the buffer is reused
         pool.append(conn)
-        return Reply(out, arr.nbytes, len(raw))
+        return Reply(out, memoryview(payload).nbytes, len(raw))
 
     async def close(self) -> None:
         for pool in self.idle.values():
@@ -404,8 +437,13 @@ class RemoteSystem(TaskSamples, SystemUnderTest):
     otherwise."""
 
     def __init__(self, task: Any, endpoint: str | Endpoint, network: str, name: str = "remote",
-                 in_flight: int = DEFAULT_IN_FLIGHT, stats_url: str | None = None) -> None:
+                 in_flight: int = DEFAULT_IN_FLIGHT, stats_url: str | None = None, resident: bool = False) -> None:
         self.task = task
+        # Resident inputs (``aibench serve --resident-inputs``): each request names rows the server keeps on its
+        # devices instead of carrying the tensor the client side made (which is then not sent); the answers are
+        # those rows' outputs, not the samples'. Rows are named in turn from a counter per network.
+        self.resident = resident
+        self._next_row: dict[str, int] = collections.defaultdict(int)
         self.endpoint = endpoint if isinstance(endpoint, Endpoint) else parse_endpoint(endpoint)
         self.name = name
         self.num_samples = task.num_samples
@@ -458,6 +496,7 @@ class RemoteSystem(TaskSamples, SystemUnderTest):
                 try:
                     for net, info in self.models.items():
                         await asyncio.wait_for(client.infer(net, _zeros(info)), CONNECT_TIMEOUT_S)
+                    await self._probe_resident(client)
                 finally:
                     await client.close()
                 if self.stats_endpoint is None:
@@ -508,9 +547,21 @@ class RemoteSystem(TaskSamples, SystemUnderTest):
                 reply = await client.infer(net, _zeros(info))
                 timed.append(reply.server_ns is not None)
             self.server_timing = all(timed)  # every network's answers carry it (CHK asks two)
+            await self._probe_resident(client)
         finally:
             await client.close()
         await self._probe_stats(HttpClient(self.endpoint, self.models, False, 1))
+
+    async def _probe_resident(self, client: Any) -> None:
+        """With resident inputs: one one-row request naming a resident row per network, or EndpointError."""
+        if not self.resident:
+            return
+        for net in self.models:
+            try:
+                await asyncio.wait_for(client.infer_resident(net, 0, 1), CONNECT_TIMEOUT_S)
+            except (RemoteError, OSError, TimeoutError) as exc:
+                raise EndpointError(f"{self.endpoint.url} has no resident inputs for {net!r} (start it with aibench "
+                                    f"serve --resident-inputs N): {exc}") from None
 
     async def _probe_stats(self, client: HttpClient) -> None:
         """Statistics are optional: note why they are unavailable."""
@@ -535,7 +586,8 @@ class RemoteSystem(TaskSamples, SystemUnderTest):
                 "encoding": ("binary tensor extension" if self.binary else "JSON") if self.endpoint.protocol ==
                 "http" else "DjiNN binary", "server": self.server, "server_timing": self.server_timing,
                 "statistics": "available" if self.stats_reason is None else f"unavailable: {self.stats_reason}",
-                "in_flight": self.in_flight}
+                "in_flight": self.in_flight,
+                "inputs": RESIDENT_NOTE if self.resident else "transferred: every request carries its input tensor"}
 
     # -- a test -----------------------------------------------------------------------------------------------
     def start(self, on_complete: Completion, *, max_batch: int, max_queue_delay_us: float = 0.0,
@@ -736,7 +788,13 @@ class RemoteSystem(TaskSamples, SystemUnderTest):
         client = self._client
 
         async def call(net: str, tensor: Any) -> Any:
-            reply = await client.infer(net, tensor.detach().cpu().numpy() if hasattr(tensor, "numpy") else tensor)
+            if self.resident:  # the tensor stays here: the request names as many of the server's resident rows
+                rows = int(tensor.shape[0])
+                start = self._next_row[net]
+                self._next_row[net] = (start + rows) % (1 << 31)
+                reply = await client.infer_resident(net, start, rows)
+            else:
+                reply = await client.infer(net, tensor.detach().cpu().numpy() if hasattr(tensor, "numpy") else tensor)
             with self._lock:
                 self.bytes_in += reply.bytes_up
                 self.bytes_out += reply.bytes_down
@@ -812,12 +870,15 @@ class RemoteSystem(TaskSamples, SystemUnderTest):
         for v in getattr(self, "stage_times", {}).values():
             v.clear()
 
-    def record(self, result: Any) -> None:
+    def record(self, result: Any, partial: str | None = None) -> None:
         """Into a result: the endpoint and how it was spoken to, the server's statistics over the measured
         run, and the bytes per sample each way (``method.remote``; the meters' host-to-device entry, which
-        does not apply, becomes ``client_to_server``)."""
+        does not apply, becomes ``client_to_server``). ``partial``: the run was interrupted; these cover it
+        up to then (``method.remote.partial`` says so)."""
         rep = self.report()
         info = {**self.remote_info(), "server_stats": rep.extra.get("server_stats")}
+        if partial:
+            info["partial"] = partial
         if rep.samples:
             info["bytes"] = {"up_total": rep.bytes_in, "down_total": rep.bytes_out,
                              "up_per_sample": rep.bytes_in / rep.samples if rep.bytes_in is not None else None,

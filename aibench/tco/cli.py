@@ -95,6 +95,8 @@ def tco(ctx: click.Context, cpu_results: tuple[Path, ...], acc_paths: tuple[Path
     cpu_side = tinputs.read_side("cpu", cpu_results)
     acc_side = tinputs.read_side("accelerator", acc_paths) if acc_paths else None
     cpu, acc, notes = tinputs.pair(cpu_side, acc_side, speedup)  # type: ignore[arg-type]
+    # each app's DNN share and bytes per query where the results measured them, unless given
+    resolved = tparams.with_measured(resolved, tinputs.measured_params(cpu_side, acc_side))
     if speedup is not None:
         notes += [f"{app}: a speed-up was given but there is no CPU figure for it; left out"
                   for app in speedup if app != "*" and app not in cpu]

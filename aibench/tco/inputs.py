@@ -47,6 +47,20 @@ class Figure:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
+@dataclass(frozen=True)
+class Measured:
+    """A model input measured by a run (the DNN share of an app's time, its bytes per query)."""
+
+    value: float
+    source: str  # the result file
+    benchmark: str
+    throughput: float  # the run's throughput (the best run that has the figure is taken)
+    basis: str
+
+    def text(self) -> str:
+        return f"{self.source} ({self.benchmark}; {self.basis})"
+
+
 @dataclass
 class Side:
     """What one side (CPU or accelerator) holds: per app, the best figure per unit, and what was skipped."""
@@ -57,6 +71,9 @@ class Side:
     counts: dict[str, Counter[str]] = field(default_factory=dict)  # app -> unit -> runs that counted
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> files
     file_notes: list[str] = field(default_factory=list)  # from the reader (damaged, foreign files)
+    # per app, the DNN share and the bytes per query measured by its best run that has them (see measured())
+    shares: dict[str, Measured] = field(default_factory=dict)
+    query_bytes: dict[str, Measured] = field(default_factory=dict)
 
     def note(self) -> str | None:
         parts = [f"{n} {why}" for why, n in sorted(self.skipped.items(), key=lambda kv: (-kv[1], kv[0]))]
@@ -85,6 +102,28 @@ def device_of(r: Result) -> tuple[str, int]:
         return "cpu", 1
     names = [d.strip() for d in dev.split(",") if d.strip()]
     return dev, max(1, len(names))
+
+
+def is_resident(r: Result) -> bool:
+    """A run whose inputs were resident on the server's devices (``scenario/djinn --resident-inputs``)."""
+    inputs = r.context.get("inputs") if isinstance(r.context, dict) else None
+    if isinstance(inputs, dict) and isinstance(inputs.get("mode"), str):
+        return inputs["mode"] == "resident"
+    return bool(isinstance(r.params, dict) and r.params.get("resident_inputs"))
+
+
+def measured_inputs(r: Result) -> tuple[dict[str, Any] | None, float | None]:
+    """(the DNN split of the run's time, its bytes per query both ways) where the run has them: the same
+    figures the report's DjiNN studies draw (:mod:`aibench.report.djinn_studies`). A resident-input run moves
+    no inputs: its bytes do not count."""
+    from aibench.report.djinn_studies import bandwidth, dnn_split
+
+    split = dnn_split(r)
+    if split is not None and not 0 < split["dnn_share"] <= 1:
+        split = None
+    bw = None if is_resident(r) else bandwidth(r, [])
+    total = bw["up"] + bw["down"] if bw is not None else None
+    return split, total if total is not None and math.isfinite(total) and total > 0 else None
 
 
 def is_cpu(device: str) -> bool:
@@ -125,6 +164,9 @@ def why_not(r: Result, side: str) -> str | None:
     device, _ = device_of(r)
     if side == "cpu" and not is_cpu(device):
         return "accelerator run(s) (name their folder with --accelerator)"
+    if side == "cpu" and is_resident(r):
+        return ("resident-input run(s) (scenario/djinn --resident-inputs: their throughput leaves out moving the "
+                "inputs, which a CPU-only server must do)")
     if side == "accelerator" and is_cpu(device):
         return "CPU run(s)"
     return None
@@ -158,6 +200,12 @@ def read_side(name: str, paths: Sequence[str | os.PathLike[str]]) -> Side:
         side.counts.setdefault(app, Counter())[unit] += 1
         if unit not in best or fig.value > best[unit].value:
             best[unit] = fig
+        split, nbytes = measured_inputs(r)
+        rate = float(entry["value"])
+        if split is not None and (app not in side.shares or rate > side.shares[app].throughput):
+            side.shares[app] = Measured(split["dnn_share"], str(path), r.id, rate, split["basis"])
+        if nbytes is not None and (app not in side.query_bytes or rate > side.query_bytes[app].throughput):
+            side.query_bytes[app] = Measured(nbytes, str(path), r.id, rate, "bytes per query up + down, as sent")
     others = found.named_non_results()
     if others:
         raise ResultIOError(f"{shown(others[0])}: a sweep record or comparison, not a result: not usable for "
@@ -177,6 +225,19 @@ def read_side(name: str, paths: Sequence[str | os.PathLike[str]]) -> Side:
                             "not INVALID runs of imc dig face asr pos chk ner whose primary metric is a "
                             "throughput (e.g. aibench run component imc)")
     return side
+
+
+def measured_params(cpu: Side, acc: Side | None) -> dict[str, tuple[float, str]]:
+    """The model inputs the results measured, as (value, where): each app's DNN share from the CPU side (the
+    CPU-only server's split of the app's time) and its bytes per query from the CPU side, else the
+    accelerator side (bytes do not depend on the machine)."""
+    out: dict[str, tuple[float, str]] = {}
+    for app, m in cpu.shares.items():
+        out[f"dnn_share_{app}"] = (m.value, m.text())
+    for side in (acc, cpu):  # the CPU side's figure wins: written last
+        for app, m in (side.query_bytes.items() if side is not None else ()):
+            out[f"query_bytes_{app}"] = (m.value, m.text())
+    return out
 
 
 def parse_speedup(texts: Iterable[str]) -> dict[str, float | None]:

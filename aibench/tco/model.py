@@ -123,8 +123,9 @@ def build(p: Mapping[str, float], design: Design, share: float, weights: Mapping
     DNN services of ``weights`` (app -> share of the DNN servers) and the rest non-DNN work. ``cpu``: queries/s
     of one CPU-only server per app; ``acc``: queries/s of one accelerator per app (docs/tco.md, "Designs").
 
-    Non-DNN work runs on beefy CPU servers in every design; each DNN service is provisioned on its own (the
-    paper's "10% to each of the DNN services"). With ``datacenter_servers`` N > 0 the CPU-only build has N
+    Non-DNN work runs on beefy CPU servers in every design, and so does the part of each DNN service's work
+    that is not its DNN (``dnn_share_<app>``); each DNN service is provisioned on its own (the paper's "10% to
+    each of the DNN services"). With ``datacenter_servers`` N > 0 the CPU-only build has N
     servers and every count of a service is rounded up to whole units (then divided by N again)."""
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"DNN share must be within 0..1, not {share}")
@@ -135,8 +136,12 @@ def build(p: Mapping[str, float], design: Design, share: float, weights: Mapping
         return math.ceil(x * scale - 1e-9) / scale if n > 0 else x
 
     nic, nic_w = p["nic_price"], p["nic_power"]
-    beefy = [Item("server", p["server_price"], p["server_power"], 1.0 - share),
-             Item("nic", nic, nic_w, (1.0 - share) * p["nics_per_server"])]
+    # Beefy servers of the GPU designs: the non-DNN work, and each DNN service's share of the work that is not
+    # its DNN (1 - dnn_share_<app> of the servers the CPU-only build gives it: the app's pre- and post-
+    # processing, measured or given; by default 0: the CPU figure is the DNN's alone).
+    rest = 1.0 - share + share * math.fsum(w * (1.0 - p.get(f"dnn_share_{a}", 1.0)) for a, w in weights.items())
+    beefy = [Item("server", p["server_price"], p["server_power"], rest),
+             Item("nic", nic, nic_w, rest * p["nics_per_server"])]
     load = {a: share * w * cpu[a] for a, w in weights.items()}  # queries/s the CPU-only build serves
     if design.kind == "cpu":
         return _priced(p, design.name, share, [

@@ -27,6 +27,7 @@ class ParamSpec:
     source: str  # where the default comes from
     help: str
     positive: bool = False  # used as a divisor or a count: must be > 0 (every value must be >= 0)
+    at_most: float | None = None  # a share: must be <= this
 
 
 def _query_bytes(app: str) -> float:
@@ -88,8 +89,16 @@ SPECS: tuple[ParamSpec, ...] = (
     *(ParamSpec(f"query_bytes_{app}", _query_bytes(app), "B", "paper Table 3 (decoded: 4 B x (input + output "
                 "floats))", f"bytes moved to and from the accelerator per {app.upper()} query (one sample)")
       for app in APPS),
+    *(ParamSpec(f"dnn_share_{app}", 1.0, "fraction", "chosen: 1 = the CPU figure is the DNN service's alone (the "
+                "app's pre- and post-processing counted with the non-DNN work)", f"share of a {app.upper()} "
+                "query's time on the CPU-only server spent in the DNN; the rest stays on beefy servers in every "
+                "design", positive=True, at_most=1.0)
+      for app in APPS),
 )
 SPEC = {s.name: s for s in SPECS}
+# Inputs that results can give (scenario/djinn's per-part figures and bytes per query): a measured value
+# replaces the default, never a value given with --param or a --params file.
+MEASURABLE = tuple(f"{what}_{app}" for what in ("dnn_share", "query_bytes") for app in APPS)
 
 
 @dataclass(frozen=True)
@@ -128,6 +137,8 @@ def _check(name: str, value: Any, where: str) -> float:
     if value < 0 or (spec.positive and value == 0):
         need = "positive" if spec.positive else "zero or positive"
         raise UsageError(f"{where}: {name} must be {need}, not {value:g}")
+    if spec.at_most is not None and value > spec.at_most:
+        raise UsageError(f"{where}: {name} must be at most {spec.at_most:g}, not {value:g}")
     return value
 
 
@@ -170,6 +181,16 @@ def resolve(assignments: Iterable[str] = (), files: Iterable[str | os.PathLike[s
     for text in assignments:
         name, value = parse_assignment(text)
         out[name] = Value(_check(name, value, f"--param {text}"), SPEC[name].unit, "--param")
+    return out
+
+
+def with_measured(resolved: Mapping[str, Value], measured: Mapping[str, tuple[float, str]]) -> dict[str, Value]:
+    """``resolved`` with each measured input (name -> (value, where it came from)) in place of its default; a
+    value given (``--param``, a ``--params`` file) stays, whatever was measured."""
+    out = dict(resolved)
+    for name, (value, source) in measured.items():
+        if name in MEASURABLE and out[name].source == SPEC[name].source:
+            out[name] = Value(_check(name, value, f"measured {name}"), SPEC[name].unit, f"measured: {source}")
     return out
 
 

@@ -93,6 +93,14 @@ def text(doc: Mapping[str, Any], table_shares: Sequence[int]) -> str:
                      f"[{t['speedup_per_accelerator']:.3g}x the CPU-only server]")
     for note in doc["notes"]:
         lines.append(f"  note: {note}")
+    lines += ["", "Per application: the DNN's share of a query's time on the CPU-only server, and bytes per query "
+              "(value, source):"]
+    for app in doc["throughput"]:
+        for name in (f"dnn_share_{app}", f"query_bytes_{app}"):
+            p = doc["params"].get(name)
+            if p is not None:
+                lines.append(f"  {app:<5} {name.rsplit('_', 1)[0]:<11} {p['value']:>10.6g} {p['unit']:<9} "
+                             f"{p['source']}")
     lines += ["", "Parameters (value, unit, source):"]
     width = max(len(n) for n in doc["params"])
     for name, p in doc["params"].items():

@@ -31,7 +31,27 @@ def server_args(params: dict[str, Any], networks: tuple[str, ...]) -> list[str]:
         args += ["--max-queue-delay-us", f"{params['max_queue_delay_us']:g}"]
     if params["server_threads"]:
         args += ["--threads", str(params["server_threads"])]
+    if params.get("resident_inputs"):
+        args += ["--resident-inputs", str(params["resident_inputs"])]
     return args
+
+
+def inputs_context(params: dict[str, Any]) -> dict[str, Any]:
+    """How the inputs reached the network (``context.inputs``; the sweep table and the report read it): the
+    paper's Fig. 11 (transferred) or Fig. 12 (resident), and what resident removes on this run's devices."""
+    rows = int(params.get("resident_inputs") or 0)
+    if not rows:
+        return {"mode": "transferred", "text": "inputs transferred: every request carries its tensor"}
+    on_gpu = any(d.startswith("cuda") for d in str(params["devices"]).split(","))
+    removed = ("the request payload, the server's gathering of rows into a batch, its hand-off to the instance "
+               "and the host-to-device copy" if on_gpu else
+               "the request payload, the server's gathering of rows into a batch and its hand-off to the instance; "
+               "the device is the host here, so there was no host-to-device copy to remove")
+    return {"mode": "resident", "rows": rows,
+            "text": f"inputs resident: {rows} rows per network on each instance's device",
+            "note": f"resident inputs remove {removed}; the instance still gathers the named rows into one batch "
+                    "on its device, and the client side still runs (its tensors are made, not sent); the "
+                    "answers are the resident rows' outputs, not the samples'"}
 
 
 @contextlib.contextmanager
@@ -52,13 +72,14 @@ def served_app(params: dict[str, Any], result: Any) -> Iterator[tuple[Any, int]]
             assert server.djinn_address is not None
             url, stats_url = "djinn://{}:{}".format(*server.djinn_address), server.http_url
         system = ServedSystem(task, url, params["app"], server, name=f"scenario/djinn:{params['app']}",
-                              in_flight=params["in_flight"], stats_url=stats_url)
+                              in_flight=params["in_flight"], stats_url=stats_url,
+                              resident=bool(params.get("resident_inputs")))
         result.context["app"] = {"benchmark": bench.id, "params": ap}
+        result.context["inputs"] = inputs_context(params)
         record_sharing(params, server, result)
-        try:
-            yield system, int(ap.get("batch", 1) or 1)
-        finally:
-            system.record(result)
+        # the driver has the system record its figures (ServedSystem.record) before any result is written,
+        # also an interrupted one, while the server still runs
+        yield system, int(ap.get("batch", 1) or 1)
     finally:
         code = server.stop()
         result.method.setdefault("djinn", {})["server_exit"] = {"code": code, "alive_after_stop": server.alive()}
@@ -104,7 +125,10 @@ def record_sharing(params: dict[str, Any], server: Any, result: Any) -> None:
     if "unavailable" in desc:
         sharing["note"] = desc["unavailable"]
     result.method.setdefault("djinn", {})["instances"] = sharing
-    result.context["device_sharing"] = {"mode": sharing["mode"], "text": sharing["text"]}
+    text = sharing["text"]
+    if params.get("resident_inputs"):  # the sweep table shows this text: say which of Figs. 11/12 a point is
+        text += f"; inputs resident ({int(params['resident_inputs'])} rows)"
+    result.context["device_sharing"] = {"mode": sharing["mode"], "text": text}
 
 
 def _proc(pid: int) -> dict[str, Any] | None:
@@ -150,9 +174,9 @@ class ServedSystem(RemoteSystem):
         if hasattr(self, "server_process"):
             self._cpu_before = {pid: p["cpu_s"] for _, pid in self.pids() if (p := _proc(pid)) is not None}
 
-    def record(self, result: Any) -> None:
-        super().record(result)
-        record_server(self, result)
+    def record(self, result: Any, partial: str | None = None) -> None:
+        super().record(result, partial)
+        record_server(self, result, partial)
 
 
 PART_NOTES = {
@@ -164,10 +188,14 @@ PART_NOTES = {
 }
 
 
-def record_server(sut: Any, result: Any) -> None:
-    """The scenario's own figures into ``result`` (see the module docstring)."""
+def record_server(sut: Any, result: Any, partial: str | None = None) -> None:
+    """The scenario's own figures into ``result`` (see the module docstring). ``partial``: the run was
+    interrupted; the figures (and ``method.djinn.partial``) say they cover the run up to then."""
     from aibench.results.parts import part_entry
-    from aibench.results.schema import metric
+    from aibench.results.schema import metric as plain_metric
+
+    def metric(*args: Any, **kw: Any) -> dict[str, Any]:
+        return plain_metric(*args, **kw, **({"partial": partial} if partial else {}))
 
     rep = sut.report()
     # the driver kept each stage per batch; here a batch is one request: say so, and what each part holds
@@ -175,6 +203,8 @@ def record_server(sut: Any, result: Any) -> None:
              if (p := part_entry(values, "s", "request", PART_NOTES.get(name))) is not None}
     result.parts.setdefault("stage", {}).update(parts)
     info: dict[str, Any] = result.method.setdefault("djinn", {})
+    if partial:
+        info["partial"] = partial
     queries = rep.samples
     rate = (result.metrics.get("samples_per_s") or {}).get("value")
     if queries:

@@ -15,6 +15,8 @@ Recorded per run, besides LoadGen's figures over the end-to-end latency:
 - bytes per query up and down and the bandwidth the achieved rate needs (the paper's Fig. 13; the link
   lines it draws are in ``method.djinn.links``);
 - the batch sizes the server executed (average and histogram, from its statistics extension);
+- how the inputs reached the network (``context.inputs``): transferred with every request, or resident on
+  the server's devices (``--resident-inputs N``, the paper's Fig. 12);
 - the server's processes (event loop and instances): CPU time and peak memory over the measured window,
   read from /proc; energy as the run's meters give it (package-wide RAPL covers both processes; otherwise
   unavailable with the reason).
@@ -85,6 +87,11 @@ DJINN_METRICS = (
         Param("server_threads", int, 0, "threads per server instance; 0: the server's default (cores split)",
               minimum=0, maximum=1024),
         Param("in_flight", int, 16, "requests in flight at most from the client", minimum=1, maximum=4096),
+        Param("resident_inputs", int, 0, "0: every request carries its input tensor (the paper's Fig. 11); N: the "
+              "server keeps N input rows per network on each instance's device and requests name rows of them "
+              "instead (Fig. 12: no request payload, no host-to-device copy; the answers are those rows' outputs, "
+              "not the samples'); N >= the server's max batch keeps a batch's rows distinct",
+              minimum=0, maximum=1 << 24),
     ],
     metrics=DJINN_METRICS,
     primary_metric="samples_per_s",
