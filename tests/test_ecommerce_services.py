@@ -276,6 +276,10 @@ def test_ctrl_c_during_a_services_run_stops_every_module(store: Path, tmp_path: 
     assert proc.returncode == 130, err.decode()[-2000:]
     doc = json.loads(next(tmp_path.glob("scenario-ecommerce-*.json")).read_text())
     assert doc["status"] == "interrupted"
+    # what was measured up to then is kept, marked partial: the modules' parts, the hops, each process's CPU
+    info = doc["method"]["ecommerce"]
+    assert "interrupted" in info["partial"] and {"searcher", "communication"} <= set(doc["parts"]["module"])
+    assert {p["role"] for p in info["deployment"]["processes"]} >= {"planner", "searcher", "models"}
     assert len(kids) == 6 and _wait_gone(kids)
 
 

@@ -350,20 +350,25 @@ def services_system(params: dict[str, Any], result: Any) -> Iterator[tuple[Any, 
         result.context["store"] = {**info.to_json(), "models": {
             k: config.get(k) for k in ("pref_hidden", "dim", "ranker_hidden", "seed", "epochs") if k in config}}
         before = _usage(dep.pids())
-        try:
-            yield system, 1
-        finally:
-            record(system, result, quality, services=True)
+
+        def recorder(res: Any, partial: str | None) -> None:
+            record(system, res, quality, services=True, partial=partial)
             after = _usage(dep.pids())
             procs = [{"role": role, "pid": pid, **after[pid],
                       "cpu_s_run": after[pid]["cpu_s"] - before[pid]["cpu_s"] if pid in before else None}
                      for role, pid in dep.pids() if pid in after]
-            result.method["ecommerce"]["deployment"] = {
+            res.method["ecommerce"]["deployment"] = {
                 "kind": "services", "urls": dict(dep.urls), "started": [r for r, _p in dep.started],
                 "given": list(dep.given), "hop_timeout_s": hop, "timeouts_s": timeouts(hop),
                 "processes": procs,
                 "processes_note": "read from /proc: cpu_s since each process started, cpu_s_run over the run "
                                   "(warm-up included; the models and the store were loaded before it)"}
+
+        system.recorder = recorder  # the driver calls it once, also before an interrupted record is written
+        try:
+            yield system, 1
+        finally:
+            system.record(result)  # when no driver did (a no-op once it has)
     finally:
         if path is not None:
             path.close()

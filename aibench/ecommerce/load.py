@@ -46,15 +46,20 @@ def shop_system(params: dict[str, Any], result: Any) -> Iterator[tuple[Any, int]
             updater = StreamingUpdater(path, every_s=every, sessions=int(params["update_sessions"]),
                                        steps=int(params["update_steps"]))
         cpu0 = time.process_time()
+
+        def recorder(res: Any, partial: str | None) -> None:
+            stopped = updater.stop() if updater is not None else True
+            cpu = time.process_time() - cpu0
+            record(system, res, quality, cpu=cpu, torch_threads=torch.get_num_threads(), updater=updater,
+                   updater_stopped=stopped, partial=partial)
+
+        system.recorder = recorder  # the driver calls it once, also before an interrupted record is written
         if updater is not None:
             updater.start()
         try:
             yield system, 1
         finally:
-            stopped = updater.stop() if updater is not None else True
-            cpu = time.process_time() - cpu0
-            record(system, result, quality, cpu=cpu, torch_threads=torch.get_num_threads(), updater=updater,
-                   updater_stopped=stopped)
+            system.record(result)  # when no driver did (a no-op once it has)
     finally:
         if updater is not None:
             updater.stop()
@@ -62,11 +67,13 @@ def shop_system(params: dict[str, Any], result: Any) -> Iterator[tuple[Any, int]
 
 
 def record(system: Any, result: Any, quality: Any, *, cpu: float | None = None, torch_threads: int = 1,
-           updater: Any = None, updater_stopped: bool = True, services: bool = False) -> None:
+           updater: Any = None, updater_stopped: bool = True, services: bool = False,
+           partial: str | None = None) -> None:
     """The measured window's parts and figures into ``result``: closed-loop users name their window (requests
     sent after the warm-up, up to the end); a LoadGen test's are all the system served after the calibration.
     ``cpu``: the process's CPU seconds while the system served (for the harness's share). ``services``: the
-    path ran in module processes, so this process's CPU says nothing of it."""
+    path ran in module processes, so this process's CPU says nothing of it. ``partial``: the run was
+    interrupted; ``method.ecommerce.partial`` says the figures cover it up to then."""
     closed = (result.method.get("closed_loop") or {}) if isinstance(result.method, dict) else {}
     bounds = closed.get("window_perf_s")
     window = (float(bounds[0]), float(bounds[1])) if isinstance(bounds, list) and len(bounds) == 2 else None
@@ -85,6 +92,8 @@ def record(system: Any, result: Any, quality: Any, *, cpu: float | None = None, 
                 else "every query served after the calibration", quality=quality)
     if updater is not None:
         info["updates"] = _update_info(updater, updates, window, updater_stopped)
+    if partial:
+        info["partial"] = partial
     result.method["ecommerce"] = info
 
 

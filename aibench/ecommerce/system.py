@@ -68,7 +68,15 @@ class ShopSystem(SystemUnderTest):
         self._pool: list[threading.Thread] = []
         self._answers: Answers | None = None
         self._lock = threading.Lock()
+        # The run's own figures (per-module parts, quality, CPU, updates, deployment): set by the scenario,
+        # called once by the driver however the run ends (an interrupted record keeps them, marked partial).
+        self.recorder: Callable[[Any, str | None], None] | None = None
         self.reset_report()
+
+    def record(self, result: Any, partial: str | None = None) -> None:
+        recorder, self.recorder = self.recorder, None
+        if recorder is not None:
+            recorder(result, partial)
 
     # -- staging: the queries are in memory already -----------------------------------------------------
     def stage(self, indices: Sequence[int]) -> None:
