@@ -11,6 +11,12 @@ connection, on a bad frame (one line on stderr, exit 1), or with its parent.
 **Background load** (``server_load`` K > 0): K threads in this process, each running the whole network on
 one of its inputs in a loop, as fast as they can: K jobs as heavy as a query sharing the server with it, the
 decision's ``(1 + K)`` processor-sharing model made real. They share the process's intra-op threads.
+
+**The load, learned by pinging** (Neurosurgeon §5.2: the server's load is learned by pinging it): before
+its ready line, and before the background load starts, the server times a reference computation (a
+matrix product on its intra-op threads, :data:`REF_SHAPE`) as its idle time; a ``G`` frame asks it to time
+the same computation now and answer ``S`` with the ratio, the *load factor* (1: idle; 3: each piece of its
+work takes three times as long), which the device's decision uses as ``1 + K``.
 """
 
 from __future__ import annotations
@@ -24,6 +30,37 @@ import time
 from typing import Any
 
 ACCEPT_TIMEOUT_S = 120.0
+
+REF_SHAPE = (256, 1024, 1024)  # (m, k, n) of the reference product: about 0.5 GFLOP, a few ms on 2 cores
+REF_IDLE_REPS = 7
+REF_PING_REPS = 5
+
+
+def reference_op() -> Any:
+    """The reference computation a ping times (the same every time: seeded operands)."""
+    import torch
+
+    m, k, n = REF_SHAPE
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
+    return lambda: torch.mm(a, b)
+
+
+def time_reference(op: Any, reps: int) -> float:
+    """The median seconds of ``reps`` calls of ``op`` (after one warm-up call)."""
+    import statistics
+
+    import torch
+
+    with torch.inference_mode():
+        op()
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            op()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
 
 
 class Background:
@@ -70,6 +107,13 @@ def serve(spec: dict[str, Any]) -> int:
     torch.set_num_threads(int(spec["threads"]))
     built = wire.build(spec["net"], spec["params"], spec["dtype"])
     network, n = built.network, len(built.layers)
+    t = built.task
+    rows = int(spec["params"].get("batch", 1))
+    x = t.to_device(t.collate([t.load_sample(i % t.num_samples) for i in range(rows)]), t.device)
+    with torch.inference_mode():
+        network(x)  # one untimed pass: the first query at any cut does not pay the allocations
+    ref = reference_op()
+    ref_idle_s = time_reference(ref, REF_IDLE_REPS)
     lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     lsock.bind(("127.0.0.1", 0))
     lsock.listen(1)
@@ -90,9 +134,6 @@ def serve(spec: dict[str, Any]) -> int:
     sender = ShapedSender(conn, TokenBucket(float(spec["rate_bit_s"])), rtt_s)
     background = None
     if int(spec["server_load"]) > 0:
-        t = built.task
-        rows = int(spec["params"].get("batch", 1))
-        x = t.to_device(t.collate([t.load_sample(i % t.num_samples) for i in range(rows)]), t.device)
         background = Background(int(spec["server_load"]), network, x)
     queries = 0
     compute_s = 0.0
@@ -133,10 +174,15 @@ def serve(spec: dict[str, Any]) -> int:
                     sender.rtt_s = rtt_s
                 elif frame.tag == wire.TAG_RATE:  # a bandwidth trace replayed: the download follows it
                     sender.bucket = TokenBucket(wire.frame_stamps(frame)[0])
+                elif frame.tag == wire.TAG_PING:  # the load, learned: the reference timed now against idle
+                    ref_s = time_reference(ref, REF_PING_REPS)
+                    load = {"ref_s": ref_s, "idle_ref_s": ref_idle_s, "factor": ref_s / ref_idle_s,
+                            "jobs": background.k if background is not None else 0}
+                    send_frame(conn, Frame(wire.TAG_STATS, json.dumps(load).encode(), id=frame.id))
                 else:  # TAG_QUERY: the counters, unshaped (control, not the link)
                     times = os.times()
                     stats = {"queries": queries, "compute_s": compute_s, "cpu_s": times.user + times.system,
-                             "threads": torch.get_num_threads(),
+                             "threads": torch.get_num_threads(), "idle_ref_s": ref_idle_s,
                              "background": background.stats() if background is not None else None}
                     send_frame(conn, Frame(wire.TAG_STATS, json.dumps(stats).encode(), id=frame.id))
     except (FrameError, OSError) as exc:

@@ -358,6 +358,21 @@ class SplitSystem(BatchingSystem):
                                            "bytes_up": up, "bytes_down": down}
 
     # -- the link and the server's counters (outside the measured window) ----------------------------------
+    def ping_load(self) -> dict[str, Any]:
+        """The server's load, learned by pinging it (unshaped control): its reference computation timed now
+        against its idle time; ``factor`` 1 is idle, ``k`` = factor - 1 (at least 0) is what the decision's
+        ``(1 + K)`` takes."""
+        self._qid += 1
+        self.in_step = False
+        try:
+            send_frame(self.sock, Frame(wire.TAG_PING, b"", id=self._qid))
+            frame = recv_frame(self.src, wire.CONTROL_MAX, tags=(wire.TAG_STATS,))
+            load = json.loads(bytes(frame.payload))
+        except (OSError, EOFError, FrameError, ValueError) as exc:
+            raise UnavailableError(f"the split's server did not answer a load ping: {self._broken(exc)}") from None
+        self.in_step = True
+        return {**load, "k": max(0.0, float(load["factor"]) - 1.0)}
+
     def probe(self, seconds: float) -> dict[str, Any]:
         """About ``seconds`` of data each way through the shaped link; the rates measured to the receiver's
         receipt of the last byte (its clock), the configured round trip left out."""
@@ -446,10 +461,13 @@ def predicted(built: wire.Built, x: Any, link: Link, server_load: float, device_
                           "server_s": [predict(srv, la) for la in layers], "bytes": sizes}}
 
 
-def _decide(built: wire.Built, x: Any, link: Link, params: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
-    """The cut (j) and the decision's table (None when the profiles are absent and the cut was given)."""
+def _decide(built: wire.Built, x: Any, link: Link, params: dict[str, Any],
+            server_load: float | None = None) -> tuple[int, dict[str, Any] | None]:
+    """The cut (j) and the decision's table (None when the profiles are absent and the cut was given), for the
+    server load ``server_load`` (the K of ``(1 + K)``; default: the jobs given, ``--server-load``)."""
     from aibench.partition.decide import cut_index
 
+    load = float(params["server_load"]) if server_load is None else server_load
     paths = (params["device_profile"], params["server_profile"])
     missing = [p for p in paths if not Path(p).is_file()]
     if params["cut"] == "auto":
@@ -457,13 +475,13 @@ def _decide(built: wire.Built, x: Any, link: Link, params: dict[str, Any]) -> tu
             raise ResultIOError(f"--cut auto needs the platform profiles {paths[0]} and {paths[1]} "
                                 f"({', '.join(missing)} missing): run `aibench partition fit --side device` and "
                                 "`aibench partition fit --side server` first, or give --cut LAYER")
-        decision = predicted(built, x, link, params["server_load"], *paths)
-        return decision["chosen"]["j"], {**decision, "chosen_by": "auto"}
+        decision = predicted(built, x, link, load, *paths)
+        return decision["chosen"]["j"], {**decision, "chosen_by": "auto", "server_load": load}
     j = cut_index(built.names, params["cut"])
     if missing:
         return j, None
     try:
-        return j, {**predicted(built, x, link, params["server_load"], *paths), "chosen_by": "given"}
+        return j, {**predicted(built, x, link, load, *paths), "chosen_by": "given", "server_load": load}
     except AibenchError as exc:  # the cut was given: a damaged profile costs only the prediction beside it
         return j, {"unavailable": exc.message, "chosen_by": "given"}
 
@@ -476,8 +494,16 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
     import torch
 
     from aibench.partition.link import ShapedSender, TokenBucket, connect
-    from aibench.partition.sides import usable_cpus
+    from aibench.partition.sides import cpu_quota, quota_interface, usable_cpus
     from aibench.partition.trace import read_trace
+
+    quota = params.get("device_cpu_quota") or None
+    if quota is not None:  # refused before anything starts where no quota can be set
+        if not 0.01 <= quota <= 1024:
+            raise UsageError(f"--device-cpu-quota must be between 0.01 and 1024 cores, not {quota}")
+        found = quota_interface()
+        if isinstance(found, str):
+            raise UnavailableError(f"--device-cpu-quota: {found}")
 
     link = link_of(params["network"], params["rtt_ms"])
     trace = read_trace(params["trace"]) if params["trace"] else None
@@ -520,6 +546,14 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
             checks = [system.probe(params["link_check_s"])]
             if not checks[0]["within_5pct"]:  # a loaded machine can stall one transfer: once more
                 checks.append(system.probe(params["link_check_s"]))
+            load = system.ping_load()  # the server's load, learned: what the decision prices
+            if decision is not None and "cuts" in decision:
+                j, decision = _decide(built, x, link, params, load["k"])
+                system.j = j
+                system.name = f"scenario/neurosurgeon:{params['net']}@{j}"
+                if adapt is not None:
+                    adapt = {**decision["per_layer"], "rtt_ms": link.rtt_ms, "server_load": load["k"]}
+                    system.adapt = adapt
             info = {
                 "cut": {"j": j, "layer": "input" if j == 0 else built.names[j - 1], "layers": len(built.layers),
                         "names": built.names, "chosen_by": "auto" if params["cut"] == "auto" else "given"},
@@ -528,11 +562,14 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
                 "link_check": {**checks[-1], "attempts": checks, "seconds": params["link_check_s"]},
                 "decision": decision,
                 "device": {"threads": params["device_threads"],
-                           "dtype": params["dtype"], "pid": os.getpid()},
+                           "dtype": params["dtype"], "pid": os.getpid(), "cpu_quota": quota},
                 "server": {"pid": server.pid, "threads": server.ready.get("threads"), "port": server.ready["port"],
                            "load": {"jobs": params["server_load"], "what": "threads in the server process, each "
                                     "running the whole network on one input in a loop (K jobs as heavy as a query "
-                                    "sharing the server)"} if params["server_load"] else None},
+                                    "sharing the server)" if params["server_load"] else "none (idle)",
+                                    "measured": load, "measured_how": "pinged before the run: the server's "
+                                    "reference computation timed now against its idle time (before any load); "
+                                    "the decision prices the server at factor = 1 + K"}},
                 "trace": ({**trace.describe(), "adapting": adapt is not None, "note": "the link's rate (both "
                            "ways) follows the trace from the measured run's first query, looping; "
                            + ("the cut is re-chosen after each query from the measured upload rate (a query's own "
@@ -550,7 +587,10 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
                       f"{checks[-1]['down_bit_s'] / 1e6:.3f} down for {rate_bit_s / 1e6:.3f} configured (more than "
                       "5% off; recorded in method.neurosurgeon.link_check)", file=sys.stderr, flush=True)
             try:
-                yield system, params["batch"]
+                # the device side capped (this process only: the server was started before, outside the group)
+                with cpu_quota(quota) as applied_quota:
+                    info["device"]["quota"] = applied_quota
+                    yield system, params["batch"]
             finally:
                 record(system, result, info)
         finally:
@@ -595,6 +635,11 @@ def record(system: SplitSystem, result: Any, info: dict[str, Any]) -> None:
         result.metrics["link_rate_in_run_bit_s"] = metric(up["bit_s"], "bit/s", "higher", error=up["error"])
     else:
         result.metrics["link_rate_in_run_bit_s"] = metric(None, "bit/s", "higher", unavailable=up["unavailable"])
+    measured_load = ((info.get("server") or {}).get("load") or {}).get("measured") or {}
+    result.metrics["server_load_factor"] = metric(measured_load.get("factor"), "x", "lower",
+                                                  None if measured_load.get("factor") is not None else
+                                                  "the server's load was not measured",
+                                                  jobs=(info["server"].get("load") or {}).get("jobs"))
     decision = info.get("decision") or {}
     if decision.get("cuts"):
         result.metrics["predicted_latency_s"] = metric(decision["cuts"][system.j]["total_s"], "s", "lower")

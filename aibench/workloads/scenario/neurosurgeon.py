@@ -33,6 +33,9 @@ NEUROSURGEON_METRICS = (
                "enough to measure (20 ms or more at the configured rate)"),
     MetricSpec("predicted_latency_s", "s", "lower", "the decision's predicted latency of this cut, from the "
                "platform profiles (partition choose), beside the measured one"),
+    MetricSpec("server_load_factor", "x", "lower", "the server's load learned by pinging it before the run: its "
+               "reference computation's time now over its idle time (1: idle); the decision prices the server "
+               "at this factor"),
 )
 
 
@@ -54,6 +57,9 @@ NEUROSURGEON_METRICS = (
               minimum=0, maximum=64),
         Param("device_threads", int, 1, "torch threads of the device side (this process)", minimum=1,
               maximum=1024),
+        Param("device_cpu_quota", float, 0.0, "cap the device side (this process, not the server) at this many "
+              "cores of CPU time through a cgroup, so that it is many times slower than the server; 0: no cap",
+              unit="cores", minimum=0.0, maximum=1024.0),
         Param("server_threads", int, 0, "torch threads of the server process; 0: every usable core", minimum=0,
               maximum=1024),
         Param("dtype", str, "float32", "element type of both sides", choices=("float32", "bfloat16", "float16")),
