@@ -1,7 +1,9 @@
 """The Neurosurgeon section of the HTML report: split runs (``scenario/neurosurgeon``) at several server loads
 drawn as the paper's Fig. 15: each series' end-to-end latency against the server's load, each point labelled
 with the cut it ran at (``--cut auto``: the decision's, from the load learned by pinging the server; a fixed
-cut: ``input`` is all-on-the-server, the paper's "cloud-only").
+cut: ``input`` is all-on-the-server, the paper's "cloud-only"). A run at one load (``--server-load K``, or a
+``sweep server_load``) is one point; a run whose load was stepped (``--server-load-steps``) is one point per
+step (its queries' median latency: the four parts, without the pings).
 
 Runs are grouped by what is held fixed (network, link, device and server configuration, batch, dtype, trace);
 a group is drawn when it has runs at two loads or more. Every string from a file is escaped by the caller's
@@ -26,19 +28,34 @@ def _value(r: Any, name: str) -> float | None:
     return num(entry.get("value")) if isinstance(entry, dict) else None
 
 
-def _point(r: Any) -> dict[str, Any] | None:
+def _points(r: Any) -> list[dict[str, Any]]:
+    """A run's points: one per run at a constant load; one per step of a load stepped during the run."""
     params = r.params if isinstance(r.params, dict) else {}
     ns = (r.method or {}).get("neurosurgeon") if isinstance(r.method, dict) else None
+    if not isinstance(ns, dict):
+        return []
+    auto = params.get("cut") == "auto"
+    series = "Neurosurgeon (--cut auto)" if auto else \
+        "all on the server (--cut input)" if params.get("cut") in ("input", "0") else f"--cut {params.get('cut')}"
+    steps = ns.get("load_steps") if isinstance(ns.get("load_steps"), dict) else None
+    if steps is not None:
+        out = []
+        for st in steps.get("per_step") or []:
+            if not isinstance(st, dict) or num(st.get("latency_p50_s")) is None or num(st.get("jobs")) is None:
+                continue
+            out.append({"series": f"{series}, stepped in one run", "jobs": num(st["jobs"]),
+                        "factor": num(st.get("factor_pinged")), "p50": num(st["latency_p50_s"]), "p90": None,
+                        "predicted": None, "cut": str(st.get("cut", "?")), "j": st.get("j"),
+                        "run": f"{str(r.run_id)[:8]} step {st.get('step')}"})
+        return out
     p50 = _value(r, "latency_p50")
     jobs = num(params.get("server_load"))
-    if not isinstance(ns, dict) or p50 is None or jobs is None:
-        return None
+    if p50 is None or jobs is None:
+        return []
     cut = ns.get("cut") if isinstance(ns.get("cut"), dict) else {}
-    series = "Neurosurgeon (--cut auto)" if params.get("cut") == "auto" else \
-        "all on the server (--cut input)" if params.get("cut") in ("input", "0") else f"--cut {params.get('cut')}"
-    return {"series": series, "jobs": jobs, "factor": _value(r, "server_load_factor"), "p50": p50,
-            "p90": _value(r, "latency_p90"), "predicted": _value(r, "predicted_latency_s"),
-            "cut": str(cut.get("layer", "?")), "j": cut.get("j"), "run": str(r.run_id)[:8]}
+    return [{"series": series, "jobs": jobs, "factor": _value(r, "server_load_factor"), "p50": p50,
+             "p90": _value(r, "latency_p90"), "predicted": _value(r, "predicted_latency_s"),
+             "cut": str(cut.get("layer", "?")), "j": cut.get("j"), "run": str(r.run_id)[:8]}]
 
 
 @plots._draw
@@ -68,11 +85,8 @@ def partition_section(results: Sequence[Any], e: Callable[[Any], str], figure: C
     for r in results:
         if getattr(r, "id", None) != BENCHMARK or r.status != "ok":
             continue
-        pt = _point(r)
-        if pt is None:
-            continue
         params = r.params if isinstance(r.params, dict) else {}
-        groups.setdefault(tuple(f"{k}={params.get(k)}" for k in FIXED), []).append(pt)
+        groups.setdefault(tuple(f"{k}={params.get(k)}" for k in FIXED), []).extend(_points(r))
     blocks = []
     for key, pts in groups.items():
         if len({p["jobs"] for p in pts}) < 2:

@@ -52,6 +52,7 @@ STATS_TIMEOUT_S = 5.0
 ADAPT_PROBE_EVERY_S = 1.0  # adapting: the rate is probed when no query measured it for this long
 ADAPT_PROBE_S = 0.02  # ... with about this much data (upload only)
 ADAPT_MIN_TRANSFER_S = 0.005  # a query's upload measures the rate when its paced time is at least this
+LOAD_PING_EVERY_S = 1.0  # the server's load stepped during a run: it is pinged at most this often
 PART_NOTES = {
     "device_compute": "collation and layers 1..j in this process, per query",
     "upload": "the activation from its first byte offered to the shaped link (after half the round trip) until "
@@ -182,13 +183,21 @@ class SplitSystem(BatchingSystem):
 
     def __init__(self, built: wire.Built, j: int, sock: Any, sender: Any, server: ServerProcess | None,
                  max_frame: int, threads: int, name: str, trace: Any = None,
-                 adapt: dict[str, Any] | None = None) -> None:
+                 adapt: dict[str, Any] | None = None, load_steps: dict[str, Any] | None = None) -> None:
         import torch
 
-        stages = (*STAGES, "link_probe") if adapt is not None else STAGES
+        stages = (*STAGES, *(("link_probe",) if adapt is not None else ()),
+                  *(("load_ping",) if load_steps is not None else ()))
         super().__init__(name, built.task.num_samples, Capabilities(stages=stages, reports_bytes=True, remote=True,
                                                                      inline_ok=True))
         self.trace, self.adapt = trace, adapt
+        # the server's load stepped during the run: {"steps", "step_s", "decide": per-layer predictions with
+        # --cut auto, else None}; the device learns the load by pinging (self.load: the last answer)
+        self.load_steps = load_steps
+        self.load: dict[str, Any] = {"k": 0.0, "factor": 1.0, "jobs": 0}
+        self._t_load: float | None = None
+        self._pinged_at = -math.inf
+        self.load_timeline: list[list[float]] = []
         self._t_start: float | None = None
         self._estimate: float | None = None  # the measured upload rate the cut is chosen from (adapting)
         self._measured_at = -math.inf
@@ -231,12 +240,16 @@ class SplitSystem(BatchingSystem):
             self._transfers = {"up": [], "down": []}
             self._t_start = None  # a trace replays from its start with the measured run
             self.timeline = []
+            self._t_load = None  # so does the server's load schedule
+            self.load_timeline = []
 
     # -- computing -------------------------------------------------------------------------------------
     def execute(self, indices: Sequence[int]) -> Sequence[Any] | None:
-        probe_s = 0.0
+        probe_s = ping_s = 0.0
         if self.trace is not None or self.adapt is not None:
             probe_s = self._follow()
+        if self.load_steps is not None:
+            ping_s = self._follow_load()
         t0 = wire.clock()
         t = self.built.task
         x = t.to_device(t.collate([self._staged[i] for i in indices]), t.device)
@@ -250,6 +263,11 @@ class SplitSystem(BatchingSystem):
             self._rechoose(parts)
         if (self.trace is not None or self.adapt is not None) and len(self.timeline) < 10_000:
             self.timeline.append([t0 - (self._t_start or t0), rate, self._estimate or 0.0, j_used])
+        if self.load_steps is not None:
+            st["load_ping"].append(ping_s)
+            if len(self.load_timeline) < 10_000:
+                self.load_timeline.append([t0 - (self._t_load or t0), self.load["jobs"], self.load["factor"], j_used,
+                                           math.fsum(parts[name] for name in STAGES)])
         self.bytes_in = (self.bytes_in or 0) + parts["bytes_up"]
         self.bytes_out = (self.bytes_out or 0) + parts["bytes_down"]
         return None
@@ -295,21 +313,52 @@ class SplitSystem(BatchingSystem):
         self._estimate, self._measured_at = 8 * up / (received - paced), received
         return wire.clock() - now
 
+    def _follow_load(self) -> float:
+        """Before a query: at the measured run's first, the server's load schedule starts; at most once a
+        second the server is pinged for its load and, with --cut auto, the cut is chosen again for it (the
+        decision's per-layer predictions priced at the link's current rate). Returns the seconds spent."""
+        now = wire.clock()
+        steps = self.load_steps
+        assert steps is not None
+        if self._t_load is None:
+            self._t_load = now
+            self.in_step = False
+            try:
+                send_frame(self.sock, wire.stamps_frame(wire.TAG_LOAD_START, [float(steps["step_s"])]))
+            except OSError as exc:
+                raise self._broken(exc) from None
+            self.in_step = True
+        if now - self._pinged_at < LOAD_PING_EVERY_S:
+            return 0.0
+        try:
+            self.load = self.ping_load()
+        except UnavailableError as exc:
+            raise SplitServerError(exc.message) from None
+        self._pinged_at = wire.clock()
+        if steps.get("decide") is not None:
+            self.j = self._choose(self._estimate or self.sender.bucket.rate * 8, steps["decide"])
+        return wire.clock() - now
+
+    def _choose(self, rate_bit_s: float, per: dict[str, Any]) -> int:
+        """The decision's cut for a link at ``rate_bit_s`` (both ways) and the server's last pinged load."""
+        from aibench.partition import decide
+
+        mbit = rate_bit_s / 1e6
+        link = decide.Link("measured", mbit, mbit, per["rtt_ms"], "measured during the run")
+        cuts = decide.price_cuts(self.built.names, per["device_s"], per["server_s"], per["bytes"], link,
+                                 self.load["k"])
+        return decide.choose(cuts, "latency").j
+
     def _rechoose(self, parts: dict[str, Any]) -> None:
         """After a query: the upload's own rate when it was long enough to measure, then the decision's cut
         for that rate (the per-layer predictions priced again) for the next query."""
-        from aibench.partition import decide
-
         up = self._transfers["up"]
         if parts["bytes_up"] and up and up[-1][1] >= ADAPT_MIN_TRANSFER_S:  # (bytes, paced seconds, rate)
             self._estimate, self._measured_at = 8 * up[-1][0] / up[-1][1], wire.clock()
         a = self.adapt
         assert a is not None
         if self._estimate is not None:
-            mbit = self._estimate / 1e6
-            link = decide.Link("measured", mbit, mbit, a["rtt_ms"], "measured during the run")
-            cuts = decide.price_cuts(self.built.names, a["device_s"], a["server_s"], a["bytes"], link, a["server_load"])
-            self.j = decide.choose(cuts, "latency").j
+            self.j = self._choose(self._estimate, a)
 
     def _recv(self) -> Frame:
         frame = recv_frame(self.src, self.max_frame, tags=wire.TO_DEVICE)
@@ -439,6 +488,46 @@ class SplitSystem(BatchingSystem):
                     f.close()
 
 
+def parse_load_steps(text: str) -> list[int]:
+    """``--server-load-steps 0,2,4,8``: background jobs per step (0..64); [] when not given."""
+    if not text.strip():
+        return []
+    try:
+        steps = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--server-load-steps must be background job counts like 0,2,4,8, not {text!r}") from None
+    if not all(0 <= k <= 64 for k in steps):
+        raise UsageError(f"--server-load-steps: each step is 0 to 64 background jobs, not {text!r}")
+    return steps
+
+
+def load_step_summary(rows: Sequence[Sequence[float]], steps: Sequence[int], step_s: float,
+                      names: Sequence[str]) -> dict[str, Any]:
+    """Per step of the server's load schedule (by the query's time since the measured run's start): its jobs,
+    the load factor the device learned (median of the pings answered in it), the queries at each cut and the
+    median latency of the query's parts. ``rows``: [t, jobs pinged, factor pinged, j, latency s]."""
+    per: list[dict[str, Any]] = []
+    for i, k in enumerate(steps):
+        lo = i * step_s
+        hi = (i + 1) * step_s if i < len(steps) - 1 else math.inf
+        mine = [r for r in rows if lo <= r[0] < hi]
+        if not mine:
+            continue
+        cuts: dict[str, int] = {}
+        for r in mine:
+            name = "input" if int(r[3]) == 0 else names[int(r[3]) - 1]
+            cuts[name] = cuts.get(name, 0) + 1
+        top = max(cuts, key=lambda c: cuts[c])
+        per.append({"step": i, "jobs": k, "queries": len(mine), "factor_pinged": statistics.median(r[2] for r in mine),
+                    "jobs_pinged": sorted({int(r[1]) for r in mine}), "queries_by_cut": cuts, "cut": top,
+                    "j": names.index(top) + 1 if top != "input" else 0,
+                    "latency_p50_s": statistics.median(r[4] for r in mine)})
+    return {"per_step": per, "columns": ["t_s", "jobs_pinged", "factor_pinged", "j", "latency_s"],
+            "queries": [list(r) for r in rows],
+            "note": "per query (at most 10000): its time since the measured run's start, the jobs and load factor "
+                    "of the last ping answered before it, the cut it ran at and its latency (the four parts)"}
+
+
 # -- the decision, when the platform profiles are there ----------------------------------------------------
 
 def predicted(built: wire.Built, x: Any, link: Link, server_load: float, device_profile: str,
@@ -507,6 +596,9 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
 
     link = link_of(params["network"], params["rtt_ms"])
     trace = read_trace(params["trace"]) if params["trace"] else None
+    steps = parse_load_steps(params.get("server_load_steps") or "")
+    if steps and params["server_load"]:
+        raise UsageError("give --server-load K (a constant load) or --server-load-steps K1,K2,... (stepped), not both")
     given = {"batch": params["batch"], "num_samples": params["num_samples"], "data": params["data"]}
     before = torch.get_num_threads()
     torch.set_num_threads(params["device_threads"])
@@ -529,7 +621,7 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
         server_threads = params["server_threads"] or usable_cpus()
         spec = {"net": built.bench.id, "params": built.params, "dtype": params["dtype"], "threads": server_threads,
                 "rate_bit_s": rate_bit_s, "rtt_ms": link.rtt_ms, "server_load": params["server_load"],
-                "max_frame": max_frame}
+                "load_steps": steps, "max_frame": max_frame}
         server = ServerProcess(spec)
         if not wire.same_fingerprint(server.ready.get("fingerprint", []), wire.fingerprint(built)):
             raise UnavailableError(f"the split's server built other weights for {built.bench.id} than this process "
@@ -540,20 +632,25 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
         if trace is not None and params["cut"] == "auto":
             assert decision is not None
             adapt = {**decision["per_layer"], "rtt_ms": link.rtt_ms, "server_load": params["server_load"]}
+        stepping = {"steps": steps, "step_s": params["load_step_s"], "decide": None} if steps else None
         system = SplitSystem(built, j, sock, sender, server, max_frame, params["device_threads"],
-                             f"scenario/neurosurgeon:{params['net']}@{j}", trace=trace, adapt=adapt)
+                             f"scenario/neurosurgeon:{params['net']}@{j}", trace=trace, adapt=adapt,
+                             load_steps=stepping)
         try:
             checks = [system.probe(params["link_check_s"])]
             if not checks[0]["within_5pct"]:  # a loaded machine can stall one transfer: once more
                 checks.append(system.probe(params["link_check_s"]))
             load = system.ping_load()  # the server's load, learned: what the decision prices
+            system.load = load
             if decision is not None and "cuts" in decision:
                 j, decision = _decide(built, x, link, params, load["k"])
                 system.j = j
                 system.name = f"scenario/neurosurgeon:{params['net']}@{j}"
                 if adapt is not None:
-                    adapt = {**decision["per_layer"], "rtt_ms": link.rtt_ms, "server_load": load["k"]}
+                    adapt = {**decision["per_layer"], "rtt_ms": link.rtt_ms}
                     system.adapt = adapt
+                if stepping is not None and params["cut"] == "auto":
+                    stepping["decide"] = {**decision["per_layer"], "rtt_ms": link.rtt_ms}
             info = {
                 "cut": {"j": j, "layer": "input" if j == 0 else built.names[j - 1], "layers": len(built.layers),
                         "names": built.names, "chosen_by": "auto" if params["cut"] == "auto" else "given"},
@@ -577,6 +674,13 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
                               "second, timed as parts.stage.link_probe)" if adapt is not None else
                               "the cut stays fixed (--cut auto re-chooses it)")}
                           if trace is not None else None),
+                "load_steps": ({"steps": steps, "step_s": params["load_step_s"], "adapting": params["cut"] == "auto",
+                                "note": "the server's background jobs step through these from the measured run's "
+                                        "first query, on the server's clock (the last step stays); the device "
+                                        "pings the server at most once a second (parts.stage.load_ping)"
+                                        + (" and chooses the cut again for the load it learned" if params["cut"] ==
+                                           "auto" else "; the cut stays fixed (--cut auto re-chooses it)")}
+                               if steps else None),
                 "max_frame_bytes": max_frame,
                 "clock": "CLOCK_MONOTONIC, one clock for both processes",
             }
@@ -657,6 +761,9 @@ def record(system: SplitSystem, result: Any, info: dict[str, Any]) -> None:
                               "note": "per query (at most 10000): its time since the measured run's start, the "
                                       "trace's rate then, the measured rate the cut was chosen from (0: none yet) "
                                       "and the cut it ran at"}
+    if system.load_timeline and info.get("load_steps"):
+        info["load_steps"].update(load_step_summary(system.load_timeline, info["load_steps"]["steps"],
+                                                    info["load_steps"]["step_s"], system.built.names))
     stats = system.server_stats()
     if stats is not None:
         info["server"]["counters"] = stats

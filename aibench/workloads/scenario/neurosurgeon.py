@@ -55,6 +55,11 @@ NEUROSURGEON_METRICS = (
               unit="ms", minimum=0.0, maximum=60_000.0),
         Param("server_load", int, 0, "K background jobs in the server process (each the whole network in a loop)",
               minimum=0, maximum=64),
+        Param("server_load_steps", str, "", "the server's background jobs stepped during the run, e.g. 0,2,4,8 "
+              "(--load-step-s each, from the measured run's start; the last stays); the device learns the load "
+              "by pinging and, with --cut auto, re-chooses the cut"),
+        Param("load_step_s", float, 5.0, "seconds of each --server-load-steps step", unit="s", minimum=0.1,
+              maximum=3600.0),
         Param("device_threads", int, 1, "torch threads of the device side (this process)", minimum=1,
               maximum=1024),
         Param("device_cpu_quota", float, 0.0, "cap the device side (this process, not the server) at this many "
