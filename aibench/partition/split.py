@@ -661,9 +661,11 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
                 "device": {"threads": params["device_threads"],
                            "dtype": params["dtype"], "pid": os.getpid(), "cpu_quota": quota},
                 "server": {"pid": server.pid, "threads": server.ready.get("threads"), "port": server.ready["port"],
-                           "load": {"jobs": params["server_load"], "what": "threads in the server process, each "
-                                    "running the whole network on one input in a loop (K jobs as heavy as a query "
-                                    "sharing the server)" if params["server_load"] else "none (idle)",
+                           "load": {"jobs": steps[0] if steps else params["server_load"],
+                                    "what": "threads in the server process, each running the whole network on one "
+                                    "input in a loop (K jobs as heavy as a query sharing the server)"
+                                    + ("; stepped during the run (load_steps)" if steps else "")
+                                    if params["server_load"] or steps else "none (idle)",
                                     "measured": load, "measured_how": "pinged before the run: the server's "
                                     "reference computation timed now against its idle time (before any load); "
                                     "the decision prices the server at factor = 1 + K"}},
