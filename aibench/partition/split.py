@@ -240,7 +240,8 @@ class SplitSystem(BatchingSystem):
             self._transfers = {"up": [], "down": []}
             self._t_start = None  # a trace replays from its start with the measured run
             self.timeline = []
-            self._t_load = None  # so does the server's load schedule
+            self._t_load = None  # so does the server's load schedule, with a ping at its first query
+            self._pinged_at = -math.inf
             self.load_timeline = []
 
     # -- computing -------------------------------------------------------------------------------------
