@@ -90,10 +90,18 @@ def measure(args: argparse.Namespace, store: Path) -> None:
         fit = run_fit(side, quick=args.quick, exclude_networks=nets)
         path.write_text(json.dumps(fit, indent=1) + "\n")
         say(f"{label}: fitted in {time.perf_counter() - t0:.0f} s")
+    from aibench.errors import AibenchError
+
     for q in quotas:
         for net in nets:
-            session = evaluate_network(net, q, links, str(profiles[f"device-q{q:g}"][0]),
-                                       str(profiles["server"][0]), say)
+            try:
+                session = evaluate_network(net, q, links, str(profiles[f"device-q{q:g}"][0]),
+                                           str(profiles["server"][0]), say)
+            except (AibenchError, RuntimeError) as exc:  # one session lost, not the grid
+                say(f"{net} at {q:g} core: failed: {exc}")
+                doc.setdefault("failed", []).append({"net": net, "device_quota": q, "error": str(exc)})
+                store.write_text(json.dumps(doc, indent=1) + "\n")
+                continue
             doc["sessions"] = [s for s in doc["sessions"] if (s["net"], s["device_quota"]) != (net, q)]
             doc["sessions"].append(session)
             store.write_text(json.dumps(doc, indent=1) + "\n")
