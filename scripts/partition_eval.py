@@ -130,10 +130,16 @@ def print_table(doc: dict[str, Any]) -> None:
     geo = math.exp(sum(math.log(r["speedup_over_server"]) for r in rows) / len(rows))
     interior = sum(1 for r in rows if 0 < r["optimum"]["j"] < r["layers"])
     interior_chosen = sum(1 for r in rows if 0 < r["chosen"]["j"] < r["layers"])
+    spreads = sorted((max(m["latencies_s"]) - min(m["latencies_s"])) / m["median_s"]
+                     for r in rows for m in r["cuts_measured"].values() if m["median_s"] > 0)
+    loads = [r["loadavg"][0] for r in rows]
+    n_cuts = sum(len(r["cuts_measured"]) for r in rows)
     print(f"\n{n_opt} of {len(rows)} choices optimal ({n_exact} the exact cut, the rest within 2% of the optimum's "
           f"median); {100 * mean_pct:.1f}% of the optimal latency on average; geometric-mean speed-up of the "
           f"choice over all-on-server {geo:.2f}× (max {max(r['speedup_over_server'] for r in rows):.1f}×); "
-          f"{interior} interior optima, {interior_chosen} interior choices")
+          f"{interior} interior optima, {interior_chosen} interior choices; {n_cuts} "
+          f"cuts measured end to end; their (max - min) / median: median {100 * spreads[len(spreads) // 2]:.1f}%; "
+          f"load average (1 min) {min(loads):.1f}-{max(loads):.1f}")
 
 
 if __name__ == "__main__":
