@@ -13,14 +13,17 @@ speed-up over all-on-the-server (cut 0, measured).
     python scripts/partition_eval.py --out /tmp/partition-eval --nets imc,pos --quotas 0.1
     python scripts/partition_eval.py --out /tmp/partition-eval --table               # the table from eval.json
 
-The platform profiles (partition fit: the server on every core, each device configuration under its quota;
-the sweeps exclude the evaluated networks) are written to --out and reused when there (--refit: again).
+The server runs (its fit and its process) with the largest CPU weight, no cap: a dedicated server emulated on
+a shared machine (--no-server-priority: the ordinary weight). The platform profiles (partition fit: the
+server on every core, each device configuration under its quota; the sweeps exclude the evaluated networks)
+are written to --out and reused when there (--refit: again).
 Rows go to --out/eval.json as each network finishes, so an interrupted run keeps what it measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -41,6 +44,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="quick fits (a smoke run)")
     ap.add_argument("--refit", action="store_true", help="fit again even where the profiles are in --out")
     ap.add_argument("--table", action="store_true", help="measure nothing: the table from --out/eval.json")
+    ap.add_argument("--no-server-priority", action="store_true",
+                    help="the server (its fit and its process) at the ordinary CPU weight, not the largest")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     store = args.out / "eval.json"
@@ -68,7 +73,7 @@ def measure(args: argparse.Namespace, store: Path) -> None:
     from aibench import machine
     from aibench.partition.evaluate import evaluate_network
     from aibench.partition.models import run_fit
-    from aibench.partition.sides import side_for
+    from aibench.partition.sides import cpu_priority, side_for
 
     nets = [n for n in args.nets.split(",") if n]
     quotas = [float(q) for q in args.quotas.split(",") if q]
@@ -87,7 +92,10 @@ def measure(args: argparse.Namespace, store: Path) -> None:
         if path.is_file() and not args.refit:
             continue
         t0 = time.perf_counter()
-        fit = run_fit(side, quick=args.quick, exclude_networks=nets)
+        with contextlib.ExitStack() as stack:
+            if label == "server" and not args.no_server_priority:
+                stack.enter_context(cpu_priority())
+            fit = run_fit(side, quick=args.quick, exclude_networks=nets)
         path.write_text(json.dumps(fit, indent=1) + "\n")
         say(f"{label}: fitted in {time.perf_counter() - t0:.0f} s")
     from aibench.errors import AibenchError
@@ -96,7 +104,7 @@ def measure(args: argparse.Namespace, store: Path) -> None:
         for net in nets:
             try:
                 session = evaluate_network(net, q, links, str(profiles[f"device-q{q:g}"][0]),
-                                           str(profiles["server"][0]), say)
+                                           str(profiles["server"][0]), say, not args.no_server_priority)
             except (AibenchError, RuntimeError) as exc:  # one session lost, not the grid
                 say(f"{net} at {q:g} core: failed: {exc}")
                 doc.setdefault("failed", []).append({"net": net, "device_quota": q, "error": str(exc)})

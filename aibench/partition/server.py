@@ -17,9 +17,10 @@ follow the schedule, it learns the load by pinging.
 
 **The load, learned by pinging** (Neurosurgeon §5.2: the server's load is learned by pinging it): before
 its ready line, and before the background load starts, the server times a reference computation (a
-matrix product on its intra-op threads, :data:`REF_SHAPE`) as its idle time; a ``G`` frame asks it to time
-the same computation now and answer ``S`` with the ratio, the *load factor* (1: idle; 3: each piece of its
-work takes three times as long), which the device's decision uses as ``1 + K``.
+matrix product on its intra-op threads, :data:`REF_SHAPE`; the least of 7 calls) as its idle time; a
+``G`` frame asks it to time the same computation now (the least of 3) and answer ``S`` with the ratio, the
+*load factor* (1: idle; 3: each piece of its work takes three times as long), which the device's decision
+uses as ``1 + K``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any
 
 ACCEPT_TIMEOUT_S = 120.0
 
-REF_SHAPE = (128, 1024, 1024)  # (m, k, n) of the reference product: 0.27 GFLOP, a few ms on 2 cores
+REF_SHAPE = (384, 1024, 1024)  # (m, k, n) of the reference product: 0.8 GFLOP, ~10 ms on 2 cores
 REF_IDLE_REPS = 7
 REF_PING_REPS = 3
 
@@ -50,9 +51,8 @@ def reference_op() -> Any:
 
 
 def time_reference(op: Any, reps: int) -> float:
-    """The median seconds of ``reps`` calls of ``op`` (after one warm-up call)."""
-    import statistics
-
+    """The least seconds of ``reps`` calls of ``op`` (after one warm-up call): the least, because a call that
+    others' work preempted once says little about the load, while a loaded server slows every call."""
     import torch
 
     with torch.inference_mode():
@@ -62,7 +62,7 @@ def time_reference(op: Any, reps: int) -> float:
             t0 = time.perf_counter()
             op()
             times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return min(times)
 
 
 

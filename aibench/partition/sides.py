@@ -171,6 +171,41 @@ def cpu_quota(cores: float | None) -> Iterator[dict[str, Any] | None]:
 
 
 @contextlib.contextmanager
+def cpu_priority(pid: int | None = None) -> Iterator[dict[str, Any]]:
+    """Run process ``pid`` (default: this one) with the largest CPU weight and no cap, in a child group
+    ``aibench-partition-prio-<pid>``: a dedicated server emulated on a shared machine (others' work does not
+    take its cores while it computes; when it is idle they run). The group is removed afterwards (this process
+    moves back; another ``pid`` must have ended or moved). Yields what was set; UnavailableError (exit 3)
+    where no cgroup CPU controller is writable."""
+    found = quota_interface()
+    if isinstance(found, str):
+        raise UnavailableError(f"server CPU priority: {found}")
+    version, parent = found
+    target = os.getpid() if pid is None else pid
+    group = parent / f"aibench-partition-prio-{target}"
+    try:
+        group.mkdir(exist_ok=True)
+        weight = _try_write(group / ("cpu.weight" if version == "v2" else "cpu.shares"),
+                            MAX_WEIGHT_V2 if version == "v2" else MAX_SHARES_V1)
+        (group / "cgroup.procs").write_text(f"{target}\n")
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            group.rmdir()
+        raise UnavailableError(f"server CPU priority: cannot set a cgroup {version} weight in {group} "
+                               f"({exc.strerror or exc})") from None
+    try:
+        yield {"cgroup": version, "group": str(group), "weight": weight, "pid": target,
+               "note": "the largest CPU weight and no quota: the process gets the machine's cores when it wants "
+                       "them, whatever else runs"}
+    finally:
+        if pid is None:
+            with contextlib.suppress(OSError):
+                (parent / "cgroup.procs").write_text(f"{os.getpid()}\n")
+        with contextlib.suppress(OSError):
+            group.rmdir()
+
+
+@contextlib.contextmanager
 def applied(side: Side) -> Iterator[dict[str, Any]]:
     """Run the body on ``side``: torch's thread count set, the CPU quota in force. Yields the effective
     configuration (recorded in results and platform profiles)."""

@@ -52,7 +52,7 @@ STATS_TIMEOUT_S = 5.0
 ADAPT_PROBE_EVERY_S = 1.0  # adapting: the rate is probed when no query measured it for this long
 ADAPT_PROBE_S = 0.02  # ... with about this much data (upload only)
 ADAPT_MIN_TRANSFER_S = 0.005  # a query's upload measures the rate when its paced time is at least this
-LOAD_PING_EVERY_S = 1.0  # the server's load stepped during a run: it is pinged at most this often
+LOAD_PING_EVERY_S = 2.0  # the server's load stepped during a run: it is pinged at most this often
 PART_NOTES = {
     "device_compute": "collation and layers 1..j in this process, per query",
     "upload": "the activation from its first byte offered to the shaped link (after half the round trip) until "
@@ -91,7 +91,8 @@ def link_of(network: str, rtt_ms: float) -> Link:
 class ServerProcess:
     """The server side, started from the main thread (it dies with this process: ``die_with_parent``)."""
 
-    def __init__(self, spec: dict[str, Any], module: str | None = None, timeout_s: float = READY_TIMEOUT_S) -> None:
+    def __init__(self, spec: dict[str, Any], module: str | None = None, timeout_s: float = READY_TIMEOUT_S,
+                 on_start: Any = None) -> None:
         from aibench.lifetime import PARENT_ENV
 
         module = module or SERVER_MODULE
@@ -105,6 +106,8 @@ class ServerProcess:
             raise UnavailableError(f"the split's server could not be started: {exc.strerror or exc}") from None
         self.pid = self.proc.pid
         try:
+            if on_start is not None:  # before it builds anything or times its idle reference
+                on_start(self.pid)
             self.ready = self._wait_ready(timeout_s)
         except BaseException:
             self.stop()
@@ -316,7 +319,7 @@ class SplitSystem(BatchingSystem):
 
     def _follow_load(self) -> float:
         """Before a query: at the measured run's first, the server's load schedule starts; at most once a
-        second the server is pinged for its load and, with --cut auto, the cut is chosen again for it (the
+        two seconds the server is pinged for its load and, with --cut auto, the cut is chosen again for it (the
         decision's per-layer predictions priced at the link's current rate). Returns the seconds spent."""
         now = wire.clock()
         steps = self.load_steps
@@ -584,7 +587,7 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
     import torch
 
     from aibench.partition.link import ShapedSender, TokenBucket, connect
-    from aibench.partition.sides import cpu_quota, quota_interface, usable_cpus
+    from aibench.partition.sides import cpu_priority, cpu_quota, quota_interface, usable_cpus
     from aibench.partition.trace import read_trace
 
     quota = params.get("device_cpu_quota") or None
@@ -594,6 +597,10 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
         found = quota_interface()
         if isinstance(found, str):
             raise UnavailableError(f"--device-cpu-quota: {found}")
+    if params.get("server_priority"):
+        found = quota_interface()
+        if isinstance(found, str):
+            raise UnavailableError(f"--server-priority: {found}")
 
     link = link_of(params["network"], params["rtt_ms"])
     trace = read_trace(params["trace"]) if params["trace"] else None
@@ -604,6 +611,12 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
     before = torch.get_num_threads()
     torch.set_num_threads(params["device_threads"])
     server: ServerProcess | None = None
+    priority = contextlib.ExitStack()
+    prio_info: dict[str, Any] = {}
+
+    def prioritise(pid: int) -> None:
+        prio_info.update(priority.enter_context(cpu_priority(pid)))
+
     try:
         built = wire.build(params["net"], given, params["dtype"])
         t = built.task
@@ -623,7 +636,7 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
         spec = {"net": built.bench.id, "params": built.params, "dtype": params["dtype"], "threads": server_threads,
                 "rate_bit_s": rate_bit_s, "rtt_ms": link.rtt_ms, "server_load": params["server_load"],
                 "load_steps": steps, "max_frame": max_frame}
-        server = ServerProcess(spec)
+        server = ServerProcess(spec, on_start=prioritise if params.get("server_priority") else None)
         if not wire.same_fingerprint(server.ready.get("fingerprint", []), wire.fingerprint(built)):
             raise UnavailableError(f"the split's server built other weights for {built.bench.id} than this process "
                                    "(fingerprints differ): both sides must hold the same network")
@@ -662,6 +675,7 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
                 "device": {"threads": params["device_threads"],
                            "dtype": params["dtype"], "pid": os.getpid(), "cpu_quota": quota},
                 "server": {"pid": server.pid, "threads": server.ready.get("threads"), "port": server.ready["port"],
+                           "priority": prio_info or None,
                            "load": {"jobs": steps[0] if steps else params["server_load"],
                                     "what": "threads in the server process, each running the whole network on one "
                                     "input in a loop (K jobs as heavy as a query sharing the server)"
@@ -680,7 +694,7 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
                 "load_steps": ({"steps": steps, "step_s": params["load_step_s"], "adapting": params["cut"] == "auto",
                                 "note": "the server's background jobs step through these from the measured run's "
                                         "first query, on the server's clock (the last step stays); the device "
-                                        "pings the server at most once a second (parts.stage.load_ping)"
+                                        "pings the server at most every 2 s (parts.stage.load_ping)"
                                         + (" and chooses the cut again for the load it learned" if params["cut"] ==
                                            "auto" else "; the cut stays fixed (--cut auto re-chooses it)")}
                                if steps else None),
@@ -707,6 +721,7 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
             code = server.stop()
             if isinstance(result.method.get("neurosurgeon"), dict):
                 result.method["neurosurgeon"]["server_exit"] = {"code": code, "alive_after_stop": server.alive()}
+        priority.close()  # the group goes once the server has ended
         torch.set_num_threads(before)
 
 

@@ -65,6 +65,8 @@ NEUROSURGEON_METRICS = (
         Param("device_cpu_quota", float, 0.0, "cap the device side (this process, not the server) at this many "
               "cores of CPU time through a cgroup, so that it is many times slower than the server; 0: no cap",
               unit="cores", minimum=0.0, maximum=1024.0),
+        Param("server_priority", bool, False, "give the server process the largest CPU weight (a cgroup, no cap): "
+              "a dedicated server on a shared machine, whose cores others' work does not take while it computes"),
         Param("server_threads", int, 0, "torch threads of the server process; 0: every usable core", minimum=0,
               maximum=1024),
         Param("dtype", str, "float32", "element type of both sides", choices=("float32", "bfloat16", "float16")),
