@@ -373,21 +373,25 @@ def test_server_load_sweep_records_the_pinged_load_and_the_choice_for_it(cli: An
 
 
 def test_the_device_side_under_a_cpu_quota(cli: Any, tmp_path: Path) -> None:
-    """--device-cpu-quota caps this process (the device), not the server; where no cgroup quota can be set the
-    run is refused in one line (exit 3)."""
+    """--device-cpu-quota caps this process (the device), not the server; --server-priority gives the server the
+    largest weight; where no cgroup quota can be set the run is refused in one line (exit 3)."""
     from aibench.partition.sides import quota_interface
 
     code, out, err = cli("-q", "run", "scenario", "neurosurgeon", *TINY, "--cut", "fc1", "--network", "100",
-                         "--device-cpu-quota", "0.5", "--scenario", "single-stream", "--duration-s", "0.3",
-                         "--out", str(tmp_path), "--json")
+                         "--device-cpu-quota", "0.5", "--server-priority", "true", "--scenario", "single-stream",
+                         "--duration-s", "0.3", "--out", str(tmp_path), "--json")
     found = quota_interface()
     if isinstance(found, str):
         assert code == 3 and "--device-cpu-quota" in err and len(err.strip().splitlines()) == 1, err
         return
     assert code == 0, err
-    quota = json.loads(out)["method"]["neurosurgeon"]["device"]["quota"]
+    ns = json.loads(out)["method"]["neurosurgeon"]
+    quota = ns["device"]["quota"]
     assert quota["cores"] == 0.5 and quota["cgroup"] == found[0] and quota["weight"] in (262144, 10000)
     assert not Path(quota["group"]).exists()  # the group is removed afterwards
+    prio = ns["server"]["priority"]  # the server at the largest weight, its own group, gone with it
+    assert prio["pid"] == ns["server"]["pid"] and prio["weight"] in (262144, 10000)
+    assert not Path(prio["group"]).exists() and gone(ns["server"]["pid"])
 
 
 def test_branch_and_bound_finds_the_brute_force_optimum() -> None:
