@@ -440,14 +440,14 @@ def test_the_evaluation_measures_every_cut_that_could_be_optimal(tmp_path: Path)
 
 def test_load_stepped_during_the_run_is_learned_by_pinging_and_the_cut_follows(cli: Any, tmp_path: Path) -> None:
     """--server-load-steps 0,3: the server steps its background jobs on its own clock from the measured run's
-    start; the device pings it once a second and, with --cut auto, each query runs at the decision's cut for
+    start; the device pings it every 2 s and, with --cut auto, each query runs at the decision's cut for
     the load factor of the last ping (checked query by query); per step: jobs, pinged factor, cuts, p50."""
     from aibench.partition import decide
 
     device, server = _profiles(tmp_path, 2e-8, 1e-10)
     code, out, err = cli("-q", "run", "scenario", "neurosurgeon", *TINY, "--cut", "auto", "--network", "20",
                          "--device-profile", device, "--server-profile", server, "--server-load-steps", "0,3",
-                         "--load-step-s", "0.6", "--scenario", "single-stream", "--duration-s", "1.6",
+                         "--load-step-s", "0.6", "--scenario", "single-stream", "--duration-s", "2.8",
                          "--out", str(tmp_path), "--json")
     assert code == 0, err
     doc = json.loads(out)
@@ -455,7 +455,7 @@ def test_load_stepped_during_the_run_is_learned_by_pinging_and_the_cut_follows(c
     steps = ns["load_steps"]
     assert steps["steps"] == [0, 3] and steps["adapting"]
     assert [s["jobs"] for s in steps["per_step"]] == [0, 3]
-    assert 3 in steps["per_step"][1]["jobs_pinged"]  # the second step's load was learned by a ping
+    assert 3 in steps["per_step"][1]["jobs_pinged"]  # the second step's load was learned by a ping (at 2 s)
     per = ns["decision"]["per_layer"]
     for _t, _jobs, factor, j, latency in steps["queries"]:
         cuts = decide.price_cuts(ns["cut"]["names"], per["device_s"], per["server_s"], per["bytes"],
