@@ -1,21 +1,29 @@
-"""Predicted split choices against the optimum of the measured per-layer profiles (docs/partition.md).
+"""Predicted split choices against the optimum of measured end-to-end split runs (the paper's Table 4;
+docs/partition.md, "Evaluation").
 
-For every network (the Tonic nets and VGG) × link (3g, lte, wifi) × device configuration, the cut chosen from
-the platform profiles' *predictions* is compared with the best cut when the same cost model is priced with
-the *measured* per-layer medians of `partition profile` on each side: whether the choice is optimal, its
-measured cost as a percentage of the optimum's, and the speed-up of the optimum over all-on-the-server.
+For every network (the Tonic nets and VGG) × link (3g, lte, wifi) × device configuration (one thread capped
+at each --quotas core share through a cgroup: the device many times slower than the server, which has every
+core), the cut chosen from the platform profiles' predictions is compared with the measured optimum: the
+least median end-to-end latency over the cuts of real split queries (aibench.partition.evaluate: one split
+session per network and device configuration, a branch and bound that measures every cut that could be
+the optimum). Reported: whether the choice is optimal, its latency as a percentage of the optimum's, and its
+speed-up over all-on-the-server (cut 0, measured).
 
-This is not yet the paper's Table 4: its "measured" side is the per-layer profile priced by the link model,
-not an end-to-end split run over a shaped link (that needs the split-execution scenario).
+    python scripts/partition_eval.py --out /tmp/partition-eval                       # fits, then the grid
+    python scripts/partition_eval.py --out /tmp/partition-eval --nets imc,pos --quotas 0.1
+    python scripts/partition_eval.py --out /tmp/partition-eval --table               # the table from eval.json
 
-    python scripts/partition_eval.py --out /tmp/partition-eval [--nets imc,vgg] [--quick]
-    python scripts/partition_eval.py --out /tmp/partition-eval --reprice --links 3g,lte,wifi,100:5
-                                     (price again from the profiles already in --out, with other links)
+The server runs (its fit and its process) with the largest CPU weight, no cap: a dedicated server emulated on
+a shared machine (--no-server-priority: the ordinary weight). The platform profiles (partition fit: the
+server on every core, each device configuration under its quota; the sweeps exclude the evaluated networks)
+are written to --out and reused when there (--refit: again).
+Rows go to --out/eval.json as each network finishes, so an interrupted run keeps what it measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -24,119 +32,122 @@ import time
 from pathlib import Path
 from typing import Any
 
+NETS = "imc,dig,face,asr,pos,chk,ner,vgg"
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--nets", default="imc,dig,face,asr,pos,chk,ner,vgg")
-    ap.add_argument("--quick", action="store_true", help="quick sweeps and few repetitions (a smoke run)")
-    ap.add_argument("--device-quota", type=float, default=0.25,
-                    help="CPU quota (cores) of the second device configuration (cgroup; skipped where refused)")
-    ap.add_argument("--links", default="3g,lte,wifi",
-                    help="named links and RATE_MBIT:RTT_MS ones, comma-separated")
-    ap.add_argument("--reprice", action="store_true",
-                    help="measure nothing: price again from the platform profiles and results in --out")
+    ap.add_argument("--nets", default=NETS)
+    ap.add_argument("--quotas", default="0.25,0.1", help="device configurations: CPU quotas in cores, one thread")
+    ap.add_argument("--links", default="3g,lte,wifi", help="named links and RATE_MBIT:RTT_MS ones, comma-separated")
+    ap.add_argument("--quick", action="store_true", help="quick fits (a smoke run)")
+    ap.add_argument("--refit", action="store_true", help="fit again even where the profiles are in --out")
+    ap.add_argument("--table", action="store_true", help="measure nothing: the table from --out/eval.json")
+    ap.add_argument("--no-server-priority", action="store_true",
+                    help="the server (its fit and its process) at the ordinary CPU weight, not the largest")
     args = ap.parse_args()
-
-    from aibench import machine
-    from aibench.partition import decide
-    from aibench.partition.models import predict
-
     args.out.mkdir(parents=True, exist_ok=True)
-    nets = [n for n in args.nets.split(",") if n]
-    if not args.reprice:
-        measure(args, nets)
-    fits: dict[str, Any] = {p.stem.removeprefix("profile-"): json.loads(p.read_text())
-                            for p in sorted(args.out.glob("profile-*.json"))}
-    layers: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    shapes: dict[str, dict[str, Any]] = {}
-    for path in sorted((args.out / "results").glob("*.json")):
-        doc = json.loads(path.read_text())
-        part, params, net = doc["method"]["partition"], doc["params"], doc["benchmark"]["name"]
-        if net not in nets:
-            continue
-        label = "server" if params["side"] == "server" else \
-            "device-1t" if params["cpu_quota"] is None else f"device-q{params['cpu_quota']:g}"
-        shapes[net] = part
-        layers[(label, net)] = [{**la, "median_s": doc["parts"]["layer"][la["name"]]["summary"]["median"]}
-                                for la in part["layers"]]
-    links = []
-    for spec in args.links.split(","):
-        if ":" in spec:
-            rate, rtt = spec.split(":")
-            links.append(decide.custom_link(float(rate), float(rtt)))
-        else:
-            links.append(decide.named_link(spec))
-    rows = []
-    for dev in (k for k in fits if k.startswith("device")):
-        for net in nets:
-            ls = layers[(dev, net)]
-            names = [la["name"] for la in ls]
-            sizes = [shapes[net]["input_bytes"], *[la["out_bytes"] for la in ls]]
-            tm_pred = [predict(fits[dev], la) for la in ls]
-            tc_pred = [predict(fits["server"], la) for la in ls]
-            tm_meas = [la["median_s"] for la in ls]
-            tc_meas = [la["median_s"] for la in layers[("server", net)]]
-            for link in links:
-                link_name = link.name
-                pred = decide.price_cuts(names, tm_pred, tc_pred, sizes, link)
-                meas = decide.price_cuts(names, tm_meas, tc_meas, sizes, link)
-                chosen, best = decide.choose(pred), decide.choose(meas)
-                rows.append({"device": dev, "net": net, "link": link_name, "layers": len(names),
-                             "chosen": f"{chosen.j} {chosen.layer}", "optimum": f"{best.j} {best.layer}",
-                             "optimal": math.isclose(meas[chosen.j].total_s, best.total_s, rel_tol=1e-12),
-                             "pct_of_optimum": best.total_s / meas[chosen.j].total_s,
-                             "speedup_over_server": meas[0].total_s / best.total_s,
-                             "chosen_speedup_over_server": meas[0].total_s / meas[chosen.j].total_s})
-    (args.out / "eval.json").write_text(json.dumps({"rows": rows, "machine": machine.machine(),
-                                                    "loadavg_end": os.getloadavg()}, indent=1) + "\n")
-    print("| device | net | link | chosen (j layer) | measured optimum | optimal | % of optimum | "
-          "optimum's speed-up over all-on-server |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        ok = "yes" if r["optimal"] else "no"
-        print(f"| {r['device']} | {r['net']} | {r['link']} | {r['chosen']} | {r['optimum']} | {ok} | "
-              f"{100 * r['pct_of_optimum']:.1f}% | {r['speedup_over_server']:.2f}× |")
-    n_opt = sum(r["optimal"] for r in rows)
-    mean_pct = sum(r["pct_of_optimum"] for r in rows) / len(rows)
-    geo = math.exp(sum(math.log(r["chosen_speedup_over_server"]) for r in rows) / len(rows))
-    interior = sum(1 for r in rows if 0 < int(r["optimum"].split()[0]) < r["layers"])
-    print(f"\n{n_opt} of {len(rows)} choices optimal; {100 * mean_pct:.1f}% of the optimal latency on average; "
-          f"geometric-mean speed-up of the choice over all-on-server {geo:.2f}×; {interior} interior optima")
+    store = args.out / "eval.json"
+    if not args.table:
+        measure(args, store)
+    doc = json.loads(store.read_text())
+    print_table(doc)
     return 0
 
 
-def measure(args: argparse.Namespace, nets: list[str]) -> None:
-    """Fit every side and profile every network on it; files into ``args.out``."""
-    from aibench import machine
-    from aibench.errors import AibenchError
-    from aibench.partition.models import run_fit
-    from aibench.partition.profile import profile
-    from aibench.partition.sides import quota_interface, side_for
-    from aibench.results.store import write_result
+def links_of(text: str) -> list[Any]:
+    from aibench.partition import decide
 
-    reps = {"min_reps": 2, "max_reps": 5, "min_time_s": 0.0} if args.quick else \
-        {"min_reps": 5, "max_reps": 200, "min_time_s": 0.1}
-    sides = {"device-1t": side_for("device"), "server": side_for("server")}
-    found = quota_interface()
-    if isinstance(found, str):
-        print(f"second device configuration skipped: {found}", file=sys.stderr)
-    else:
-        try:
-            sides[f"device-q{args.device_quota:g}"] = side_for("device", cpu_quota=args.device_quota)
-        except AibenchError as exc:
-            print(f"second device configuration skipped: {exc.format_message()}", file=sys.stderr)
-    print(f"cpu: {machine.machine().get('cpu_model')} · loadavg {os.getloadavg()}", file=sys.stderr)
-    for label, side in sides.items():
+    out = []
+    for spec in text.split(","):
+        if ":" in spec:
+            rate, rtt = spec.split(":")
+            out.append(decide.custom_link(float(rate), float(rtt)))
+        else:
+            out.append(decide.named_link(spec))
+    return out
+
+
+def measure(args: argparse.Namespace, store: Path) -> None:
+    from aibench import machine
+    from aibench.partition.evaluate import evaluate_network
+    from aibench.partition.models import run_fit
+    from aibench.partition.sides import cpu_priority, side_for
+
+    nets = [n for n in args.nets.split(",") if n]
+    quotas = [float(q) for q in args.quotas.split(",") if q]
+    links = links_of(args.links)
+
+    def say(text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.2f}] {text}", file=sys.stderr, flush=True)
+
+    doc: dict[str, Any] = json.loads(store.read_text()) if store.is_file() else {"sessions": []}
+    doc.update({"machine": machine.machine(), "links": [ln.as_dict() for ln in links]})
+    say(f"cpu: {machine.machine().get('cpu_model')}")
+    profiles = {"server": (args.out / "profile-server.json", side_for("server", device="cpu"))}
+    for q in quotas:
+        profiles[f"device-q{q:g}"] = (args.out / f"profile-device-q{q:g}.json", side_for("device", cpu_quota=q))
+    for label, (path, side) in profiles.items():
+        if path.is_file() and not args.refit:
+            continue
         t0 = time.perf_counter()
-        fit = run_fit(side, quick=args.quick, exclude_networks=nets)
-        (args.out / f"profile-{label}.json").write_text(json.dumps(fit, indent=1) + "\n")
-        print(f"{label}: fitted in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        with contextlib.ExitStack() as stack:
+            if label == "server" and not args.no_server_priority:
+                stack.enter_context(cpu_priority())
+            fit = run_fit(side, quick=args.quick, exclude_networks=nets)
+        path.write_text(json.dumps(fit, indent=1) + "\n")
+        say(f"{label}: fitted in {time.perf_counter() - t0:.0f} s")
+    from aibench.errors import AibenchError
+
+    for q in quotas:
         for net in nets:
-            t0 = time.perf_counter()
-            result = profile(f"component/{net}", side, **reps)
-            write_result(result, args.out / "results")
-            print(f"{label} {net}: profiled in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+            try:
+                session = evaluate_network(net, q, links, str(profiles[f"device-q{q:g}"][0]),
+                                           str(profiles["server"][0]), say, not args.no_server_priority)
+            except (AibenchError, RuntimeError) as exc:  # one session lost, not the grid
+                say(f"{net} at {q:g} core: failed: {exc}")
+                doc.setdefault("failed", []).append({"net": net, "device_quota": q, "error": str(exc)})
+                store.write_text(json.dumps(doc, indent=1) + "\n")
+                continue
+            doc["sessions"] = [s for s in doc["sessions"] if (s["net"], s["device_quota"]) != (net, q)]
+            doc["sessions"].append(session)
+            store.write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def print_table(doc: dict[str, Any]) -> None:
+    print("| device | net | link | chosen (j layer) | measured optimum | optimal | % of optimum | chosen ms | "
+          "optimum ms | all-on-server ms | speed-up over all-on-server | cuts measured | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for s in doc["sessions"]:
+        for r in s["rows"]:
+            rows.append(r)
+            ok = ("yes" if r["exact"] else "yes (within 2%)") if r["optimal"] else "no"
+            print(f"| {s['device_quota']:g} core | {s['net']} | {r['link']} | "
+                  f"{r['chosen']['j']} {r['chosen']['layer']} | {r['optimum']['j']} {r['optimum']['layer']} | "
+                  f"{ok} | {100 * r['pct_of_optimum']:.1f}% | "
+                  f"{r['chosen']['measured_s'] * 1e3:.1f} | {r['optimum']['measured_s'] * 1e3:.1f} | "
+                  f"{r['server_only_s'] * 1e3:.1f} | {r['speedup_over_server']:.2f}× | "
+                  f"{len(r['cuts_measured'])}/{r['layers'] + 1} | {r['loadavg'][0]:.1f} |")
+    if not rows:
+        return
+    n_opt = sum(r["optimal"] for r in rows)
+    n_exact = sum(r["exact"] for r in rows)
+    mean_pct = sum(r["pct_of_optimum"] for r in rows) / len(rows)
+    geo = math.exp(sum(math.log(r["speedup_over_server"]) for r in rows) / len(rows))
+    interior = sum(1 for r in rows if 0 < r["optimum"]["j"] < r["layers"])
+    interior_chosen = sum(1 for r in rows if 0 < r["chosen"]["j"] < r["layers"])
+    spreads = sorted((max(m["latencies_s"]) - min(m["latencies_s"])) / m["median_s"]
+                     for r in rows for m in r["cuts_measured"].values() if m["median_s"] > 0)
+    loads = [r["loadavg"][0] for r in rows]
+    n_cuts = sum(len(r["cuts_measured"]) for r in rows)
+    print(f"\n{n_opt} of {len(rows)} choices optimal ({n_exact} the exact cut, the rest within 2% of the optimum's "
+          f"median); {100 * mean_pct:.1f}% of the optimal latency on average; geometric-mean speed-up of the "
+          f"choice over all-on-server {geo:.2f}× (max {max(r['speedup_over_server'] for r in rows):.1f}×); "
+          f"{interior} interior optima, {interior_chosen} interior choices; {n_cuts} "
+          f"cuts measured end to end; their (max - min) / median: median {100 * spreads[len(spreads) // 2]:.1f}%; "
+          f"load average (1 min) {min(loads):.1f}-{max(loads):.1f}")
 
 
 if __name__ == "__main__":

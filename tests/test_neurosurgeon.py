@@ -154,6 +154,7 @@ def test_a_failed_server_under_loadgen_is_a_failed_result(cli: Any, tmp_path: Pa
     (["--network", "-3"], 2, "above 0"),
     (["--network", "5g"], 2, "3g, lte, wifi or a rate"),
     (["--server-load", "-1"], 2, "--server-load"),
+    (["--device-cpu-quota", "0.001"], 2, "--device-cpu-quota"),
     (["--cut", "auto", "--device-profile", "MISSING"], 4, "aibench partition fit --side device"),
 ])
 def test_bad_input_is_one_line_and_a_code(cli: Any, tmp_path: Path, args: list[str], code: int, text: str) -> None:
@@ -298,3 +299,178 @@ def test_an_exchange_cut_short_is_not_followed_by_another_on_the_stream() -> Non
         pid = sut.server.pid
     assert "unavailable" in result.method["neurosurgeon"]["server"]["counters"]
     assert gone(pid)
+
+
+# -- the server's load: learned by pinging, stepped by a sweep (the paper's Fig. 15) ------------------------
+
+def _profiles(tmp_path: Path, device_per_work: float, server_per_work: float) -> tuple[str, str]:
+    """Synthetic platform profiles: every layer type linear, 1 µs plus ``per_work`` seconds per unit of work."""
+    from aibench.partition.layers import LAYER_TYPES
+    from aibench.partition.models import PROFILE_SCHEMA, PROFILE_VERSION
+
+    paths = []
+    for name, per_work in (("device", device_per_work), ("server", server_per_work)):
+        doc = {"schema": PROFILE_SCHEMA, "schema_version": PROFILE_VERSION, "side": {"name": name, "dtype": "float32"},
+               "models": {t: {"form": "linear", "coef": [1e-6, per_work]} for t in LAYER_TYPES}}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(doc))
+        paths.append(str(path))
+    return paths[0], paths[1]
+
+
+def test_the_choice_moves_from_server_to_split_to_device_as_the_load_rises() -> None:
+    """Fig. 15's shape from the decision alone: a cheap input and a cheap interior cut; as K rises the server's
+    share costs more and the cut moves inward, then onto the device."""
+    from aibench.partition.decide import choose, custom_link, price_cuts
+
+    names = ["a", "b", "c"]
+    device, server = [0.05, 0.001, 0.05], [0.005, 0.0001, 0.005]
+    sizes = [40_000, 5_000_000, 1_000, 8]  # the input 40 ms at 8 Mbit/s; after a, 5 s; after b, 1 ms
+    link = custom_link(8.0)
+    chosen = [choose(price_cuts(names, device, server, sizes, link, k)).j for k in (0, 2, 10)]
+    assert chosen == [0, 2, 3]
+
+
+def test_server_load_sweep_records_the_pinged_load_and_the_choice_for_it(cli: Any, tmp_path: Path) -> None:
+    """`aibench sweep server_load scenario neurosurgeon --cut auto`: each point's server runs K background jobs,
+    the device pings the server for its load (reference computation against idle) and the cut is the
+    decision's for that load; `aibench report` draws the runs as latency against load, labelled by cut."""
+    from aibench.partition import decide
+
+    device, server = _profiles(tmp_path, 2e-8, 1e-10)
+    code, out, err = cli("-q", "sweep", "server_load", "scenario", "neurosurgeon", *TINY, "--cut", "auto",
+                         "--network", "20", "--device-profile", device, "--server-profile", server,
+                         "--values", "0,2", "--scenario", "single-stream", "--duration-s", "0.3",
+                         "--out", str(tmp_path / "runs"), "--json")
+    assert code == 0, err
+    results = json.loads(out)["results"]
+    assert [r["params"]["server_load"] for r in results] == [0, 2]
+    for r in results:
+        ns = r["method"]["neurosurgeon"]
+        load = ns["server"]["load"]
+        assert load["jobs"] == r["params"]["server_load"]
+        measured = load["measured"]
+        assert measured["factor"] > 0 and measured["k"] == max(0.0, measured["factor"] - 1)
+        assert r["metrics"]["server_load_factor"]["value"] == measured["factor"]
+        decision = ns["decision"]
+        assert decision["server_load"] == measured["k"] and decision["chosen_by"] == "auto"
+        per = decision["per_layer"]
+        cuts = decide.price_cuts(ns["cut"]["names"], per["device_s"], per["server_s"], per["bytes"],
+                                 decide.custom_link(20.0), measured["k"])
+        assert ns["cut"]["j"] == decide.choose(cuts).j  # the cut priced at the pinged load
+        background = ns["server"]["counters"]["background"]
+        assert (background is None) == (r["params"]["server_load"] == 0)
+        if background is not None:
+            assert background["jobs"] == 2 and background["passes"] > 0
+        assert gone(ns["server"]["pid"])
+    code, _out, err = cli("report", str(tmp_path / "runs"), "--html", str(tmp_path / "r.html"))
+    assert code == 0, err
+    page = (tmp_path / "r.html").read_text()
+    section = page[page.index('<section id="neurosurgeon">'):]
+    section = section[:section.index("</section>")]
+    assert 'data-plot="neurosurgeon-load"' in section and "<svg" in section
+    assert "Neurosurgeon (--cut auto)" in section and "load factor (pinged)" in section
+
+
+def test_the_device_side_under_a_cpu_quota(cli: Any, tmp_path: Path) -> None:
+    """--device-cpu-quota caps this process (the device), not the server; --server-priority gives the server the
+    largest weight; where no cgroup quota can be set the run is refused in one line (exit 3)."""
+    from aibench.partition.sides import quota_interface
+
+    code, out, err = cli("-q", "run", "scenario", "neurosurgeon", *TINY, "--cut", "fc1", "--network", "100",
+                         "--device-cpu-quota", "0.5", "--server-priority", "true", "--scenario", "single-stream",
+                         "--duration-s", "0.3", "--out", str(tmp_path), "--json")
+    found = quota_interface()
+    if isinstance(found, str):
+        assert code == 3 and "--device-cpu-quota" in err and len(err.strip().splitlines()) == 1, err
+        return
+    assert code == 0, err
+    ns = json.loads(out)["method"]["neurosurgeon"]
+    quota = ns["device"]["quota"]
+    assert quota["cores"] == 0.5 and quota["cgroup"] == found[0] and quota["weight"] in (262144, 10000)
+    assert not Path(quota["group"]).exists()  # the group is removed afterwards
+    prio = ns["server"]["priority"]  # the server at the largest weight, its own group, gone with it
+    assert prio["pid"] == ns["server"]["pid"] and prio["weight"] in (262144, 10000)
+    assert not Path(prio["group"]).exists() and gone(ns["server"]["pid"])
+
+
+def test_branch_and_bound_finds_the_brute_force_optimum() -> None:
+    """With valid lower bounds the optimum is never pruned (synthetic costs: the bound is the cost times a
+    random factor up to 1)."""
+    import random
+
+    from aibench.partition.evaluate import branch_and_bound
+
+    rng = random.Random(0)
+    pruned = 0
+    for _ in range(300):
+        n = rng.randint(1, 40)
+        cost = [rng.lognormvariate(0, 1.5) for _ in range(n + 1)]
+        bound = [c * rng.uniform(0.3, 1.0) for c in cost]
+        first = (0, rng.randint(0, n))
+        got = branch_and_bound(bound, first, lambda j, c=cost: {"median_s": c[j]})
+        assert min(got, key=lambda j: got[j]["median_s"]) == min(range(n + 1), key=lambda j: cost[j])
+        assert set(first) <= set(got)
+        pruned += n + 1 - len(got)
+    assert pruned > 0
+
+
+def test_the_evaluation_measures_every_cut_that_could_be_optimal(tmp_path: Path) -> None:
+    """One tiny split session (the POS tagger, a fast link): the predicted choice, cut 0 and the optimum are
+    measured end to end, the figures are consistent, and every cut left out is bounded above the optimum."""
+    from aibench.partition.decide import custom_link
+    from aibench.partition.evaluate import BOUND_DEVICE, evaluate_network
+
+    device, server = _profiles(tmp_path, 2e-8, 1e-10)
+    session = evaluate_network("pos", None, [custom_link(1000.0), custom_link(0.5)], device, server,
+                               say=lambda _text: None)
+    assert len(session["rows"]) == 2 and len(session["prefix_s"]) == 4 and session["prefix_s"][0] == 0
+    for row in session["rows"]:
+        measured = {int(j): m for j, m in row["cuts_measured"].items()}
+        assert 0 in measured and row["chosen"]["j"] in measured and row["optimum"]["j"] in measured
+        best = min(m["median_s"] for m in measured.values())
+        assert row["optimum"]["measured_s"] == best and 0 < row["pct_of_optimum"] <= 1
+        assert row["speedup_over_server"] == measured[0]["median_s"] / row["chosen"]["measured_s"]
+        rate = row["rate_bit_s"]
+        for j in set(range(4)) - set(measured):
+            assert BOUND_DEVICE * session["prefix_s"][j] + (0.98 * 8 * session["bytes"][j] / rate if j < 3 else 0) \
+                >= best
+    assert gone(session["server_pid"])
+
+
+def test_load_stepped_during_the_run_is_learned_by_pinging_and_the_cut_follows(cli: Any, tmp_path: Path) -> None:
+    """--server-load-steps 0,3: the server steps its background jobs on its own clock from the measured run's
+    start; the device pings it every 2 s and, with --cut auto, each query runs at the decision's cut for
+    the load factor of the last ping (checked query by query); per step: jobs, pinged factor, cuts, p50."""
+    from aibench.partition import decide
+
+    device, server = _profiles(tmp_path, 2e-8, 1e-10)
+    code, out, err = cli("-q", "run", "scenario", "neurosurgeon", *TINY, "--cut", "auto", "--network", "20",
+                         "--device-profile", device, "--server-profile", server, "--server-load-steps", "0,3",
+                         "--load-step-s", "0.6", "--scenario", "single-stream", "--duration-s", "2.8",
+                         "--out", str(tmp_path), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    ns = doc["method"]["neurosurgeon"]
+    steps = ns["load_steps"]
+    assert steps["steps"] == [0, 3] and steps["adapting"]
+    assert [s["jobs"] for s in steps["per_step"]] == [0, 3]
+    assert 3 in steps["per_step"][1]["jobs_pinged"]  # the second step's load was learned by a ping (at 2 s)
+    per = ns["decision"]["per_layer"]
+    for _t, _jobs, factor, j, latency in steps["queries"]:
+        cuts = decide.price_cuts(ns["cut"]["names"], per["device_s"], per["server_s"], per["bytes"],
+                                 decide.custom_link(20.0), max(0.0, factor - 1))
+        assert j == decide.choose(cuts).j and latency > 0
+    assert "load_ping" in doc["parts"]["stage"]
+    assert ns["server"]["counters"]["background"]["max_jobs"] == 3
+    assert gone(ns["server"]["pid"])
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--server-load-steps", "0,x"], "job counts"),
+    (["--server-load-steps", "0,65"], "0 to 64"),
+    (["--server-load-steps", "0,2", "--server-load", "1"], "not both"),
+])
+def test_bad_load_steps(cli: Any, tmp_path: Path, args: list[str], text: str) -> None:
+    got, _out, err = cli("run", "scenario", "neurosurgeon", *TINY, "--cut", "fc1", *args, "--out", str(tmp_path))
+    assert got == 2 and text in err and len(err.strip().splitlines()) == 1, err

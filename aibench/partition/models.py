@@ -148,11 +148,16 @@ def real_layer_signatures(names: Iterable[str]) -> set[tuple[Any, ...]]:
 
 def sweep(counts: Mapping[str, int], max_work: float, exclude: set[tuple[Any, ...]], seed: int = 0,
           min_reps: int = 3, min_time_s: float = 0.03, device: str = "cpu", dtype: Any = None,
-          progress: Callable[[str, int, int], None] | None = None, meter: Callable[[str], Any] | None = None
-          ) -> tuple[list[dict[str, Any]], int]:
+          progress: Callable[[str, int, int], None] | None = None, meter: Callable[[str], Any] | None = None,
+          quota_period_s: float | None = None) -> tuple[list[dict[str, Any]], int]:
     """Time ``counts[type]`` configurations of each type (and their power, with ``meter``: see
     :func:`aibench.partition.profile.metered`); the points and how many drawn configurations were dropped
-    as equal to a real network's layer."""
+    as equal to a real network's layer.
+
+    A point is the median call, except on a side under a CPU quota (``quota_period_s``, its CFS period): there
+    the calls run for at least four periods and the point is their mean, because calls shorter than the
+    period mostly run unthrottled and the throttling lands on a few (the median would miss it; a layer in a
+    network pays it on average)."""
     import torch
 
     from aibench.partition.profile import _sync, metered, time_call
@@ -181,12 +186,14 @@ def sweep(counts: Mapping[str, int], max_work: float, exclude: set[tuple[Any, ..
             x = torch.randn(in_shape, device=device, dtype=dtype)
             if progress is not None:
                 progress(kind, made + 1, count)
+            window = min_time_s if quota_period_s is None else max(min_time_s, 4 * quota_period_s)
             with torch.inference_mode():
-                times, power = metered(meter, f"{kind} {cfg}", lambda m=module, x=x: time_call(
-                    lambda: m(x), sync, min_reps, 50, min_time_s, warmup=1))
+                times, power = metered(meter, f"{kind} {cfg}", lambda m=module, x=x, w=window: time_call(
+                    lambda: m(x), sync, min_reps, 50 if quota_period_s is None else 1000, w, warmup=1))
             times.sort()
+            point_s = times[len(times) // 2] if quota_period_s is None else math.fsum(times) / len(times)
             points.append({"type": kind, "config": cfg, "vars": desc["vars"], "work": desc["work"],
-                           "work2": desc.get("work2"), "time_s": times[len(times) // 2], "n": len(times),
+                           "work2": desc.get("work2"), "time_s": point_s, "n": len(times),
                            "power": power})
             made += 1
     return points, excluded
@@ -405,10 +412,15 @@ def run_fit(side: Any, quick: bool = False, seed: int = 0, exclude_networks: Seq
     t0 = time.perf_counter()
     exclude = real_layer_signatures(exclude_networks)
     with applied(side) as info:
+        period = info["quota"]["period_us"] / 1e6 if info.get("quota") else None
         points, excluded = sweep(counts, max_work, exclude, seed, device=side.device,
-                                 dtype=torch_dtype(side.dtype), progress=progress, meter=side_meter(side))
+                                 dtype=torch_dtype(side.dtype), progress=progress, meter=side_meter(side),
+                                 quota_period_s=period)
     models = fit(points, seed)
     return make_profile(info, points, models, {
+        "point": "median call" if period is None else f"mean call over at least {4 * period * 1e3:g} ms (four CFS "
+                 "periods of the quota: calls shorter than a period mostly run unthrottled, the throttling "
+                 "lands on a few)",
         "quick": quick, "seed": seed, "counts": dict(counts), "max_work": max_work,
         "excluded_networks": list(exclude_networks), "excluded_configs": excluded,
         "holdout": f"every {HOLDOUT_EVERY}th point after a seeded shuffle", "duration_s": time.perf_counter() - t0})

@@ -10,7 +10,9 @@ hierarchy; otherwise cgroup v1's ``cpu.cfs_quota_us`` (what these machines expos
 moves into a child group ``aibench-partition-<pid>`` for the measurement and back afterwards; the group is
 removed. Where neither is writable the side is refused (exit 3) with the reason, never silently unquoted.
 The period is the shortest that allows the quota (1 ms of quota; 4 ms for a quarter core), so that the cap
-holds within a layer and not only over 100 ms windows.
+holds within a layer and not only over 100 ms windows. The group also gets the largest CPU weight
+(``cpu.shares``/``cpu.weight``): a device's cores are its own, so a busy machine (a split run's server
+under background load, other work) must not take the quota'd side below its quota; the quota still caps it.
 """
 
 from __future__ import annotations
@@ -112,6 +114,18 @@ def quota_interface() -> tuple[str, Path] | str:
         return f"cannot read this process's cgroups ({exc})"
 
 
+MAX_SHARES_V1 = 262144  # cpu.shares' largest value
+MAX_WEIGHT_V2 = 10000  # cpu.weight's largest value
+
+
+def _try_write(path: Path, value: int) -> int | None:
+    try:
+        path.write_text(f"{value}\n")
+        return value
+    except OSError:
+        return None
+
+
 @contextlib.contextmanager
 def cpu_quota(cores: float | None) -> Iterator[dict[str, Any] | None]:
     """Run the body capped at ``cores`` of CPU time per period (None: no cap). Yields what was set."""
@@ -132,9 +146,11 @@ def cpu_quota(cores: float | None) -> Iterator[dict[str, Any] | None]:
         group.mkdir(exist_ok=True)
         if version == "v2":
             (group / "cpu.max").write_text(f"{quota_us} {period_us}\n")
+            weight = _try_write(group / "cpu.weight", MAX_WEIGHT_V2)
         else:
             (group / "cpu.cfs_period_us").write_text(f"{period_us}\n")
             (group / "cpu.cfs_quota_us").write_text(f"{quota_us}\n")
+            weight = _try_write(group / "cpu.shares", MAX_SHARES_V1)
         (group / "cgroup.procs").write_text(f"{os.getpid()}\n")
     except OSError as exc:
         with contextlib.suppress(OSError):
@@ -143,10 +159,48 @@ def cpu_quota(cores: float | None) -> Iterator[dict[str, Any] | None]:
                                f"({exc.strerror or exc})") from None
     try:
         yield {"cgroup": version, "group": str(group), "quota_us": quota_us, "period_us": period_us,
-               "cores": quota_us / period_us}
+               "cores": quota_us / period_us,
+               "weight": weight if weight is not None else "default (the largest weight could not be set)",
+               "note": "the group has the largest CPU weight, so that it gets its whole quota when the machine "
+                       "is busy (a device's cores are its own); the quota caps it"}
     finally:
         with contextlib.suppress(OSError):
             (parent / "cgroup.procs").write_text(f"{os.getpid()}\n")
+        with contextlib.suppress(OSError):
+            group.rmdir()
+
+
+@contextlib.contextmanager
+def cpu_priority(pid: int | None = None) -> Iterator[dict[str, Any]]:
+    """Run process ``pid`` (default: this one) with the largest CPU weight and no cap, in a child group
+    ``aibench-partition-prio-<pid>``: a dedicated server emulated on a shared machine (others' work does not
+    take its cores while it computes; when it is idle they run). The group is removed afterwards (this process
+    moves back; another ``pid`` must have ended or moved). Yields what was set; UnavailableError (exit 3)
+    where no cgroup CPU controller is writable."""
+    found = quota_interface()
+    if isinstance(found, str):
+        raise UnavailableError(f"server CPU priority: {found}")
+    version, parent = found
+    target = os.getpid() if pid is None else pid
+    group = parent / f"aibench-partition-prio-{target}"
+    try:
+        group.mkdir(exist_ok=True)
+        weight = _try_write(group / ("cpu.weight" if version == "v2" else "cpu.shares"),
+                            MAX_WEIGHT_V2 if version == "v2" else MAX_SHARES_V1)
+        (group / "cgroup.procs").write_text(f"{target}\n")
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            group.rmdir()
+        raise UnavailableError(f"server CPU priority: cannot set a cgroup {version} weight in {group} "
+                               f"({exc.strerror or exc})") from None
+    try:
+        yield {"cgroup": version, "group": str(group), "weight": weight, "pid": target,
+               "note": "the largest CPU weight and no quota: the process gets the machine's cores when it wants "
+                       "them, whatever else runs"}
+    finally:
+        if pid is None:
+            with contextlib.suppress(OSError):
+                (parent / "cgroup.procs").write_text(f"{os.getpid()}\n")
         with contextlib.suppress(OSError):
             group.rmdir()
 

@@ -52,6 +52,7 @@ STATS_TIMEOUT_S = 5.0
 ADAPT_PROBE_EVERY_S = 1.0  # adapting: the rate is probed when no query measured it for this long
 ADAPT_PROBE_S = 0.02  # ... with about this much data (upload only)
 ADAPT_MIN_TRANSFER_S = 0.005  # a query's upload measures the rate when its paced time is at least this
+LOAD_PING_EVERY_S = 2.0  # the server's load stepped during a run: it is pinged at most this often
 PART_NOTES = {
     "device_compute": "collation and layers 1..j in this process, per query",
     "upload": "the activation from its first byte offered to the shaped link (after half the round trip) until "
@@ -90,7 +91,8 @@ def link_of(network: str, rtt_ms: float) -> Link:
 class ServerProcess:
     """The server side, started from the main thread (it dies with this process: ``die_with_parent``)."""
 
-    def __init__(self, spec: dict[str, Any], module: str | None = None, timeout_s: float = READY_TIMEOUT_S) -> None:
+    def __init__(self, spec: dict[str, Any], module: str | None = None, timeout_s: float = READY_TIMEOUT_S,
+                 on_start: Any = None) -> None:
         from aibench.lifetime import PARENT_ENV
 
         module = module or SERVER_MODULE
@@ -104,6 +106,8 @@ class ServerProcess:
             raise UnavailableError(f"the split's server could not be started: {exc.strerror or exc}") from None
         self.pid = self.proc.pid
         try:
+            if on_start is not None:  # before it builds anything or times its idle reference
+                on_start(self.pid)
             self.ready = self._wait_ready(timeout_s)
         except BaseException:
             self.stop()
@@ -182,13 +186,21 @@ class SplitSystem(BatchingSystem):
 
     def __init__(self, built: wire.Built, j: int, sock: Any, sender: Any, server: ServerProcess | None,
                  max_frame: int, threads: int, name: str, trace: Any = None,
-                 adapt: dict[str, Any] | None = None) -> None:
+                 adapt: dict[str, Any] | None = None, load_steps: dict[str, Any] | None = None) -> None:
         import torch
 
-        stages = (*STAGES, "link_probe") if adapt is not None else STAGES
+        stages = (*STAGES, *(("link_probe",) if adapt is not None else ()),
+                  *(("load_ping",) if load_steps is not None else ()))
         super().__init__(name, built.task.num_samples, Capabilities(stages=stages, reports_bytes=True, remote=True,
                                                                      inline_ok=True))
         self.trace, self.adapt = trace, adapt
+        # the server's load stepped during the run: {"steps", "step_s", "decide": per-layer predictions with
+        # --cut auto, else None}; the device learns the load by pinging (self.load: the last answer)
+        self.load_steps = load_steps
+        self.load: dict[str, Any] = {"k": 0.0, "factor": 1.0, "jobs": 0}
+        self._t_load: float | None = None
+        self._pinged_at = -math.inf
+        self.load_timeline: list[list[float]] = []
         self._t_start: float | None = None
         self._estimate: float | None = None  # the measured upload rate the cut is chosen from (adapting)
         self._measured_at = -math.inf
@@ -231,12 +243,17 @@ class SplitSystem(BatchingSystem):
             self._transfers = {"up": [], "down": []}
             self._t_start = None  # a trace replays from its start with the measured run
             self.timeline = []
+            self._t_load = None  # so does the server's load schedule, with a ping at its first query
+            self._pinged_at = -math.inf
+            self.load_timeline = []
 
     # -- computing -------------------------------------------------------------------------------------
     def execute(self, indices: Sequence[int]) -> Sequence[Any] | None:
-        probe_s = 0.0
+        probe_s = ping_s = 0.0
         if self.trace is not None or self.adapt is not None:
             probe_s = self._follow()
+        if self.load_steps is not None:
+            ping_s = self._follow_load()
         t0 = wire.clock()
         t = self.built.task
         x = t.to_device(t.collate([self._staged[i] for i in indices]), t.device)
@@ -250,6 +267,11 @@ class SplitSystem(BatchingSystem):
             self._rechoose(parts)
         if (self.trace is not None or self.adapt is not None) and len(self.timeline) < 10_000:
             self.timeline.append([t0 - (self._t_start or t0), rate, self._estimate or 0.0, j_used])
+        if self.load_steps is not None:
+            st["load_ping"].append(ping_s)
+            if len(self.load_timeline) < 10_000:
+                self.load_timeline.append([t0 - (self._t_load or t0), self.load["jobs"], self.load["factor"], j_used,
+                                           math.fsum(parts[name] for name in STAGES)])
         self.bytes_in = (self.bytes_in or 0) + parts["bytes_up"]
         self.bytes_out = (self.bytes_out or 0) + parts["bytes_down"]
         return None
@@ -295,21 +317,52 @@ class SplitSystem(BatchingSystem):
         self._estimate, self._measured_at = 8 * up / (received - paced), received
         return wire.clock() - now
 
+    def _follow_load(self) -> float:
+        """Before a query: at the measured run's first, the server's load schedule starts; at most once a
+        two seconds the server is pinged for its load and, with --cut auto, the cut is chosen again for it (the
+        decision's per-layer predictions priced at the link's current rate). Returns the seconds spent."""
+        now = wire.clock()
+        steps = self.load_steps
+        assert steps is not None
+        if self._t_load is None:
+            self._t_load = now
+            self.in_step = False
+            try:
+                send_frame(self.sock, wire.stamps_frame(wire.TAG_LOAD_START, [float(steps["step_s"])]))
+            except OSError as exc:
+                raise self._broken(exc) from None
+            self.in_step = True
+        if now - self._pinged_at < LOAD_PING_EVERY_S:
+            return 0.0
+        try:
+            self.load = self.ping_load()
+        except UnavailableError as exc:
+            raise SplitServerError(exc.message) from None
+        self._pinged_at = wire.clock()
+        if steps.get("decide") is not None:
+            self.j = self._choose(self._estimate or self.sender.bucket.rate * 8, steps["decide"])
+        return wire.clock() - now
+
+    def _choose(self, rate_bit_s: float, per: dict[str, Any]) -> int:
+        """The decision's cut for a link at ``rate_bit_s`` (both ways) and the server's last pinged load."""
+        from aibench.partition import decide
+
+        mbit = rate_bit_s / 1e6
+        link = decide.Link("measured", mbit, mbit, per["rtt_ms"], "measured during the run")
+        cuts = decide.price_cuts(self.built.names, per["device_s"], per["server_s"], per["bytes"], link,
+                                 self.load["k"])
+        return decide.choose(cuts, "latency").j
+
     def _rechoose(self, parts: dict[str, Any]) -> None:
         """After a query: the upload's own rate when it was long enough to measure, then the decision's cut
         for that rate (the per-layer predictions priced again) for the next query."""
-        from aibench.partition import decide
-
         up = self._transfers["up"]
         if parts["bytes_up"] and up and up[-1][1] >= ADAPT_MIN_TRANSFER_S:  # (bytes, paced seconds, rate)
             self._estimate, self._measured_at = 8 * up[-1][0] / up[-1][1], wire.clock()
         a = self.adapt
         assert a is not None
         if self._estimate is not None:
-            mbit = self._estimate / 1e6
-            link = decide.Link("measured", mbit, mbit, a["rtt_ms"], "measured during the run")
-            cuts = decide.price_cuts(self.built.names, a["device_s"], a["server_s"], a["bytes"], link, a["server_load"])
-            self.j = decide.choose(cuts, "latency").j
+            self.j = self._choose(self._estimate, a)
 
     def _recv(self) -> Frame:
         frame = recv_frame(self.src, self.max_frame, tags=wire.TO_DEVICE)
@@ -358,6 +411,21 @@ class SplitSystem(BatchingSystem):
                                            "bytes_up": up, "bytes_down": down}
 
     # -- the link and the server's counters (outside the measured window) ----------------------------------
+    def ping_load(self) -> dict[str, Any]:
+        """The server's load, learned by pinging it (unshaped control): its reference computation timed now
+        against its idle time; ``factor`` 1 is idle, ``k`` = factor - 1 (at least 0) is what the decision's
+        ``(1 + K)`` takes."""
+        self._qid += 1
+        self.in_step = False
+        try:
+            send_frame(self.sock, Frame(wire.TAG_PING, b"", id=self._qid))
+            frame = recv_frame(self.src, wire.CONTROL_MAX, tags=(wire.TAG_STATS,))
+            load = json.loads(bytes(frame.payload))
+        except (OSError, EOFError, FrameError, ValueError) as exc:
+            raise UnavailableError(f"the split's server did not answer a load ping: {self._broken(exc)}") from None
+        self.in_step = True
+        return {**load, "k": max(0.0, float(load["factor"]) - 1.0)}
+
     def probe(self, seconds: float) -> dict[str, Any]:
         """About ``seconds`` of data each way through the shaped link; the rates measured to the receiver's
         receipt of the last byte (its clock), the configured round trip left out."""
@@ -424,6 +492,46 @@ class SplitSystem(BatchingSystem):
                     f.close()
 
 
+def parse_load_steps(text: str) -> list[int]:
+    """``--server-load-steps 0,2,4,8``: background jobs per step (0..64); [] when not given."""
+    if not text.strip():
+        return []
+    try:
+        steps = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--server-load-steps must be background job counts like 0,2,4,8, not {text!r}") from None
+    if not all(0 <= k <= 64 for k in steps):
+        raise UsageError(f"--server-load-steps: each step is 0 to 64 background jobs, not {text!r}")
+    return steps
+
+
+def load_step_summary(rows: Sequence[Sequence[float]], steps: Sequence[int], step_s: float,
+                      names: Sequence[str]) -> dict[str, Any]:
+    """Per step of the server's load schedule (by the query's time since the measured run's start): its jobs,
+    the load factor the device learned (median of the pings answered in it), the queries at each cut and the
+    median latency of the query's parts. ``rows``: [t, jobs pinged, factor pinged, j, latency s]."""
+    per: list[dict[str, Any]] = []
+    for i, k in enumerate(steps):
+        lo = i * step_s
+        hi = (i + 1) * step_s if i < len(steps) - 1 else math.inf
+        mine = [r for r in rows if lo <= r[0] < hi]
+        if not mine:
+            continue
+        cuts: dict[str, int] = {}
+        for r in mine:
+            name = "input" if int(r[3]) == 0 else names[int(r[3]) - 1]
+            cuts[name] = cuts.get(name, 0) + 1
+        top = max(cuts, key=lambda c: cuts[c])
+        per.append({"step": i, "jobs": k, "queries": len(mine), "factor_pinged": statistics.median(r[2] for r in mine),
+                    "jobs_pinged": sorted({int(r[1]) for r in mine}), "queries_by_cut": cuts, "cut": top,
+                    "j": names.index(top) + 1 if top != "input" else 0,
+                    "latency_p50_s": statistics.median(r[4] for r in mine)})
+    return {"per_step": per, "columns": ["t_s", "jobs_pinged", "factor_pinged", "j", "latency_s"],
+            "queries": [list(r) for r in rows],
+            "note": "per query (at most 10000): its time since the measured run's start, the jobs and load factor "
+                    "of the last ping answered before it, the cut it ran at and its latency (the four parts)"}
+
+
 # -- the decision, when the platform profiles are there ----------------------------------------------------
 
 def predicted(built: wire.Built, x: Any, link: Link, server_load: float, device_profile: str,
@@ -446,10 +554,13 @@ def predicted(built: wire.Built, x: Any, link: Link, server_load: float, device_
                           "server_s": [predict(srv, la) for la in layers], "bytes": sizes}}
 
 
-def _decide(built: wire.Built, x: Any, link: Link, params: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
-    """The cut (j) and the decision's table (None when the profiles are absent and the cut was given)."""
+def _decide(built: wire.Built, x: Any, link: Link, params: dict[str, Any],
+            server_load: float | None = None) -> tuple[int, dict[str, Any] | None]:
+    """The cut (j) and the decision's table (None when the profiles are absent and the cut was given), for the
+    server load ``server_load`` (the K of ``(1 + K)``; default: the jobs given, ``--server-load``)."""
     from aibench.partition.decide import cut_index
 
+    load = float(params["server_load"]) if server_load is None else server_load
     paths = (params["device_profile"], params["server_profile"])
     missing = [p for p in paths if not Path(p).is_file()]
     if params["cut"] == "auto":
@@ -457,13 +568,13 @@ def _decide(built: wire.Built, x: Any, link: Link, params: dict[str, Any]) -> tu
             raise ResultIOError(f"--cut auto needs the platform profiles {paths[0]} and {paths[1]} "
                                 f"({', '.join(missing)} missing): run `aibench partition fit --side device` and "
                                 "`aibench partition fit --side server` first, or give --cut LAYER")
-        decision = predicted(built, x, link, params["server_load"], *paths)
-        return decision["chosen"]["j"], {**decision, "chosen_by": "auto"}
+        decision = predicted(built, x, link, load, *paths)
+        return decision["chosen"]["j"], {**decision, "chosen_by": "auto", "server_load": load}
     j = cut_index(built.names, params["cut"])
     if missing:
         return j, None
     try:
-        return j, {**predicted(built, x, link, params["server_load"], *paths), "chosen_by": "given"}
+        return j, {**predicted(built, x, link, load, *paths), "chosen_by": "given", "server_load": load}
     except AibenchError as exc:  # the cut was given: a damaged profile costs only the prediction beside it
         return j, {"unavailable": exc.message, "chosen_by": "given"}
 
@@ -476,15 +587,36 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
     import torch
 
     from aibench.partition.link import ShapedSender, TokenBucket, connect
-    from aibench.partition.sides import usable_cpus
+    from aibench.partition.sides import cpu_priority, cpu_quota, quota_interface, usable_cpus
     from aibench.partition.trace import read_trace
+
+    quota = params.get("device_cpu_quota") or None
+    if quota is not None:  # refused before anything starts where no quota can be set
+        if not 0.01 <= quota <= 1024:
+            raise UsageError(f"--device-cpu-quota must be between 0.01 and 1024 cores, not {quota}")
+        found = quota_interface()
+        if isinstance(found, str):
+            raise UnavailableError(f"--device-cpu-quota: {found}")
+    if params.get("server_priority"):
+        found = quota_interface()
+        if isinstance(found, str):
+            raise UnavailableError(f"--server-priority: {found}")
 
     link = link_of(params["network"], params["rtt_ms"])
     trace = read_trace(params["trace"]) if params["trace"] else None
+    steps = parse_load_steps(params.get("server_load_steps") or "")
+    if steps and params["server_load"]:
+        raise UsageError("give --server-load K (a constant load) or --server-load-steps K1,K2,... (stepped), not both")
     given = {"batch": params["batch"], "num_samples": params["num_samples"], "data": params["data"]}
     before = torch.get_num_threads()
     torch.set_num_threads(params["device_threads"])
     server: ServerProcess | None = None
+    priority = contextlib.ExitStack()
+    prio_info: dict[str, Any] = {}
+
+    def prioritise(pid: int) -> None:
+        prio_info.update(priority.enter_context(cpu_priority(pid)))
+
     try:
         built = wire.build(params["net"], given, params["dtype"])
         t = built.task
@@ -503,8 +635,8 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
         server_threads = params["server_threads"] or usable_cpus()
         spec = {"net": built.bench.id, "params": built.params, "dtype": params["dtype"], "threads": server_threads,
                 "rate_bit_s": rate_bit_s, "rtt_ms": link.rtt_ms, "server_load": params["server_load"],
-                "max_frame": max_frame}
-        server = ServerProcess(spec)
+                "load_steps": steps, "max_frame": max_frame}
+        server = ServerProcess(spec, on_start=prioritise if params.get("server_priority") else None)
         if not wire.same_fingerprint(server.ready.get("fingerprint", []), wire.fingerprint(built)):
             raise UnavailableError(f"the split's server built other weights for {built.bench.id} than this process "
                                    "(fingerprints differ): both sides must hold the same network")
@@ -514,12 +646,25 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
         if trace is not None and params["cut"] == "auto":
             assert decision is not None
             adapt = {**decision["per_layer"], "rtt_ms": link.rtt_ms, "server_load": params["server_load"]}
+        stepping = {"steps": steps, "step_s": params["load_step_s"], "decide": None} if steps else None
         system = SplitSystem(built, j, sock, sender, server, max_frame, params["device_threads"],
-                             f"scenario/neurosurgeon:{params['net']}@{j}", trace=trace, adapt=adapt)
+                             f"scenario/neurosurgeon:{params['net']}@{j}", trace=trace, adapt=adapt,
+                             load_steps=stepping)
         try:
             checks = [system.probe(params["link_check_s"])]
             if not checks[0]["within_5pct"]:  # a loaded machine can stall one transfer: once more
                 checks.append(system.probe(params["link_check_s"]))
+            load = system.ping_load()  # the server's load, learned: what the decision prices
+            system.load = load
+            if decision is not None and "cuts" in decision:
+                j, decision = _decide(built, x, link, params, load["k"])
+                system.j = j
+                system.name = f"scenario/neurosurgeon:{params['net']}@{j}"
+                if adapt is not None:
+                    adapt = {**decision["per_layer"], "rtt_ms": link.rtt_ms}
+                    system.adapt = adapt
+                if stepping is not None and params["cut"] == "auto":
+                    stepping["decide"] = {**decision["per_layer"], "rtt_ms": link.rtt_ms}
             info = {
                 "cut": {"j": j, "layer": "input" if j == 0 else built.names[j - 1], "layers": len(built.layers),
                         "names": built.names, "chosen_by": "auto" if params["cut"] == "auto" else "given"},
@@ -528,11 +673,17 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
                 "link_check": {**checks[-1], "attempts": checks, "seconds": params["link_check_s"]},
                 "decision": decision,
                 "device": {"threads": params["device_threads"],
-                           "dtype": params["dtype"], "pid": os.getpid()},
+                           "dtype": params["dtype"], "pid": os.getpid(), "cpu_quota": quota},
                 "server": {"pid": server.pid, "threads": server.ready.get("threads"), "port": server.ready["port"],
-                           "load": {"jobs": params["server_load"], "what": "threads in the server process, each "
-                                    "running the whole network on one input in a loop (K jobs as heavy as a query "
-                                    "sharing the server)"} if params["server_load"] else None},
+                           "priority": prio_info or None,
+                           "load": {"jobs": steps[0] if steps else params["server_load"],
+                                    "what": "threads in the server process, each running the whole network on one "
+                                    "input in a loop (K jobs as heavy as a query sharing the server)"
+                                    + ("; stepped during the run (load_steps)" if steps else "")
+                                    if params["server_load"] or steps else "none (idle)",
+                                    "measured": load, "measured_how": "pinged before the run: the server's "
+                                    "reference computation timed now against its idle time (before any load); "
+                                    "the decision prices the server at factor = 1 + K"}},
                 "trace": ({**trace.describe(), "adapting": adapt is not None, "note": "the link's rate (both "
                            "ways) follows the trace from the measured run's first query, looping; "
                            + ("the cut is re-chosen after each query from the measured upload rate (a query's own "
@@ -540,6 +691,13 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
                               "second, timed as parts.stage.link_probe)" if adapt is not None else
                               "the cut stays fixed (--cut auto re-chooses it)")}
                           if trace is not None else None),
+                "load_steps": ({"steps": steps, "step_s": params["load_step_s"], "adapting": params["cut"] == "auto",
+                                "note": "the server's background jobs step through these from the measured run's "
+                                        "first query, on the server's clock (the last step stays); the device "
+                                        "pings the server at most every 2 s (parts.stage.load_ping)"
+                                        + (" and chooses the cut again for the load it learned" if params["cut"] ==
+                                           "auto" else "; the cut stays fixed (--cut auto re-chooses it)")}
+                               if steps else None),
                 "max_frame_bytes": max_frame,
                 "clock": "CLOCK_MONOTONIC, one clock for both processes",
             }
@@ -550,7 +708,10 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
                       f"{checks[-1]['down_bit_s'] / 1e6:.3f} down for {rate_bit_s / 1e6:.3f} configured (more than "
                       "5% off; recorded in method.neurosurgeon.link_check)", file=sys.stderr, flush=True)
             try:
-                yield system, params["batch"]
+                # the device side capped (this process only: the server was started before, outside the group)
+                with cpu_quota(quota) as applied_quota:
+                    info["device"]["quota"] = applied_quota
+                    yield system, params["batch"]
             finally:
                 record(system, result, info)
         finally:
@@ -560,6 +721,7 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
             code = server.stop()
             if isinstance(result.method.get("neurosurgeon"), dict):
                 result.method["neurosurgeon"]["server_exit"] = {"code": code, "alive_after_stop": server.alive()}
+        priority.close()  # the group goes once the server has ended
         torch.set_num_threads(before)
 
 
@@ -595,6 +757,11 @@ def record(system: SplitSystem, result: Any, info: dict[str, Any]) -> None:
         result.metrics["link_rate_in_run_bit_s"] = metric(up["bit_s"], "bit/s", "higher", error=up["error"])
     else:
         result.metrics["link_rate_in_run_bit_s"] = metric(None, "bit/s", "higher", unavailable=up["unavailable"])
+    measured_load = ((info.get("server") or {}).get("load") or {}).get("measured") or {}
+    result.metrics["server_load_factor"] = metric(measured_load.get("factor"), "x", "lower",
+                                                  None if measured_load.get("factor") is not None else
+                                                  "the server's load was not measured",
+                                                  jobs=(info["server"].get("load") or {}).get("jobs"))
     decision = info.get("decision") or {}
     if decision.get("cuts"):
         result.metrics["predicted_latency_s"] = metric(decision["cuts"][system.j]["total_s"], "s", "lower")
@@ -612,6 +779,9 @@ def record(system: SplitSystem, result: Any, info: dict[str, Any]) -> None:
                               "note": "per query (at most 10000): its time since the measured run's start, the "
                                       "trace's rate then, the measured rate the cut was chosen from (0: none yet) "
                                       "and the cut it ran at"}
+    if system.load_timeline and info.get("load_steps"):
+        info["load_steps"].update(load_step_summary(system.load_timeline, info["load_steps"]["steps"],
+                                                    info["load_steps"]["step_s"], system.built.names))
     stats = system.server_stats()
     if stats is not None:
         info["server"]["counters"] = stats

@@ -12,7 +12,10 @@ Frames (:mod:`aibench.sut.transport`: bounded, tensors as raw bytes, never pickl
 * ``P`` a probe of the link (raw bytes): the server answers ``K`` then a ``P`` of the same size (``key`` 1:
   an empty ``P``, the upload alone);
 * ``L`` the link's new rate (float64 bit/s, a bandwidth trace replayed): the server's bucket takes it;
-* ``Q`` a request for the server's counters: it answers ``S`` (JSON) unshaped (control, not the link).
+* ``Q`` a request for the server's counters: it answers ``S`` (JSON) unshaped (control, not the link);
+* ``G`` a ping for the server's load: it times its reference computation and answers ``S`` (JSON: the load
+  factor against its idle time), unshaped;
+* ``W`` the measured run starts (float64 ``[step seconds]``): the server's load schedule starts stepping.
 
 Server to device: ``T`` float64 ``[received, computed, sending]`` stamps of CLOCK_MONOTONIC (one clock for
 every process of the machine, so the parts of a query are measured across the two processes); ``R`` the
@@ -29,9 +32,9 @@ from typing import Any
 from aibench.errors import UsageError
 from aibench.sut.transport import Frame
 
-TAG_ACT, TAG_PROBE, TAG_QUERY, TAG_RATE = b"A", b"P", b"Q", b"L"
+TAG_ACT, TAG_PROBE, TAG_QUERY, TAG_RATE, TAG_PING, TAG_LOAD_START = b"A", b"P", b"Q", b"L", b"G", b"W"
 TAG_TIMES, TAG_RESULT, TAG_PROBE_ACK, TAG_ERROR, TAG_STATS = b"T", b"R", b"K", b"E", b"S"
-TO_SERVER = (TAG_ACT, TAG_PROBE, TAG_QUERY, TAG_RATE)
+TO_SERVER = (TAG_ACT, TAG_PROBE, TAG_QUERY, TAG_RATE, TAG_PING, TAG_LOAD_START)
 TO_DEVICE = (TAG_TIMES, TAG_RESULT, TAG_PROBE_ACK, TAG_ERROR, TAG_STATS, TAG_PROBE)
 CONTROL_MAX = 1 << 20  # a stamp, an error line or the counters: far below this
 

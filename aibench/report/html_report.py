@@ -32,6 +32,7 @@ from functools import partial
 from typing import Any
 
 from aibench import __version__
+from aibench.partition.report_section import partition_section
 from aibench.report import plots
 from aibench.report.djinn_studies import studies_section
 from aibench.report.ecommerce_section import ecommerce_section
@@ -709,7 +710,8 @@ def _environment_section(results: Sequence[Result]) -> str:
 
 # ----------------------------------------------------------------------------------------------- page
 SECTIONS = (("summary", "Results"), ("kernels", "Kernels"), ("batch", "Batch"), ("latency", "Latency"),
-            ("parts", "Parts"), ("ecommerce", "E-commerce"), ("sweeps", "Sweeps"), ("studies", "DjiNN studies"),
+            ("parts", "Parts"), ("ecommerce", "E-commerce"), ("neurosurgeon", "Neurosurgeon"),
+            ("sweeps", "Sweeps"), ("studies", "DjiNN studies"),
             ("devices", "Devices"),
             ("energy", "Energy"),
             ("comparisons", "Comparisons"), ("tco", "TCO"), ("failures", "Failures"), ("environment", "Environment"))
@@ -733,6 +735,7 @@ def render_html(inputs: ReportInputs, title: str = "aibench report", links: Sequ
     body["latency"] = _latency_section(results)
     body["parts"] = _parts_section(results)
     body["ecommerce"] = ecommerce_section(results, e, _figure, _table)
+    body["neurosurgeon"] = partition_section(results, e, _figure, _table)
     body["sweeps"] = _sweep_section(results, inputs.sweeps)
     body["studies"] = studies_section(results, inputs.sweeps, e, _figure, _table, links, links_source)
     body["devices"] = _device_section(results)

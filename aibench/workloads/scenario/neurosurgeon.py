@@ -33,6 +33,9 @@ NEUROSURGEON_METRICS = (
                "enough to measure (20 ms or more at the configured rate)"),
     MetricSpec("predicted_latency_s", "s", "lower", "the decision's predicted latency of this cut, from the "
                "platform profiles (partition choose), beside the measured one"),
+    MetricSpec("server_load_factor", "x", "lower", "the server's load learned by pinging it before the run: its "
+               "reference computation's time now over its idle time (1: idle); the decision prices the server "
+               "at this factor"),
 )
 
 
@@ -52,8 +55,18 @@ NEUROSURGEON_METRICS = (
               unit="ms", minimum=0.0, maximum=60_000.0),
         Param("server_load", int, 0, "K background jobs in the server process (each the whole network in a loop)",
               minimum=0, maximum=64),
+        Param("server_load_steps", str, "", "the server's background jobs stepped during the run, e.g. 0,2,4,8 "
+              "(--load-step-s each, from the measured run's start; the last stays); the device learns the load "
+              "by pinging and, with --cut auto, re-chooses the cut"),
+        Param("load_step_s", float, 5.0, "seconds of each --server-load-steps step", unit="s", minimum=0.1,
+              maximum=3600.0),
         Param("device_threads", int, 1, "torch threads of the device side (this process)", minimum=1,
               maximum=1024),
+        Param("device_cpu_quota", float, 0.0, "cap the device side (this process, not the server) at this many "
+              "cores of CPU time through a cgroup, so that it is many times slower than the server; 0: no cap",
+              unit="cores", minimum=0.0, maximum=1024.0),
+        Param("server_priority", bool, False, "give the server process the largest CPU weight (a cgroup, no cap): "
+              "a dedicated server on a shared machine, whose cores others' work does not take while it computes"),
         Param("server_threads", int, 0, "torch threads of the server process; 0: every usable core", minimum=0,
               maximum=1024),
         Param("dtype", str, "float32", "element type of both sides", choices=("float32", "bfloat16", "float16")),

@@ -1,0 +1,199 @@
+"""The evaluation of the split decision against measured end-to-end split runs (the paper's Table 4; driven by
+``scripts/partition_eval.py``, docs/partition.md).
+
+For one network on one device configuration, one split session (:func:`aibench.partition.split.split_run`:
+this process the device, capped by its CPU quota; a server process on every core; the shaped link) serves
+every link and every cut: the server runs the layers after whatever cut a frame names, and the link's rate
+is set per link (both buckets).
+
+Per link, the cut chosen from the platform profiles' predictions (with the server's load learned by pinging
+it) is compared with the **measured optimum**: the least median end-to-end latency over the cuts, each cut's
+latency measured by real queries through the split (device compute, upload through the shaped link, server
+compute, download: one clock). Measuring every cut of VGG on 3G would take an hour (its early activations
+are megabytes), so the brute force is a branch and bound that cannot miss the optimum: a cut is measured
+unless a lower bound of its latency is at least the best median measured so far. The bound is 0.9 × the
+device's time to the end of layer j (timestamps of whole passes on the capped device, the least of them)
+(less one CFS period of the quota: a query that starts with its period's quota unspent runs ahead of a pass
+timed back to back) plus 0.98 × the activation's paced upload time at the link's rate (the shaper is within
+0.25% of its rate; docs/partition.md): what the query takes at least before the server has even started.
+Cut 0 (all on the server, for the speed-up) and the predicted choice are always measured.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aibench.partition.decide import Link
+
+BOUND_DEVICE = 0.9
+BOUND_LINK = 0.98
+TARGET_S = 1.0  # queries per measured cut: about this much time ...
+MIN_QUERIES, MAX_QUERIES = 3, 9  # ... within these (2 when a query takes 1.5 s or more: the link dominates)
+CONTENDERS = 0.15  # measured cuts within this of the best median get a second round ...
+CONFIRM_S, CONFIRM_MAX = 2.5, 25  # ... of about this much time (at most this many queries)
+NEAR = 0.02  # a choice within 2% of the optimum's median is counted optimal (medians repeat to about that here)
+
+
+def prefix_times(built: Any, x: Any, passes: int) -> list[float]:
+    """The device's time from the input to the end of each layer (index j: after layers 1..j; 0 at j = 0),
+    the least over ``passes`` whole passes timed layer by layer in this process (under its quota)."""
+    import torch
+
+    from aibench.partition import wire
+
+    best: list[float] | None = None
+    with torch.inference_mode():
+        for _ in range(passes):
+            stamps = [wire.clock()]
+            a = x
+            for _, layer in built.layers:
+                a = layer(a)
+                stamps.append(wire.clock())
+            got = [s - stamps[0] for s in stamps]
+            best = got if best is None else [min(p, q) for p, q in zip(best, got, strict=True)]
+    assert best is not None
+    return best
+
+
+def measure_cut(sut: Any, x: Any, j: int, estimate_s: float, n: int | None = None) -> dict[str, Any]:
+    """Real queries at cut ``j`` through the split (``n``, or about :data:`TARGET_S` of them for a query of
+    ``estimate_s``); their end-to-end latencies and the median parts."""
+    if n is None:
+        n = MIN_QUERIES if estimate_s < 1.5 else 2
+        n = max(n, min(MAX_QUERIES, math.ceil(TARGET_S / max(estimate_s, 1e-4))))
+    sut.j = j
+    lat: list[float] = []
+    parts: dict[str, list[float]] = {}
+    for _ in range(n):
+        _, p = sut.compute(x)
+        lat.append(p["device_compute"] + p["upload"] + p["server_compute"] + p["download"])
+        for k in ("device_compute", "upload", "server_compute", "download"):
+            parts.setdefault(k, []).append(p[k])
+    return {"median_s": statistics.median(lat), "latencies_s": lat,
+            "parts_median_s": {k: statistics.median(v) for k, v in parts.items()}}
+
+
+def branch_and_bound(bound: Sequence[float], first: Sequence[int],
+                     measure: Callable[[int], dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """The cuts ``first`` measured, then the cut with the least ``bound`` not yet measured while that bound is
+    below the best median so far: every cut left unmeasured is slower than the optimum found, if the bounds
+    hold. ``measure(j)`` returns at least ``{"median_s"}``."""
+    measured = {j: measure(j) for j in dict.fromkeys(first)}
+    while True:
+        best = min(m["median_s"] for m in measured.values())
+        left = [j for j in range(len(bound)) if j not in measured and bound[j] < best]
+        if not left:
+            return measured
+        j = min(left, key=lambda i: bound[i])
+        measured[j] = measure(j)
+
+
+def confirm(sut: Any, x: Any, measured: dict[int, dict[str, Any]], chosen: int) -> None:
+    """A second round for the contenders: the chosen cut and the measured cuts within :data:`CONTENDERS` of the
+    best median (at most four of them) get about :data:`CONFIRM_S` more of queries each, merged with the first
+    round's, so that the least of a dozen noisy medians is not decided by a few queries."""
+    best = min(m["median_s"] for m in measured.values())
+    near = sorted((j for j in measured if measured[j]["median_s"] <= best * (1 + CONTENDERS)),
+                  key=lambda j: measured[j]["median_s"])[:4]
+    for j in dict.fromkeys([*near, chosen]):
+        m = measured[j]
+        n = max(2, min(CONFIRM_MAX, math.ceil(CONFIRM_S / max(m["median_s"], 1e-4))))
+        more = measure_cut(sut, x, j, m["median_s"], n)
+        lat = m["latencies_s"] + more["latencies_s"]
+        measured[j] = {**m, "median_s": statistics.median(lat), "latencies_s": lat, "confirmed": True}
+
+
+def evaluate_links(sut: Any, x: Any, links: Sequence[Link], decide_for: Callable[[Link], dict[str, Any]],
+                   prefix: Sequence[float], sizes: Sequence[int], say: Callable[[str], None] = print,
+                   slack_s: float = 0.0) -> list[dict[str, Any]]:
+    """For each link: the predicted choice, the measured optimum by branch and bound, and their figures.
+    ``slack_s`` comes off each device bound (a quota'd device: one CFS period, what a query that starts with
+    its period's quota unspent can be ahead of a pass timed back to back)."""
+    n = len(prefix) - 1
+    rows = []
+    for link in links:
+        rate = link.up_mbit * 1e6
+        sut.set_rate(rate)
+        decision = decide_for(link)
+        chosen = int(decision["chosen"]["j"])
+        bound = [max(0.0, BOUND_DEVICE * prefix[j] - slack_s)
+                 + (BOUND_LINK * 8 * sizes[j] / rate if j < n else 0.0) for j in range(n + 1)]
+        t0 = time.perf_counter()
+        preds = [c["total_s"] for c in decision["cuts"]]
+        measured = branch_and_bound(bound, (0, chosen), lambda j, b=bound, p=preds: measure_cut(
+            sut, x, j, max(b[j], min(p[j], 30.0))))
+        confirm(sut, x, measured, chosen)
+        best_j = min(measured, key=lambda j: (measured[j]["median_s"], j))
+        best_s, chosen_s, server_s = (measured[k]["median_s"] for k in (best_j, chosen, 0))
+        names = ["input", *decision.get("names", [])] if decision.get("names") else None
+        row = {
+            "link": link.name, "rate_bit_s": rate, "layers": n,
+            "chosen": {"j": chosen, "layer": decision["chosen"]["layer"],
+                       "predicted_s": decision["cuts"][chosen]["total_s"], "measured_s": chosen_s},
+            "optimum": {"j": best_j, "layer": names[best_j] if names else str(best_j), "measured_s": best_s},
+            "exact": chosen == best_j, "optimal": chosen == best_j or chosen_s <= best_s * (1 + NEAR),
+            "pct_of_optimum": best_s / chosen_s,
+            "server_only_s": server_s, "speedup_over_server": server_s / chosen_s,
+            "optimum_speedup_over_server": server_s / best_s,
+            "cuts_measured": {str(j): m for j, m in sorted(measured.items())},
+            "cuts_pruned": n + 1 - len(measured), "seconds": time.perf_counter() - t0,
+            "loadavg": os.getloadavg(),
+        }
+        say(f"  {link.name}: chosen {chosen} ({row['chosen']['layer']}) {chosen_s * 1e3:.1f} ms, optimum "
+            f"{best_j} ({row['optimum']['layer']}) {best_s * 1e3:.1f} ms, all-on-server {server_s * 1e3:.1f} ms; "
+            f"{len(measured)} cuts measured, {row['cuts_pruned']} pruned, {row['seconds']:.0f} s")
+        rows.append(row)
+    return rows
+
+
+def evaluate_network(net: str, quota: float | None, links: Sequence[Link], device_profile: str,
+                     server_profile: str, say: Callable[[str], None] = print,
+                     server_priority: bool = False) -> dict[str, Any]:
+    """One split session for ``net`` with the device capped at ``quota`` cores: every link's row."""
+    from aibench import registry
+    from aibench.partition import split
+    from aibench.results.schema import Result
+
+    bench = registry.get("scenario/neurosurgeon")
+    params = bench.resolve({"net": net, "cut": "input", "network": f"{links[0].up_mbit:.6g}", "num_samples": 1,
+                            "link_check_s": 0.1, "device_cpu_quota": quota or 0.0,
+                            "server_priority": server_priority,
+                            "device_profile": device_profile, "server_profile": server_profile})
+    result = Result(benchmark={"id": bench.id}, params=params, config_hash="eval")
+    t0 = time.perf_counter()
+    load0 = os.getloadavg()
+    with split.split_run(params, result) as (sut, _batch):
+        info = result.method["neurosurgeon"]
+        k = 0.0  # the paper's Table 4: an idle server (the pinged factor is recorded, not priced: one ping on a
+        # shared machine is a snapshot of others' work, the optimum is measured over minutes)
+        t = sut.built.task
+        x = t.to_device(t.collate([t.load_sample(0)]), t.device)
+        prefix = prefix_times(sut.built, x, 1)
+        if prefix[-1] <= 2.0:  # the least of three passes where they are cheap
+            prefix = [min(a, b) for a, b in zip(prefix, prefix_times(sut.built, x, 2), strict=True)]
+        sizes = info["decision"]["per_layer"]["bytes"] if info.get("decision") and "per_layer" in info["decision"] \
+            else None
+        if sizes is None:
+            raise RuntimeError("the evaluation needs the platform profiles (partition fit) for its predictions")
+
+        def decide_for(link: Link) -> dict[str, Any]:
+            _, d = split._decide(sut.built, x, link, params, k)
+            assert d is not None
+            return {**d, "names": sut.built.names}
+
+        say(f"{net} on the device at {quota or 'no'} core quota: device whole pass {prefix[-1] * 1e3:.1f} ms, "
+            f"server load factor {info['server']['load']['measured']['factor']:.2f}")
+        quota_info = info["device"].get("quota")
+        slack = quota_info["period_us"] / 1e6 if quota_info else 0.0
+        rows = evaluate_links(sut, x, links, decide_for, prefix, sizes, say, slack)
+    return {"net": net, "device_quota": quota, "device_quota_applied": info["device"].get("quota"),
+            "server_threads": info["server"]["threads"], "server_pid": info["server"]["pid"],
+            "server_priority": info["server"].get("priority"),
+            "server_load": info["server"]["load"]["measured"],
+            "prefix_s": prefix, "bytes": sizes, "rows": rows, "seconds": time.perf_counter() - t0,
+            "loadavg_start": load0, "loadavg_end": os.getloadavg()}
