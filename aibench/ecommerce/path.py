@@ -25,7 +25,6 @@ parts that run a learned model (the path's AI share). A query without hits is an
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +50,7 @@ from aibench.ecommerce.models import (
 from aibench.ecommerce.modules import NEUTRAL_USER as NEUTRAL_USER
 from aibench.ecommerce.modules import fetch, read_user, sample_sessions, search, select_top
 from aibench.ecommerce.modules import fts_query as fts_query  # re-exported: the searcher's query text
-from aibench.ecommerce.store import MAX_QUERY, PAGE, connect, read_info
+from aibench.ecommerce.store import MAX_QUERY, PAGE, ThreadConnections, connect, read_info
 
 WINDOW = 2000
 
@@ -100,17 +99,10 @@ class ShopPath:
         finally:
             con.close()
         self.vocabulary = self.info.vocabulary
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._cons: list[sqlite3.Connection] = []
+        self._connections = ThreadConnections(self.info.path)
 
     def _con(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = self._local.con = connect(self.info.path)
-            with self._lock:
-                self._cons.append(con)
-        return con
+        return self._connections.get()
 
     def handle(self, query: Query) -> tuple[Page, dict[str, float]]:
         """Serve one query: the page and each module's seconds (see the module's docstring). A module that
@@ -204,8 +196,4 @@ class ShopPath:
 
     def close(self) -> None:
         """Close every thread's connection (call once no thread is serving)."""
-        with self._lock:
-            cons, self._cons = self._cons, []
-        for con in cons:
-            con.close()
-        self._local = threading.local()
+        self._connections.close()

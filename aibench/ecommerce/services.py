@@ -44,7 +44,6 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -303,27 +302,19 @@ class Module:
     def __init__(self, cfg: ModuleConfig) -> None:
         self.cfg = cfg
         self.pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix=f"aibench-{cfg.module}")
-        self._local = threading.local()
-        self._cons: list[Any] = []
-        self._lock = threading.Lock()
+        self._connections: Any = None
         self.store_id = ""
         self.info: Any = None
 
     def open_store(self) -> None:
-        from aibench.ecommerce.store import read_info, store_id
+        from aibench.ecommerce.store import ThreadConnections, read_info, store_id
 
         self.info = read_info(self.cfg.store)
         self.store_id = store_id(self.info)
+        self._connections = ThreadConnections(self.info.path)
 
     def _con(self) -> Any:
-        from aibench.ecommerce.store import connect
-
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = self._local.con = connect(self.info.path)
-            with self._lock:
-                self._cons.append(con)
-        return con
+        return self._connections.get()
 
     async def blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(connection, *args)`` on one of the module's threads (its own SQLite connection)."""
@@ -338,10 +329,8 @@ class Module:
 
     async def close(self) -> None:
         self.pool.shutdown(wait=True)
-        with self._lock:
-            cons, self._cons = self._cons, []
-        for con in cons:
-            con.close()
+        if self._connections is not None:
+            self._connections.close()
 
 
 class Searcher(Module):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,33 @@ def connect(path: Path, *, readonly: bool = True) -> sqlite3.Connection:
     mode = "ro" if readonly else "rw"
     con = sqlite3.connect(f"{path.resolve().as_uri()}?mode={mode}", uri=True, check_same_thread=False)
     return con
+
+
+class ThreadConnections:
+    """One read-only connection to a store per thread that asks (SQLite connections are cheapest unshared),
+    all closed together once no thread is serving: the in-process path's workers and a module service's
+    threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._cons: list[sqlite3.Connection] = []
+
+    def get(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = self._local.con = connect(self.path)
+            with self._lock:
+                self._cons.append(con)
+        return con
+
+    def close(self) -> None:
+        with self._lock:
+            cons, self._cons = self._cons, []
+        for con in cons:
+            con.close()
+        self._local = threading.local()
 
 
 def read_info(location: Path) -> StoreInfo:
