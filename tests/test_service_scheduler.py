@@ -29,11 +29,12 @@ class FakeInstance:
     def outstanding(self) -> int:
         return sum(1 for s in self.sent if not s[0].future.done())
 
-    def send(self, key: int, rows: int, payload: Any, row_shape: tuple[int, ...]) -> _Batch:
+    def send(self, key: int, payload: Any, dtype: str, shape: tuple[int, ...]) -> _Batch:
         if not self.alive:
             raise InstanceLost("gone")
+        assert dtype == "float32"
         entry = _Batch(len(self.sent) + 1, asyncio.get_running_loop().create_future())
-        self.sent.append((entry, key, rows, bytes(payload)))
+        self.sent.append((entry, key, shape[0], bytes(payload)))
         return entry
 
     def answer(self, k: int = 0) -> None:

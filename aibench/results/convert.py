@@ -30,7 +30,9 @@ _OF_SAMPLES = re.compile(r"^(?P<key>time|step_time|latency)_(?P<stat>median|p50|
                          r"mean|iqr)$")
 # Rates at the kernel timer's median time per call (work / median).
 _RATES_OF_TIME = ("gflops", "gbps", "algbw", "busbw")
-_MEANS = ("loss_final", "epoch_time", "avg_power")
+# Means by name (path_cpu_ms is newer than version 1: listed so that one name keeps one meaning everywhere).
+_MEANS = ("loss_final", "epoch_time", "avg_power", "path_cpu_ms")
+_COUNTS = ("steps_to_target", "updates")  # updates: scenario/ecommerce's streaming updates, newer than version 1
 
 
 def legacy_declaration(name: str, samples: Mapping[str, Any] | None = None,
@@ -56,7 +58,7 @@ def legacy_declaration(name: str, samples: Mapping[str, Any] | None = None,
         return declaration("rate")
     if name.startswith("energy_per_") or name in _MEANS:
         return declaration("mean")
-    if name == "steps_to_target":
+    if name in _COUNTS:
         return declaration("count")
     if name in ("speedup", "efficiency"):
         return declaration("ratio")
