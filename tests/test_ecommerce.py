@@ -289,10 +289,10 @@ def test_the_path_serves_concurrent_threads(trained: tuple[Path, Any]) -> None:
         with ThreadPoolExecutor(4) as pool:
             threaded = list(pool.map(lambda q: [p["id"] for p in path.handle(q)[0].products], queries))
         assert threaded == serial
-        assert len(path._cons) >= 2  # one connection per serving thread
+        assert len(path._connections._cons) >= 2  # one connection per serving thread
     finally:
         path.close()
-    assert path._cons == []
+    assert path._connections._cons == []
 
 
 def test_streaming_updates_swap_a_fine_tuned_ranker_in(trained: tuple[Path, Any]) -> None:
