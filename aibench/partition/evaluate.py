@@ -17,6 +17,14 @@ device's time to the end of layer j (timestamps of whole passes on the capped de
 timed back to back) plus 0.98 × the activation's paced upload time at the link's rate (the shaper is within
 0.25% of its rate; docs/partition.md): what the query takes at least before the server has even started.
 Cut 0 (all on the server, for the speed-up) and the predicted choice are always measured.
+
+Two things keep the comparison between cuts fair on a quota'd device. Every query starts in a fresh CFS
+period (``gap_s``, one period and a millisecond of sleep before it): a query that follows a cut which waited on
+the link would otherwise start with its period's quota unspent and run up to one period ahead of a query that
+follows a query computed to the end on the device, which made "send the last 4 KB of scores" (j = N − 1)
+measure faster than "all on the device" (j = N) by about one period (4 ms at 0.25 core, 10 ms at 0.1 core) in
+the first evaluations. And the contenders' second round takes their queries in turn, so that a drift in the
+machine's load during it falls on every contender alike.
 """
 
 from __future__ import annotations
@@ -60,22 +68,38 @@ def prefix_times(built: Any, x: Any, passes: int) -> list[float]:
     return best
 
 
-def measure_cut(sut: Any, x: Any, j: int, estimate_s: float, n: int | None = None) -> dict[str, Any]:
-    """Real queries at cut ``j`` through the split (``n``, or about :data:`TARGET_S` of them for a query of
-    ``estimate_s``); their end-to-end latencies and the median parts."""
-    if n is None:
-        n = MIN_QUERIES if estimate_s < 1.5 else 2
-        n = max(n, min(MAX_QUERIES, math.ceil(TARGET_S / max(estimate_s, 1e-4))))
+PARTS = ("device_compute", "upload", "server_compute", "download")
+
+
+def one_query(sut: Any, x: Any, j: int, gap_s: float = 0.0) -> dict[str, float]:
+    """One real query at cut ``j`` through the split, after ``gap_s`` of sleep (a fresh CFS period for a
+    quota'd device); its four parts on one clock."""
+    if gap_s > 0:
+        time.sleep(gap_s)
     sut.j = j
-    lat: list[float] = []
-    parts: dict[str, list[float]] = {}
-    for _ in range(n):
-        _, p = sut.compute(x)
-        lat.append(p["device_compute"] + p["upload"] + p["server_compute"] + p["download"])
-        for k in ("device_compute", "upload", "server_compute", "download"):
-            parts.setdefault(k, []).append(p[k])
-    return {"median_s": statistics.median(lat), "latencies_s": lat,
-            "parts_median_s": {k: statistics.median(v) for k, v in parts.items()}}
+    _, p = sut.compute(x)
+    return {k: p[k] for k in PARTS}
+
+
+def summarise(queries: Sequence[dict[str, float]]) -> dict[str, Any]:
+    """A measured cut from its queries: their end-to-end latencies (the sum of the parts), the median, and the
+    median of each part."""
+    lat = [sum(q[k] for k in PARTS) for q in queries]
+    return {"median_s": statistics.median(lat), "latencies_s": lat, "queries": list(queries),
+            "parts_median_s": {k: statistics.median(q[k] for q in queries) for k in PARTS}}
+
+
+def queries_for(estimate_s: float) -> int:
+    """About :data:`TARGET_S` of queries for a query of ``estimate_s``, within the bounds."""
+    n = MIN_QUERIES if estimate_s < 1.5 else 2
+    return max(n, min(MAX_QUERIES, math.ceil(TARGET_S / max(estimate_s, 1e-4))))
+
+
+def measure_cut(sut: Any, x: Any, j: int, estimate_s: float, n: int | None = None,
+                gap_s: float = 0.0) -> dict[str, Any]:
+    """Real queries at cut ``j`` through the split (``n``, or :func:`queries_for` ``estimate_s``), each after
+    ``gap_s``; their end-to-end latencies and the median parts."""
+    return summarise([one_query(sut, x, j, gap_s) for _ in range(n or queries_for(estimate_s))])
 
 
 def branch_and_bound(bound: Sequence[float], first: Sequence[int],
@@ -93,27 +117,32 @@ def branch_and_bound(bound: Sequence[float], first: Sequence[int],
         measured[j] = measure(j)
 
 
-def confirm(sut: Any, x: Any, measured: dict[int, dict[str, Any]], chosen: int) -> None:
+def confirm(sut: Any, x: Any, measured: dict[int, dict[str, Any]], chosen: int, gap_s: float = 0.0) -> None:
     """A second round for the contenders: the chosen cut and the measured cuts within :data:`CONTENDERS` of the
-    best median (at most four of them) get about :data:`CONFIRM_S` more of queries each, merged with the first
-    round's, so that the least of a dozen noisy medians is not decided by a few queries."""
+    best median (at most four of them) get about :data:`CONFIRM_S` more of queries each, taken in turn and
+    merged with the first round's, so that the least of a dozen noisy medians is not decided by a few queries
+    or by a change in the machine's load between one contender's queries and the next's."""
     best = min(m["median_s"] for m in measured.values())
     near = sorted((j for j in measured if measured[j]["median_s"] <= best * (1 + CONTENDERS)),
                   key=lambda j: measured[j]["median_s"])[:4]
-    for j in dict.fromkeys([*near, chosen]):
-        m = measured[j]
-        n = max(2, min(CONFIRM_MAX, math.ceil(CONFIRM_S / max(m["median_s"], 1e-4))))
-        more = measure_cut(sut, x, j, m["median_s"], n)
-        lat = m["latencies_s"] + more["latencies_s"]
-        measured[j] = {**m, "median_s": statistics.median(lat), "latencies_s": lat, "confirmed": True}
+    want = {j: max(2, min(CONFIRM_MAX, math.ceil(CONFIRM_S / max(measured[j]["median_s"], 1e-4))))
+            for j in dict.fromkeys([*near, chosen])}
+    more: dict[int, list[dict[str, float]]] = {j: [] for j in want}
+    for i in range(max(want.values())):
+        for j, n in want.items():
+            if i < n:
+                more[j].append(one_query(sut, x, j, gap_s))
+    for j, got in more.items():
+        measured[j] = {**summarise(measured[j]["queries"] + got), "confirmed": True}
 
 
 def evaluate_links(sut: Any, x: Any, links: Sequence[Link], decide_for: Callable[[Link], dict[str, Any]],
                    prefix: Sequence[float], sizes: Sequence[int], say: Callable[[str], None] = print,
-                   slack_s: float = 0.0) -> list[dict[str, Any]]:
+                   slack_s: float = 0.0, gap_s: float = 0.0) -> list[dict[str, Any]]:
     """For each link: the predicted choice, the measured optimum by branch and bound, and their figures.
     ``slack_s`` comes off each device bound (a quota'd device: one CFS period, what a query that starts with
-    its period's quota unspent can be ahead of a pass timed back to back)."""
+    its period's quota unspent can be ahead of a pass timed back to back); ``gap_s`` of sleep comes before each
+    query (a quota'd device: a fresh period for every query, whatever the cut before it)."""
     n = len(prefix) - 1
     rows = []
     for link in links:
@@ -126,8 +155,8 @@ def evaluate_links(sut: Any, x: Any, links: Sequence[Link], decide_for: Callable
         t0 = time.perf_counter()
         preds = [c["total_s"] for c in decision["cuts"]]
         measured = branch_and_bound(bound, (0, chosen), lambda j, b=bound, p=preds: measure_cut(
-            sut, x, j, max(b[j], min(p[j], 30.0))))
-        confirm(sut, x, measured, chosen)
+            sut, x, j, max(b[j], min(p[j], 30.0)), gap_s=gap_s))
+        confirm(sut, x, measured, chosen, gap_s)
         best_j = min(measured, key=lambda j: (measured[j]["median_s"], j))
         best_s, chosen_s, server_s = (measured[k]["median_s"] for k in (best_j, chosen, 0))
         names = ["input", *decision.get("names", [])] if decision.get("names") else None
@@ -190,7 +219,8 @@ def evaluate_network(net: str, quota: float | None, links: Sequence[Link], devic
             f"server load factor {info['server']['load']['measured']['factor']:.2f}")
         quota_info = info["device"].get("quota")
         slack = quota_info["period_us"] / 1e6 if quota_info else 0.0
-        rows = evaluate_links(sut, x, links, decide_for, prefix, sizes, say, slack)
+        rows = evaluate_links(sut, x, links, decide_for, prefix, sizes, say, slack,
+                              gap_s=slack + 1e-3 if quota_info else 0.0)
     return {"net": net, "device_quota": quota, "device_quota_applied": info["device"].get("quota"),
             "server_threads": info["server"]["threads"], "server_pid": info["server"]["pid"],
             "server_priority": info["server"].get("priority"),
