@@ -115,15 +115,39 @@ def measure(args: argparse.Namespace, store: Path) -> None:
             store.write_text(json.dumps(doc, indent=1) + "\n")
 
 
+def layer_types(session: dict[str, Any]) -> list[str]:
+    """Each layer's model type (a session written before they were recorded: from the network itself)."""
+    if "layer_types" in session:
+        return session["layer_types"]
+    from aibench.partition.layers import layer_type
+    from aibench.partition.profile import load_network
+    from aibench.partition.sides import side_for
+
+    net = load_network(f"component/{session['net']}", side_for("server", device="cpu"))
+    return [layer_type(module) for _, module in net.layers]
+
+
+def verdict(r: dict[str, Any]) -> str:
+    if r["exact"]:
+        return "yes"
+    if r["same_split"]:
+        return "yes (same split)"
+    return "within 2%" if r["optimal"] else "no"
+
+
 def print_table(doc: dict[str, Any]) -> None:
+    from aibench.partition.evaluate import same_split
+
     print("| device | net | link | chosen (j layer) | measured optimum | optimal | % of optimum | chosen ms | "
           "optimum ms | all-on-server ms | speed-up over all-on-server | cuts measured | load |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for s in doc["sessions"]:
+        kinds = layer_types(s)
         for r in s["rows"]:
+            r["same_split"] = same_split(kinds, r["chosen"]["j"], r["optimum"]["j"])
             rows.append(r)
-            ok = ("yes" if r["exact"] else "yes (within 2%)") if r["optimal"] else "no"
+            ok = verdict(r)
             print(f"| {s['device_quota']:g} core | {s['net']} | {r['link']} | "
                   f"{r['chosen']['j']} {r['chosen']['layer']} | {r['optimum']['j']} {r['optimum']['layer']} | "
                   f"{ok} | {100 * r['pct_of_optimum']:.1f}% | "
@@ -132,8 +156,9 @@ def print_table(doc: dict[str, Any]) -> None:
                   f"{len(r['cuts_measured'])}/{r['layers'] + 1} | {r['loadavg'][0]:.1f} |")
     if not rows:
         return
-    n_opt = sum(r["optimal"] for r in rows)
     n_exact = sum(r["exact"] for r in rows)
+    n_same = sum(r["same_split"] and not r["exact"] for r in rows)
+    n_near = sum(r["optimal"] and not (r["exact"] or r["same_split"]) for r in rows)
     mean_pct = sum(r["pct_of_optimum"] for r in rows) / len(rows)
     geo = math.exp(sum(math.log(r["speedup_over_server"]) for r in rows) / len(rows))
     interior = sum(1 for r in rows if 0 < r["optimum"]["j"] < r["layers"])
@@ -142,8 +167,9 @@ def print_table(doc: dict[str, Any]) -> None:
                      for r in rows for m in r["cuts_measured"].values() if m["median_s"] > 0)
     loads = [r["loadavg"][0] for r in rows]
     n_cuts = sum(len(r["cuts_measured"]) for r in rows)
-    print(f"\n{n_opt} of {len(rows)} choices optimal ({n_exact} the exact cut, the rest within 2% of the optimum's "
-          f"median); {100 * mean_pct:.1f}% of the optimal latency on average; geometric-mean speed-up of the "
+    print(f"\n{n_exact + n_same} of {len(rows)} choices optimal ({n_exact} the exact cut, {n_same} the same split "
+          f"of the work: the cuts apart only by layers without arithmetic); {n_near} more within 2% of the "
+          f"optimum's median; {100 * mean_pct:.1f}% of the optimal latency on average; geometric-mean speed-up of the "
           f"choice over all-on-server {geo:.2f}× (max {max(r['speedup_over_server'] for r in rows):.1f}×); "
           f"{interior} interior optima, {interior_chosen} interior choices; {n_cuts} "
           f"cuts measured end to end; their (max - min) / median: median {100 * spreads[len(spreads) // 2]:.1f}%; "

@@ -415,6 +415,35 @@ def test_branch_and_bound_finds_the_brute_force_optimum() -> None:
     assert pruned > 0
 
 
+def test_the_final_round_names_the_optimum_side_by_side_under_drift() -> None:
+    """The machine slows down while cuts are measured one after another: the first round ranks the truly
+    faster cut last; the final round, one query of each finalist in turn, ranks them right, and the cuts
+    that only differ by layers without arithmetic are the same split."""
+    from aibench.partition.evaluate import confirm, measure_cut, same_split
+
+    true = {0: 1.0, 1: 0.50, 2: 0.49, 3: 0.80}
+
+    class Drifting:
+        j, calls = 0, 0
+
+        def compute(self, _x: Any) -> tuple[None, dict[str, float]]:
+            self.calls += 1
+            t = true[self.j] + 0.002 * self.calls  # 2 ms more per query: a load rising
+            return None, {"device_compute": t, "upload": 0.0, "server_compute": 0.0, "download": 0.0}
+
+    sut = Drifting()
+    measured = {j: measure_cut(sut, None, j, 0.5, n=5) for j in (0, 1, 3, 2)}
+    assert min(measured, key=lambda j: measured[j]["median_s"]) == 1  # the drift, not the cut
+    confirm(sut, None, measured, chosen=1)
+    assert min(measured, key=lambda j: measured[j]["median_s"]) == 2
+    assert measured[2]["final_round"] and measured[1]["final_round"] and "final_round" not in measured[0]
+    assert len(measured[2]["latencies_s"]) == len(measured[1]["latencies_s"]) >= 4
+    assert measured[2]["first_round"]["median_s"] > measured[1]["first_round"]["median_s"]
+    kinds = ["conv", "act", "pool", "reshape", "fc", "act", "reshape", "fc", "softmax"]
+    assert same_split(kinds, 3, 4) and same_split(kinds, 6, 7) and same_split(kinds, 4, 3)
+    assert not same_split(kinds, 2, 4) and not same_split(kinds, 8, 9) and same_split(kinds, 5, 5)
+
+
 def test_the_evaluation_measures_every_cut_that_could_be_optimal(tmp_path: Path) -> None:
     """One tiny split session (the POS tagger, a fast link): the predicted choice, cut 0 and the optimum are
     measured end to end, the figures are consistent, and every cut left out is bounded above the optimum."""

@@ -23,8 +23,8 @@ period (``gap_s``, one period and a millisecond of sleep before it): a query tha
 the link would otherwise start with its period's quota unspent and run up to one period ahead of a query that
 follows a query computed to the end on the device, which made "send the last 4 KB of scores" (j = N − 1)
 measure faster than "all on the device" (j = N) by about one period (4 ms at 0.25 core, 10 ms at 0.1 core) in
-the first evaluations. And the contenders' second round takes their queries in turn, so that a drift in the
-machine's load during it falls on every contender alike.
+the first evaluations. And the contenders' final round takes their queries in turn, so that a drift in the
+machine's load during it falls on every contender alike (:func:`confirm`).
 """
 
 from __future__ import annotations
@@ -42,9 +42,20 @@ BOUND_DEVICE = 0.9
 BOUND_LINK = 0.98
 TARGET_S = 1.0  # queries per measured cut: about this much time ...
 MIN_QUERIES, MAX_QUERIES = 3, 9  # ... within these (2 when a query takes 1.5 s or more: the link dominates)
-CONTENDERS = 0.15  # measured cuts within this of the best median get a second round ...
-CONFIRM_S, CONFIRM_MAX = 2.5, 25  # ... of about this much time (at most this many queries)
+CONTENDERS, FINALISTS = 0.15, 6  # measured cuts within this of the best median (at most this many) and the
+# choice are measured again side by side in a final round ...
+CONFIRM_S, CONFIRM_MIN, CONFIRM_MAX = 2.5, 4, 25  # ... of about this much time for the best (these many queries)
 NEAR = 0.02  # a choice within 2% of the optimum's median is counted optimal (medians repeat to about that here)
+
+
+def same_split(kinds: Sequence[str], a: int, b: int) -> bool:
+    """Whether cuts ``a`` and ``b`` split the work alike: every layer between them (``kinds[i]`` is layer
+    i + 1's model type) does no arithmetic (``reshape``: a flatten, a dropout at inference, an identity), so
+    the same activation crosses the link and each side computes the same. Such cuts differ only in where a
+    no-op runs; their measured medians differ by noise alone (Caffe's networks, the paper's, have no flatten
+    layer at all: its inner-product layer flattens)."""
+    lo, hi = sorted((a, b))
+    return all(k == "reshape" for k in kinds[lo:hi])
 
 
 def prefix_times(built: Any, x: Any, passes: int) -> list[float]:
@@ -118,27 +129,30 @@ def branch_and_bound(bound: Sequence[float], first: Sequence[int],
 
 
 def confirm(sut: Any, x: Any, measured: dict[int, dict[str, Any]], chosen: int, gap_s: float = 0.0) -> None:
-    """A second round for the contenders: the chosen cut and the measured cuts within :data:`CONTENDERS` of the
-    best median (at most four of them) get about :data:`CONFIRM_S` more of queries each, taken in turn and
-    merged with the first round's, so that the least of a dozen noisy medians is not decided by a few queries
-    or by a change in the machine's load between one contender's queries and the next's."""
+    """The final round, which names the optimum: the chosen cut and the measured cuts within
+    :data:`CONTENDERS` of the best first-round median (the :data:`FINALISTS` best of them) are measured again
+    side by side, one query of each in turn (the order rotating), about :data:`CONFIRM_S` for the best, at
+    least :data:`CONFIRM_MIN` and at most :data:`CONFIRM_MAX` queries each. Their medians come from this round
+    alone (the first round is kept beside, as ``first_round``): the first round measured each cut at its own
+    time, and a drift in the machine's load between them (10–15 ms on IMC's 200 ms) was as large as the
+    differences between the best cuts."""
     best = min(m["median_s"] for m in measured.values())
     near = sorted((j for j in measured if measured[j]["median_s"] <= best * (1 + CONTENDERS)),
-                  key=lambda j: measured[j]["median_s"])[:4]
-    want = {j: max(2, min(CONFIRM_MAX, math.ceil(CONFIRM_S / max(measured[j]["median_s"], 1e-4))))
-            for j in dict.fromkeys([*near, chosen])}
-    more: dict[int, list[dict[str, float]]] = {j: [] for j in want}
-    for i in range(max(want.values())):
-        for j, n in want.items():
-            if i < n:
-                more[j].append(one_query(sut, x, j, gap_s))
-    for j, got in more.items():
-        measured[j] = {**summarise(measured[j]["queries"] + got), "confirmed": True}
+                  key=lambda j: measured[j]["median_s"])[:FINALISTS]
+    finalists = list(dict.fromkeys([*near, chosen]))
+    n = max(CONFIRM_MIN, min(CONFIRM_MAX, math.ceil(CONFIRM_S / max(best, 1e-4))))
+    got: dict[int, list[dict[str, float]]] = {j: [] for j in finalists}
+    for i in range(n):
+        for j in finalists[i % len(finalists):] + finalists[:i % len(finalists)]:
+            got[j].append(one_query(sut, x, j, gap_s))
+    for j, queries in got.items():
+        measured[j] = {**summarise(queries), "final_round": True, "first_round": measured[j]}
 
 
 def evaluate_links(sut: Any, x: Any, links: Sequence[Link], decide_for: Callable[[Link], dict[str, Any]],
                    prefix: Sequence[float], sizes: Sequence[int], say: Callable[[str], None] = print,
-                   slack_s: float = 0.0, gap_s: float = 0.0) -> list[dict[str, Any]]:
+                   slack_s: float = 0.0, gap_s: float = 0.0,
+                   kinds: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """For each link: the predicted choice, the measured optimum by branch and bound, and their figures.
     ``slack_s`` comes off each device bound (a quota'd device: one CFS period, what a query that starts with
     its period's quota unspent can be ahead of a pass timed back to back); ``gap_s`` of sleep comes before each
@@ -165,7 +179,8 @@ def evaluate_links(sut: Any, x: Any, links: Sequence[Link], decide_for: Callable
             "chosen": {"j": chosen, "layer": decision["chosen"]["layer"],
                        "predicted_s": decision["cuts"][chosen]["total_s"], "measured_s": chosen_s},
             "optimum": {"j": best_j, "layer": names[best_j] if names else str(best_j), "measured_s": best_s},
-            "exact": chosen == best_j, "optimal": chosen == best_j or chosen_s <= best_s * (1 + NEAR),
+            "exact": chosen == best_j, "same_split": kinds is not None and same_split(kinds, chosen, best_j),
+            "optimal": chosen == best_j or chosen_s <= best_s * (1 + NEAR),
             "pct_of_optimum": best_s / chosen_s,
             "server_only_s": server_s, "speedup_over_server": server_s / chosen_s,
             "optimum_speedup_over_server": server_s / best_s,
@@ -186,6 +201,7 @@ def evaluate_network(net: str, quota: float | None, links: Sequence[Link], devic
     """One split session for ``net`` with the device capped at ``quota`` cores: every link's row."""
     from aibench import registry
     from aibench.partition import split
+    from aibench.partition.layers import layer_type
     from aibench.results.schema import Result
 
     bench = registry.get("scenario/neurosurgeon")
@@ -219,11 +235,12 @@ def evaluate_network(net: str, quota: float | None, links: Sequence[Link], devic
             f"server load factor {info['server']['load']['measured']['factor']:.2f}")
         quota_info = info["device"].get("quota")
         slack = quota_info["period_us"] / 1e6 if quota_info else 0.0
+        kinds = [layer_type(module) for _, module in sut.built.layers]
         rows = evaluate_links(sut, x, links, decide_for, prefix, sizes, say, slack,
-                              gap_s=slack + 1e-3 if quota_info else 0.0)
+                              gap_s=slack + 1e-3 if quota_info else 0.0, kinds=kinds)
     return {"net": net, "device_quota": quota, "device_quota_applied": info["device"].get("quota"),
             "server_threads": info["server"]["threads"], "server_pid": info["server"]["pid"],
             "server_priority": info["server"].get("priority"),
             "server_load": info["server"]["load"]["measured"],
-            "prefix_s": prefix, "bytes": sizes, "rows": rows, "seconds": time.perf_counter() - t0,
+            "prefix_s": prefix, "bytes": sizes, "layer_types": kinds, "rows": rows, "seconds": time.perf_counter() - t0,
             "loadavg_start": load0, "loadavg_end": os.getloadavg()}
