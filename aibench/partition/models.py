@@ -381,7 +381,9 @@ def read_profile(path: str) -> dict[str, Any]:
     try:
         doc = read_json(path, limits=True)
     except ResultFileError as exc:
-        raise ResultIOError(f"platform profile {exc.format_message()}") from None
+        raise ResultIOError(f"platform profile {exc.format_message()} (write one with `aibench partition fit "
+                            "--side device` or `--side server`, or name it with --device-profile/--server-profile)"
+                            ) from None
     if not isinstance(doc, dict) or doc.get("schema") != PROFILE_SCHEMA:
         raise ResultIOError(f"{path}: not an aibench platform profile (no \"schema\": \"{PROFILE_SCHEMA}\"; "
                             "write one with `aibench partition fit`)")
