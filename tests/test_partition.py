@@ -401,7 +401,11 @@ def test_groups_left_by_sigkill_are_swept_at_the_next_start(tmp_path: Path) -> N
 
     parent = _cgroups_or_skip()
     child = _child(HOLD_A_GROUP)
-    group = Path(child.stdout.readline().strip())  # type: ignore[union-attr]
+    line = child.stdout.readline().strip()  # type: ignore[union-attr]
+    if not line:
+        child.wait(10)
+        pytest.fail(f"the child made no group: {child.stderr.read()}")  # type: ignore[union-attr]
+    group = Path(line)
     assert group.parent == parent and group.name == f"aibench-partition-{child.pid}-quota"
     assert str(child.pid) in (group / "cgroup.procs").read_text().split()
     child.send_signal(signal.SIGKILL)
