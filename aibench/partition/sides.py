@@ -154,7 +154,7 @@ def group_name(kind: str, member: int) -> str:
 def _tasks(group: Path) -> bool | None:
     """Whether ``group`` holds a process or thread (None: it cannot be read, so it must be left alone)."""
     try:
-        return any((group / name).read_text().strip() for name in ("cgroup.procs", "tasks")
+        return any((group / name).read_text().strip() for name in ("cgroup.procs", "tasks", "cgroup.threads")
                    if (group / name).exists())
     except OSError:
         return None
