@@ -17,7 +17,8 @@ The server runs (its fit and its process) with the largest CPU weight, no cap: a
 a shared machine (--no-server-priority: the ordinary weight). The platform profiles (partition fit: the
 server on every core, each device configuration under its quota; the sweeps exclude the evaluated networks)
 are written to --out and reused when there (--refit: again).
-Rows go to --out/eval.json as each network finishes, so an interrupted run keeps what it measured.
+Rows go to --out/eval.json as each network finishes, so an interrupted run keeps what it measured. Ctrl-C and
+SIGTERM stop the server and remove the cgroups (exit 130, 143); after a SIGKILL the next start removes them.
 """
 
 from __future__ import annotations
@@ -176,5 +177,20 @@ def print_table(doc: dict[str, Any]) -> None:
           f"load average (1 min) {min(loads):.1f}-{max(loads):.1f}")
 
 
+def run() -> int:
+    """``main`` with SIGTERM handled as Ctrl-C is (aibench.lifetime): either unwinds the run, so the server
+    process is stopped and the cgroups of the device's quota and the server's priority are removed (a SIGKILL
+    cannot be caught: the next start sweeps those groups); the rows finished so far stay in eval.json."""
+    from aibench import lifetime
+
+    with lifetime.handling_signals():
+        try:
+            return main()
+        except KeyboardInterrupt as exc:
+            print(f"partition_eval: {lifetime.verb(exc)}; the sessions finished so far are in --out/eval.json",
+                  file=sys.stderr, flush=True)
+            return lifetime.exit_code(exc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -138,15 +138,16 @@ def test_fit_recovers_a_linear_and_a_log_law() -> None:
 
 def test_sweep_excludes_real_layers() -> None:
     from aibench.partition.layers import signature
-    from aibench.partition.models import QUICK_COUNTS, real_layer_signatures, sweep
+    from aibench.partition.models import QUICK_COUNTS, real_layer_signatures, sweep, sweep_timing
 
     real = real_layer_signatures(["dig"])
     assert ("conv", ("filter_stride_sq_x_filters", 500.0), ("groups", 1.0), ("input_maps", 78400.0)) in real
-    points, _ = sweep({"conv": 2, "fc": 2}, 1e6, real, min_reps=1, min_time_s=0)
+    quick = sweep_timing(min_reps=1, min_time_s=0)
+    points, _ = sweep({"conv": 2, "fc": 2}, 1e6, real, timing=quick)
     assert len(points) == 4 and all(signature({"type": p["type"], "vars": p["vars"]}) not in real for p in points)
     # the same seed draws the same configurations first: declared "real", they are dropped and others drawn
     everything = {signature({"type": p["type"], "vars": p["vars"]}) for p in points}
-    again, excluded = sweep({"conv": 2, "fc": 2}, 1e6, everything, min_reps=1, min_time_s=0)
+    again, excluded = sweep({"conv": 2, "fc": 2}, 1e6, everything, timing=quick)
     assert excluded >= 2 and len(again) == 4 and all(signature({"type": p["type"], "vars": p["vars"]}) not in everything
                                  for p in again)
     assert set(QUICK_COUNTS) >= {"conv", "fc", "pool", "lc", "act", "norm", "softmax"}
@@ -319,6 +320,7 @@ def test_bad_input_is_one_line_and_a_code(cli: Any, tiny_bench: Any, tiny_split:
 
 def test_cpu_quota_is_applied_or_refused_with_the_reason(cli: Any, tiny_split: Any, tmp_path: Path) -> None:
     from aibench.partition.sides import quota_interface
+    from aibench.results.store import load_results
 
     found = quota_interface()
     code, out, err = cli("partition", "profile", TINY_SPLIT, "--cpu-quota", "0.5", "--out", str(tmp_path), *FAST,
@@ -327,9 +329,135 @@ def test_cpu_quota_is_applied_or_refused_with_the_reason(cli: Any, tiny_split: A
         assert code == 3 and "--cpu-quota" in err
     else:
         assert code == 0, err
-        quota = json.loads(out)["side"]["quota"]
+        shown = json.loads(out)
+        quota = shown["side"]["quota"]
         assert quota["cores"] == 0.5 and quota["cgroup"] == found[0]
         assert not Path(quota["group"]).exists()  # the group is removed afterwards
+        # under a quota each layer's figure is its mean call over at least four CFS periods, not the median
+        assert all(r["statistic"] == "mean" and r["time_s"] == r["mean_s"] for r in shown["layers"])
+        (result,) = load_results([tmp_path])
+        rule = result.method["partition"]["layer_statistic"]
+        assert rule["statistic"] == "mean" and rule["span_s"] >= 4 * quota["period_us"] / 1e6
+        assert result.metrics["layer_conv1_mean"]["statistic"] == "mean" and "layers_sum_mean" in result.metrics
+        assert min(r["n"] for r in shown["layers"]) > 3  # --max-reps 3 does not cut the periods short
+
+
+def test_timing_under_a_quota_spans_four_periods_and_takes_the_mean() -> None:
+    """One rule for the profile's layers and the fit's sweep points (models.sweep_timing is a Timing)."""
+    import time
+
+    from aibench.partition.models import sweep_timing
+    from aibench.partition.profile import QUOTA_PERIODS, Timing
+
+    plain = Timing(min_reps=1, max_reps=3, min_time_s=0.01)
+    capped = Timing(min_reps=1, max_reps=3, min_time_s=0.01, period_s=0.005)
+    calls = [0.001] * 9 + [0.031]  # throttled on one call in ten: the median misses it, the mean does not
+    assert plain.figure(calls) == 0.001 and capped.figure(calls) == pytest.approx(0.004)
+    assert (plain.statistic, capped.statistic) == ("median", "mean")
+    assert len(plain.times(lambda: time.sleep(0.001), lambda: None)) == 3
+    spanned = capped.times(lambda: time.sleep(0.001), lambda: None)
+    assert math.fsum(spanned) >= QUOTA_PERIODS * 0.005 and len(spanned) > 3
+    assert sweep_timing(0.005).statistic == "mean" and sweep_timing(0.005).span_s == 0.03  # its min_time_s
+    assert sweep_timing().describe()["statistic"] == "median"
+
+
+def _cgroups_or_skip() -> Path:
+    from aibench.partition.sides import quota_interface
+
+    found = quota_interface()
+    if isinstance(found, str):
+        pytest.skip(f"cannot make cgroups on this machine: {found}")
+    return found[1]
+
+
+def _child(code: str, *args: str) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+HOLD_A_GROUP = """
+import sys, time
+from aibench.partition.sides import cpu_quota
+with cpu_quota(0.5) as q:
+    print(q["group"], flush=True)
+    time.sleep(60)
+"""
+
+START_A_GROUP = """
+from aibench.partition.sides import cpu_priority
+with cpu_priority():
+    pass
+"""
+
+
+def test_groups_left_by_sigkill_are_swept_at_the_next_start(tmp_path: Path) -> None:
+    """SIGKILL cannot be caught: the group stays, empty; the next process that makes a group removes it, but
+    never a group whose owner lives or that holds a task."""
+    import signal
+    import subprocess
+
+    parent = _cgroups_or_skip()
+    child = _child(HOLD_A_GROUP)
+    line = child.stdout.readline().strip()  # type: ignore[union-attr]
+    if not line:
+        child.wait(10)
+        pytest.fail(f"the child made no group: {child.stderr.read()}")  # type: ignore[union-attr]
+    group = Path(line)
+    assert group.parent == parent and group.name == f"aibench-partition-{child.pid}-quota"
+    assert str(child.pid) in (group / "cgroup.procs").read_text().split()
+    child.send_signal(signal.SIGKILL)
+    child.wait(10)
+    assert group.is_dir() and not (group / "cgroup.procs").read_text().strip()  # left behind, empty
+    sleeper = subprocess.Popen(["sleep", "60"])
+    busy = parent / f"aibench-partition-{child.pid}-prio-{sleeper.pid}"  # its owner is dead, but it has a task
+    owned = parent / f"aibench-partition-{sleeper.pid}-quota"  # empty, but its owner lives
+    try:
+        busy.mkdir()
+        owned.mkdir()
+        (busy / "cgroup.procs").write_text(f"{sleeper.pid}\n")
+        nxt = _child(START_A_GROUP)
+        assert nxt.wait(30) == 0, nxt.stderr.read()  # type: ignore[union-attr]
+        assert not group.exists()
+        assert busy.is_dir() and owned.is_dir()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        for g in (busy, owned, group):
+            if g.exists():
+                g.rmdir()
+
+
+def test_sigterm_of_the_evaluation_removes_its_groups(tmp_path: Path) -> None:
+    """scripts/partition_eval.py, terminated while a group of its own is in place (the server's priority for
+    its fit, or a device quota): the group is gone and it exits 143."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    parent = _cgroups_or_skip()
+    script = Path(__file__).resolve().parents[1] / "scripts" / "partition_eval.py"
+    child = subprocess.Popen([sys.executable, str(script), "--out", str(tmp_path), "--nets", "pos", "--quotas", "0.5",
+                              "--quick"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        mine: list[Path] = []
+        while not mine and child.poll() is None and time.monotonic() < deadline:
+            mine = list(parent.glob(f"aibench-partition-{child.pid}-*"))
+            time.sleep(0.02)
+        assert mine, f"no group appeared: {child.poll()}"
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 143, err
+    assert "terminated (SIGTERM)" in err and "Traceback" not in err
+    assert not list(parent.glob(f"aibench-partition-{child.pid}-*"))
 
 
 def test_batch_is_priced_per_layer(tiny_split: Any) -> None:

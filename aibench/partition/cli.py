@@ -89,45 +89,55 @@ def profile_cmd(ref: str, side: str, device: str | None, threads: int | None, dt
     quota = f", quota {info['quota']['cores']:g} cores (cgroup {info['quota']['cgroup']})" if info.get("quota") else ""
     table = Table(title=f"{result.id} on the {s.name} side: {s.device}, {info['threads_effective']} thread(s), "
                         f"{s.dtype}{quota}", title_justify="left")
-    for col in ("j", "layer", "type", "median ms", "IQR ms", "n", "out KB"):
+    stat = result.method["partition"].get("layer_statistic", {}).get("statistic", "median")
+    for col in ("j", "layer", "type", "median ms", "IQR ms", "mean ms", "n", "out KB"):
         table.add_column(col, justify="left" if col in ("layer", "type") else "right")
     for i, row in enumerate(rows, start=1):
         table.add_row(str(i), row["name"], row["type"], f"{row['median_s'] * 1e3:.3f}", f"{row['iqr_s'] * 1e3:.3f}",
-                      str(row["n"]), f"{row['out_bytes'] / 1e3:.1f}")
+                      f"{row['mean_s'] * 1e3:.3f}", str(row["n"]), f"{row['out_bytes'] / 1e3:.1f}")
     con = _console()
     con.print(table)
-    whole = result.metrics["time_median"]["value"]
-    summed = result.metrics["layers_sum_median"]["value"]
-    con.print(f"input {result.method['partition']['input_bytes'] / 1e3:.1f} KB · whole network median "
-              f"{whole * 1e3:.2f} ms · sum of layer medians {summed * 1e3:.2f} ms · {path}")
+    whole = result.metrics[f"time_{stat}"]["value"]
+    summed = result.metrics[f"layers_sum_{stat}"]["value"]
+    why = (f" (the side is under a CPU quota: each layer's {stat} over at least "
+           f"{result.method['partition']['layer_statistic']['span_s'] * 1e3:g} ms of calls, the throttling "
+           "included)" if stat != "median" else "")
+    con.print(f"input {result.method['partition']['input_bytes'] / 1e3:.1f} KB · whole network {stat} "
+              f"{whole * 1e3:.2f} ms · sum of layer {stat}s {summed * 1e3:.2f} ms{why} · {path}")
 
 
 def profile_rows(result: Any) -> list[dict[str, Any]]:
-    """One row per layer of a profile result: name, type, median and IQR seconds, calls, output bytes."""
+    """One row per layer of a profile result: name, type, its figure (``time_s``, the result's
+    ``statistic``: see :func:`aibench.partition.profile.layer_figures`), median, IQR and mean seconds, calls,
+    output bytes."""
+    from aibench.partition.profile import layer_figures
+
+    stat, figures = layer_figures(result)
     rows = []
     for layer in result.method["partition"]["layers"]:
-        part = result.parts["layer"][layer["name"]]
-        rows.append({"name": layer["name"], "type": layer["type"], "median_s": part["summary"]["median"],
-                     "iqr_s": part["summary"]["iqr"], "n": part["seen"], "out_bytes": layer["out_bytes"],
+        summary = result.parts["layer"][layer["name"]]["summary"]
+        rows.append({"name": layer["name"], "type": layer["type"], "time_s": figures[layer["name"]],
+                     "statistic": stat, "median_s": summary["median"], "iqr_s": summary["iqr"],
+                     "mean_s": summary["mean"], "n": summary["n"], "out_bytes": layer["out_bytes"],
                      "work": layer["work"]})
     return rows
-
-
 
 
 ALL_NETWORKS = ("imc", "dig", "face", "asr", "pos", "chk", "ner", "vgg")
 
 
 def _profile_layers(result: Any) -> list[dict[str, Any]]:
-    """The described layers of a `partition profile` result, each with its measured median."""
+    """The described layers of a `partition profile` result, each with its measured figure (``measured_s``:
+    the median, or the mean on a side under a CPU quota: :func:`aibench.partition.profile.layer_figures`)."""
     from aibench.errors import ResultIOError
+    from aibench.partition.profile import layer_figures
 
     part = result.method.get("partition") if isinstance(result.method, dict) else None
     if not isinstance(part, dict) or not isinstance(part.get("layers"), list) or "layer" not in result.parts:
         raise ResultIOError(f"{result.id} run {result.run_id[:8]}: not a `partition profile` result (no per-layer "
                             "description)")
-    return [{**layer, "median_s": result.parts["layer"][layer["name"]]["summary"]["median"]}
-            for layer in part["layers"]]
+    stat, figures = layer_figures(result)
+    return [{**layer, "measured_s": figures[layer["name"]], "statistic": stat} for layer in part["layers"]]
 
 
 def _side_key(info: dict[str, Any]) -> tuple[Any, ...]:
@@ -178,6 +188,11 @@ def fit_cmd(side: str, device: str | None, threads: int | None, dtype: str | Non
                   if _side_key(r.method["partition"]["side"]) != _side_key(profile["side"])]
         if differ:
             notes.append(f"note: profiled on another side configuration than this fit: {', '.join(differ)}")
+        point = profile["sweep"]["point"]["statistic"]
+        other = [net for net, layers in check_layers.items() if layers and layers[0]["statistic"] != point]
+        if other:
+            notes.append(f"note: these profiles' layer figures are not the {point}s the sweep's points are: "
+                         f"{', '.join(other)}")
         profile["check"]["notes"] = notes
     write_text_atomic(out, json.dumps(profile, indent=1, allow_nan=False) + "\n", exclusive=not force,
                       describe=f"platform profile {str(out)!r}")
@@ -212,7 +227,7 @@ def fit_cmd(side: str, device: str | None, threads: int | None, dtype: str | Non
             t2.add_row(kind, str(st["n"]), pct(st["mape"]), pct(st["median_ape"]))
         con.print(t2)
         for net, v in profile["check"]["by_network"].items():
-            con.print(f"  {net}: predicted {v['predicted_s'] * 1e3:.2f} ms, measured (sum of layer medians) "
+            con.print(f"  {net}: predicted {v['predicted_s'] * 1e3:.2f} ms, measured (sum of layer {v['statistic']}s) "
                       f"{v['measured_s'] * 1e3:.2f} ms, error {pct(v['error'])}")
         for note in notes:
             con.print(note)
@@ -220,7 +235,7 @@ def fit_cmd(side: str, device: str | None, threads: int | None, dtype: str | Non
 
 
 def _measured_times(path: str, ref_id: str, names: list[str]) -> list[float]:
-    """Per-layer measured medians from a `partition profile` result of the same network."""
+    """Per-layer measured figures from a `partition profile` result of the same network."""
     from aibench.errors import UsageError
     from aibench.results.store import load_result
 
@@ -228,7 +243,7 @@ def _measured_times(path: str, ref_id: str, names: list[str]) -> list[float]:
     layers = _profile_layers(result)
     if result.id != ref_id or [la["name"] for la in layers] != names:
         raise UsageError(f"{path}: a profile of {result.id} with other layers, not of {ref_id}")
-    return [la["median_s"] for la in layers]
+    return [la["measured_s"] for la in layers]
 
 
 @partition.command("choose")
@@ -364,7 +379,7 @@ def choose_cmd(ref: str, network: str | None, bandwidth_mbit: float | None, down
         con.print(f"energy: {energy_label}")
     if measured is not None:
         best = decide.choose(measured, target)
-        con.print(f"measured (profiled layer medians priced the same way): optimum j={best.j} ({best.layer}); the "
+        con.print(f"measured (profiled layer figures priced the same way): optimum j={best.j} ({best.layer}); the "
                   f"predicted choice is {100 * _ratio(measured, chosen, best, target):.1f}% of the optimum's "
                   f"{'latency' if target == 'latency' else 'energy'} (100% = optimal)")
 

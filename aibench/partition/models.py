@@ -5,7 +5,8 @@ configurations that excludes the layers of the networks being predicted.
 are drawn log-uniformly over ranges that cover the Tonic networks and VGG (convolutions up to
 ``max_work`` multiply-accumulates); any configuration whose type and variables equal a layer of those
 networks is dropped (``excluded`` in the profile counts them). Each is timed alone on the side, like a
-profiled layer (:func:`aibench.partition.profile.time_call`); the median is the point.
+profiled layer (:class:`aibench.partition.profile.Timing`): the median call is the point, or on a side under
+a CPU quota the mean call over at least four CFS periods.
 
 **Models.** Three forms per type, over the type's ``work`` figure ``w``:
 
@@ -36,6 +37,7 @@ from typing import Any
 
 from aibench.errors import ResultIOError, UsageError
 from aibench.partition.layers import LAYER_TYPES, describe, signature
+from aibench.partition.profile import Timing
 
 PROFILE_SCHEMA = "aibench-partition-profile"
 PROFILE_VERSION = 1
@@ -146,22 +148,26 @@ def real_layer_signatures(names: Iterable[str]) -> set[tuple[Any, ...]]:
     return sigs
 
 
-def sweep(counts: Mapping[str, int], max_work: float, exclude: set[tuple[Any, ...]], seed: int = 0,
-          min_reps: int = 3, min_time_s: float = 0.03, device: str = "cpu", dtype: Any = None,
-          progress: Callable[[str, int, int], None] | None = None, meter: Callable[[str], Any] | None = None,
-          quota_period_s: float | None = None) -> tuple[list[dict[str, Any]], int]:
-    """Time ``counts[type]`` configurations of each type (and their power, with ``meter``: see
-    :func:`aibench.partition.profile.metered`); the points and how many drawn configurations were dropped
-    as equal to a real network's layer.
+def sweep_timing(quota_period_s: float | None = None, min_reps: int = 3, min_time_s: float = 0.03) -> Timing:
+    """How a sweep point is timed and summarised: as ``partition profile`` times a layer
+    (:class:`aibench.partition.profile.Timing`), with fewer calls: the median call, except on a side under a
+    CPU quota (``quota_period_s``, its CFS period), where the calls span at least four periods and the point
+    is their mean."""
+    return Timing(min_reps=min_reps, max_reps=50, min_time_s=min_time_s, warmup=1, period_s=quota_period_s)
 
-    A point is the median call, except on a side under a CPU quota (``quota_period_s``, its CFS period): there
-    the calls run for at least four periods and the point is their mean, because calls shorter than the
-    period mostly run unthrottled and the throttling lands on a few (the median would miss it; a layer in a
-    network pays it on average)."""
+
+def sweep(counts: Mapping[str, int], max_work: float, exclude: set[tuple[Any, ...]], seed: int = 0,
+          timing: Timing | None = None, device: str = "cpu", dtype: Any = None,
+          progress: Callable[[str, int, int], None] | None = None, meter: Callable[[str], Any] | None = None
+          ) -> tuple[list[dict[str, Any]], int]:
+    """Time ``counts[type]`` configurations of each type (and their power, with ``meter``: see
+    :func:`aibench.partition.profile.metered`), each by ``timing`` (default :func:`sweep_timing`); the points
+    and how many drawn configurations were dropped as equal to a real network's layer."""
     import torch
 
-    from aibench.partition.profile import _sync, metered, time_call
+    from aibench.partition.profile import _sync, metered
 
+    timing = timing if timing is not None else sweep_timing()
     rng = random.Random(seed)
     points: list[dict[str, Any]] = []
     excluded = 0
@@ -186,14 +192,11 @@ def sweep(counts: Mapping[str, int], max_work: float, exclude: set[tuple[Any, ..
             x = torch.randn(in_shape, device=device, dtype=dtype)
             if progress is not None:
                 progress(kind, made + 1, count)
-            window = min_time_s if quota_period_s is None else max(min_time_s, 4 * quota_period_s)
             with torch.inference_mode():
-                times, power = metered(meter, f"{kind} {cfg}", lambda m=module, x=x, w=window: time_call(
-                    lambda: m(x), sync, min_reps, 50 if quota_period_s is None else 1000, w, warmup=1))
-            times.sort()
-            point_s = times[len(times) // 2] if quota_period_s is None else math.fsum(times) / len(times)
+                times, power = metered(meter, f"{kind} {cfg}",
+                                       lambda m=module, x=x: timing.times(lambda: m(x), sync))
             points.append({"type": kind, "config": cfg, "vars": desc["vars"], "work": desc["work"],
-                           "work2": desc.get("work2"), "time_s": point_s, "n": len(times),
+                           "work2": desc.get("work2"), "time_s": timing.figure(times), "n": len(times),
                            "power": power})
             made += 1
     return points, excluded
@@ -341,8 +344,9 @@ def predict(profile: Mapping[str, Any], layer: Mapping[str, Any]) -> float:
 def check_against(profile: Mapping[str, Any], network_layers: Mapping[str, Sequence[Mapping[str, Any]]]
                   ) -> dict[str, Any]:
     """Prediction error on real networks' layers: ``network_layers`` maps a network to its layers, each with
-    ``type``, ``work`` and the measured ``median_s``. Per type (layers measured under 20 µs left out of the
-    percentages: they are clock noise) and per network (the sum of the layers)."""
+    ``type``, ``work``, the measured ``measured_s`` and the ``statistic`` it is (median, or mean under a CPU
+    quota). Per type (layers measured under 20 µs left out of the percentages: they are clock noise) and per
+    network (the sum of the layers)."""
     by_type: dict[str, list[float]] = {}
     nets: dict[str, Any] = {}
     for net, layers in network_layers.items():
@@ -352,10 +356,11 @@ def check_against(profile: Mapping[str, Any], network_layers: Mapping[str, Seque
                 continue
             p = predict(profile, layer)
             pred_sum += p
-            meas_sum += layer["median_s"]
-            if layer["median_s"] >= 20e-6:
-                by_type.setdefault(layer["type"], []).append(abs(p - layer["median_s"]) / layer["median_s"])
+            meas_sum += layer["measured_s"]
+            if layer["measured_s"] >= 20e-6:
+                by_type.setdefault(layer["type"], []).append(abs(p - layer["measured_s"]) / layer["measured_s"])
         nets[net] = {"predicted_s": pred_sum, "measured_s": meas_sum,
+                     "statistic": "/".join(sorted({la.get("statistic", "median") for la in layers})) or "median",
                      "error": (pred_sum - meas_sum) / meas_sum if meas_sum > 0 else None}
     return {"by_type": {k: _stats(v) for k, v in by_type.items()}, "by_network": nets}
 
@@ -406,7 +411,7 @@ def read_profile(path: str) -> dict[str, Any]:
 def run_fit(side: Any, quick: bool = False, seed: int = 0, exclude_networks: Sequence[str] = (),
             progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Sweep, fit and return the platform profile of ``side`` (:class:`aibench.partition.sides.Side`)."""
-    from aibench.partition.profile import side_meter
+    from aibench.partition.profile import quota_period_s, side_meter
     from aibench.partition.sides import applied, torch_dtype
 
     counts = QUICK_COUNTS if quick else SWEEP_COUNTS
@@ -414,15 +419,12 @@ def run_fit(side: Any, quick: bool = False, seed: int = 0, exclude_networks: Seq
     t0 = time.perf_counter()
     exclude = real_layer_signatures(exclude_networks)
     with applied(side) as info:
-        period = info["quota"]["period_us"] / 1e6 if info.get("quota") else None
-        points, excluded = sweep(counts, max_work, exclude, seed, device=side.device,
-                                 dtype=torch_dtype(side.dtype), progress=progress, meter=side_meter(side),
-                                 quota_period_s=period)
+        timing = sweep_timing(quota_period_s(info))
+        points, excluded = sweep(counts, max_work, exclude, seed, timing, device=side.device,
+                                 dtype=torch_dtype(side.dtype), progress=progress, meter=side_meter(side))
     models = fit(points, seed)
     return make_profile(info, points, models, {
-        "point": "median call" if period is None else f"mean call over at least {4 * period * 1e3:g} ms (four CFS "
-                 "periods of the quota: calls shorter than a period mostly run unthrottled, the throttling "
-                 "lands on a few)",
+        "point": timing.describe(),
         "quick": quick, "seed": seed, "counts": dict(counts), "max_work": max_work,
         "excluded_networks": list(exclude_networks), "excluded_configs": excluded,
         "holdout": f"every {HOLDOUT_EVERY}th point after a seeded shuffle", "duration_s": time.perf_counter() - t0})

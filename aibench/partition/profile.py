@@ -5,7 +5,9 @@ layers (:class:`aibench.networks.Layered`; every Tonic network and VGG), built i
 seeded synthetic request (``--batch`` of them) as the input. Each layer is timed alone on the activation the
 layers before it produce (computed once, untimed), after a warm-up, until it has run ``min_reps`` times and
 for at least ``min_time_s`` (at most ``max_reps``); a CUDA side is synchronised before each clock read.
-The whole network is timed the same way, so the sum of the layers can be checked against it.
+The whole network is timed the same way, so the sum of the layers can be checked against it. Each layer's
+figure is its median call, or, on a side under a CPU quota, its mean call over at least four CFS periods
+(:class:`Timing`, the rule the fit's sweep follows too; ``method.partition.layer_statistic`` says which).
 
 The result is an ordinary aibench result (``aibench report`` shows it): ``parts.layer`` holds each layer's
 distribution (seconds per call); ``samples.time`` the whole network's; ``method.partition`` each layer's
@@ -16,6 +18,8 @@ for the CPU, NVML for a GPU), or why not.
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -132,16 +136,21 @@ def _sync(device: Any) -> Callable[[], None]:
     return lambda: None
 
 
+MAX_CALLS = 1_000_000  # a bound on the calls of one timing, whatever it needs
+
+
 def time_call(fn: Callable[[], Any], sync: Callable[[], None], min_reps: int, max_reps: int, min_time_s: float,
-              warmup: int = 2, clock: Callable[[], float] = time.perf_counter) -> list[float]:
+              warmup: int = 2, clock: Callable[[], float] = time.perf_counter, span_s: float = 0.0) -> list[float]:
     """Seconds per call of ``fn``: ``warmup`` untimed calls, then at least ``min_reps`` timed ones and at least
-    ``min_time_s`` of them, at most ``max_reps``."""
+    ``min_time_s`` of them, at most ``max_reps``; and, whatever ``max_reps`` says, until the timed calls span
+    ``span_s`` (see :class:`Timing`)."""
     for _ in range(warmup):
         fn()
     sync()
     times: list[float] = []
     spent = 0.0
-    while len(times) < max_reps and (len(times) < min_reps or spent < min_time_s):
+    while len(times) < MAX_CALLS and (
+            (len(times) < max_reps and (len(times) < min_reps or spent < min_time_s)) or spent < span_s):
         t0 = clock()
         fn()
         sync()
@@ -149,6 +158,64 @@ def time_call(fn: Callable[[], Any], sync: Callable[[], None], min_reps: int, ma
         times.append(dt)
         spent += dt
     return times
+
+
+QUOTA_PERIODS = 4  # a side under a CPU quota: each layer's calls span at least this many CFS periods
+
+
+def quota_period_s(side_info: dict[str, Any]) -> float | None:
+    """The CFS period of a side's CPU quota as applied (:func:`aibench.partition.sides.applied`'s record), in
+    seconds; None without a quota."""
+    quota = side_info.get("quota")
+    return quota["period_us"] / 1e6 if quota else None
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How a layer (of a profiled network, or of the fit's sweep) is timed, and which statistic of its calls
+    stands for it: one rule for ``partition profile`` and ``partition fit``, so that the models are fitted to
+    the figures they are checked against.
+
+    On a side without a CPU quota the figure is the **median** call. On a side under a quota (``period_s``,
+    its CFS period) the calls run back to back for at least :data:`QUOTA_PERIODS` periods (and ``min_time_s``),
+    ``max_reps`` notwithstanding, and the figure is their **mean**: a call shorter than the period mostly runs
+    unthrottled and the throttling lands on a few calls, so the median says the side is as fast as the whole
+    core, while a layer inside a network pays the throttling on average (its share of the period's quota)."""
+
+    min_reps: int = 5
+    max_reps: int = 200
+    min_time_s: float = 0.2
+    warmup: int = 2
+    period_s: float | None = None
+
+    @property
+    def statistic(self) -> str:
+        return "median" if self.period_s is None else "mean"
+
+    @property
+    def span_s(self) -> float:
+        return 0.0 if self.period_s is None else max(self.min_time_s, QUOTA_PERIODS * self.period_s)
+
+    def times(self, fn: Callable[[], Any], sync: Callable[[], None]) -> list[float]:
+        """Seconds per call of ``fn`` (synchronised by ``sync``)."""
+        return time_call(fn, sync, self.min_reps, self.max_reps, self.min_time_s, self.warmup, span_s=self.span_s)
+
+    def figure(self, times: Sequence[float]) -> float:
+        """The statistic that stands for these calls."""
+        if self.period_s is None:
+            return statistics.median(times)
+        return math.fsum(times) / len(times)
+
+    def describe(self) -> dict[str, Any]:
+        """What the figures are, for the record."""
+        if self.period_s is None:
+            return {"statistic": "median", "of": "the calls of each layer"}
+        return {"statistic": "mean", "span_s": self.span_s, "period_s": self.period_s,
+                "of": f"calls run back to back over at least {self.span_s * 1e3:g} ms ({QUOTA_PERIODS} or more CFS "
+                      "periods of the quota)",
+                "why": "under a CPU quota a call shorter than the period mostly runs unthrottled and the throttling "
+                       "lands on a few calls: the median would say the side is as fast as the whole core, while a "
+                       "layer inside a network pays the throttling on average"}
 
 
 def metered(meter: Callable[[str], Any] | None, what: str, fn: Callable[[], list[float]]
@@ -167,12 +234,11 @@ def metered(meter: Callable[[str], Any] | None, what: str, fn: Callable[[], list
     return times, {k: total[k] for k in keep if k in total}
 
 
-def measure_layers(layers: Sequence[tuple[str, Any]], x: Any, min_reps: int = 5, max_reps: int = 200,
-                   min_time_s: float = 0.2, progress: Callable[[str], None] | None = None,
-                   meter: Callable[[str], Any] | None = None
+def measure_layers(layers: Sequence[tuple[str, Any]], x: Any, timing: Timing,
+                   progress: Callable[[str], None] | None = None, meter: Callable[[str], Any] | None = None
                    ) -> tuple[dict[str, list[float]], list[float], dict[str, Any]]:
-    """Per-layer seconds per call (in layer order), the whole chain's, and each layer's power over its timed
-    calls where ``meter`` is given (see :func:`metered`)."""
+    """Per-layer seconds per call (in layer order), the whole chain's, both timed by ``timing``, and each
+    layer's power over its timed calls where ``meter`` is given (see :func:`metered`)."""
     import torch
 
     sync = _sync(x.device)
@@ -185,8 +251,7 @@ def measure_layers(layers: Sequence[tuple[str, Any]], x: Any, min_reps: int = 5,
                 progress(name)
             inp = a
             per_layer[name], power[name] = metered(
-                meter, f"layer {name}",
-                lambda layer=layer, inp=inp: time_call(lambda: layer(inp), sync, min_reps, max_reps, min_time_s))
+                meter, f"layer {name}", lambda layer=layer, inp=inp: timing.times(lambda: layer(inp), sync))
             a = layer(inp)
 
         def whole() -> Any:
@@ -195,8 +260,16 @@ def measure_layers(layers: Sequence[tuple[str, Any]], x: Any, min_reps: int = 5,
                 y = layer(y)
             return y
 
-        total = time_call(whole, sync, min_reps, max_reps, min_time_s)
+        total = timing.times(whole, sync)
     return per_layer, total, power
+
+
+def layer_figures(result: Any) -> tuple[str, dict[str, float]]:
+    """The statistic that stands for each layer of a ``partition profile`` result (``median``, or ``mean`` on
+    a side under a CPU quota: see :class:`Timing`) and each layer's figure, in layer order. A result written
+    before the statistic was recorded used the median."""
+    statistic = (result.method.get("partition") or {}).get("layer_statistic", {}).get("statistic", "median")
+    return statistic, {name: part["summary"][statistic] for name, part in result.parts["layer"].items()}
 
 
 def side_meter(side: Side, **backends: Any) -> Callable[[str], Any]:
@@ -226,24 +299,28 @@ def profile(ref: str, side: Side, batch: int = 1, min_reps: int = 5, max_reps: i
         net = load_network(ref, side, batch)
         m.benchmark_id = net.bench.id
         shape = describe_network(net)
-        per_layer, total, power = measure_layers(net.layers, net.x, min_reps, max_reps, min_time_s, progress,
+        timing = Timing(min_reps, max_reps, min_time_s, period_s=quota_period_s(info))
+        per_layer, total, power = measure_layers(net.layers, net.x, timing, progress,
                                                  meter if meter is not None else side_meter(side))
     params = {"partition": "profile", "side": side.name, "batch": batch, "device": side.device,
               "dtype": side.dtype, "threads": side.threads, "cpu_quota": side.cpu_quota}
-    medians = {name: summarize(v)["median"] for name, v in per_layer.items()}
+    stat = timing.statistic
+    figures = {name: timing.figure(v) for name, v in per_layer.items()}
     whole = summarize(total)
     m.parts["layer"] = {name: part_entry(v, "s", "call", LAYER_NOTE) for name, v in per_layer.items()}
     m.samples["time"] = {"unit": "s", "values": list(total), "summary": whole}
     m.metrics = {
         "time_median": metric(whole["median"], "s", "lower", statistic="median", of="samples.time"),
         "time_p90": metric(whole["p90"], "s", "lower", statistic="p90", of="samples.time"),
-        "layers_sum_median": metric(sum(medians.values()), "s", "lower", statistic="value", of=None),
+        f"layers_sum_{stat}": metric(math.fsum(figures.values()), "s", "lower", statistic="value", of=None),
         "input_bytes": metric(float(shape["input_bytes"]), "B", "lower", statistic="value", of=None),
     }
-    for name, med in medians.items():
-        m.metrics[f"layer_{name}_median"] = metric(med, "s", "lower", statistic="median", of=f"parts.layer.{name}")
+    if stat != "median":  # the whole pass by the same statistic as its layers, so that the two compare
+        m.metrics[f"time_{stat}"] = metric(timing.figure(total), "s", "lower", statistic=stat, of="samples.time")
+    for name, value in figures.items():
+        m.metrics[f"layer_{name}_{stat}"] = metric(value, "s", "lower", statistic=stat, of=f"parts.layer.{name}")
     for layer in shape["layers"]:
         layer["power"] = power.get(layer["name"])
-    m.method["partition"] = {"side": info, **shape, "power_note": POWER_NOTE}
+    m.method["partition"] = {"side": info, **shape, "layer_statistic": timing.describe(), "power_note": POWER_NOTE}
     return build_result(PlannedRun(net.bench, params, {}), m, threads=info["threads_effective"],
                         duration_s=time.perf_counter() - t0, load_start=loadavg_start)
