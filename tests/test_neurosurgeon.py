@@ -459,6 +459,9 @@ def test_the_evaluation_measures_every_cut_that_could_be_optimal(tmp_path: Path)
         assert 0 in measured and row["chosen"]["j"] in measured and row["optimum"]["j"] in measured
         best = min(m["median_s"] for m in measured.values())
         assert row["optimum"]["measured_s"] == best and 0 < row["pct_of_optimum"] <= 1
+        # the bounds prune against the first round (the final round re-measures the finalists later, when
+        # the machine's load may have changed)
+        best = min(m.get("first_round", m)["median_s"] for m in measured.values())
         assert row["speedup_over_server"] == measured[0]["median_s"] / row["chosen"]["measured_s"]
         rate = row["rate_bit_s"]
         for j in set(range(4)) - set(measured):
