@@ -358,7 +358,15 @@ def test_run_that_ran_out_of_queries_is_resized(scenario: str, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """A calibration that over-estimates the time per sample (a contended machine) makes LoadGen
     pre-generate too few queries: the run ends before its minimum duration. It is re-sized from its own
-    measured rate and run again, and the first attempt's logs are kept."""
+    measured rate and run again, and the first attempt's logs are kept.
+
+    The model sleeps 0.5 ms per sample, so its rate has a ceiling (2000 samples/s) that load cannot raise,
+    and most of its time is that sleep, which load hardly lengthens. A null model's rate was mostly Python
+    and LoadGen overhead: 18 samples measured at ~60k/s, the next attempt at ~300k/s, so Offline always
+    needed both re-sizes, and the last one holds only if its run is at most 2.2 times faster than the one it
+    was sized from, which a burst of load on the machine during that one can break."""
+    import time
+
     import torch
 
     from aibench.loadgen import run as lg_run
@@ -370,7 +378,11 @@ def test_run_that_ran_out_of_queries_is_resized(scenario: str, tmp_path: Path,
     # What a calibration on a busy machine said: 20 ms per sample, far slower than this null model.
     monkeypatch.setattr(lg_run, "calibrate", lambda *_a, **_k: Calibration(
         per_sample_s=0.02, batch_sample_s=0.02, batch=8, rounds=2))
-    task = InferenceTask(model=lambda x: x, device=torch.device("cpu"), num_samples=64, load_sample=lambda i: i,
+    def model(batch: list[int]) -> list[int]:
+        time.sleep(0.5e-3 * len(batch))
+        return batch
+
+    task = InferenceTask(model=model, device=torch.device("cpu"), num_samples=64, load_sample=lambda i: i,
                          collate=list, to_device=lambda x, _d: x)
     s = LoadgenOptions(scenario=scenario, duration_s=0.3, out_dir=tmp_path).resolve()
     result = Result(benchmark={"id": "component/resize", "kind": "component", "name": "resize"}, params={},

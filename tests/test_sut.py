@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import collections
 import heapq
+import os
 import queue
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +26,7 @@ import pytest
 
 from aibench.loadgen.settings import LoadgenOptions
 from aibench.sut import Capabilities, Completion, SutReport, SystemUnderTest
-from aibench.sut.batcher import Answers
+from aibench.sut.batcher import Answers, get_within
 
 MIN_DELAY_S = 200e-6
 MAX_DELAY_S = 1500e-6
@@ -125,9 +128,9 @@ class FakeRemote(SystemUnderTest):
         pending: list[tuple[float, int, list[Any], list[int], float]] = []  # heap: (due, seq, tokens, idx, t)
         seq = 0
         while True:
-            timeout = max(0.0, pending[0][0] - time.perf_counter()) if pending else None
             try:
-                item = inbox.get(timeout=timeout)
+                item = get_within(inbox, max(0.0, pending[0][0] - time.perf_counter())) if pending \
+                    else inbox.get()
             except queue.Empty:
                 item = None
             if item is _STOP:
@@ -229,11 +232,14 @@ def test_fake_remote_system_under_closed_loop_users(tmp_path: Path) -> None:
     from aibench.loadgen.run import drive_system
 
     sut = FakeRemote(batches_itself=True)
-    s = LoadgenOptions(users=3, duration_s=0.2, out_dir=tmp_path).resolve()
+    # The users stop after 30 measured requests, not after a duration: a process that gets no CPU for the
+    # 0.25 s of warm-up and window (seen on one core shared with six busy processes) answered nothing in it.
+    s = LoadgenOptions(users=3, duration_s=0.2, out_dir=tmp_path).resolve().closed_loop_from({"queries": 30})
     result = _result()
     drive_system(sut, s, 4, result)
     _check_answered_once(sut)
     assert all(isinstance(tok, threading.Event) for tok in sut.tests[-1]["answered"])
+    assert result.method["closed_loop"]["max_queries"] == 30
     assert result.metrics["queries_per_s"]["value"] > 0
     assert result.metrics["latency_p50"]["value"] >= MIN_DELAY_S
     closed = result.method["closed_loop"]
@@ -254,6 +260,59 @@ def test_a_failing_remote_system_ends_the_test_promptly(scenario: str, tmp_path:
     assert time.monotonic() - t0 < 20, "a 30 s test was not ended by the failure"
     _check_answered_once(sut)
     assert result.validity["valid"] is False and "failed" in result.validity["summary"]
+
+
+# One consumer of a SimpleQueue on a CPU shared with a busy process (the scheduler preempts it every few ms, at
+# random points): empty timed gets back to back, the queue's internal lock left free before each by a get that
+# returned an item. A get still inside after 1 s has lost its 1 ns timeout for good (it would wait for the next
+# put, and none comes): the watchdog counts it and puts an item to let the loop go on.
+_TIMED_GETS = """
+import multiprocessing, os, queue, sys, threading, time
+from aibench.sut.batcher import get_within
+raw = sys.argv[1] == "raw"
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+end = time.monotonic() + float(sys.argv[2])
+def spin():
+    while time.monotonic() < end + 2:
+        pass
+busy = multiprocessing.get_context("fork").Process(target=spin)
+busy.start()
+q, done, inside, gets, stuck = queue.SimpleQueue(), threading.Event(), [0.0], [0], [0]
+def watchdog():
+    while not done.wait(0.1):
+        since = inside[0]
+        if since and time.monotonic() - since > 1.0:
+            stuck[0] += 1
+            inside[0] = 0.0
+            q.put("unblock")
+threading.Thread(target=watchdog, daemon=True).start()
+while time.monotonic() < end:
+    for _ in range(100):
+        q.put(1)
+        q.get()
+        inside[0] = time.monotonic()
+        try:
+            q.get(timeout=1e-9) if raw else get_within(q, 1e-9)
+        except queue.Empty:
+            pass
+        inside[0] = 0.0
+        gets[0] += 1
+done.set()
+busy.terminate()
+print(gets[0], stuck[0])
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux CPU affinity")
+def test_a_timed_get_returns_within_its_timeout_on_a_busy_cpu() -> None:
+    """CPython's SimpleQueue.get(timeout) can block until the next put when it is preempted at one point
+    (:func:`~aibench.sut.batcher.get_within`); the batching worker's wait for the batch delay and the fake
+    remote's wait for its next answer then never end when every query is waiting on them (the closed-loop
+    users stalled until killed). get_within never overstays: no get is left for the watchdog to unblock."""
+    out = subprocess.run([sys.executable, "-c", _TIMED_GETS, "get_within", "0.5"], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split()
+    gets, stuck = int(out[0]), int(out[1])
+    assert gets > 100 and stuck == 0, f"{stuck} of {gets} timed gets blocked past their timeout"
 
 
 # -- the in-process system ------------------------------------------------------------------------------------

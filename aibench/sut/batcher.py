@@ -34,7 +34,7 @@ import time
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aibench.sut import Capabilities, Completion, SutReport, SystemUnderTest, Token
 
@@ -149,6 +149,30 @@ _STOP = object()
 _FLUSH = object()
 _WAKE = object()
 
+T = TypeVar("T")
+
+
+def get_within(q: queue.SimpleQueue[T], timeout: float) -> T:
+    """``q.get(timeout=timeout)`` for the queue's one consumer, but never blocked past the timeout by CPython.
+
+    CPython's ``SimpleQueue.get`` (the C one; 3.11 to at least 3.13) that first finds the queue empty takes
+    its internal lock without waiting, then recomputes the time left; if the deadline has already passed by
+    then (the thread was preempted there for longer than ``timeout``: a loaded machine, a short remaining
+    delay), the time left is negative, which its lock wait takes as "forever": the get blocks until the next
+    ``put``, however long that is. That happens only when the internal lock is free on entry, which it is
+    after every get that returned an item. Measured on a CPU shared with one busy process: about 10 such
+    lost timeouts per second of back-to-back ``get(timeout=1e-9)``; with this function, none.
+
+    A ``get_nowait`` that finds the queue empty leaves that lock held by this consumer, so the timed get
+    that follows waits on the lock itself, which only a ``put`` releases (after appending): it returns an
+    item or raises ``queue.Empty`` within its timeout. (A signal interrupting that wait just at its deadline
+    could still lose it; the consumers here are worker threads, which run no signal handlers, and an abort
+    puts a wake-up in the queue.)"""
+    try:
+        return q.get_nowait()
+    except queue.Empty:
+        return q.get(timeout=timeout)
+
 
 class Intake:
     """The one gather loop of every batching system: what ``submit`` hands over from any thread (a
@@ -228,7 +252,7 @@ class Intake:
                 wait = bq.wait_s(perf())
                 if wait:  # not due yet: wait for more work until the oldest sample's deadline
                     try:
-                        item = q.get(timeout=wait)
+                        item = get_within(q, wait)
                     except queue.Empty:
                         continue
                     if not take(item):
