@@ -41,6 +41,7 @@ from aibench.errors import (
     UsageError,
 )
 from aibench.lifetime import PARENT_ENV
+from aibench.sut.batcher import get_within
 
 
 class ServerExited(RuntimeError):
@@ -167,7 +168,7 @@ class Starting:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                event = self.inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+                event = get_within(self.inbox, max(0.0, deadline - time.monotonic()))
             except BaseException as exc:  # not ready in time, or Ctrl-C/SIGTERM meanwhile: it must not outlive this
                 self.kill()
                 if isinstance(exc, queue.Empty):
