@@ -76,8 +76,8 @@ class LoadGauge:
       ping's worth of idle work, their seconds over the idle seconds of the same layers (the per-layer idle
       profile taken at start);
     * **ping** (active, otherwise: no query ran here lately, e.g. every layer on the device): a slice of the
-      network (:func:`ping_slice`, about :data:`PING_BUDGET_S` of idle time) run on its cached input again
-      and again for :data:`PING_MIN_S` (once at least): its mean time over its idle mean.
+      network (:func:`ping_slice`, about :data:`PING_BUDGET_S` of idle time) run on its cached input once
+      untimed, then again and again for :data:`PING_MIN_S` (once at least): its mean time over its idle mean.
 
     The network's own layers, because the background jobs (threads in this process running the network)
     slow a query through intra-op thread contention as well as CPU share, and that depends on the ops. A
@@ -115,13 +115,17 @@ class LoadGauge:
         self.pings = 0
 
     def time_slice(self, seconds: float) -> tuple[float, int]:
-        """The mean seconds of a run of the ping's slice, run again and again for ``seconds`` (once at least);
-        and how many runs."""
+        """The mean seconds of a run of the ping's slice, run again and again for ``seconds`` (once at least)
+        after one untimed run; and how many runs. The untimed run: after the server sat idle (every layer on
+        the device), the first run alone sometimes took 10x its idle time with no load at all."""
         import torch
 
         a, b = self.window
         reps = 0
         with torch.inference_mode():
+            y = self.ping_input
+            for _, layer in self.layers[a:b]:
+                y = layer(y)
             t0 = time.perf_counter()
             while True:
                 y = self.ping_input
