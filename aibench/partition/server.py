@@ -37,7 +37,7 @@ from typing import Any
 ACCEPT_TIMEOUT_S = 120.0
 
 IDLE_PASSES = 5  # passes of the whole network, layer by layer, that time each layer idle (the median)
-PING_BUDGET_S = 0.010  # a ping's slice: about this much idle time of the network's own layers (at least 1 layer)
+PING_BUDGET_S = 0.005  # a ping's slice: about this much idle time of the network's own layers (at least 1 layer)
 PING_MIN_S = 0.04  # a ping runs its slice again and again until this long has passed (once at least) ...
 PING_IDLE_S = 0.2  # ... and the idle reference, this long
 QUERY_WINDOW_S = 2.0  # the queries answered within this long before a ping estimate the load without one ...
