@@ -351,6 +351,7 @@ def test_server_load_sweep_records_the_pinged_load_and_the_choice_for_it(cli: An
         assert load["jobs"] == r["params"]["server_load"]
         measured = load["measured"]
         assert measured["factor"] > 0 and measured["k"] == max(0.0, measured["factor"] - 1)
+        assert measured["made_of"] == "ping" and measured["ping"]["runs"] >= 1  # before the run: no query yet
         assert r["metrics"]["server_load_factor"]["value"] == measured["factor"]
         decision = ns["decision"]
         assert decision["server_load"] == measured["k"] and decision["chosen_by"] == "auto"
@@ -462,6 +463,9 @@ def test_load_stepped_during_the_run_is_learned_by_pinging_and_the_cut_follows(c
                                  decide.custom_link(20.0), max(0.0, factor - 1))
         assert j == decide.choose(cuts).j and latency > 0
     assert "load_ping" in doc["parts"]["stage"]
+    pings = steps["pings"]  # each ping: what its factor was made of (the recent queries, or a slice timed)
+    assert pings and all(p["made_of"] in ("queries", "ping") and p["seconds"] >= 0 for p in pings)
+    assert sum(sum(s["pings_made_of"].values()) for s in steps["per_step"]) <= len(pings)
     assert ns["server"]["counters"]["background"]["max_jobs"] == 3
     assert gone(ns["server"]["pid"])
 

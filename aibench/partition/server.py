@@ -37,7 +37,9 @@ from typing import Any
 ACCEPT_TIMEOUT_S = 120.0
 
 IDLE_PASSES = 5  # passes of the whole network, layer by layer, that time each layer idle (the median)
-PING_BUDGET_S = 0.005  # a ping's slice: about this much idle time of the network's own layers (at least 1 layer)
+PING_BUDGET_S = 0.005  # a ping's slice: about this much idle time of the network's own layers (at least 1 layer),
+PING_SHARE = 0.05  # ... or this share of the whole network's idle time ...
+PING_BUDGET_MAX_S = 0.010  # ... up to this much
 PING_MIN_S = 0.04  # a ping runs its slice again and again until this long has passed (once at least) ...
 PING_IDLE_S = 0.2  # ... and the idle reference, this long
 QUERY_WINDOW_S = 2.0  # the queries answered within this long before a ping estimate the load without one ...
@@ -76,8 +78,11 @@ class LoadGauge:
       ping's worth of idle work, their seconds over the idle seconds of the same layers (the per-layer idle
       profile taken at start);
     * **ping** (active, otherwise: no query ran here lately, e.g. every layer on the device): a slice of the
-      network (:func:`ping_slice`, about :data:`PING_BUDGET_S` of idle time) run on its cached input once
-      untimed, then again and again for :data:`PING_MIN_S` (once at least): its mean time over its idle mean.
+      network (:func:`ping_slice`, about :data:`PING_BUDGET_S` of idle time, or :data:`PING_SHARE` of the
+      network's up to :data:`PING_BUDGET_MAX_S`: a network of a few big layers, ASR's, then gets one of its
+      fully connected layers rather than a lone activation, which read twice the slowdown) run on its cached
+      input once untimed, then again and again for :data:`PING_MIN_S` (once at least): its mean time over its
+      idle mean.
 
     The network's own layers, because the background jobs (threads in this process running the network)
     slow a query through intra-op thread contention as well as CPU share, and that depends on the ops. A
@@ -106,7 +111,8 @@ class LoadGauge:
                     per[i].append(time.perf_counter() - t0)
         self.idle = [statistics.median(v) for v in per]
         self.suffix = [math.fsum(self.idle[j:]) for j in range(n + 1)]  # idle seconds of layers j+1..N
-        self.window = window if window is not None else ping_slice(self.idle, budget_s)
+        budget = min(PING_BUDGET_MAX_S, max(budget_s, PING_SHARE * self.suffix[0]))
+        self.window = window if window is not None else ping_slice(self.idle, budget)
         self.ping_input = acts[self.window[0]]
         del acts
         self.idle_ping_s = self.time_slice(PING_IDLE_S)[0]
