@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -134,7 +133,7 @@ def main() -> int:
     doc: dict[str, Any] = {"cpu": cpu_model(), "cpus": usable_cpus(), "loadavg_start": loadavg(), "nets": []}
     with contextlib.ExitStack() as stack:
         if not args.no_priority:
-            doc["priority"] = stack.enter_context(cpu_priority(os.getpid()))
+            doc["priority"] = stack.enter_context(cpu_priority())  # this process, moved back after
         for net in args.nets.split(","):
             doc["nets"].append(measure(net, [int(k) for k in args.jobs.split(",")], args.rounds,
                                        args.threads or usable_cpus()))
