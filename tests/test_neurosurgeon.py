@@ -351,6 +351,7 @@ def test_server_load_sweep_records_the_pinged_load_and_the_choice_for_it(cli: An
         assert load["jobs"] == r["params"]["server_load"]
         measured = load["measured"]
         assert measured["factor"] > 0 and measured["k"] == max(0.0, measured["factor"] - 1)
+        assert measured["made_of"] == "ping" and measured["ping"]["runs"] >= 1  # before the run: no query yet
         assert r["metrics"]["server_load_factor"]["value"] == measured["factor"]
         decision = ns["decision"]
         assert decision["server_load"] == measured["k"] and decision["chosen_by"] == "auto"
@@ -494,6 +495,9 @@ def test_load_stepped_during_the_run_is_learned_by_pinging_and_the_cut_follows(c
                                  decide.custom_link(20.0), max(0.0, factor - 1))
         assert j == decide.choose(cuts).j and latency > 0
     assert "load_ping" in doc["parts"]["stage"]
+    pings = steps["pings"]  # each ping: what its factor was made of (the recent queries, or a slice timed)
+    assert pings and all(p["made_of"] in ("queries", "ping") and p["seconds"] >= 0 for p in pings)
+    assert sum(sum(s["pings_made_of"].values()) for s in steps["per_step"]) <= len(pings)
     assert ns["server"]["counters"]["background"]["max_jobs"] == 3
     assert gone(ns["server"]["pid"])
 
@@ -506,3 +510,95 @@ def test_load_stepped_during_the_run_is_learned_by_pinging_and_the_cut_follows(c
 def test_bad_load_steps(cli: Any, tmp_path: Path, args: list[str], text: str) -> None:
     got, _out, err = cli("run", "scenario", "neurosurgeon", *TINY, "--cut", "fc1", *args, "--out", str(tmp_path))
     assert got == 2 and text in err and len(err.strip().splitlines()) == 1, err
+
+
+# -- the load factor: the network's own layers, from the recent queries or a ping ----------------------------
+
+def test_the_ping_slice() -> None:
+    from aibench.partition.server import ping_slice
+
+    assert ping_slice([0.001, 0.002, 0.003], 0.010) == (0, 3)  # the whole network fits the budget
+    assert ping_slice([0.003, 0.004, 0.005, 0.002, 0.009], 0.010) == (1, 3)  # the heaviest stretch within it
+    assert ping_slice([0.02, 0.03, 0.015], 0.010) == (2, 3)  # none fits: the lightest layer alone
+
+
+def _gauge_on_pos() -> tuple[Any, Any, Any]:
+    import torch
+
+    from aibench.partition import wire
+    from aibench.partition.server import LoadGauge
+
+    torch.set_num_threads(1)
+    built = wire.build("pos", {"batch": 1, "num_samples": 2, "data": "synthetic"}, "float32")
+    x = built.task.collate([built.task.load_sample(0)])
+    return built, x, LoadGauge(built.layers, x)
+
+
+def test_the_load_factor_is_about_1_idle_and_grows_with_background_jobs() -> None:
+    """The active ping (a slice of the network's own layers, its mean time against idle) with 0 and 3
+    background jobs (threads running the whole network, as the server's --server-load): about 1 idle, larger
+    under load (medians of 5 pings; a sane range, no speed asserted)."""
+    import statistics
+
+    import torch
+
+    from aibench.partition.server import Background
+
+    before = torch.get_num_threads()
+    try:
+        built, x, gauge = _gauge_on_pos()
+        idle = statistics.median(gauge.ping()["factor"] for _ in range(5))
+        background = Background(3, built.network, x)
+        try:
+            loaded = statistics.median(gauge.ping()["factor"] for _ in range(5))
+        finally:
+            background.stop()
+    finally:
+        torch.set_num_threads(before)
+    assert 0.2 < idle < 5 and loaded > idle, (idle, loaded)
+    d = gauge.describe()
+    assert d["ping_slice"] == [0, 3] and d["active_pings"] == 10 and d["idle_network_s"] == sum(d["idle_layer_s"])
+
+
+def test_the_recent_queries_make_the_factor_and_a_ping_stands_in_when_none_ran() -> None:
+    """The last 5 queries answered in the last 2 s give the factor (their layers' seconds over the same layers'
+    idle seconds) without a ping; older ones, or too little work among them, leave it to a ping."""
+    from aibench.partition.server import QUERY_RECENT
+
+    _built, _x, gauge = _gauge_on_pos()
+    now = 100.0
+    assert gauge.estimate(now)["made_of"] == "ping" and gauge.pings == 1
+    gauge.observe(0, 9.0 * gauge.suffix[0], now - 1.9)  # pushed out by the last 5 below
+    for i in range(QUERY_RECENT - 1):
+        gauge.observe(0, 3.0 * gauge.suffix[0], now - 0.5 + i / 100)  # the whole network, 3x its idle time
+    gauge.observe(2, 3.0 * gauge.suffix[2], now - 0.1)  # the last layer alone, 3x too
+    gauge.observe(3, 1.0, now)  # cut N runs nothing here: not a query of the server's layers
+    got = gauge.estimate(now)
+    assert got["made_of"] == "queries" and got["ping"] is None and gauge.pings == 1
+    assert got["factor"] == pytest.approx(3.0) and got["queries"]["queries"] == QUERY_RECENT
+    later = gauge.estimate(now + 2.5)  # nothing in the last 2 s: a ping again
+    assert later["made_of"] == "ping" and later["queries"] is None and gauge.pings == 2
+    assert later["ping"]["runs"] >= 1 and later["ping"]["layers"] == ["fc1", "fc3"]
+
+
+def test_the_server_learns_its_load_from_the_queries_it_answered() -> None:
+    """In the split server: before any query a ping times the slice; after queries at cut 0 the next ping
+    answers from them (made_of queries), and the server's counters describe the gauge."""
+    import torch
+
+    from aibench.partition.split import split_run
+
+    params, result = _params(cut="input", network="1000")
+    with split_run(params, result) as (sut, _batch):
+        first = result.method["neurosurgeon"]["server"]["load"]["measured"]
+        assert first["made_of"] == "ping" and first["ping"]["layers"] == ["fc1", "fc3"]
+        x = sut.built.task.collate([sut.built.task.load_sample(0)])
+        with torch.inference_mode():
+            for _ in range(3):
+                sut.compute(x)
+        load = sut.ping_load()
+        assert load["made_of"] == "queries" and load["queries"]["queries"] == 3 and load["factor"] > 0
+        assert load["k"] == max(0.0, load["factor"] - 1)
+    assert result.metrics["server_load_factor"]["value"] == first["factor"]
+    gauge = result.method["neurosurgeon"]["server"]["counters"]["gauge"]
+    assert gauge["active_pings"] == 1 and len(gauge["idle_layer_s"]) == 3

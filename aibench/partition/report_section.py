@@ -1,6 +1,6 @@
 """The Neurosurgeon section of the HTML report: split runs (``scenario/neurosurgeon``) at several server loads
 drawn as the paper's Fig. 15: each series' end-to-end latency against the server's load, each point labelled
-with the cut it ran at (``--cut auto``: the decision's, from the load learned by pinging the server; a fixed
+with the cut it ran at (``--cut auto``: the decision's, from the load factor learned by pinging the server; a fixed
 cut: ``input`` is all-on-the-server, the paper's "cloud-only"). A run at one load (``--server-load K``, or a
 ``sweep server_load``) is one point; a run whose load was stepped (``--server-load-steps``) is one point per
 step (its queries' median latency: the four parts, without the pings).
@@ -43,8 +43,11 @@ def _points(r: Any) -> list[dict[str, Any]]:
         for st in steps.get("per_step") or []:
             if not isinstance(st, dict) or num(st.get("latency_p50_s")) is None or num(st.get("jobs")) is None:
                 continue
+            made = st.get("pings_made_of") if isinstance(st.get("pings_made_of"), dict) else {}
             out.append({"series": f"{series}, stepped in one run", "jobs": num(st["jobs"]),
-                        "factor": num(st.get("factor_pinged")), "p50": num(st["latency_p50_s"]), "p90": None,
+                        "factor": num(st.get("factor_pinged")),
+                        "made_of": ", ".join(f"{k} ×{v}" for k, v in made.items()) or "–",
+                        "p50": num(st["latency_p50_s"]), "p90": None,
                         "predicted": None, "cut": str(st.get("cut", "?")), "j": st.get("j"),
                         "run": f"{str(r.run_id)[:8]} step {st.get('step')}"})
         return out
@@ -53,7 +56,11 @@ def _points(r: Any) -> list[dict[str, Any]]:
     if p50 is None or jobs is None:
         return []
     cut = ns.get("cut") if isinstance(ns.get("cut"), dict) else {}
-    return [{"series": series, "jobs": jobs, "factor": _value(r, "server_load_factor"), "p50": p50,
+    server = ns.get("server") if isinstance(ns.get("server"), dict) else {}
+    load = server.get("load") if isinstance(server.get("load"), dict) else {}
+    measured = load.get("measured") if isinstance(load.get("measured"), dict) else {}
+    return [{"series": series, "jobs": jobs, "factor": _value(r, "server_load_factor"),
+             "made_of": str(measured.get("made_of") or "–"), "p50": p50,
              "p90": _value(r, "latency_p90"), "predicted": _value(r, "predicted_latency_s"),
              "cut": str(cut.get("layer", "?")), "j": cut.get("j"), "run": str(r.run_id)[:8]}]
 
@@ -96,17 +103,18 @@ def partition_section(results: Sequence[Any], e: Callable[[Any], str], figure: C
             series.setdefault(p["series"], []).append(p)
         title = "split latency vs server load · " + ", ".join(k for k in key if not k.endswith(("=None", "=")))
         rows = [[e(p["series"]), e(f"{p['jobs']:g}"), e(f"{p['factor']:.2f}" if p["factor"] is not None else "–"),
-                 e(f"{p['j']} {p['cut']}"), e(f"{p['p50'] * 1e3:.1f}"),
+                 e(p["made_of"]), e(f"{p['j']} {p['cut']}"), e(f"{p['p50'] * 1e3:.1f}"),
                  e(f"{p['p90'] * 1e3:.1f}" if p["p90"] is not None else "–"),
                  e(f"{p['predicted'] * 1e3:.1f}" if p["predicted"] is not None else "–"), f"<code>{e(p['run'])}</code>"]
                 for p in sorted(pts, key=lambda p: (p["series"], p["jobs"]))]
         blocks.append(figure("neurosurgeon-load", lambda t=title, s=series: load_plot(t, s), e(title))
-                      + table(["series", "jobs K", "load factor (pinged)", "cut (j layer)", "p50 ms", "p90 ms",
-                               "predicted ms", "run"], rows, numeric=(1, 2, 4, 5, 6)))
+                      + table(["series", "jobs K", "load factor (pinged)", "factor from", "cut (j layer)", "p50 ms",
+                               "p90 ms", "predicted ms", "run"], rows, numeric=(1, 2, 5, 6, 7)))
     if not blocks:
         return ""
     return ('<section id="neurosurgeon"><h2>Neurosurgeon: the split under server load</h2><p class="muted">The '
             "paper's Fig. 15: end-to-end latency of split runs (<code>scenario/neurosurgeon</code>) as the "
             "server's background load rises; each point is labelled with the cut it ran at. With "
             "<code>--cut auto</code> the cut is the decision's for the load learned by pinging the server "
-            "(its reference computation against idle: the load factor).</p>" + "".join(blocks) + "</section>")
+            "(how many times longer than idle the network's own layers take there: from its recent queries, or a "
+            "slice of the network timed at the ping; the load factor).</p>" + "".join(blocks) + "</section>")

@@ -15,17 +15,18 @@ decision's ``(1 + K)`` processor-sharing model made real. They share the process
 frame carrying the step's seconds), steps through them on the server's own clock; the device does not
 follow the schedule, it learns the load by pinging.
 
-**The load, learned by pinging** (Neurosurgeon §5.2: the server's load is learned by pinging it): before
-its ready line, and before the background load starts, the server times a reference computation (a
-matrix product on its intra-op threads, :data:`REF_SHAPE`; the least of 7 calls) as its idle time; a
-``G`` frame asks it to time the same computation now (the least of 3) and answer ``S`` with the ratio, the
-*load factor* (1: idle; 3: each piece of its work takes three times as long), which the device's decision
-uses as ``1 + K``.
+**The load, learned by pinging** (Neurosurgeon §5.2: the server's load is learned by pinging it): a ``G``
+frame asks for the *load factor* (1: idle; 3: the network's layers take three times as long here now), which
+the device's decision uses as ``1 + K``; :class:`LoadGauge` answers it (``S``) from the served network's own
+layers, measured idle before the background load starts: from the queries answered in the last 2 s when
+there were some (their layers' time over idle: free), else by timing a slice of the network now.
 """
 
 from __future__ import annotations
 
+import collections
 import json
+import math
 import os
 import socket
 import sys
@@ -35,35 +36,151 @@ from typing import Any
 
 ACCEPT_TIMEOUT_S = 120.0
 
-REF_SHAPE = (384, 1024, 1024)  # (m, k, n) of the reference product: 0.8 GFLOP, ~10 ms on 2 cores
-REF_IDLE_REPS = 7
-REF_PING_REPS = 3
+IDLE_PASSES = 5  # passes of the whole network, layer by layer, that time each layer idle (the median)
+PING_BUDGET_S = 0.005  # a ping's slice: about this much idle time of the network's own layers (at least 1 layer),
+PING_SHARE = 0.05  # ... or this share of the whole network's idle time ...
+PING_BUDGET_MAX_S = 0.010  # ... up to this much
+PING_MIN_S = 0.04  # a ping runs its slice again and again until this long has passed (once at least) ...
+PING_IDLE_S = 0.2  # ... and the idle reference, this long
+QUERY_WINDOW_S = 2.0  # the queries answered within this long before a ping estimate the load without one ...
+QUERY_RECENT = 5  # ... the last this many of them (the load may have just changed)
 
 
-def reference_op() -> Any:
-    """The reference computation a ping times (the same every time: seeded operands)."""
-    import torch
+def ping_slice(idle: list[float], budget_s: float) -> tuple[int, int]:
+    """The layers ``a..b-1`` a ping times: the whole network when its idle time is within ``budget_s``, else
+    the contiguous run of layers within the budget with the most idle time (the network's heaviest stretch,
+    whose slowdown most of a query's server time shares); the lightest layer alone when no layer fits."""
+    n = len(idle)
+    if math.fsum(idle) <= budget_s:
+        return 0, n
+    lightest = min(range(n), key=idle.__getitem__)
+    best, best_s = (lightest, lightest + 1), -1.0
+    b, total = 0, 0.0
+    for a in range(n):
+        if b < a:
+            b, total = a, 0.0
+        while b < n and total + idle[b] <= budget_s:
+            total += idle[b]
+            b += 1
+        if b > a:
+            if total > best_s:
+                best, best_s = (a, b), total
+            total -= idle[a]
+    return best
 
-    m, k, n = REF_SHAPE
-    g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
-    return lambda: torch.mm(a, b)
 
+class LoadGauge:
+    """The server's load factor: how many times longer than idle the served network's own layers take now (1:
+    idle; 3: a query's server part takes three times as long). Two sources, recorded in what it answers:
 
-def time_reference(op: Any, reps: int) -> float:
-    """The least seconds of ``reps`` calls of ``op`` (after one warm-up call): the least, because a call that
-    others' work preempted once says little about the load, while a loaded server slows every call."""
-    import torch
+    * **queries** (passive, free): each query's layers ``key+1..N`` timed as it runs; over the last
+      :data:`QUERY_RECENT` queries answered in the last :data:`QUERY_WINDOW_S`, when they hold at least a
+      ping's worth of idle work, their seconds over the idle seconds of the same layers (the per-layer idle
+      profile taken at start);
+    * **ping** (active, otherwise: no query ran here lately, e.g. every layer on the device): a slice of the
+      network (:func:`ping_slice`, about :data:`PING_BUDGET_S` of idle time, or :data:`PING_SHARE` of the
+      network's up to :data:`PING_BUDGET_MAX_S`: a network of a few big layers, ASR's, then gets one of its
+      fully connected layers rather than a lone activation, which read twice the slowdown) run on its cached
+      input once untimed, then again and again for :data:`PING_MIN_S` (once at least): its mean time over its
+      idle mean.
 
-    with torch.inference_mode():
-        op()
-        times = []
-        for _ in range(reps):
+    The network's own layers, because the background jobs (threads in this process running the network)
+    slow a query through intra-op thread contention as well as CPU share, and that depends on the ops. A
+    ratio of sums (means), because under oversubscription a short piece of work is slowed by anything from
+    nothing to many times, as it happens to get the CPUs or not, and a query is the sum of its pieces: the
+    least (or the median) of a few short timings, as the matrix product this replaced was timed, reads low."""
+
+    def __init__(self, layers: list[tuple[str, Any]], x: Any, passes: int = IDLE_PASSES,
+                 budget_s: float = PING_BUDGET_S, window: tuple[int, int] | None = None) -> None:
+        import statistics
+
+        import torch
+
+        self.layers = layers
+        n = len(layers)
+        per: list[list[float]] = [[] for _ in range(n)]
+        acts: list[Any] = []
+        with torch.inference_mode():
+            for p in range(passes):
+                a = x
+                for i, (_, layer) in enumerate(layers):
+                    if p == 0:
+                        acts.append(a)
+                    t0 = time.perf_counter()
+                    a = layer(a)
+                    per[i].append(time.perf_counter() - t0)
+        self.idle = [statistics.median(v) for v in per]
+        self.suffix = [math.fsum(self.idle[j:]) for j in range(n + 1)]  # idle seconds of layers j+1..N
+        budget = min(PING_BUDGET_MAX_S, max(budget_s, PING_SHARE * self.suffix[0]))
+        self.window = window if window is not None else ping_slice(self.idle, budget)
+        self.ping_input = acts[self.window[0]]
+        del acts
+        self.idle_ping_s = self.time_slice(PING_IDLE_S)[0]
+        self.recent: collections.deque[tuple[float, float, float]] = collections.deque(maxlen=1024)
+        self.lock = threading.Lock()
+        self.pings = 0
+
+    def time_slice(self, seconds: float) -> tuple[float, int]:
+        """The mean seconds of a run of the ping's slice, run again and again for ``seconds`` (once at least)
+        after one untimed run; and how many runs. The untimed run: after the server sat idle (every layer on
+        the device), the first run alone sometimes took 10x its idle time with no load at all."""
+        import torch
+
+        a, b = self.window
+        reps = 0
+        with torch.inference_mode():
+            y = self.ping_input
+            for _, layer in self.layers[a:b]:
+                y = layer(y)
             t0 = time.perf_counter()
-            op()
-            times.append(time.perf_counter() - t0)
-    return min(times)
+            while True:
+                y = self.ping_input
+                for _, layer in self.layers[a:b]:
+                    y = layer(y)
+                reps += 1
+                elapsed = time.perf_counter() - t0
+                if elapsed >= seconds:
+                    return elapsed / reps, reps
 
+    def observe(self, key: int, seconds: float, at: float) -> None:
+        """A query ran layers ``key+1..N`` in ``seconds``, ending at ``at`` (the wire clock)."""
+        if 0 <= key < len(self.suffix) - 1 and self.suffix[key] > 0:
+            with self.lock:
+                self.recent.append((at, seconds, self.suffix[key]))
+
+    def from_queries(self, now: float) -> dict[str, Any] | None:
+        """The passive estimate over the queries answered in the last window, when they hold at least a ping's
+        worth of idle work; else None."""
+        with self.lock:
+            mine = [(s, idle) for at, s, idle in self.recent if now - at <= QUERY_WINDOW_S][-QUERY_RECENT:]
+        work = math.fsum(w for _, w in mine)
+        if not mine or work < self.idle_ping_s:
+            return None
+        return {"factor": math.fsum(s for s, _ in mine) / work, "queries": len(mine), "seconds": math.fsum(
+                s for s, _ in mine), "idle_s": work, "window_s": QUERY_WINDOW_S}
+
+    def ping(self) -> dict[str, Any]:
+        """The active estimate: the slice timed now against idle."""
+        s, reps = self.time_slice(PING_MIN_S)
+        self.pings += 1
+        a, b = self.window
+        return {"factor": s / self.idle_ping_s, "slice_s": s, "idle_slice_s": self.idle_ping_s,
+                "layers": [self.layers[a][0], self.layers[b - 1][0]], "runs": reps}
+
+    def estimate(self, now: float) -> dict[str, Any]:
+        """The load factor now and what it is made of (``made_of``: ``queries`` or ``ping``)."""
+        q = self.from_queries(now)
+        if q is not None:
+            return {"factor": q["factor"], "made_of": "queries", "queries": q, "ping": None}
+        p = self.ping()
+        return {"factor": p["factor"], "made_of": "ping", "queries": None, "ping": p}
+
+    def describe(self) -> dict[str, Any]:
+        a, b = self.window
+        return {"idle_network_s": self.suffix[0], "idle_layer_s": self.idle, "ping_slice": [a, b],
+                "ping_layers": [self.layers[a][0], self.layers[b - 1][0]], "idle_slice_s": self.idle_ping_s,
+                "ping_budget_s": PING_BUDGET_S, "ping_min_s": PING_MIN_S, "query_window_s": QUERY_WINDOW_S,
+                "query_recent": QUERY_RECENT,                 "active_pings": self.pings}
 
 
 class Background:
@@ -157,8 +274,7 @@ def serve(spec: dict[str, Any]) -> int:
     x = t.to_device(t.collate([t.load_sample(i % t.num_samples) for i in range(rows)]), t.device)
     with torch.inference_mode():
         network(x)  # one untimed pass: the first query at any cut does not pay the allocations
-    ref = reference_op()
-    ref_idle_s = time_reference(ref, REF_IDLE_REPS)
+    gauge = LoadGauge(built.layers, x)  # idle: before any background load starts
     lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     lsock.bind(("127.0.0.1", 0))
     lsock.listen(1)
@@ -198,7 +314,11 @@ def serve(spec: dict[str, Any]) -> int:
                                           f"cuts 0..{n - 1} with layers after them".encode(), id=frame.id))
                         continue
                     with torch.inference_mode():
-                        y = run_layers(network, wire.frame_tensor(frame), frame.key)
+                        a = wire.frame_tensor(frame)
+                        ran = wire.clock()
+                        y = run_layers(network, a, frame.key)
+                        done = wire.clock()
+                    gauge.observe(frame.key, done - ran, done)
                     out = wire.tensor_frame(wire.TAG_RESULT, y, ident=frame.id)
                     computed = wire.clock()
                     queries += 1
@@ -223,15 +343,13 @@ def serve(spec: dict[str, Any]) -> int:
                 elif frame.tag == wire.TAG_LOAD_START:  # the measured run starts: the load steps from its first
                     if background is not None and steps:
                         background.start_schedule(steps, wire.frame_stamps(frame)[0])
-                elif frame.tag == wire.TAG_PING:  # the load, learned: the reference timed now against idle
-                    ref_s = time_reference(ref, REF_PING_REPS)
-                    load = {"ref_s": ref_s, "idle_ref_s": ref_idle_s, "factor": ref_s / ref_idle_s,
-                            "jobs": background.k if background is not None else 0}
+                elif frame.tag == wire.TAG_PING:  # the load, learned: the recent queries', or a slice timed now
+                    load = {**gauge.estimate(wire.clock()), "jobs": background.k if background is not None else 0}
                     send_frame(conn, Frame(wire.TAG_STATS, json.dumps(load).encode(), id=frame.id))
                 else:  # TAG_QUERY: the counters, unshaped (control, not the link)
                     times = os.times()
                     stats = {"queries": queries, "compute_s": compute_s, "cpu_s": times.user + times.system,
-                             "threads": torch.get_num_threads(), "idle_ref_s": ref_idle_s,
+                             "threads": torch.get_num_threads(), "gauge": gauge.describe(),
                              "background": background.stats() if background is not None else None}
                     send_frame(conn, Frame(wire.TAG_STATS, json.dumps(stats).encode(), id=frame.id))
     except (FrameError, OSError) as exc:

@@ -53,6 +53,12 @@ ADAPT_PROBE_EVERY_S = 1.0  # adapting: the rate is probed when no query measured
 ADAPT_PROBE_S = 0.02  # ... with about this much data (upload only)
 ADAPT_MIN_TRANSFER_S = 0.005  # a query's upload measures the rate when its paced time is at least this
 LOAD_PING_EVERY_S = 2.0  # the server's load stepped during a run: it is pinged at most this often
+LOAD_HOW = ("pinged before the run: how many times longer than idle the network's own layers take at the server "
+            "now (idle: a per-layer profile and a slice timed before any background load). made_of 'queries': "
+            "the weighted median (by idle seconds) of the ratio of each query's server layers to their idle time, "
+            "over the queries of the last 2 s; 'ping': no query ran there lately, so the slice of layers in "
+            "ping.layers was timed now (median of 3) against idle (median of 7). The decision prices the server "
+            "at factor = 1 + K")
 PART_NOTES = {
     "device_compute": "collation and layers 1..j in this process, per query",
     "upload": "the activation from its first byte offered to the shaped link (after half the round trip) until "
@@ -201,6 +207,7 @@ class SplitSystem(BatchingSystem):
         self._t_load: float | None = None
         self._pinged_at = -math.inf
         self.load_timeline: list[list[float]] = []
+        self.ping_log: list[dict[str, Any]] = []  # the pings during the measured run (stepped load)
         self._t_start: float | None = None
         self._estimate: float | None = None  # the measured upload rate the cut is chosen from (adapting)
         self._measured_at = -math.inf
@@ -246,6 +253,7 @@ class SplitSystem(BatchingSystem):
             self._t_load = None  # so does the server's load schedule, with a ping at its first query
             self._pinged_at = -math.inf
             self.load_timeline = []
+            self.ping_log = []
 
     # -- computing -------------------------------------------------------------------------------------
     def execute(self, indices: Sequence[int]) -> Sequence[Any] | None:
@@ -339,6 +347,9 @@ class SplitSystem(BatchingSystem):
         except UnavailableError as exc:
             raise SplitServerError(exc.message) from None
         self._pinged_at = wire.clock()
+        if len(self.ping_log) < 10_000:
+            self.ping_log.append({"t_s": now - self._t_load, "jobs": self.load["jobs"], "factor": self.load["factor"],
+                                  "made_of": self.load.get("made_of"), "seconds": self._pinged_at - now})
         if steps.get("decide") is not None:
             self.j = self._choose(self._estimate or self.sender.bucket.rate * 8, steps["decide"])
         return wire.clock() - now
@@ -412,9 +423,11 @@ class SplitSystem(BatchingSystem):
 
     # -- the link and the server's counters (outside the measured window) ----------------------------------
     def ping_load(self) -> dict[str, Any]:
-        """The server's load, learned by pinging it (unshaped control): its reference computation timed now
-        against its idle time; ``factor`` 1 is idle, ``k`` = factor - 1 (at least 0) is what the decision's
-        ``(1 + K)`` takes."""
+        """The server's load, learned by pinging it (unshaped control): how many times longer than idle the
+        network's own layers take there now (:class:`aibench.partition.server.LoadGauge`: its recent
+        queries' server compute when there were some, else a slice of the network timed now; ``made_of``
+        says which); ``factor`` 1 is idle, ``k`` = factor - 1 (at least 0) is what the decision's ``(1 + K)``
+        takes."""
         self._qid += 1
         self.in_step = False
         try:
@@ -506,10 +519,12 @@ def parse_load_steps(text: str) -> list[int]:
 
 
 def load_step_summary(rows: Sequence[Sequence[float]], steps: Sequence[int], step_s: float,
-                      names: Sequence[str]) -> dict[str, Any]:
+                      names: Sequence[str], pings: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """Per step of the server's load schedule (by the query's time since the measured run's start): its jobs,
-    the load factor the device learned (median of the pings answered in it), the queries at each cut and the
-    median latency of the query's parts. ``rows``: [t, jobs pinged, factor pinged, j, latency s]."""
+    the load factor the device learned (median over its queries of the last ping's), the queries at each cut,
+    the median latency of the query's parts, and what the step's pings were made of (recent queries or a
+    slice of the network timed). ``rows``: [t, jobs pinged, factor pinged, j, latency s]; ``pings``: the
+    device's ping log (``t_s``, ``jobs``, ``factor``, ``made_of``, ``seconds``)."""
     per: list[dict[str, Any]] = []
     for i, k in enumerate(steps):
         lo = i * step_s
@@ -522,12 +537,16 @@ def load_step_summary(rows: Sequence[Sequence[float]], steps: Sequence[int], ste
             name = "input" if int(r[3]) == 0 else names[int(r[3]) - 1]
             cuts[name] = cuts.get(name, 0) + 1
         top = max(cuts, key=lambda c: cuts[c])
+        made_of: dict[str, int] = {}
+        for p in pings:
+            if lo <= p["t_s"] < hi:
+                made_of[str(p.get("made_of"))] = made_of.get(str(p.get("made_of")), 0) + 1
         per.append({"step": i, "jobs": k, "queries": len(mine), "factor_pinged": statistics.median(r[2] for r in mine),
                     "jobs_pinged": sorted({int(r[1]) for r in mine}), "queries_by_cut": cuts, "cut": top,
                     "j": names.index(top) + 1 if top != "input" else 0,
-                    "latency_p50_s": statistics.median(r[4] for r in mine)})
+                    "latency_p50_s": statistics.median(r[4] for r in mine), "pings_made_of": made_of})
     return {"per_step": per, "columns": ["t_s", "jobs_pinged", "factor_pinged", "j", "latency_s"],
-            "queries": [list(r) for r in rows],
+            "queries": [list(r) for r in rows], "pings": list(pings),
             "note": "per query (at most 10000): its time since the measured run's start, the jobs and load factor "
                     "of the last ping answered before it, the cut it ran at and its latency (the four parts)"}
 
@@ -681,9 +700,7 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
                                     "input in a loop (K jobs as heavy as a query sharing the server)"
                                     + ("; stepped during the run (load_steps)" if steps else "")
                                     if params["server_load"] or steps else "none (idle)",
-                                    "measured": load, "measured_how": "pinged before the run: the server's "
-                                    "reference computation timed now against its idle time (before any load); "
-                                    "the decision prices the server at factor = 1 + K"}},
+                                    "measured": load, "measured_how": LOAD_HOW}},
                 "trace": ({**trace.describe(), "adapting": adapt is not None, "note": "the link's rate (both "
                            "ways) follows the trace from the measured run's first query, looping; "
                            + ("the cut is re-chosen after each query from the measured upload rate (a query's own "
@@ -781,7 +798,8 @@ def record(system: SplitSystem, result: Any, info: dict[str, Any]) -> None:
                                       "and the cut it ran at"}
     if system.load_timeline and info.get("load_steps"):
         info["load_steps"].update(load_step_summary(system.load_timeline, info["load_steps"]["steps"],
-                                                    info["load_steps"]["step_s"], system.built.names))
+                                                    info["load_steps"]["step_s"], system.built.names,
+                                                    system.ping_log))
     stats = system.server_stats()
     if stats is not None:
         info["server"]["counters"] = stats

@@ -13,8 +13,8 @@ Frames (:mod:`aibench.sut.transport`: bounded, tensors as raw bytes, never pickl
   an empty ``P``, the upload alone);
 * ``L`` the link's new rate (float64 bit/s, a bandwidth trace replayed): the server's bucket takes it;
 * ``Q`` a request for the server's counters: it answers ``S`` (JSON) unshaped (control, not the link);
-* ``G`` a ping for the server's load: it times its reference computation and answers ``S`` (JSON: the load
-  factor against its idle time), unshaped;
+* ``G`` a ping for the server's load: it answers ``S`` (JSON: the load factor, its network's layers now
+  against idle, from its recent queries or a slice timed now, and what it is made of), unshaped;
 * ``W`` the measured run starts (float64 ``[step seconds]``): the server's load schedule starts stepping.
 
 Server to device: ``T`` float64 ``[received, computed, sending]`` stamps of CLOCK_MONOTONIC (one clock for

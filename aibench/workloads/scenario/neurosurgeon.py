@@ -33,9 +33,9 @@ NEUROSURGEON_METRICS = (
                "enough to measure (20 ms or more at the configured rate)"),
     MetricSpec("predicted_latency_s", "s", "lower", "the decision's predicted latency of this cut, from the "
                "platform profiles (partition choose), beside the measured one"),
-    MetricSpec("server_load_factor", "x", "lower", "the server's load learned by pinging it before the run: its "
-               "reference computation's time now over its idle time (1: idle); the decision prices the server "
-               "at this factor"),
+    MetricSpec("server_load_factor", "x", "lower", "the server's load learned by pinging it before the run: how "
+               "many times longer than idle the network's own layers take there now (1: idle; what it is made of: "
+               "method.neurosurgeon.server.load.measured); the decision prices the server at this factor"),
 )
 
 
