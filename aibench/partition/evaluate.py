@@ -48,6 +48,19 @@ CONFIRM_S, CONFIRM_MIN, CONFIRM_MAX = 2.5, 4, 25  # ... of about this much time 
 NEAR = 0.02  # a choice within 2% of the optimum's median is counted optimal (medians repeat to about that here)
 
 
+ALPHA = 0.05  # a choice whose queries are not slower than the optimum's at this significance is a tie with it
+
+
+def slower_p(chosen: Sequence[float], best: Sequence[float]) -> float:
+    """The p-value of "the chosen cut's queries are slower than the optimum's" (one-sided Mann–Whitney U on
+    their end-to-end latencies; for finalists, queries taken in turn in the final round): the chance of a
+    difference at least this large between two cuts of equal latency. Small: the choice is slower; large:
+    the two cannot be told apart with these queries, and which of them measured the lower median was luck."""
+    from scipy.stats import mannwhitneyu
+
+    return float(mannwhitneyu(list(chosen), list(best), alternative="greater").pvalue)
+
+
 def same_split(kinds: Sequence[str], a: int, b: int) -> bool:
     """Whether cuts ``a`` and ``b`` split the work alike: every layer between them (``kinds[i]`` is layer
     i + 1's model type) does no arithmetic (``reshape``: a flatten, a dropout at inference, an identity), so
@@ -180,6 +193,8 @@ def evaluate_links(sut: Any, x: Any, links: Sequence[Link], decide_for: Callable
                        "predicted_s": decision["cuts"][chosen]["total_s"], "measured_s": chosen_s},
             "optimum": {"j": best_j, "layer": names[best_j] if names else str(best_j), "measured_s": best_s},
             "exact": chosen == best_j, "same_split": kinds is not None and same_split(kinds, chosen, best_j),
+            "slower_p": 1.0 if chosen == best_j else slower_p(measured[chosen]["latencies_s"],
+                                                               measured[best_j]["latencies_s"]),
             "optimal": chosen == best_j or chosen_s <= best_s * (1 + NEAR),
             "pct_of_optimum": best_s / chosen_s,
             "server_only_s": server_s, "speedup_over_server": server_s / chosen_s,
