@@ -420,7 +420,7 @@ def test_the_final_round_names_the_optimum_side_by_side_under_drift() -> None:
     """The machine slows down while cuts are measured one after another: the first round ranks the truly
     faster cut last; the final round, one query of each finalist in turn, ranks them right, and the cuts
     that only differ by layers without arithmetic are the same split."""
-    from aibench.partition.evaluate import confirm, measure_cut, same_split
+    from aibench.partition.evaluate import ALPHA, confirm, measure_cut, same_split, slower_p
 
     true = {0: 1.0, 1: 0.50, 2: 0.49, 3: 0.80}
 
@@ -443,6 +443,9 @@ def test_the_final_round_names_the_optimum_side_by_side_under_drift() -> None:
     kinds = ["conv", "act", "pool", "reshape", "fc", "act", "reshape", "fc", "softmax"]
     assert same_split(kinds, 3, 4) and same_split(kinds, 6, 7) and same_split(kinds, 4, 3)
     assert not same_split(kinds, 2, 4) and not same_split(kinds, 8, 9) and same_split(kinds, 5, 5)
+    # a tie is told from a miss by the queries themselves
+    a, b = [1.0, 1.1, 0.9, 1.05, 0.95, 1.02], [1.01, 0.92, 1.08, 0.97, 1.04, 0.99]
+    assert slower_p(a, b) >= ALPHA and slower_p([x * 1.3 for x in a], b) < ALPHA
 
 
 def test_the_evaluation_measures_every_cut_that_could_be_optimal(tmp_path: Path) -> None:
