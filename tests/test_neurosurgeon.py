@@ -32,14 +32,16 @@ def _params(**given: Any) -> tuple[dict[str, Any], Any]:
 
 def test_split_output_equals_the_unsplit_network_at_every_kind_of_cut() -> None:
     """Cut 0 (the input crosses), interior cuts and N (nothing crosses): bit-equal to the whole network
-    (one thread on each side, so the same arithmetic in the same order)."""
+    (one thread on each side, so the same arithmetic in the same order). The run then fails (an exception
+    in the body): the server is stopped all the same. (One server for both checks: each start imports torch.)"""
     import torch
 
     from aibench.networks import run_layers
     from aibench.partition.split import split_run
 
     params, result = _params(cut="fc1", network="1000")
-    with split_run(params, result) as (sut, batch):
+    seen: list[int] = []
+    with pytest.raises(RuntimeError, match="boom"), split_run(params, result) as (sut, batch):
         assert batch == 1 and sut.n == 3
         t = sut.built.task
         x = t.collate([t.load_sample(0)])
@@ -52,8 +54,9 @@ def test_split_output_equals_the_unsplit_network_at_every_kind_of_cut() -> None:
             crossing = x if j == 0 else run_layers(sut.built.network, x, 0, j)
             assert parts["bytes_up"] == (0 if j == 3 else HEADER_SIZE + 8 * crossing.dim() + crossing.numel() * 4)
             assert (parts["upload"] > 0) == (j < 3) and (parts["server_compute"] > 0) == (j < 3)
-        pid = sut.server.pid
-    assert gone(pid)
+        seen.append(sut.server.pid)
+        raise RuntimeError("boom")
+    assert seen and gone(seen[0])
     assert result.method["neurosurgeon"]["server_exit"]["alive_after_stop"] is False
 
 
@@ -100,17 +103,11 @@ def test_offline_at_cut_0_with_a_loaded_server(cli: Any, tmp_path: Path) -> None
     assert gone(ns["server"]["pid"])
 
 
-def test_the_server_is_stopped_when_the_run_fails_and_a_dead_server_fails_the_query() -> None:
+def test_a_dead_server_fails_the_query() -> None:
+    """(The server stopped when the run fails: test_split_output_equals_the_unsplit_network_at_every_kind_of_cut.)"""
     import torch
 
     from aibench.partition.split import SplitServerError, split_run
-
-    params, result = _params(network="1000")
-    seen: list[int] = []
-    with pytest.raises(RuntimeError, match="boom"), split_run(params, result) as (sut, _batch):
-        seen.append(sut.server.pid)
-        raise RuntimeError("boom")
-    assert seen and gone(seen[0])
 
     params, result = _params(network="1000")
     with split_run(params, result) as (sut, _batch):
@@ -474,16 +471,19 @@ def test_the_evaluation_measures_every_cut_that_could_be_optimal(tmp_path: Path)
     assert gone(session["server_pid"])
 
 
-def test_load_stepped_during_the_run_is_learned_by_pinging_and_the_cut_follows(cli: Any, tmp_path: Path) -> None:
+def test_load_stepped_during_the_run_is_learned_by_pinging_and_the_cut_follows(cli: Any, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """--server-load-steps 0,3: the server steps its background jobs on its own clock from the measured run's
-    start; the device pings it every 2 s and, with --cut auto, each query runs at the decision's cut for
-    the load factor of the last ping (checked query by query); per step: jobs, pinged factor, cuts, p50."""
-    from aibench.partition import decide
+    start; the device pings it (every 2 s; every 0.5 s here, to keep the run short) and, with --cut auto, each
+    query runs at the decision's cut for the load factor of the last ping (checked query by query); per step:
+    jobs, pinged factor, cuts, p50."""
+    from aibench.partition import decide, split
 
+    monkeypatch.setattr(split, "LOAD_PING_EVERY_S", 0.5)
     device, server = _profiles(tmp_path, 2e-8, 1e-10)
     code, out, err = cli("-q", "run", "scenario", "neurosurgeon", *TINY, "--cut", "auto", "--network", "20",
                          "--device-profile", device, "--server-profile", server, "--server-load-steps", "0,3",
-                         "--load-step-s", "0.6", "--scenario", "single-stream", "--duration-s", "2.8",
+                         "--load-step-s", "0.6", "--scenario", "single-stream", "--duration-s", "1.6",
                          "--out", str(tmp_path), "--json")
     assert code == 0, err
     doc = json.loads(out)
@@ -491,7 +491,7 @@ def test_load_stepped_during_the_run_is_learned_by_pinging_and_the_cut_follows(c
     steps = ns["load_steps"]
     assert steps["steps"] == [0, 3] and steps["adapting"]
     assert [s["jobs"] for s in steps["per_step"]] == [0, 3]
-    assert 3 in steps["per_step"][1]["jobs_pinged"]  # the second step's load was learned by a ping (at 2 s)
+    assert 3 in steps["per_step"][1]["jobs_pinged"]  # the second step's load was learned by a ping (at 1 s)
     per = ns["decision"]["per_layer"]
     for _t, _jobs, factor, j, latency in steps["queries"]:
         cuts = decide.price_cuts(ns["cut"]["names"], per["device_s"], per["server_s"], per["bytes"],
