@@ -180,7 +180,7 @@ class LoadGauge:
         return {"idle_network_s": self.suffix[0], "idle_layer_s": self.idle, "ping_slice": [a, b],
                 "ping_layers": [self.layers[a][0], self.layers[b - 1][0]], "idle_slice_s": self.idle_ping_s,
                 "ping_budget_s": PING_BUDGET_S, "ping_min_s": PING_MIN_S, "query_window_s": QUERY_WINDOW_S,
-                "query_recent": QUERY_RECENT,                 "active_pings": self.pings}
+                "query_recent": QUERY_RECENT, "active_pings": self.pings}
 
 
 class Background:

@@ -94,7 +94,7 @@ class Host:
                 n = resident_rows.get(spec.name, 0)
                 self.resident.append(resident_inputs(spec.name, n).to(self.device, self.dtype) if n else None)
                 # One untimed row: an unsupported dtype is refused now, and the first request is not slow.
-                self.run(len(self.models) - 1, torch.zeros((1, *spec.input_shape)))
+                self.run(len(self.models) - 1, torch.zeros((1, *spec.input_shape)), warm_up=True)
         self.info = {"pid": os.getpid(), "device": str(self.device), "threads": torch.get_num_threads(),
                      "dtype": str(self.dtype).removeprefix("torch."), "models": self.names,
                      "torch": torch.__version__,
@@ -102,12 +102,14 @@ class Host:
                                        if r is not None},
                      "omp_wait": {k: os.environ[k] for k in WAIT_POLICY_VARS if k in os.environ}}
 
-    def run(self, key: int, x: Any, resident: bool = False) -> tuple[Any, list[int]]:
+    def run(self, key: int, x: Any, resident: bool = False, warm_up: bool = False) -> tuple[Any, list[int]]:
         """One batch: (output rows on the host, [t_begin, t_input, t_infer, t_output]): ``time.monotonic_ns``
         when it began, when the input was on the device, when the forward pass had finished (device
         synchronised) and when the output was on the host. CLOCK_MONOTONIC is one clock for every process of
         the machine, so the server places these among its own stamps. ``resident``: ``x`` holds row numbers of
-        the model's resident inputs (int32), gathered into the batch on the device (its only input copy)."""
+        the model's resident inputs (int32), gathered into the batch on the device (its only input copy).
+        ``warm_up``: the untimed row before the instance is ready, through the model's ``warm_up`` where it has
+        one (the null model's skips its fixed delay: a stand-in's sleep warms nothing)."""
         torch = self.torch
         clock = time.monotonic_ns
         spec = self.specs[key]
@@ -122,8 +124,9 @@ class Host:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         t1 = clock()
+        model = self.models[key]
         with torch.inference_mode():
-            y = self.models[key](x)
+            y = getattr(model, "warm_up", model)(x) if warm_up else model(x)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         t2 = clock()
