@@ -39,6 +39,7 @@ from typing import Any
 from aibench.errors import AibenchError, ResultIOError, UnavailableError, UsageError
 from aibench.partition import wire
 from aibench.partition.decide import Link, custom_link, named_link
+from aibench.partition.server import PING_IDLE_S, PING_MIN_S, QUERY_RECENT, QUERY_WINDOW_S
 from aibench.sut import Capabilities
 from aibench.sut.batcher import BatchingSystem
 from aibench.sut.transport import HEADER_SIZE, Frame, FrameError, recv_frame, send_frame
@@ -55,10 +56,11 @@ ADAPT_MIN_TRANSFER_S = 0.005  # a query's upload measures the rate when its pace
 LOAD_PING_EVERY_S = 2.0  # the server's load stepped during a run: it is pinged at most this often
 LOAD_HOW = ("pinged before the run: how many times longer than idle the network's own layers take at the server "
             "now (idle: a per-layer profile and a slice timed before any background load). made_of 'queries': "
-            "the weighted median (by idle seconds) of the ratio of each query's server layers to their idle time, "
-            "over the queries of the last 2 s; 'ping': no query ran there lately, so the slice of layers in "
-            "ping.layers was timed now (median of 3) against idle (median of 7). The decision prices the server "
-            "at factor = 1 + K")
+            f"the server seconds of the last {QUERY_RECENT} queries answered in the last "
+            f"{QUERY_WINDOW_S:g} s over the idle seconds of the same layers; 'ping': no query ran there "
+            "lately, so the slice of layers in ping.layers was run once untimed, then again and again for "
+            f"{PING_MIN_S * 1e3:g} ms: its mean over its idle mean ({PING_IDLE_S:g} s of runs). The "
+            "decision prices the server at factor = 1 + K")
 PART_NOTES = {
     "device_compute": "collation and layers 1..j in this process, per query",
     "upload": "the activation from its first byte offered to the shaped link (after half the round trip) until "
