@@ -298,6 +298,11 @@ def test_choose_prints_every_cut_and_the_choice(cli: Any, tiny_split: Any, profi
     (["partition", "choose", TINY_SPLIT, "--network", "lte", "--cut", "pool9"], 2, "no layer 'pool9'"),
     (["partition", "choose", TINY_SPLIT, "--network", "lte", "--cut", "99"], 2, "no cut 99"),
     (["partition", "choose", TINY_SPLIT, "--network", "lte", "--device-profile", "MISSING"], 4, "no such file"),
+    # bad usage is told before a missing profile (which would send the user off to fit one)
+    (["partition", "choose", TINY_SPLIT, "--network", "lte", "--cut", "pool9", "--device-profile", "MISSING"], 2,
+     "no layer 'pool9'"),
+    (["partition", "choose", "component/imx", "--network", "lte", "--device-profile", "MISSING"], 2,
+     "unknown benchmark"),
     (["partition", "choose", TINY_SPLIT, "--network", "lte", "--device-profile", "FOREIGN"], 4,
      "not an aibench platform profile"),
 ])

@@ -278,7 +278,7 @@ def choose_cmd(ref: str, network: str | None, bandwidth_mbit: float | None, down
                measured_server: str | None, cut: str | None, batch: int, as_json: bool) -> None:
     """Price every cut j = 0..N of REF's network from the platform profiles' predictions (0: all on the
     server, N: all on the device) for a link and server load, and choose the best for --target."""
-    from aibench.errors import UsageError
+    from aibench.errors import ResultIOError, UsageError
     from aibench.partition import decide
     from aibench.partition.models import device_power, predict, read_profile
     from aibench.partition.profile import describe_network, load_network
@@ -299,11 +299,21 @@ def choose_cmd(ref: str, network: str | None, bandwidth_mbit: float | None, down
                          "a model input, labelled so; no radio is metered here)")
     if (measured_device is None) != (measured_server is None):
         raise UsageError("give both --measured-device and --measured-server, or neither")
-    dev, srv = read_profile(device_profile), read_profile(server_profile)
+    # Bad usage (an unknown network, one that cannot be cut, a cut it does not have) is told before a missing
+    # profile: the profile's error would send the user off to fit one for a command that cannot run anyway.
+    try:
+        dev, srv = read_profile(device_profile), read_profile(server_profile)
+        profile_error = None
+    except ResultIOError as exc:
+        dev = srv = {"side": {}}
+        profile_error = exc
     net = load_network(ref, Side("device", "cpu", 1, dev["side"].get("dtype", "float32")), batch)
     shape = describe_network(net)
     layers = shape["layers"]
     names = [la["name"] for la in layers]
+    asked_j = decide.cut_index(names, cut) if cut is not None else None
+    if profile_error is not None:
+        raise profile_error
     sizes = [shape["input_bytes"], *[la["out_bytes"] for la in layers]]
     tm = [predict(dev, la) for la in layers]
     tc = [predict(srv, la) for la in layers]
@@ -326,7 +336,7 @@ def choose_cmd(ref: str, network: str | None, bandwidth_mbit: float | None, down
                         "given by the user (a model input, not measured)")
     cuts = decide.price_cuts(names, tm, tc, sizes, link, server_load, powers, radio_power_w)
     chosen = decide.choose(cuts, target)
-    asked = cuts[decide.cut_index(names, cut)] if cut is not None else None
+    asked = cuts[asked_j] if asked_j is not None else None
     measured = None
     if measured_device is not None:
         mm = _measured_times(measured_device, net.bench.id, names)
