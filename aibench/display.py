@@ -352,4 +352,5 @@ def benchmark_info(b: Benchmark, console: Console) -> None:
     if b.sets:
         console.print("named sets (--set): " + ", ".join(
             f"{name} ({len(load())} sizes)" for name, load in sorted(b.sets.items())))
-    console.print(f"example: aibench run {b.kind} {b.name} --device cpu")
+    device = " --device cpu" if "device" in b.params else ""  # a system it owns may place itself (no --device)
+    console.print(f"example: aibench run {b.kind} {b.name}{device}")

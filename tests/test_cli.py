@@ -27,6 +27,10 @@ def test_list_and_wildcards(cli) -> None:
 def test_info_shows_params_metrics_and_sets(cli) -> None:
     code, out, _ = cli("info", "micro/gemm")
     assert code == 0 and "--m" in out and "GFLOP/s" in out and "deepbench-inference-server" in out
+    assert "example: aibench run micro gemm --device cpu" in out
+    # a scenario that places its own system has no --device: its example must not give one
+    code, out, _ = cli("info", "scenario/neurosurgeon")
+    assert code == 0 and "example: aibench run scenario neurosurgeon\n" in out
     code, out, _ = cli("info", "micro", "conv", "--json")
     doc = json.loads(out)
     assert doc["id"] == "micro/conv" and doc["sets"]["deepbench-training"] > 0
