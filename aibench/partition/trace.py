@@ -59,10 +59,12 @@ def read_trace(spec: str) -> Trace:
         line = raw.strip()
         if not line or line.startswith("#") or (not times and not line[0].isdigit() and line[0] not in "-+."):
             continue
-        parts = [p.strip() for p in line.replace(";", ",").split(",")]
+        parts = [p.strip() for p in line.split(",")]
         try:
+            if len(parts) != 2:
+                raise ValueError
             t, r = float(parts[0]), float(parts[1])
-        except (ValueError, IndexError):
+        except ValueError:
             raise UsageError(f"--trace {spec}: line {n} is not 'time_s,rate_mbit': {raw[:80]!r}") from None
         if not (math.isfinite(t) and math.isfinite(r) and r > 0):
             raise UsageError(f"--trace {spec}: line {n}: a rate must be above 0 Mbit/s and times finite")
