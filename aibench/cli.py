@@ -330,10 +330,15 @@ def run_cmd(ctx: click.Context, args: tuple[str, ...], set_name: str | None, mea
         docs = [r.to_dict() for r in results]
         click.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
     if not quiet:
+        from rich.markup import escape
+
         from aibench.display import results_table
 
         console = err if as_json else _stdout_console()
         console.print(results_table(results))
+        for r in results:  # a benchmark's one-line account of what ran (scenario/neurosurgeon: the cut)
+            if isinstance(r.method.get("summary"), str):
+                console.print(escape(f"{r.id}: {r.method['summary']}"))
         where = paths[0] if len(paths) == 1 else f"{out_dir}/ ({len(paths)} files)"
         console.print(f"results written to {where}")
     if any(r.status != "ok" for r in results):

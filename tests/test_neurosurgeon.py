@@ -84,12 +84,13 @@ def test_single_stream_records_parts_bytes_cut_and_the_link(cli: Any, tmp_path: 
     assert isinstance(check["within_5pct"], bool)
     assert m["link_rate_in_run_bit_s"]["value"] > 0  # 33.6 KB at 12.8 Mbit/s: 21 ms, long enough to measure
     assert m["predicted_latency_s"]["unavailable"]  # no platform profiles here
+    assert doc["method"]["summary"] == "split: cut after fc1 (j=1 of 3, given); link wifi at 12.8 Mbit/s up"
     assert ns["server"]["counters"]["queries"] >= parts["upload"]["seen"]
     assert ns["server_exit"]["alive_after_stop"] is False and gone(ns["server"]["pid"])
 
 
 def test_offline_at_cut_0_with_a_loaded_server(cli: Any, tmp_path: Path) -> None:
-    code, out, err = cli("-q", "run", "scenario", "neurosurgeon", *TINY, "--cut", "input", "--network", "100",
+    code, out, err = cli("run", "scenario", "neurosurgeon", *TINY, "--cut", "input", "--network", "100",
                          "--rtt-ms", "2", "--server-load", "1", "--batch", "2", "--scenario", "offline",
                          "--duration-s", "0.3", "--out", str(tmp_path), "--json")
     assert code == 0, err
@@ -97,6 +98,8 @@ def test_offline_at_cut_0_with_a_loaded_server(cli: Any, tmp_path: Path) -> None
     ns = doc["method"]["neurosurgeon"]
     assert ns["cut"]["j"] == 0 and ns["cut"]["layer"] == "input"
     assert ns["link"]["rtt_ms"] == 2 and ns["link"]["up_mbit"] == 100
+    # the run's output says which cut ran (with --json the table and this line go to stderr)
+    assert "scenario/neurosurgeon: split: cut after input (j=0 of 3, given); link 100 Mbit/s, 2 ms at 100 Mbit/s" in err
     assert doc["parts"]["stage"]["upload"]["summary"]["min"] >= 0.001  # half the round trip, at least
     load = ns["server"]["counters"]["background"]
     assert load["jobs"] == 1 and load["passes"] > 0
@@ -152,7 +155,8 @@ def test_a_failed_server_under_loadgen_is_a_failed_result(cli: Any, tmp_path: Pa
     (["--network", "5g"], 2, "3g, lte, wifi or a rate"),
     (["--server-load", "-1"], 2, "--server-load"),
     (["--device-cpu-quota", "0.001"], 2, "--device-cpu-quota"),
-    (["--cut", "auto", "--device-profile", "MISSING"], 4, "aibench partition fit --side device"),
+    (["--cut", "auto", "--device-profile", "MISSING"], 4, "missing): run `aibench partition fit --side device` and "
+     "`aibench partition fit --side server` first"),
 ])
 def test_bad_input_is_one_line_and_a_code(cli: Any, tmp_path: Path, args: list[str], code: int, text: str) -> None:
     given = dict(zip(TINY[::2], TINY[1::2], strict=True)) | {"--cut": "fc1"} | dict(zip(args[::2], args[1::2],
@@ -243,6 +247,8 @@ def test_a_trace_replayed_moves_the_cut_with_the_measured_rate(cli: Any, tmp_pat
     doc = json.loads(out)
     ns = doc["method"]["neurosurgeon"]
     assert ns["trace"]["adapting"] and ns["trace"]["period_s"] == 3.0 and ns["trace"]["source"] == "file given"
+    assert ns["link"]["name"] == f"trace {trace}" and ns["link"]["up_mbit"] == 40  # the trace is the link
+    assert doc["method"]["summary"].startswith("split: queries by cut: ")
     by_cut = ns["adaptation"]["queries_by_cut"]
     assert by_cut.get("input", 0) > 0 and by_cut.get("fc3", 0) > 0, by_cut
     rows = ns["adaptation"]["queries"]
@@ -255,6 +261,8 @@ def test_a_trace_replayed_moves_the_cut_with_the_measured_rate(cli: Any, tmp_pat
     ("time_s,rate_mbit\n0,5\n1,0\n", 2, "above 0"),
     ("0,5\n2,3\n1,4\n", 2, "increase"),
     ("0,five\n", 2, "line 1"),
+    ("0,5,1\n", 2, "line 1 is not 'time_s,rate_mbit'"),
+    ("0;5\n", 2, "line 1 is not 'time_s,rate_mbit'"),
     (None, 4, "no such file"),
 ])
 def test_bad_traces(cli: Any, tmp_path: Path, text: str | None, code: int, what: str) -> None:
@@ -264,6 +272,37 @@ def test_bad_traces(cli: Any, tmp_path: Path, text: str | None, code: int, what:
     got, _out, err = cli("run", "scenario", "neurosurgeon", *TINY, "--cut", "fc1", "--trace", str(trace),
                          "--out", str(tmp_path))
     assert got == code and what in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_trace_and_another_network_are_refused(cli: Any, tmp_path: Path) -> None:
+    got, _out, err = cli("run", "scenario", "neurosurgeon", *TINY, "--cut", "fc1", "--network", "wifi", "--trace",
+                         "lte-synthetic", "--out", str(tmp_path))
+    assert got == 2 and "give --network or --trace, not both" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_profiles_of_another_side_or_configuration_are_warned_of(tmp_path: Path) -> None:
+    """Priced profiles measured for the other role, or with other threads, quota or dtype than the run's: a
+    warning line each (recorded in method.neurosurgeon.profile_warnings), not an error."""
+    from aibench.partition.models import side_mismatch
+    from aibench.partition.split import profile_warnings
+
+    dev = {"name": "device", "threads_effective": 1, "dtype": "float32", "quota": None}
+    assert side_mismatch("p", dev, "device", 1, None, "float32") == []
+    assert side_mismatch("p", dev, "device") == []  # a role-only check (partition choose)
+    assert side_mismatch("p", dev, "server") == ["p was measured for the device side, and is used here for the "
+                                                 "server side"]
+    notes = side_mismatch("p", dev, "device", 2, 0.25, "bfloat16")
+    assert notes == ["p was measured with 1 thread(s); the device here runs 2",
+                     "p was measured without a CPU quota; the device here runs under 0.25 cores",
+                     "p was measured in float32; the device here runs bfloat16"]
+    capped = {**dev, "quota": {"cores": 0.25, "cgroup": "x"}}
+    assert side_mismatch("p", capped, "device", 1, None) == ["p was measured under a CPU quota of 0.25 cores; the "
+                                                             "device here runs without one"]
+    params, _ = _params(device_threads=1, device_profile="d.json", server_profile="s.json")
+    decision = {"sides": {"device": capped, "server": {**dev, "name": "server", "threads_effective": 2}}}
+    assert profile_warnings(decision, params, None, 2) == [
+        "--device-profile d.json was measured under a CPU quota of 0.25 cores; the device here runs without one"]
+    assert profile_warnings(None, params, None, 2) == []
 
 
 def test_the_shipped_trace_is_synthetic_and_lte_like() -> None:
@@ -502,6 +541,12 @@ def test_load_stepped_during_the_run_is_learned_by_pinging_and_the_cut_follows(c
     assert pings and all(p["made_of"] in ("queries", "ping") and p["seconds"] >= 0 for p in pings)
     assert sum(sum(s["pings_made_of"].values()) for s in steps["per_step"]) <= len(pings)
     assert ns["server"]["counters"]["background"]["max_jobs"] == 3
+    for st in steps["per_step"]:  # each step's p90 and the decision's prediction for its cut at its factor
+        cuts = decide.price_cuts(ns["cut"]["names"], per["device_s"], per["server_s"], per["bytes"],
+                                 decide.custom_link(20.0), max(0.0, st["factor_pinged"] - 1))
+        assert st["predicted_s"] == pytest.approx(cuts[st["j"]].total_s)
+        assert st["latency_p90_s"] >= st["latency_p50_s"] > 0
+    assert doc["method"]["summary"].startswith("split: by server load step: K=0 mostly ")
     assert gone(ns["server"]["pid"])
 
 
@@ -509,6 +554,7 @@ def test_load_stepped_during_the_run_is_learned_by_pinging_and_the_cut_follows(c
     (["--server-load-steps", "0,x"], "job counts"),
     (["--server-load-steps", "0,65"], "0 to 64"),
     (["--server-load-steps", "0,2", "--server-load", "1"], "not both"),
+    (["--load-step-s", "2"], "give the steps too"),
 ])
 def test_bad_load_steps(cli: Any, tmp_path: Path, args: list[str], text: str) -> None:
     got, _out, err = cli("run", "scenario", "neurosurgeon", *TINY, "--cut", "fc1", *args, "--out", str(tmp_path))

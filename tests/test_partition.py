@@ -154,6 +154,8 @@ def test_sweep_excludes_real_layers() -> None:
 
 
 def test_fit_command_writes_a_profile_and_checks_real_layers(cli: Any, tiny_split: Any, tmp_path: Path) -> None:
+    from aibench.results.store import load_results
+
     code, _, err = cli("partition", "profile", TINY_SPLIT, "--out", str(tmp_path / "r"), *FAST)
     assert code == 0, err
     prof = tmp_path / "device.json"
@@ -167,7 +169,11 @@ def test_fit_command_writes_a_profile_and_checks_real_layers(cli: Any, tiny_spli
         m = doc["models"][kind]
         assert m["form"] in ("linear", "log", "loglog") and m["heldout"]["n"] >= 1
         assert set(m["heldout"]["by_form"]) == {"linear", "log", "loglog"}
-    assert "conv" in shown["check"]["by_type"]  # the tiny fc layers are under 20 µs: left out
+    # the layers measured at 20 µs or more, and only they, make each type's error (which depends on the CPU)
+    (result,) = load_results([tmp_path / "r"])
+    timed = {la["type"] for la in result.method["partition"]["layers"]
+             if result.parts["layer"][la["name"]]["summary"]["median"] >= 20e-6}
+    assert set(shown["check"]["by_type"]) == timed and timed
     (net,) = shown["check"]["by_network"].values()
     assert net["measured_s"] > 0 and net["predicted_s"] > 0
     # an existing profile is not replaced without --force
@@ -238,7 +244,11 @@ def test_named_links_are_derived_from_the_papers_upload_times() -> None:
     for name, ms in (("3g", 870), ("lte", 180), ("wifi", 95)):
         link = named_link(name)
         assert 152_000 * 8 / (link.up_mbit * 1e6) == pytest.approx(ms / 1e3)
-        assert link.source.startswith("derived")
+        assert link.source.startswith("derived") and link.rtt_ms == 0
+    # a round trip and a downlink given with a named link are applied and said
+    link = named_link("lte", 40.0, 2.0)
+    assert (link.rtt_ms, link.down_mbit) == (40.0, 2.0) and link.up_mbit == named_link("lte").up_mbit
+    assert "round trip 40 ms given" in link.source and "download 2 Mbit/s given" in link.source
 
 
 @pytest.fixture
@@ -274,6 +284,11 @@ def test_choose_prints_every_cut_and_the_choice(cli: Any, tiny_split: Any, profi
     assert json.loads(out)["chosen"]["j"] == 0
     _, out, _ = cli(*base, "--bandwidth-mbit", "10000", "--server-load", "100", "--json")
     assert json.loads(out)["chosen"]["j"] == 10
+    # --rtt-ms with a named link is priced (half each way), as `run scenario neurosurgeon` runs it
+    _, out, _ = cli(*base, "--network", "lte", "--json")
+    _, out40, _ = cli(*base, "--network", "lte", "--rtt-ms", "40", "--json")
+    plain, rtt = json.loads(out)["cuts"][0], json.loads(out40)["cuts"][0]
+    assert rtt["total_s"] - plain["total_s"] == pytest.approx(0.040)
     code, out, err = cli(*base, "--network", "3g", "--target", "energy", "--device-power-w", "2",
                          "--radio-power-w", "1")
     assert code == 0, err
@@ -291,6 +306,9 @@ def test_choose_prints_every_cut_and_the_choice(cli: Any, tiny_split: Any, profi
     (["partition", "choose", TINY_SPLIT, "--bandwidth-mbit", "-3"], 2, "above 0"),
     (["partition", "choose", TINY_SPLIT, "--network", "5g"], 2, "3g, lte, wifi"),
     (["partition", "choose", TINY_SPLIT], 2, "give a link"),
+    (["partition", "choose", TINY_SPLIT, "--network", "lte", "--bandwidth-mbit", "10"], 2, "not both"),
+    (["partition", "choose", TINY_SPLIT, "--network", "lte", "--rtt-ms", "-1"], 2, "--rtt-ms"),
+    (["partition", "choose", TINY_SPLIT, "--network", "lte", "--download-mbit", "0"], 2, "--download-mbit"),
     (["partition", "choose", TINY_SPLIT, "--network", "lte", "--server-load", "-1"], 2, "--server-load"),
     (["partition", "choose", TINY_SPLIT, "--network", "lte", "--target", "energy"], 2, "--radio-power-w"),
     (["partition", "choose", TINY_SPLIT, "--network", "lte", "--target", "energy", "--radio-power-w", "1"], 2,
@@ -305,19 +323,33 @@ def test_choose_prints_every_cut_and_the_choice(cli: Any, tiny_split: Any, profi
      "unknown benchmark"),
     (["partition", "choose", TINY_SPLIT, "--network", "lte", "--device-profile", "FOREIGN"], 4,
      "not an aibench platform profile"),
+    (["partition", "choose", TINY_SPLIT, "--network", "lte", "--device-profile", "EMPTY"], 4, "it has no models"),
+    (["partition", "choose", TINY_SPLIT, "--network", "lte", "--device-profile", "NOFC"], 4,
+     "no model for layer type 'fc' (layer fc1); it models conv"),
+    (["partition", "fit", "--quick", "--check", "DEVICE"], 4, "a platform profile (`aibench partition fit`), not a "
+     "result file"),
 ])
 def test_bad_input_is_one_line_and_a_code(cli: Any, tiny_bench: Any, tiny_split: Any, profiles: tuple[Path, Path],
                                           tmp_path: Path, args: list[str], code: int, text: str) -> None:
     dev, srv = profiles
     foreign = tmp_path / "foreign.json"
     foreign.write_text('{"schema": "something-else"}')
-    args = [{"MISSING": str(tmp_path / "nope.json"), "FOREIGN": str(foreign)}.get(a, a) for a in args]
+    damaged = {}
+    for name, keep in (("EMPTY", ()), ("NOFC", tuple(t for t in json.loads(dev.read_text())["models"] if t != "fc"))):
+        doc = json.loads(dev.read_text())
+        doc["models"] = {t: m for t, m in doc["models"].items() if t in keep}
+        damaged[name] = tmp_path / f"{name}.json"
+        damaged[name].write_text(json.dumps(doc))
+    args = [{"MISSING": str(tmp_path / "nope.json"), "FOREIGN": str(foreign), "DEVICE": str(dev),
+             **{k: str(v) for k, v in damaged.items()}}.get(a, a) for a in args]
     if args[1] == "choose" and "--device-profile" not in args:
         args += ["--device-profile", str(dev)]
     if args[1] == "choose":
         args += ["--server-profile", str(srv)]
     if args[1] == "profile":
         args += ["--out", str(tmp_path / "r"), *FAST]
+    if args[1] == "fit":
+        args += ["--out", str(tmp_path / "fit.json")]
     got, out, err = cli(*args)
     assert got == code, (out, err)
     assert text in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
@@ -620,3 +652,17 @@ def test_choose_shows_measured_costs_beside(cli: Any, tiny_split: Any, tiny_benc
     assert code == 2 and "not of component/tiny-split" in err
     code, _, err = cli(*base, "--measured-device", str(d))
     assert code == 2 and "both" in err
+    # swapped sides, or one file for both, are run but said (a user may mean it; never silently)
+    code, out, err = cli(*base, "--measured-device", str(s), "--measured-server", str(s))
+    assert code == 0 and "chosen: j=" in out
+    assert f"warning: --measured-device {s} was measured for the server side" in err
+    assert "--measured-device and --measured-server are the same file" in err
+    code, _, err = cli(*base[:3], "--device-profile", str(srv), "--server-profile", str(srv), "--network", "wifi")
+    assert code == 0 and "--device-profile" in err and "for the server side" in err and "same file" in err
+    # a profile result whose parts lack a layer is a damaged file: exit 4, not a crash
+    broken = json.loads(d.read_text())
+    broken["parts"]["layer"].pop("conv1")
+    other.write_text(json.dumps(broken))
+    code, _, err = cli(*base, "--measured-device", str(other), "--measured-server", str(s))
+    assert code == 4 and "damaged `partition profile` result" in err and "'conv1'" in err, err
+    assert len(err.strip().splitlines()) == 1

@@ -136,6 +136,15 @@ def _profile_layers(result: Any) -> list[dict[str, Any]]:
     if not isinstance(part, dict) or not isinstance(part.get("layers"), list) or "layer" not in result.parts:
         raise ResultIOError(f"{result.id} run {result.run_id[:8]}: not a `partition profile` result (no per-layer "
                             "description)")
+    parts = result.parts["layer"]
+    stat = (part.get("layer_statistic") or {}).get("statistic", "median")
+    for layer in part["layers"]:
+        name = layer.get("name") if isinstance(layer, dict) else None
+        summary = (parts.get(name) or {}).get("summary") if isinstance(parts, dict) and isinstance(name, str) else None
+        if (not isinstance(summary, dict) or not isinstance(summary.get(stat), int | float)
+                or not isinstance(layer.get("type"), str) or "work" not in layer):
+            raise ResultIOError(f"{result.id} run {result.run_id[:8]}: damaged `partition profile` result (no "
+                                f"described layer {name!r} with a measured {stat} in parts.layer)")
     stat, figures = layer_figures(result)
     return [{**layer, "measured_s": figures[layer["name"]], "statistic": stat} for layer in part["layers"]]
 
@@ -184,7 +193,7 @@ def fit_cmd(side: str, device: str | None, threads: int | None, dtype: str | Non
     notes = []
     if check_layers:
         profile["check"] = check_against(profile, check_layers)
-        differ = [r.benchmark["name"] for r in checked
+        differ = [f"{r.benchmark['name']} ({r.run_id[:8]})" for r in checked
                   if _side_key(r.method["partition"]["side"]) != _side_key(profile["side"])]
         if differ:
             notes.append(f"note: profiled on another side configuration than this fit: {', '.join(differ)}")
@@ -234,8 +243,9 @@ def fit_cmd(side: str, device: str | None, threads: int | None, dtype: str | Non
     con.print(f"wrote {out}")
 
 
-def _measured_times(path: str, ref_id: str, names: list[str]) -> list[float]:
-    """Per-layer measured figures from a `partition profile` result of the same network."""
+def _measured_times(path: str, ref_id: str, names: list[str]) -> tuple[list[float], Any]:
+    """Per-layer measured figures from a `partition profile` result of the same network, and the side it
+    records."""
     from aibench.errors import UsageError
     from aibench.results.store import load_result
 
@@ -243,7 +253,7 @@ def _measured_times(path: str, ref_id: str, names: list[str]) -> list[float]:
     layers = _profile_layers(result)
     if result.id != ref_id or [la["name"] for la in layers] != names:
         raise UsageError(f"{path}: a profile of {result.id} with other layers, not of {ref_id}")
-    return [la["measured_s"] for la in layers]
+    return [la["measured_s"] for la in layers], result.method["partition"].get("side")
 
 
 @partition.command("choose")
@@ -252,7 +262,8 @@ def _measured_times(path: str, ref_id: str, names: list[str]) -> list[float]:
               help="a named link derived from the paper's upload times: 3g, lte, wifi")
 @click.option("--bandwidth-mbit", type=float, default=None, help="uplink rate in Mbit/s (instead of --network)")
 @click.option("--download-mbit", type=float, default=None, help="downlink rate in Mbit/s [default: the uplink's]")
-@click.option("--rtt-ms", type=float, default=0.0, show_default=True, help="round-trip time with --bandwidth-mbit")
+@click.option("--rtt-ms", type=float, default=0.0, show_default=True,
+              help="round-trip time added to the link (a named one's is inside its derived rate: 0)")
 @click.option("--target", type=click.Choice(["latency", "energy"]), default="latency", show_default=True)
 @click.option("--server-load", type=float, default=0.0, show_default=True,
               help="K: jobs as heavy as this one sharing the server (its compute time × (1 + K))")
@@ -280,13 +291,11 @@ def choose_cmd(ref: str, network: str | None, bandwidth_mbit: float | None, down
     server, N: all on the device) for a link and server load, and choose the best for --target."""
     from aibench.errors import ResultIOError, UsageError
     from aibench.partition import decide
-    from aibench.partition.models import device_power, predict, read_profile
+    from aibench.partition.models import device_power, predict, read_profile, side_mismatch
     from aibench.partition.profile import describe_network, load_network
     from aibench.partition.sides import Side
 
-    if (network is None) == (bandwidth_mbit is None):
-        raise UsageError("give a link: --network 3g|lte|wifi, or --bandwidth-mbit R [--rtt-ms T]")
-    link = decide.named_link(network) if network else decide.custom_link(bandwidth_mbit, rtt_ms, download_mbit)
+    link = decide.link_from(network, bandwidth_mbit, rtt_ms, download_mbit)
     if not (server_load >= 0 and server_load < float("inf")):
         raise UsageError(f"--server-load must be 0 or more, not {server_load}")
     if batch < 1:
@@ -314,6 +323,10 @@ def choose_cmd(ref: str, network: str | None, bandwidth_mbit: float | None, down
     asked_j = decide.cut_index(names, cut) if cut is not None else None
     if profile_error is not None:
         raise profile_error
+    warnings = [*side_mismatch(f"--device-profile {device_profile}", dev["side"], "device"),
+                *side_mismatch(f"--server-profile {server_profile}", srv["side"], "server")]
+    if Path(device_profile).resolve() == Path(server_profile).resolve():
+        warnings.append(f"--device-profile and --server-profile are the same file ({device_profile})")
     sizes = [shape["input_bytes"], *[la["out_bytes"] for la in layers]]
     tm = [predict(dev, la) for la in layers]
     tc = [predict(srv, la) for la in layers]
@@ -339,9 +352,15 @@ def choose_cmd(ref: str, network: str | None, bandwidth_mbit: float | None, down
     asked = cuts[asked_j] if asked_j is not None else None
     measured = None
     if measured_device is not None:
-        mm = _measured_times(measured_device, net.bench.id, names)
-        mc = _measured_times(measured_server, net.bench.id, names)  # type: ignore[arg-type]
+        mm, dside = _measured_times(measured_device, net.bench.id, names)
+        mc, sside = _measured_times(measured_server, net.bench.id, names)  # type: ignore[arg-type]
+        warnings += [*side_mismatch(f"--measured-device {measured_device}", dside, "device"),
+                     *side_mismatch(f"--measured-server {measured_server}", sside, "server")]
+        if Path(measured_device).resolve() == Path(measured_server).resolve():  # type: ignore[arg-type]
+            warnings.append(f"--measured-device and --measured-server are the same file ({measured_device})")
         measured = decide.price_cuts(names, mm, mc, sizes, link, server_load, powers, radio_power_w)
+    for line in warnings:
+        click.echo(f"aibench: warning: {line}", err=True)
     if as_json:
         out = decide.as_json(cuts, chosen, {
             "network": net.bench.id, "target": target, "link": link.as_dict(), "server_load": server_load,

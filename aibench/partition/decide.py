@@ -29,6 +29,8 @@ TARGETS = ("latency", "energy")
 # The paper measured upload times of a 152 KB image, not rates (§6: 3G 870 ms, LTE 180 ms, Wi-Fi 95 ms).
 PAPER_IMAGE_BYTES = 152_000
 PAPER_UPLOAD_S = {"3g": 0.870, "lte": 0.180, "wifi": 0.095}
+DEFAULT_NETWORK = "lte"  # scenario/neurosurgeon's --network when none is given
+DEFAULT_LOAD_STEP_S = 5.0  # and its --load-step-s (a value other than these is a value the user gave)
 
 
 @dataclass(frozen=True)
@@ -45,24 +47,46 @@ class Link:
         return asdict(self)
 
 
-def named_link(name: str) -> Link:
+def named_link(name: str, rtt_ms: float = 0.0, down_mbit: float | None = None) -> Link:
     """``3g``, ``lte`` or ``wifi``: the rate that moves the paper's 152 KB image in its measured upload time
-    (derived, not measured here; the round trip is inside those times, so RTT is 0; down = up)."""
+    (derived, not measured here; the round trip is inside those times, so RTT is 0 unless given; down = up
+    unless given)."""
     if name not in PAPER_UPLOAD_S:
         raise UsageError(f"--network must be one of {', '.join(PAPER_UPLOAD_S)}, not {name!r} (or give "
                          "--bandwidth-mbit and --rtt-ms)")
+    _check_link(None, rtt_ms, down_mbit)
     rate = PAPER_IMAGE_BYTES * 8 / PAPER_UPLOAD_S[name] / 1e6
-    return Link(name, rate, rate, 0.0, f"derived: {PAPER_IMAGE_BYTES // 1000} KB uploaded in "
-                                       f"{PAPER_UPLOAD_S[name] * 1e3:.0f} ms (Neurosurgeon §6), download = upload")
+    source = (f"derived: {PAPER_IMAGE_BYTES // 1000} KB uploaded in {PAPER_UPLOAD_S[name] * 1e3:.0f} ms "
+              "(Neurosurgeon §6), " + ("download = upload" if down_mbit is None else f"download {down_mbit:g} "
+                                       "Mbit/s given"))
+    if rtt_ms:
+        source += f"; round trip {rtt_ms:g} ms given"
+    return Link(name, rate, down_mbit or rate, rtt_ms, source)
 
 
 def custom_link(up_mbit: float, rtt_ms: float = 0.0, down_mbit: float | None = None) -> Link:
+    _check_link(up_mbit, rtt_ms, down_mbit)
+    return Link(f"{up_mbit:g} Mbit/s, {rtt_ms:g} ms", up_mbit, down_mbit or up_mbit, rtt_ms, "given")
+
+
+def link_from(network: str | None, up_mbit: float | None, rtt_ms: float = 0.0,
+              down_mbit: float | None = None) -> Link:
+    """``partition choose``'s link: a named one or a rate (one of the two), each with the round trip and the
+    downlink rate when given."""
+    if network is not None and up_mbit is not None:
+        raise UsageError("give one link, not both: --network 3g|lte|wifi, or --bandwidth-mbit R")
+    if network is None and up_mbit is None:
+        raise UsageError("give a link: --network 3g|lte|wifi, or --bandwidth-mbit R (each with [--rtt-ms T] "
+                         "[--download-mbit R])")
+    return named_link(network, rtt_ms, down_mbit) if network is not None else custom_link(up_mbit, rtt_ms, down_mbit)
+
+
+def _check_link(up_mbit: float | None, rtt_ms: float, down_mbit: float | None) -> None:
     for what, v in (("--bandwidth-mbit", up_mbit), ("--download-mbit", down_mbit)):
         if v is not None and not (math.isfinite(v) and v > 0):
             raise UsageError(f"{what} must be a rate above 0, not {v}")
     if not (math.isfinite(rtt_ms) and rtt_ms >= 0):
         raise UsageError(f"--rtt-ms must be 0 or more, not {rtt_ms}")
-    return Link(f"{up_mbit:g} Mbit/s, {rtt_ms:g} ms", up_mbit, down_mbit or up_mbit, rtt_ms, "given")
 
 
 @dataclass(frozen=True)

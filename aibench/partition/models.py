@@ -337,11 +337,16 @@ def device_power(profile: Mapping[str, Any], layer: Mapping[str, Any]) -> float 
 
 def predict(profile: Mapping[str, Any], layer: Mapping[str, Any]) -> float:
     """Predicted seconds of one described layer (``{"type", "work"}``) on a platform profile; UsageError
-    (exit 2) when the profile has no model for its type."""
+    (exit 2) for a layer type no fit models, ResultIOError (exit 4) for a profile that lacks one it should."""
     model = profile["models"].get(layer["type"])
     if model is None:
-        raise UsageError(f"layer {layer.get('name', '?')} is of type {layer['type']!r}, for which the platform "
-                         f"profile has no model (it models {', '.join(profile['models'])})")
+        if layer["type"] not in LAYER_TYPES:  # the network's fault: no fit models this kind of layer
+            raise UsageError(f"layer {layer.get('name', '?')} is of type {layer['type']!r}, which no platform "
+                             f"profile models (fits model {', '.join(LAYER_TYPES)})")
+        where = profile.get("_path", "the platform profile")  # the file's fault: a fit writes every type
+        raise ResultIOError(f"{where}: no model for layer type {layer['type']!r} (layer {layer.get('name', '?')}); "
+                            f"it models {', '.join(profile['models']) or 'nothing'}: fit it again with "
+                            "`aibench partition fit`")
     return predict_one(model, layer["work"], layer.get("work2"))
 
 
@@ -409,7 +414,32 @@ def read_profile(path: str) -> dict[str, Any]:
         for m in models.values())
     if not ok or not isinstance(doc.get("side"), dict):
         raise ResultIOError(f"{path}: damaged platform profile (its models are not what `partition fit` writes)")
-    return doc
+    if not models:
+        raise ResultIOError(f"{path}: damaged platform profile (it has no models; fit it again with `aibench "
+                            "partition fit`)")
+    return {**doc, "_path": str(path)}
+
+
+def side_mismatch(what: str, side: Any, role: str, threads: int | None = None, quota: float | None = None,
+                  dtype: str | None = None) -> list[str]:
+    """Warnings (one line each) where the side a profile or profile result records (``side``: its ``side``
+    object) is not the ``role`` it is used for, or not the configuration that will run (what is given of
+    threads, CPU quota in cores (None: none) and dtype). Not errors: a user may mean it; never silent."""
+    if not isinstance(side, dict):
+        return []
+    notes = []
+    if side.get("name") not in (None, role):
+        notes.append(f"{what} was measured for the {side['name']} side, and is used here for the {role} side")
+    had = (side.get("quota") or {}).get("cores") if isinstance(side.get("quota"), dict) else None
+    if threads is not None and side.get("threads_effective") not in (None, threads):
+        notes.append(f"{what} was measured with {side['threads_effective']} thread(s); the {role} here runs {threads}")
+    if had != quota and (quota is not None or threads is not None):  # a role-only check says nothing of quotas
+        then = f"under a CPU quota of {had:g} cores" if had else "without a CPU quota"
+        now = f"under {quota:g} cores" if quota else "without one"
+        notes.append(f"{what} was measured {then}; the {role} here runs {now}")
+    if dtype is not None and side.get("dtype") not in (None, dtype):
+        notes.append(f"{what} was measured in {side['dtype']}; the {role} here runs {dtype}")
+    return notes
 
 
 def run_fit(side: Any, quick: bool = False, seed: int = 0, exclude_networks: Sequence[str] = (),

@@ -47,8 +47,8 @@ def _points(r: Any) -> list[dict[str, Any]]:
             out.append({"series": f"{series}, stepped in one run", "jobs": num(st["jobs"]),
                         "factor": num(st.get("factor_pinged")),
                         "made_of": ", ".join(f"{k} ×{v}" for k, v in made.items()) or "–",
-                        "p50": num(st["latency_p50_s"]), "p90": None,
-                        "predicted": None, "cut": str(st.get("cut", "?")), "j": st.get("j"),
+                        "p50": num(st["latency_p50_s"]), "p90": num(st.get("latency_p90_s")),
+                        "predicted": num(st.get("predicted_s")), "cut": str(st.get("cut", "?")), "j": st.get("j"),
                         "run": f"{str(r.run_id)[:8]} step {st.get('step')}"})
         return out
     p50 = _value(r, "latency_p50")

@@ -32,14 +32,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from aibench.errors import AibenchError, ResultIOError, UnavailableError, UsageError
 from aibench.partition import wire
-from aibench.partition.decide import Link, custom_link, named_link
+from aibench.partition.decide import DEFAULT_LOAD_STEP_S, DEFAULT_NETWORK, PAPER_UPLOAD_S, Link, custom_link, named_link
 from aibench.partition.server import PING_IDLE_S, PING_MIN_S, QUERY_RECENT, QUERY_WINDOW_S
+from aibench.results.stats import percentile
 from aibench.sut import Capabilities
 from aibench.sut.batcher import BatchingSystem
 from aibench.sut.transport import HEADER_SIZE, Frame, FrameError, recv_frame, send_frame
@@ -77,14 +78,8 @@ class SplitServerError(RuntimeError):
 
 def link_of(network: str, rtt_ms: float) -> Link:
     """``3g``/``lte``/``wifi`` (derived from the paper's upload times) or a rate in Mbit/s."""
-    if network in ("3g", "lte", "wifi"):
-        link = named_link(network)
-        if rtt_ms:
-            if not (math.isfinite(rtt_ms) and rtt_ms >= 0):
-                raise UsageError(f"--rtt-ms must be 0 or more, not {rtt_ms}")
-            link = Link(link.name, link.up_mbit, link.down_mbit, rtt_ms, f"{link.source}; round trip {rtt_ms:g} ms "
-                        "given")
-        return link
+    if network in PAPER_UPLOAD_S:
+        return named_link(network, rtt_ms)
     try:
         rate = float(network)
     except ValueError:
@@ -521,12 +516,14 @@ def parse_load_steps(text: str) -> list[int]:
 
 
 def load_step_summary(rows: Sequence[Sequence[float]], steps: Sequence[int], step_s: float,
-                      names: Sequence[str], pings: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+                      names: Sequence[str], pings: Sequence[dict[str, Any]] = (),
+                      price: Callable[[int, float], float] | None = None) -> dict[str, Any]:
     """Per step of the server's load schedule (by the query's time since the measured run's start): its jobs,
     the load factor the device learned (median over its queries of the last ping's), the queries at each cut,
     the median latency of the query's parts, and what the step's pings were made of (recent queries or a
     slice of the network timed). ``rows``: [t, jobs pinged, factor pinged, j, latency s]; ``pings``: the
-    device's ping log (``t_s``, ``jobs``, ``factor``, ``made_of``, ``seconds``)."""
+    device's ping log (``t_s``, ``jobs``, ``factor``, ``made_of``, ``seconds``); ``price(j, factor)``: the
+    decision's predicted latency of cut j at a load factor (with the platform profiles), beside each step's."""
     per: list[dict[str, Any]] = []
     for i, k in enumerate(steps):
         lo = i * step_s
@@ -543,10 +540,14 @@ def load_step_summary(rows: Sequence[Sequence[float]], steps: Sequence[int], ste
         for p in pings:
             if lo <= p["t_s"] < hi:
                 made_of[str(p.get("made_of"))] = made_of.get(str(p.get("made_of")), 0) + 1
-        per.append({"step": i, "jobs": k, "queries": len(mine), "factor_pinged": statistics.median(r[2] for r in mine),
-                    "jobs_pinged": sorted({int(r[1]) for r in mine}), "queries_by_cut": cuts, "cut": top,
-                    "j": names.index(top) + 1 if top != "input" else 0,
-                    "latency_p50_s": statistics.median(r[4] for r in mine), "pings_made_of": made_of})
+        factor = statistics.median(r[2] for r in mine)
+        j = names.index(top) + 1 if top != "input" else 0
+        latencies = sorted(r[4] for r in mine)
+        per.append({"step": i, "jobs": k, "queries": len(mine), "factor_pinged": factor,
+                    "jobs_pinged": sorted({int(r[1]) for r in mine}), "queries_by_cut": cuts, "cut": top, "j": j,
+                    "latency_p50_s": statistics.median(latencies),
+                    "latency_p90_s": percentile(latencies, 90),
+                    "predicted_s": price(j, factor) if price is not None else None, "pings_made_of": made_of})
     return {"per_step": per, "columns": ["t_s", "jobs_pinged", "factor_pinged", "j", "latency_s"],
             "queries": [list(r) for r in rows], "pings": list(pings),
             "note": "per query (at most 10000): its time since the measured run's start, the jobs and load factor "
@@ -570,6 +571,7 @@ def predicted(built: wire.Built, x: Any, link: Link, server_load: float, device_
                              sizes, link, server_load)
     chosen = decide.choose(cuts, "latency")
     return {"profiles": {"device": device_profile, "server": server_profile},
+            "sides": {"device": dev.get("side"), "server": srv.get("side")},
             "cuts": [c.as_dict() for c in cuts], "chosen": {"j": chosen.j, "layer": chosen.layer},
             "per_layer": {"device_s": [predict(dev, la) for la in layers],
                           "server_s": [predict(srv, la) for la in layers], "bytes": sizes}}
@@ -586,9 +588,10 @@ def _decide(built: wire.Built, x: Any, link: Link, params: dict[str, Any],
     missing = [p for p in paths if not Path(p).is_file()]
     if params["cut"] == "auto":
         if missing:
+            fits = " and ".join(f"`aibench partition fit --side {side}`" for side, p in zip(("device", "server"), paths,
+                                                                                           strict=True) if p in missing)
             raise ResultIOError(f"--cut auto needs the platform profiles {paths[0]} and {paths[1]} "
-                                f"({', '.join(missing)} missing): run `aibench partition fit --side device` and "
-                                "`aibench partition fit --side server` first, or give --cut LAYER")
+                                f"({', '.join(missing)} missing): run {fits} first, or give --cut LAYER")
         decision = predicted(built, x, link, load, *paths)
         return decision["chosen"]["j"], {**decision, "chosen_by": "auto", "server_load": load}
     j = cut_index(built.names, params["cut"])
@@ -598,6 +601,18 @@ def _decide(built: wire.Built, x: Any, link: Link, params: dict[str, Any],
         return j, {**predicted(built, x, link, load, *paths), "chosen_by": "given", "server_load": load}
     except AibenchError as exc:  # the cut was given: a damaged profile costs only the prediction beside it
         return j, {"unavailable": exc.message, "chosen_by": "given"}
+
+
+def profile_warnings(decision: dict[str, Any] | None, params: dict[str, Any], quota: float | None,
+                     server_threads: int) -> list[str]:
+    """Where the platform profiles priced were measured on another side or configuration than the run's."""
+    from aibench.partition.models import side_mismatch
+
+    sides = (decision or {}).get("sides") or {}
+    return [*side_mismatch(f"--device-profile {params['device_profile']}", sides.get("device"), "device",
+                           params["device_threads"], quota, params["dtype"]),
+            *side_mismatch(f"--server-profile {params['server_profile']}", sides.get("server"), "server",
+                           server_threads, None, params["dtype"])]
 
 
 # -- the run ---------------------------------------------------------------------------------------------
@@ -625,9 +640,18 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
 
     link = link_of(params["network"], params["rtt_ms"])
     trace = read_trace(params["trace"]) if params["trace"] else None
+    if trace is not None:  # the trace is the link: its rate at 0 s is what the first decision prices
+        if params["network"] != DEFAULT_NETWORK:
+            raise UsageError(f"give --network or --trace, not both: the trace sets the link's rate (--network "
+                             f"{params['network']} would be ignored)")
+        first = trace.rate_at(0.0) / 1e6
+        link = Link(f"trace {trace.name}", first, first, link.rtt_ms, f"the trace's rate, both ways ({first:g} "
+                    "Mbit/s at 0 s)" + (f"; round trip {link.rtt_ms:g} ms given" if link.rtt_ms else ""))
     steps = parse_load_steps(params.get("server_load_steps") or "")
     if steps and params["server_load"]:
         raise UsageError("give --server-load K (a constant load) or --server-load-steps K1,K2,... (stepped), not both")
+    if not steps and params["load_step_s"] != DEFAULT_LOAD_STEP_S:
+        raise UsageError("--load-step-s is the length of each --server-load-steps step: give the steps too")
     given = {"batch": params["batch"], "num_samples": params["num_samples"], "data": params["data"]}
     before = torch.get_num_threads()
     torch.set_num_threads(params["device_threads"])
@@ -643,6 +667,10 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
         t = built.task
         x = t.to_device(t.collate([t.load_sample(i % t.num_samples) for i in range(params["batch"])]), t.device)
         j, decision = _decide(built, x, link, params)
+        server_threads = params["server_threads"] or usable_cpus()
+        warnings = profile_warnings(decision, params, quota, server_threads)
+        for line in warnings:
+            print(f"aibench: warning: {line}", file=sys.stderr, flush=True)
         sizes = [x.numel() * x.element_size()]
         with torch.inference_mode():
             a = x
@@ -653,7 +681,6 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
         top = max(trace.rates_bit_s) if trace is not None else rate_bit_s
         # a probe measured at up to 1.5x the fastest rate (a rate estimate may overshoot) still fits
         max_frame = max(2 * max(sizes), probe_bytes(1.5 * top, max(params["link_check_s"], ADAPT_PROBE_S))) + (1 << 20)
-        server_threads = params["server_threads"] or usable_cpus()
         spec = {"net": built.bench.id, "params": built.params, "dtype": params["dtype"], "threads": server_threads,
                 "rate_bit_s": rate_bit_s, "rtt_ms": link.rtt_ms, "server_load": params["server_load"],
                 "load_steps": steps, "max_frame": max_frame}
@@ -693,6 +720,7 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
                          "(device: upload, server: download) plus half the round trip slept before each transfer"},
                 "link_check": {**checks[-1], "attempts": checks, "seconds": params["link_check_s"]},
                 "decision": decision,
+                "profile_warnings": warnings,
                 "device": {"threads": params["device_threads"],
                            "dtype": params["dtype"], "pid": os.getpid(), "cpu_quota": quota},
                 "server": {"pid": server.pid, "threads": server.ready.get("threads"), "port": server.ready["port"],
@@ -742,6 +770,38 @@ def split_run(params: dict[str, Any], result: Any) -> Iterator[tuple[SplitSystem
                 result.method["neurosurgeon"]["server_exit"] = {"code": code, "alive_after_stop": server.alive()}
         priority.close()  # the group goes once the server has ended
         torch.set_num_threads(before)
+
+
+def _pricer(names: Sequence[str], info: dict[str, Any]) -> Callable[[int, float], float] | None:
+    """The decision's predicted latency of a cut at a load factor on the run's configured link (None without
+    the platform profiles)."""
+    from aibench.partition import decide
+
+    per = (info.get("decision") or {}).get("per_layer")
+    if not per:
+        return None
+    link = Link(info["link"]["name"], info["link"]["up_mbit"], info["link"]["down_mbit"], info["link"]["rtt_ms"])
+    return lambda j, factor: decide.price_cuts(names, per["device_s"], per["server_s"], per["bytes"], link,
+                                               max(0.0, factor - 1.0))[j].total_s
+
+
+def run_summary(system: SplitSystem, info: dict[str, Any]) -> str:
+    """One line for the run's output: the cut that ran (every cut, with its queries, when it moved) and the
+    link."""
+    names = system.built.names
+    cut = info["cut"]
+    moved = (info.get("adaptation") or {}).get("queries_by_cut")
+    steps = (info.get("load_steps") or {}).get("per_step")
+    if steps:
+        where = "by server load step: " + ", ".join(f"K={st['jobs']} mostly {st['cut']} ({st['queries']} queries)"
+                                                    for st in steps)
+    elif moved and len(moved) > 1:
+        where = "queries by cut: " + ", ".join(f"{name} {n}" for name, n in moved.items())
+    else:
+        j = system.j
+        where = f"cut after {'input' if j == 0 else names[j - 1]} (j={j} of {len(names)}, {cut['chosen_by']})"
+    link = info["link"]
+    return f"split: {where}; link {link['name']} at {link['rate_bit_s'] / 1e6:.3g} Mbit/s up"
 
 
 def record(system: SplitSystem, result: Any, info: dict[str, Any]) -> None:
@@ -801,7 +861,8 @@ def record(system: SplitSystem, result: Any, info: dict[str, Any]) -> None:
     if system.load_timeline and info.get("load_steps"):
         info["load_steps"].update(load_step_summary(system.load_timeline, info["load_steps"]["steps"],
                                                     info["load_steps"]["step_s"], system.built.names,
-                                                    system.ping_log))
+                                                    system.ping_log, _pricer(system.built.names, info)))
+    result.method["summary"] = run_summary(system, info)
     stats = system.server_stats()
     if stats is not None:
         info["server"]["counters"] = stats

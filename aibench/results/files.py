@@ -37,6 +37,8 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 SWEEP_SCHEMA = "aibench-sweep"
 COMPARISON_SCHEMAS = ("aibench-comparison", "aibench-gate")
 TCO_SCHEMA = "aibench-tco"  # `aibench tco --json` (aibench.tco.report), drawn by `aibench report`
+# aibench files that are not results, and what they are (a result reader names the file, not "foreign")
+NOT_RESULTS = {"aibench-partition-profile": "a platform profile (`aibench partition fit`), not a result file"}
 OTHER_SCHEMA_VERSION = 1  # of sweep records and comparison/gate files
 # The files that record measurements: no command ever writes over one (see store.check_outputs).
 RECORD_SCHEMAS = (SCHEMA_NAME, SWEEP_SCHEMA)
@@ -226,6 +228,8 @@ def classify(doc: Any, path: Path) -> tuple[str, Any]:
             raise ResultFileError(path, "damaged aibench file: malformed TCO file (needs lists of shares and "
                                         "series)", "damaged")
         return "tco", {**doc, "_source": str(path)}
+    if schema in NOT_RESULTS:
+        raise ResultFileError(path, NOT_RESULTS[schema], "foreign")
     raise ResultFileError(path, f"a {schema!r} file, which this aibench does not read", "foreign")
 
 

@@ -15,6 +15,7 @@ import contextlib
 from typing import Any
 
 from aibench.loadgen.metrics import SYSTEM_METRICS
+from aibench.partition.decide import DEFAULT_LOAD_STEP_S, DEFAULT_NETWORK
 from aibench.registry import MetricSpec, benchmark
 from aibench.spec import Param
 
@@ -49,8 +50,8 @@ NEUROSURGEON_METRICS = (
         Param("net", str, "imc", "the component network to cut (a chain of named layers: a Tonic net or vgg)"),
         Param("cut", str, "auto", "the last layer on the device (a layer name, 'input' or j = 0..N); auto: the "
               "decision's choice from the platform profiles"),
-        Param("network", str, "lte", "the link: 3g, lte, wifi (derived from the paper's upload times) or a rate "
-              "in Mbit/s"),
+        Param("network", str, DEFAULT_NETWORK, "the link: 3g, lte, wifi (derived from the paper's upload times) or "
+              "a rate in Mbit/s (--trace replaces it)"),
         Param("rtt_ms", float, 0.0, "round-trip time added on the link (half before each transfer each way)",
               unit="ms", minimum=0.0, maximum=60_000.0),
         Param("server_load", int, 0, "K background jobs in the server process (each the whole network in a loop)",
@@ -58,8 +59,8 @@ NEUROSURGEON_METRICS = (
         Param("server_load_steps", str, "", "the server's background jobs stepped during the run, e.g. 0,2,4,8 "
               "(--load-step-s each, from the measured run's start; the last stays); the device learns the load "
               "by pinging and, with --cut auto, re-chooses the cut"),
-        Param("load_step_s", float, 5.0, "seconds of each --server-load-steps step", unit="s", minimum=0.1,
-              maximum=3600.0),
+        Param("load_step_s", float, DEFAULT_LOAD_STEP_S, "seconds of each --server-load-steps step", unit="s",
+              minimum=0.1, maximum=3600.0),
         Param("device_threads", int, 1, "torch threads of the device side (this process)", minimum=1,
               maximum=1024),
         Param("device_cpu_quota", float, 0.0, "cap the device side (this process, not the server) at this many "
@@ -79,7 +80,8 @@ NEUROSURGEON_METRICS = (
               "and the prediction beside the measurement)"),
         Param("server_profile", str, "partition-server.json", "platform profile of the server side"),
         Param("trace", str, "", "a bandwidth trace replayed during the run (time_s,rate_mbit CSV), or "
-              "lte-synthetic (shipped, synthetic); with --cut auto the cut follows the measured rate"),
+              "lte-synthetic (shipped, synthetic): the link's rate instead of --network's; with --cut auto the cut "
+              "follows the measured rate"),
         Param("link_check_s", float, 0.3, "seconds of data each way that verify the link's rate before the run",
               unit="s", minimum=0.01, maximum=60.0),
     ],
