@@ -29,8 +29,6 @@ TARGETS = ("latency", "energy")
 # The paper measured upload times of a 152 KB image, not rates (§6: 3G 870 ms, LTE 180 ms, Wi-Fi 95 ms).
 PAPER_IMAGE_BYTES = 152_000
 PAPER_UPLOAD_S = {"3g": 0.870, "lte": 0.180, "wifi": 0.095}
-DEFAULT_NETWORK = "lte"  # scenario/neurosurgeon's --network when none is given
-DEFAULT_LOAD_STEP_S = 5.0  # and its --load-step-s (a value other than these is a value the user gave)
 
 
 @dataclass(frozen=True)

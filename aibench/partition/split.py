@@ -38,12 +38,13 @@ from typing import Any
 
 from aibench.errors import AibenchError, ResultIOError, UnavailableError, UsageError
 from aibench.partition import wire
-from aibench.partition.decide import DEFAULT_LOAD_STEP_S, DEFAULT_NETWORK, PAPER_UPLOAD_S, Link, custom_link, named_link
+from aibench.partition.decide import PAPER_UPLOAD_S, Link, custom_link, named_link
 from aibench.partition.server import PING_IDLE_S, PING_MIN_S, QUERY_RECENT, QUERY_WINDOW_S
 from aibench.results.stats import percentile
 from aibench.sut import Capabilities
 from aibench.sut.batcher import BatchingSystem
 from aibench.sut.transport import HEADER_SIZE, Frame, FrameError, recv_frame, send_frame
+from aibench.workloads.scenario.neurosurgeon import DEFAULT_LOAD_STEP_S, DEFAULT_NETWORK
 
 STAGES = ("device_compute", "upload", "server_compute", "download")
 SERVER_MODULE = "aibench.partition.server"

@@ -15,9 +15,12 @@ import contextlib
 from typing import Any
 
 from aibench.loadgen.metrics import SYSTEM_METRICS
-from aibench.partition.decide import DEFAULT_LOAD_STEP_S, DEFAULT_NETWORK
 from aibench.registry import MetricSpec, benchmark
 from aibench.spec import Param
+
+# Defaults the split checks against: a value other than these is one the user gave (aibench.partition.split)
+DEFAULT_NETWORK = "lte"
+DEFAULT_LOAD_STEP_S = 5.0
 
 NEUROSURGEON_METRICS = (
     *SYSTEM_METRICS,  # its stages: device compute, upload, server compute, download
