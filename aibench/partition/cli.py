@@ -66,7 +66,7 @@ def profile_cmd(ref: str, side: str, device: str | None, threads: int | None, dt
     """Time every layer of the network of REF (e.g. component/imc) on one side; writes a result file whose
     parts.layer holds each layer's distribution (aibench report shows it)."""
     from aibench.errors import UsageError
-    from aibench.partition.profile import profile
+    from aibench.partition.profile import layer_statistic, profile
     from aibench.partition.sides import side_for
     from aibench.results.store import ensure_writable_dir, write_result
 
@@ -89,7 +89,7 @@ def profile_cmd(ref: str, side: str, device: str | None, threads: int | None, dt
     quota = f", quota {info['quota']['cores']:g} cores (cgroup {info['quota']['cgroup']})" if info.get("quota") else ""
     table = Table(title=f"{result.id} on the {s.name} side: {s.device}, {info['threads_effective']} thread(s), "
                         f"{s.dtype}{quota}", title_justify="left")
-    stat = result.method["partition"].get("layer_statistic", {}).get("statistic", "median")
+    stat = layer_statistic(result)
     for col in ("j", "layer", "type", "median ms", "IQR ms", "mean ms", "n", "out KB"):
         table.add_column(col, justify="left" if col in ("layer", "type") else "right")
     for i, row in enumerate(rows, start=1):
@@ -136,16 +136,11 @@ def _profile_layers(result: Any) -> list[dict[str, Any]]:
     if not isinstance(part, dict) or not isinstance(part.get("layers"), list) or "layer" not in result.parts:
         raise ResultIOError(f"{result.id} run {result.run_id[:8]}: not a `partition profile` result (no per-layer "
                             "description)")
-    parts = result.parts["layer"]
-    stat = (part.get("layer_statistic") or {}).get("statistic", "median")
-    for layer in part["layers"]:
-        name = layer.get("name") if isinstance(layer, dict) else None
-        summary = (parts.get(name) or {}).get("summary") if isinstance(parts, dict) and isinstance(name, str) else None
-        if (not isinstance(summary, dict) or not isinstance(summary.get(stat), int | float)
-                or not isinstance(layer.get("type"), str) or "work" not in layer):
-            raise ResultIOError(f"{result.id} run {result.run_id[:8]}: damaged `partition profile` result (no "
-                                f"described layer {name!r} with a measured {stat} in parts.layer)")
-    stat, figures = layer_figures(result)
+    stat, figures = layer_figures(result)  # a layer without its figure: exit 4
+    undescribed = [la["name"] for la in part["layers"] if not isinstance(la.get("type"), str) or "work" not in la]
+    if undescribed:
+        raise ResultIOError(f"{result.id} run {result.run_id[:8]}: damaged `partition profile` result (layer "
+                            f"{undescribed[0]!r} has no type or work in method.partition.layers)")
     return [{**layer, "measured_s": figures[layer["name"]], "statistic": stat} for layer in part["layers"]]
 
 
@@ -291,7 +286,7 @@ def choose_cmd(ref: str, network: str | None, bandwidth_mbit: float | None, down
     server, N: all on the device) for a link and server load, and choose the best for --target."""
     from aibench.errors import ResultIOError, UsageError
     from aibench.partition import decide
-    from aibench.partition.models import device_power, predict, read_profile, side_mismatch
+    from aibench.partition.models import device_power, predict, read_profile
     from aibench.partition.profile import describe_network, load_network
     from aibench.partition.sides import Side
 
@@ -323,10 +318,8 @@ def choose_cmd(ref: str, network: str | None, bandwidth_mbit: float | None, down
     asked_j = decide.cut_index(names, cut) if cut is not None else None
     if profile_error is not None:
         raise profile_error
-    warnings = [*side_mismatch(f"--device-profile {device_profile}", dev["side"], "device"),
-                *side_mismatch(f"--server-profile {server_profile}", srv["side"], "server")]
-    if Path(device_profile).resolve() == Path(server_profile).resolve():
-        warnings.append(f"--device-profile and --server-profile are the same file ({device_profile})")
+    warnings = _sides_warnings(("--device-profile", device_profile, dev["side"]),
+                               ("--server-profile", server_profile, srv["side"]))
     sizes = [shape["input_bytes"], *[la["out_bytes"] for la in layers]]
     tm = [predict(dev, la) for la in layers]
     tc = [predict(srv, la) for la in layers]
@@ -354,10 +347,8 @@ def choose_cmd(ref: str, network: str | None, bandwidth_mbit: float | None, down
     if measured_device is not None:
         mm, dside = _measured_times(measured_device, net.bench.id, names)
         mc, sside = _measured_times(measured_server, net.bench.id, names)  # type: ignore[arg-type]
-        warnings += [*side_mismatch(f"--measured-device {measured_device}", dside, "device"),
-                     *side_mismatch(f"--measured-server {measured_server}", sside, "server")]
-        if Path(measured_device).resolve() == Path(measured_server).resolve():  # type: ignore[arg-type]
-            warnings.append(f"--measured-device and --measured-server are the same file ({measured_device})")
+        warnings += _sides_warnings(("--measured-device", measured_device, dside),
+                                    ("--measured-server", measured_server, sside))  # type: ignore[arg-type]
         measured = decide.price_cuts(names, mm, mc, sizes, link, server_load, powers, radio_power_w)
     for line in warnings:
         click.echo(f"aibench: warning: {line}", err=True)
@@ -411,6 +402,18 @@ def choose_cmd(ref: str, network: str | None, bandwidth_mbit: float | None, down
         con.print(f"measured (profiled layer figures priced the same way): optimum j={best.j} ({best.layer}); the "
                   f"predicted choice is {100 * _ratio(measured, chosen, best, target):.1f}% of the optimum's "
                   f"{'latency' if target == 'latency' else 'energy'} (100% = optimal)")
+
+
+def _sides_warnings(device: tuple[str, str, Any], server: tuple[str, str, Any]) -> list[str]:
+    """For a (flag, path, recorded side) of each role: files measured for the other role, or one file for
+    both (priced as asked, but said)."""
+    from aibench.partition.models import side_mismatch
+
+    lines = [*side_mismatch(f"{device[0]} {device[1]}", device[2], "device"),
+             *side_mismatch(f"{server[0]} {server[1]}", server[2], "server")]
+    if Path(device[1]).resolve() == Path(server[1]).resolve():
+        lines.append(f"{device[0]} and {server[0]} are the same file ({device[1]})")
+    return lines
 
 
 def _ratio(measured: list[Any], chosen: Any, best: Any, target: str) -> float:

@@ -424,16 +424,19 @@ def side_mismatch(what: str, side: Any, role: str, threads: int | None = None, q
                   dtype: str | None = None) -> list[str]:
     """Warnings (one line each) where the side a profile or profile result records (``side``: its ``side``
     object) is not the ``role`` it is used for, or not the configuration that will run (what is given of
-    threads, CPU quota in cores (None: none) and dtype). Not errors: a user may mean it; never silent."""
+    threads, CPU quota in cores (None: none) and dtype; with no threads, only the role is checked). Not
+    errors: a user may mean it; never silent."""
     if not isinstance(side, dict):
         return []
     notes = []
     if side.get("name") not in (None, role):
         notes.append(f"{what} was measured for the {side['name']} side, and is used here for the {role} side")
-    had = (side.get("quota") or {}).get("cores") if isinstance(side.get("quota"), dict) else None
-    if threads is not None and side.get("threads_effective") not in (None, threads):
+    if threads is None:  # a role-only check (partition choose): nothing is known of the configuration run
+        return notes
+    if side.get("threads_effective") not in (None, threads):
         notes.append(f"{what} was measured with {side['threads_effective']} thread(s); the {role} here runs {threads}")
-    if had != quota and (quota is not None or threads is not None):  # a role-only check says nothing of quotas
+    had = (side.get("quota") or {}).get("cores") if isinstance(side.get("quota"), dict) else None
+    if had != quota:
         then = f"under a CPU quota of {had:g} cores" if had else "without a CPU quota"
         now = f"under {quota:g} cores" if quota else "without one"
         notes.append(f"{what} was measured {then}; the {role} here runs {now}")

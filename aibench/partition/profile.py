@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aibench.errors import UsageError
+from aibench.errors import ResultIOError, UsageError
 from aibench.partition.layers import describe
 from aibench.partition.sides import Side, applied, torch_dtype
 
@@ -264,12 +264,27 @@ def measure_layers(layers: Sequence[tuple[str, Any]], x: Any, timing: Timing,
     return per_layer, total, power
 
 
+def layer_statistic(result: Any) -> str:
+    """The statistic that stands for each layer of a ``partition profile`` result: ``median``, or ``mean`` on a
+    side under a CPU quota (see :class:`Timing`). A result written before it was recorded used the median."""
+    return ((result.method.get("partition") or {}).get("layer_statistic") or {}).get("statistic", "median")
+
+
 def layer_figures(result: Any) -> tuple[str, dict[str, float]]:
-    """The statistic that stands for each layer of a ``partition profile`` result (``median``, or ``mean`` on
-    a side under a CPU quota: see :class:`Timing`) and each layer's figure, in layer order. A result written
-    before the statistic was recorded used the median."""
-    statistic = (result.method.get("partition") or {}).get("layer_statistic", {}).get("statistic", "median")
-    return statistic, {name: part["summary"][statistic] for name, part in result.parts["layer"].items()}
+    """:func:`layer_statistic` and each described layer's figure, in layer order; ResultIOError (exit 4) for
+    a result whose ``parts.layer`` lacks a described layer's figure (a damaged file)."""
+    statistic = layer_statistic(result)
+    parts = result.parts.get("layer")
+    figures: dict[str, float] = {}
+    for layer in result.method["partition"]["layers"]:
+        name = layer.get("name") if isinstance(layer, dict) else None
+        part = parts.get(name) if isinstance(parts, dict) and isinstance(name, str) else None
+        summary = part.get("summary") if isinstance(part, dict) else None
+        if not isinstance(summary, dict) or not isinstance(summary.get(statistic), int | float):
+            raise ResultIOError(f"{result.id} run {result.run_id[:8]}: damaged `partition profile` result (no "
+                                f"described layer {name!r} with a measured {statistic} in parts.layer)")
+        figures[name] = summary[statistic]  # type: ignore[index]
+    return statistic, figures
 
 
 def side_meter(side: Side, **backends: Any) -> Callable[[str], Any]:
